@@ -1,0 +1,7 @@
+"""`python -m tlsprobe` is the `tlsprobe` command."""
+
+import sys
+
+from tlsprobe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,203 @@
+"""Command line: argparse subcommands that build values and call into the package. No logic.
+
+Usage errors print one line and exit 3 (UNKNOWN, the Nagios convention for a check that could
+not run); configuration errors from `serve` and `validate-config` exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import socket
+import sys
+from collections.abc import Sequence
+from functools import cache
+from typing import NoReturn
+
+from tlsprobe import __version__, o365
+from tlsprobe.evaluate import TrustStore, TrustStoreError
+from tlsprobe.model import Endpoint, Mode, Policy, Status
+
+EXIT_USAGE = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(Exception):
+    """A bad argument value, reported in one line."""
+
+
+@cache
+def default_ehlo_name() -> str:
+    """This machine's FQDN, or a literal that every server accepts."""
+    try:
+        name = socket.getfqdn()
+    except OSError:
+        name = ""
+    if "." not in name or name.startswith("localhost"):
+        return "tlsprobe.localdomain"
+    return name
+
+
+def parse_host_port(value: str) -> tuple[str, int | None]:
+    """HOST, HOST:PORT, [v6] or [v6]:PORT. A bare IPv6 literal has no port."""
+    value = value.strip()
+    port: str | None = None
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise UsageError(f"cannot parse {value!r}: expected [IPv6]:PORT")
+        port = rest[1:] or None
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host = value
+    if not host or any(c.isspace() for c in host):
+        raise UsageError(f"invalid host {value!r}")
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"invalid port {port!r}: must be 1-65535")
+    return host, int(port)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]:
+    host, port = parse_host_port(args.target)
+    port = port or 25
+    mode = Mode(args.mode) if args.mode else (Mode.IMPLICIT if port == 465 else Mode.STARTTLS)
+    if args.address is not None and not _is_ip(args.address):
+        raise UsageError(f"--address {args.address!r} is not an IP address")
+    sni = None if args.no_sni or _is_ip(host) else (args.sni or host)
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if args.crit_days < 0 or args.warn_days < args.crit_days:
+        raise UsageError("--crit-days must be >= 0 and no greater than --warn-days")
+    if args.certificate_domain:
+        try:
+            o365.ConnectorPattern.parse(args.certificate_domain)
+        except o365.ConnectorPatternError as exc:
+            raise UsageError(f"--certificate-domain: {exc}") from exc
+    try:
+        trust = TrustStore.from_pem_file(args.ca_file) if args.ca_file else TrustStore.system()
+    except TrustStoreError as exc:
+        raise UsageError(f"--ca-file: {exc}") from exc
+    try:
+        endpoint = Endpoint(
+            host=host,
+            port=port,
+            mode=mode,
+            address=args.address,
+            sni=sni,
+            ehlo_name=args.ehlo_name or default_ehlo_name(),
+        )
+        from tlsprobe.smtp import SmtpClient
+
+        SmtpClient(endpoint.ehlo_name)  # validates the EHLO name before any connection
+    except ValueError as exc:
+        raise UsageError(f"--ehlo-name: {exc}") from exc
+    policy = Policy(
+        certificate_domain=args.certificate_domain,
+        accepted_domains=tuple(args.accepted_domain),
+        warn_days=args.warn_days,
+        crit_days=args.crit_days,
+        expected=tuple(args.expect),
+    )
+    return endpoint, policy, trust
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from tlsprobe import report
+    from tlsprobe.probe import probe_endpoint, utcnow
+
+    endpoint, policy, trust = build_check(args)
+    result = asyncio.run(probe_endpoint(endpoint, policy, trust, timeout=args.timeout))
+    if args.json:
+        print(json.dumps(report.to_json(result), indent=2))
+    else:
+        text = report.human(result, utcnow())
+        if args.verbose and result.transcript:
+            text += "\nSMTP transcript\n" + "\n".join(f"  {t}" for t in result.transcript) + "\n"
+        sys.stdout.write(text)
+    return int(result.status)
+
+
+def _add_check(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "check",
+        help="probe one SMTP endpoint once (Nagios-style exit code)",
+        description="Probe one SMTP endpoint and judge its certificate as Exchange Online would. "
+        "Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown.",
+    )
+    p.add_argument("target", metavar="HOST[:PORT]", help="host to check; port defaults to 25")
+    p.add_argument("--address", help="connect to this IP instead of resolving HOST")
+    p.add_argument("--mode", choices=[m.value for m in Mode], help="default: implicit on 465")
+    sni = p.add_mutually_exclusive_group()
+    sni.add_argument("--sni", help="server name to send (default: HOST)")
+    sni.add_argument("--no-sni", action="store_true", help="send no server name")
+    p.add_argument("--ca-file", help="PEM trust store (default: the system store)")
+    p.add_argument(
+        "--certificate-domain",
+        help="the connector's TlsSenderCertificateName: a name or *.domain",
+    )
+    p.add_argument(
+        "--accepted-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="an accepted domain of the tenant (repeatable)",
+    )
+    p.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="PIN",
+        help="pinned certificate: SHA-256 fingerprint or <I>issuer<S>subject",
+    )
+    p.add_argument("--warn-days", type=float, default=21.0)
+    p.add_argument("--crit-days", type=float, default=7.0)
+    p.add_argument("--ehlo-name", help="name sent in EHLO (default: this machine's FQDN)")
+    p.add_argument("--timeout", type=float, default=30.0, help="overall deadline in seconds")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the SMTP transcript")
+    p.set_defaults(func=cmd_check)
+
+
+def make_parser() -> _Parser:
+    parser = _Parser(
+        prog="tlsprobe",
+        description="Watch the TLS certificates of SMTP servers relaying through Exchange Online.",
+    )
+    parser.add_argument("--version", action="version", version=f"tlsprobe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_check(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"tlsprobe {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return int(Status.UNKNOWN)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Judge a captured chain: pure functions of (chain, endpoint, policy, trust store, now).
+
+The handshake never verifies (it must capture broken chains); this module decides afterwards.
+Trust is decided by `cryptography.x509.verification` from the certificates the server sent plus
+the trust store, never fetching missing intermediates (Exchange Online fetches none either).
+When verification fails, a small path walk tells the reasons apart for the human message.
+No I/O here except loading a trust store file once (`TrustStore`), and the clock is injected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509 import verification as xv
+
+from tlsprobe import certs, o365
+from tlsprobe.model import CertFacts, Check, Policy, Status, TlsInfo
+
+SYMPTOMS = {
+    "starttls": "no TLS session: a certificate-based connector can never match; "
+    "Exchange Online defers the mail (451 4.4.0 TLS required)",
+    "tls_version": "Exchange Online accepts only TLS 1.2 and newer: the connection fails",
+    "chain_trusted": "450 4.4.317 UntrustedRoot / 550 5.7.64 TenantAttribution: relay refused",
+    "not_expired": "Exchange Online rejects an expired certificate: relay stops "
+    "(550 5.7.64 TenantAttribution)",
+    "hostname": "senders that verify the host name (MTA-STS, DANE, strict TLS) refuse this host",
+    "key_strength": "weak keys are refused by current TLS stacks, Exchange Online included",
+    "signature_algorithm": "SHA-1/MD5 signatures are refused by current TLS stacks, "
+    "Exchange Online included",
+    "expected_certificate": "the served certificate is not the one pinned for the connector: "
+    "relay breaks if Exchange expects the pinned one",
+}
+
+_OLD_TLS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"})
+_WEAK_HASHES = frozenset({"sha1", "md5", "md2", "md4"})
+_MIN_BITS = {"RSA": 2048, "DSA": 2048, "EC": 256}
+_SECONDS_PER_DAY = 86400.0
+
+
+class TrustStoreError(ValueError):
+    """A trust store file that cannot be read or holds no certificate."""
+
+
+class TrustStore:
+    """Trust anchors: the system store or a PEM bundle. Built once, shared by every probe."""
+
+    __slots__ = ("_by_subject", "anchors", "source", "store")
+
+    def __init__(self, anchors: Sequence[x509.Certificate], source: str) -> None:
+        if not anchors:
+            raise TrustStoreError(f"{source}: holds no certificate")
+        self.anchors = tuple(anchors)
+        self.source = source
+        # The cryptography Store is built once; it is immutable and safe to share.
+        self.store = xv.Store(list(self.anchors))
+        self._by_subject: dict[x509.Name, list[x509.Certificate]] = {}
+        for cert in self.anchors:
+            self._by_subject.setdefault(cert.subject, []).append(cert)
+
+    @classmethod
+    def from_pem(cls, pem: bytes, source: str = "PEM") -> TrustStore:
+        try:
+            anchors = x509.load_pem_x509_certificates(pem)
+        except ValueError as exc:
+            raise TrustStoreError(f"{source}: no PEM certificate could be read ({exc})") from exc
+        return cls(anchors, source)
+
+    @classmethod
+    def from_pem_file(cls, path: str | Path) -> TrustStore:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise TrustStoreError(f"{path}: {exc.strerror or exc}") from exc
+        return cls.from_pem(data, str(path))
+
+    @classmethod
+    def system(cls) -> TrustStore:
+        return _system_store()
+
+    def issuers_of(self, cert: x509.Certificate) -> list[x509.Certificate]:
+        return [c for c in self._by_subject.get(cert.issuer, []) if _signed_by(cert, c)]
+
+    def contains(self, cert: x509.Certificate) -> bool:
+        return cert in self._by_subject.get(cert.subject, [])
+
+
+@cache
+def _system_store() -> TrustStore:
+    paths = ssl.get_default_verify_paths()
+    candidates = [
+        paths.cafile,
+        paths.openssl_cafile,
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return TrustStore.from_pem_file(candidate)
+    raise TrustStoreError("no system trust store found; pass --ca-file")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    checks: tuple[Check, ...]
+    o365_ready: bool
+
+
+def evaluate(
+    chain: Sequence[x509.Certificate],
+    *,
+    host: str,
+    tls: TlsInfo,
+    policy: Policy,
+    trust: TrustStore,
+    now: datetime,
+) -> Verdict:
+    """All certificate checks for a captured chain (leaf first, as sent). `chain` is non-empty."""
+    leaf_facts = certs.facts(chain[0])
+    sent_facts = [certs.facts(c) for c in chain]
+    trusted, path = check_trust(chain, trust, now)
+    expiry_chain = [certs.facts(c) for c in path] if path else sent_facts
+    names = (*leaf_facts.dns_names, *leaf_facts.common_names)
+    pattern = (
+        o365.ConnectorPattern.parse(policy.certificate_domain)
+        if policy.certificate_domain
+        else None
+    )
+    checks = [
+        Check("starttls", Status.OK, "TLS session established"),
+        check_tls_version(tls),
+        trusted,
+        check_expiry(expiry_chain, policy, now),
+        check_hostname(host, leaf_facts),
+        o365.check_certificate_domain(names, pattern, policy.accepted_domains),
+        o365.check_accepted_domain(names, pattern, policy.accepted_domains),
+        check_key_strength(sent_facts),
+        check_signature(sent_facts),
+    ]
+    if policy.expected:
+        checks.append(check_expected(leaf_facts, policy.expected))
+    ready = (
+        trusted.status is Status.OK
+        and all(f.not_before <= now < f.not_after for f in expiry_chain)
+        and _status_of(checks, "tls_version") is Status.OK
+        and _status_of(checks, "certificate_domain") is Status.OK
+        and _status_of(checks, "accepted_domain") is Status.OK
+    )
+    return Verdict(tuple(checks), ready)
+
+
+def _status_of(checks: Sequence[Check], name: str) -> Status:
+    return next(c.status for c in checks if c.name == name)
+
+
+def _fail(name: str, status: Status, message: str, reason: str = "") -> Check:
+    return Check(name, status, message, SYMPTOMS.get(name, ""), reason)
+
+
+def check_tls_version(tls: TlsInfo) -> Check:
+    if tls.version in _OLD_TLS:
+        return _fail(
+            "tls_version",
+            Status.CRITICAL,
+            f"{tls.version} negotiated; TLS 1.2 or newer is required",
+        )
+    return Check("tls_version", Status.OK, f"{tls.version} ({tls.cipher})")
+
+
+# --- trust ---------------------------------------------------------------------------------
+
+
+def check_trust(
+    chain: Sequence[x509.Certificate], trust: TrustStore, now: datetime
+) -> tuple[Check, list[x509.Certificate]]:
+    """chain_trusted, and the verified path (leaf to anchor) when there is one."""
+    leaf, intermediates = chain[0], list(chain[1:])
+    try:
+        verified = _verifier(trust, now).verify(leaf, intermediates)
+    except xv.VerificationError as exc:
+        return _diagnose(chain, trust, now, str(exc)), []
+    path = list(verified.chain)
+    anchor = certs.facts(path[-1])
+    return Check("chain_trusted", Status.OK, f"chains to {anchor.subject} ({trust.source})"), path
+
+
+def _verifier(trust: TrustStore, now: datetime) -> xv.ClientVerifier:
+    # A client verifier checks the path without tying it to a host name (hostname and connector
+    # name are separate checks) and the permissive EE policy skips the EKU requirement: Exchange
+    # judges the issuer chain, not the leaf's extended key usage.
+    return (
+        xv.PolicyBuilder()
+        .store(trust.store)
+        .time(now)
+        .extension_policies(
+            ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(),
+            ee_policy=xv.ExtensionPolicy.permit_all(),
+        )
+        .build_client_verifier()
+    )
+
+
+def _diagnose(
+    chain: Sequence[x509.Certificate], trust: TrustStore, now: datetime, detail: str
+) -> Check:
+    """Name the reason a chain failed: walk issuers by name and signature through what was sent."""
+    leaf = chain[0]
+    if leaf.subject == leaf.issuer and _signed_by(leaf, leaf) and not trust.contains(leaf):
+        return _untrusted(
+            "self_signed", "self-signed certificate; Exchange Online needs a public CA"
+        )
+    path, anchored = _walk(chain, trust)
+    if not anchored:
+        top = path[-1]
+        issuer = top.issuer.rfc4514_string()
+        if len(path) == 1 and not certs.is_ca(top):
+            return _untrusted(
+                "intermediate_missing",
+                f"intermediate missing: issuer '{issuer}' was not sent and is not a trusted root; "
+                "install the full chain on the server (Exchange Online fetches no intermediates)",
+            )
+        if top.subject == top.issuer:
+            reason = (
+                f"root '{issuer}' sent by the server is not in the trust store ({trust.source})"
+            )
+        else:
+            reason = f"issuer '{issuer}' is not in the trust store ({trust.source})"
+        return _untrusted(
+            "unknown_root", f"unknown root: {reason}; a private CA fails in Exchange Online"
+        )
+    for position, cert in enumerate(path):
+        facts = certs.facts(cert)
+        what = "leaf" if position == 0 else ("root" if cert is path[-1] else "intermediate")
+        if now >= facts.not_after:
+            return _untrusted(
+                "leaf_expired" if position == 0 else "intermediate_expired",
+                f"{what} '{facts.subject}' expired on {facts.not_after:%Y-%m-%d}",
+            )
+        if now < facts.not_before:
+            return _untrusted(
+                "not_yet_valid",
+                f"{what} '{facts.subject}' not valid before {facts.not_before:%Y-%m-%d}",
+            )
+    return _untrusted("invalid", f"chain rejected: {detail}")
+
+
+def _untrusted(reason: str, message: str) -> Check:
+    return _fail("chain_trusted", Status.CRITICAL, message, reason)
+
+
+def _walk(
+    chain: Sequence[x509.Certificate], trust: TrustStore
+) -> tuple[list[x509.Certificate], bool]:
+    """Issuer path from the leaf through the sent certificates; anchored at a store cert."""
+    path = [chain[0]]
+    pool = list(chain[1:])
+    while len(path) <= len(chain):
+        current = path[-1]
+        if trust.contains(current) or trust.issuers_of(current):
+            return path, True
+        if current.subject == current.issuer:
+            return path, False
+        nxt = next(
+            (c for c in pool if c.subject == current.issuer and _signed_by(current, c)), None
+        )
+        if nxt is None:
+            return path, False
+        pool.remove(nxt)
+        path.append(nxt)
+    return path, False
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+# --- expiry --------------------------------------------------------------------------------
+
+
+def check_expiry(chain: Sequence[CertFacts], policy: Policy, now: datetime) -> Check:
+    for position, facts in enumerate(chain):
+        what = "certificate" if position == 0 else f"chain certificate '{facts.subject}'"
+        if now >= facts.not_after:
+            days = (now - facts.not_after).total_seconds() / _SECONDS_PER_DAY
+            return _fail(
+                "not_expired",
+                Status.CRITICAL,
+                f"{what} expired {_days(days)} ago ({facts.not_after:%Y-%m-%d %H:%M} UTC)",
+            )
+        if now < facts.not_before:
+            return _fail(
+                "not_expired",
+                Status.CRITICAL,
+                f"{what} not valid before {facts.not_before:%Y-%m-%d %H:%M} UTC",
+            )
+    earliest = min(chain, key=lambda f: f.not_after)
+    days_left = (earliest.not_after - now).total_seconds() / _SECONDS_PER_DAY
+    whose = "" if earliest is chain[0] else f" (chain certificate '{earliest.subject}')"
+    message = f"expires in {_days(days_left)} on {earliest.not_after:%Y-%m-%d}{whose}"
+    if days_left < policy.crit_days:
+        return _fail(
+            "not_expired", Status.CRITICAL, f"{message}; critical under {policy.crit_days:g} days"
+        )
+    if days_left < policy.warn_days:
+        return _fail(
+            "not_expired", Status.WARNING, f"{message}; warning under {policy.warn_days:g} days"
+        )
+    return Check("not_expired", Status.OK, message)
+
+
+def days_left(facts: CertFacts, now: datetime) -> float:
+    return (facts.not_after - now).total_seconds() / _SECONDS_PER_DAY
+
+
+def _days(days: float) -> str:
+    if days < 1:
+        return f"{days * 24:.1f} hours"
+    return f"{days:.0f} day" + ("" if round(days) == 1 else "s")
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+def check_hostname(host: str, leaf: CertFacts) -> Check:
+    """RFC 9525: SAN dNSName only; CN-only matches are a warning (Exchange accepts CN)."""
+    if _is_ip(host):
+        return Check(
+            "hostname", Status.UNKNOWN, f"probed by IP address {host}; host name not judged"
+        )
+    if leaf.dns_names:
+        matched = o365.hostname_matches(host, leaf.dns_names)
+        if matched:
+            return Check("hostname", Status.OK, f"'{host}' matches SAN '{matched}'")
+        return _fail(
+            "hostname",
+            Status.CRITICAL,
+            f"'{host}' not in the certificate's SAN ({_names(leaf.dns_names)})",
+        )
+    matched = o365.hostname_matches(host, leaf.common_names)
+    if matched:
+        return _fail(
+            "hostname",
+            Status.WARNING,
+            f"'{host}' matches only the CN '{matched}': the certificate has no SAN "
+            "(RFC 9525 and MTA-STS need a SAN)",
+        )
+    return _fail(
+        "hostname",
+        Status.CRITICAL,
+        f"'{host}' does not match: no SAN, CN {_names(leaf.common_names) or 'absent'}",
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _names(names: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+# --- key, signature, pin -------------------------------------------------------------------
+
+
+def check_key_strength(chain: Sequence[CertFacts]) -> Check:
+    for position, facts in enumerate(chain):
+        if position and facts.self_issued:
+            continue  # a root sent along is not judged: the store's copy is what counts
+        minimum = _MIN_BITS.get(facts.key_type)
+        if minimum is not None and facts.key_bits < minimum:
+            who = "leaf" if position == 0 else f"intermediate '{facts.subject}'"
+            return _fail(
+                "key_strength", Status.CRITICAL, f"{who} key {facts.key} is under {minimum} bits"
+            )
+    return Check("key_strength", Status.OK, f"leaf key {chain[0].key}")
+
+
+def check_signature(chain: Sequence[CertFacts]) -> Check:
+    for position, facts in enumerate(chain):
+        if position and facts.self_issued:
+            continue  # a root's self-signature carries no trust
+        if facts.signature_hash in _WEAK_HASHES:
+            who = "leaf" if position == 0 else f"intermediate '{facts.subject}'"
+            return _fail(
+                "signature_algorithm",
+                Status.CRITICAL,
+                f"{who} signed with {facts.signature_algorithm} ({facts.signature_hash.upper()})",
+            )
+    return Check("signature_algorithm", Status.OK, chain[0].signature_algorithm)
+
+
+def normalize_pin(pin: str) -> str:
+    """Fingerprints compare as bare lower-case hex; `<I>..<S>..` strings by collapsed spaces."""
+    stripped = pin.strip()
+    if stripped.startswith("<I>"):
+        return " ".join(stripped.split()).casefold()
+    return stripped.replace(":", "").replace(" ", "").lower()
+
+
+def check_expected(leaf: CertFacts, expected: Sequence[str]) -> Check:
+    served = {normalize_pin(leaf.sha256), normalize_pin(leaf.exchange_name)}
+    if any(normalize_pin(pin) in served for pin in expected):
+        return Check("expected_certificate", Status.OK, "served certificate is the pinned one")
+    return _fail(
+        "expected_certificate",
+        Status.CRITICAL,
+        f"served certificate {leaf.sha256[:16]}... ({leaf.exchange_name}) is not the pinned one",
+    )

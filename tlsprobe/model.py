@@ -1,0 +1,228 @@
+"""Frozen result types and the closed enums that cross module boundaries.
+
+Everything a probe learns is expressed here as immutable values: the endpoint that was probed
+(`Endpoint`), what the transport captured (`Capture`), the parsed facts of each certificate
+(`CertFacts`), the verdicts (`Check`) and the whole `ProbeResult`.  Failure text never becomes a
+metric label: only the `Reason` tokens do, and they are a closed set.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+
+class Status(enum.IntEnum):
+    """Nagios-style status; the integer is both the exit code and the metric value."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Reason(enum.StrEnum):
+    """Why no healthy TLS session was seen. The only failure text that becomes a label value."""
+
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    DNS = "dns"
+    THROTTLED = "throttled"
+    NO_STARTTLS = "no_starttls"
+    STARTTLS_REJECTED = "starttls_rejected"
+    TLS_HANDSHAKE = "tls_handshake"
+    PROTOCOL = "protocol"
+    UNREACHABLE = "unreachable"
+
+    @property
+    def status(self) -> Status:
+        """UNKNOWN when nothing about the endpoint's TLS could be learnt, else CRITICAL."""
+        return Status.UNKNOWN if self in _OUTSIDE_TLS else Status.CRITICAL
+
+
+_OUTSIDE_TLS = frozenset(
+    {Reason.REFUSED, Reason.TIMEOUT, Reason.DNS, Reason.THROTTLED, Reason.UNREACHABLE}
+)
+
+# Reasons worth retrying: the next attempt may well see a certificate.
+TRANSIENT_REASONS = frozenset({Reason.REFUSED, Reason.TIMEOUT, Reason.DNS, Reason.THROTTLED})
+
+
+class Mode(enum.StrEnum):
+    STARTTLS = "starttls"
+    IMPLICIT = "implicit"
+
+
+CHECK_NAMES: tuple[str, ...] = (
+    "starttls",
+    "tls_version",
+    "chain_trusted",
+    "not_expired",
+    "hostname",
+    "certificate_domain",
+    "accepted_domain",
+    "key_strength",
+    "signature_algorithm",
+    "expected_certificate",
+)
+"""Every check a result may carry, in report order. `expected_certificate` only when pinned."""
+
+PHASES: tuple[str, ...] = ("connect", "banner", "ehlo", "starttls", "handshake", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One thing to connect to: the name checked, and where and how to connect."""
+
+    host: str
+    """Host name the certificate is judged against (an IP literal skips the hostname check)."""
+    port: int = 25
+    mode: Mode = Mode.STARTTLS
+    address: str | None = None
+    """IP to connect to; None means resolve `host`."""
+    sni: str | None = None
+    """Server name sent in the ClientHello; None sends none (IP literals never get one)."""
+    ehlo_name: str = "localhost"
+    target: str = ""
+    """Configured target name (the `target` metric label); defaults to host."""
+
+    @property
+    def name(self) -> str:
+        return self.target or self.host
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the certificate is judged against. Pure data; no trust store here."""
+
+    certificate_domain: str | None = None
+    """Connector TlsSenderCertificateName: literal name or `*.domain`."""
+    accepted_domains: tuple[str, ...] = ()
+    warn_days: float = 21.0
+    crit_days: float = 7.0
+    expected: tuple[str, ...] = ()
+    """Pinned certificates: SHA-256 fingerprints (hex) or `<I>issuer<S>subject` strings."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeError:
+    kind: Reason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TlsInfo:
+    version: str
+    """As OpenSSL names it: TLSv1, TLSv1.1, TLSv1.2, TLSv1.3."""
+    cipher: str
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """What the transport saw. `chain_der` is in the order the server sent it (leaf first)."""
+
+    address: str | None
+    chain_der: tuple[bytes, ...] = ()
+    tls: TlsInfo | None = None
+    error: ProbeError | None = None
+    starttls_offered: bool | None = None
+    """None for implicit TLS or when the dialogue ended before EHLO."""
+    phases: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    transcript: tuple[str, ...] = ()
+    """SMTP dialogue, `C: ` / `S: ` prefixed, for /probe?debug=true and --verbose."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertFacts:
+    """Parsed facts of one certificate, independent of any verdict."""
+
+    der: bytes = field(repr=False)
+    subject: str
+    """RFC 4514 string."""
+    issuer: str
+    serial: str
+    """Hex, upper case, no separators."""
+    not_before: datetime
+    not_after: datetime
+    sha256: str
+    """Lower-case hex fingerprint of the DER."""
+    dns_names: tuple[str, ...]
+    """SAN dNSName entries, as found (A-labels)."""
+    common_names: tuple[str, ...]
+    key_type: str
+    """RSA, EC, Ed25519, Ed448, DSA or unknown."""
+    key_bits: int
+    signature_algorithm: str
+    """Dotted name, for example sha256WithRSAEncryption or ecdsa-with-SHA256."""
+    signature_hash: str | None
+    """sha1, sha256, md5, ...; None for Ed25519/Ed448 (no separate hash)."""
+    is_ca: bool
+    self_issued: bool
+    """Subject equals issuer (a root, or a self-signed leaf)."""
+    exchange_name: str
+    """`<I>issuer<S>subject` as Exchange's TlsCertificateName wants it."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.key_type} {self.key_bits}"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: Status
+    message: str
+    symptom: str = ""
+    """What Exchange Online does when this check fails (empty when ok or not applicable)."""
+    reason: str = ""
+    """A bounded token for metrics (chain_trusted: self_signed, unknown_root, ...); else empty."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One probe's verdict. `chain` is reported whatever the verdict."""
+
+    endpoint: Endpoint
+    address: str | None
+    started_at: float
+    """Unix time the probe began."""
+    status: Status
+    error: ProbeError | None
+    tls: TlsInfo | None
+    chain: tuple[CertFacts, ...]
+    checks: tuple[Check, ...]
+    o365_ready: bool
+    phases: Mapping[str, float]
+    transcript: tuple[str, ...] = ()
+
+    @property
+    def success(self) -> bool:
+        """A TLS session was established and a chain captured."""
+        return self.tls is not None and bool(self.chain)
+
+    @property
+    def leaf(self) -> CertFacts | None:
+        return self.chain[0] if self.chain else None
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+
+def overall_status(checks: tuple[Check, ...] | list[Check]) -> Status:
+    """Critical if any check is critical, else warning if any is warning, else ok.
+
+    A check that could not be determined (unknown) does not make the whole result unknown:
+    UNKNOWN overall is reserved for "no certificate could be seen".
+    """
+    worst = Status.OK
+    for check in checks:
+        if check.status in (Status.CRITICAL, Status.WARNING) and check.status > worst:
+            worst = check.status
+    return worst

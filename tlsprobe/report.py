@@ -1,0 +1,151 @@
+"""Render a `ProbeResult` for people (the 3 a.m. text report) and for programs (JSON).
+
+The JSON shape is the contract of DESIGN.md section 3; the exporter's `/probe?debug=true` and
+`tlsprobe check --json` both use `to_json`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from tlsprobe.evaluate import days_left
+from tlsprobe.model import CertFacts, ProbeResult, Status
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cert_json(facts: CertFacts) -> dict[str, Any]:
+    return {
+        "subject": facts.subject,
+        "issuer": facts.issuer,
+        "serial": facts.serial,
+        "not_before": _iso(facts.not_before),
+        "not_after": _iso(facts.not_after),
+        "sha256": facts.sha256,
+        "dns_names": list(facts.dns_names),
+        "common_names": list(facts.common_names),
+        "key": facts.key,
+        "signature_algorithm": facts.signature_algorithm,
+        "is_ca": facts.is_ca,
+        "self_issued": facts.self_issued,
+        "exchange_name": facts.exchange_name,
+    }
+
+
+def to_json(result: ProbeResult) -> dict[str, Any]:
+    endpoint = result.endpoint
+    return {
+        "target": {
+            "name": endpoint.name,
+            "host": endpoint.host,
+            "port": endpoint.port,
+            "address": result.address,
+            "mode": endpoint.mode.value,
+            "sni": endpoint.sni,
+        },
+        "status": result.status.label,
+        "error": (
+            {"kind": result.error.kind.value, "message": result.error.message}
+            if result.error
+            else None
+        ),
+        "tls": (
+            {"version": result.tls.version, "cipher": result.tls.cipher} if result.tls else None
+        ),
+        "chain": [cert_json(c) for c in result.chain],
+        "checks": [
+            {"name": c.name, "status": c.status.label, "message": c.message}
+            | ({"exchange_online": c.symptom} if c.symptom and c.status is not Status.OK else {})
+            for c in result.checks
+        ],
+        "o365_ready": result.o365_ready,
+        "started_at": result.started_at,
+        "phases": {name: round(seconds, 6) for name, seconds in result.phases.items()},
+    }
+
+
+def summary_line(result: ProbeResult, now: datetime) -> str:
+    """Nagios first line: `TLSPROBE STATUS - what | perfdata`."""
+    endpoint = result.endpoint
+    where = f"{endpoint.host}:{endpoint.port}"
+    if result.error:
+        what = f"{where}: {result.error.kind.value}: {result.error.message}"
+    else:
+        failing = [c for c in result.checks if c.status in (Status.CRITICAL, Status.WARNING)]
+        what = f"{where}: " + (
+            "; ".join(f"{c.name}: {c.message}" for c in failing) if failing else "certificate OK"
+        )
+    perf = [f"total={result.phases.get('total', 0.0):.3f}s"]
+    if result.leaf is not None:
+        perf.insert(0, f"days_left={days_left(result.leaf, now):.1f}")
+    return f"TLSPROBE {result.status.name} - {what} | {' '.join(perf)}"
+
+
+def human(result: ProbeResult, now: datetime) -> str:
+    lines = [summary_line(result, now), ""]
+    lines += _connection(result)
+    if result.leaf is not None:
+        lines += _leaf(result.leaf, now)
+        lines += _chain(result.chain)
+    lines += _checks(result)
+    return "\n".join(lines) + "\n"
+
+
+def _connection(result: ProbeResult) -> list[str]:
+    endpoint = result.endpoint
+    address = result.address or "-"
+    tls = f"{result.tls.version} {result.tls.cipher}" if result.tls else "no TLS session"
+    sni = endpoint.sni or "(none)"
+    return [
+        f"Endpoint      {endpoint.host} port {endpoint.port} via {address}, "
+        f"{endpoint.mode.value}, SNI {sni}",
+        f"TLS           {tls}",
+        f"Office 365    {'ready' if result.o365_ready else 'NOT ready'} for a certificate-based "
+        "connector",
+        "",
+    ]
+
+
+def _leaf(leaf: CertFacts, now: datetime) -> list[str]:
+    left = days_left(leaf, now)
+    return [
+        "Certificate",
+        f"  subject     {leaf.subject}",
+        f"  names (SAN) {', '.join(leaf.dns_names) or '(none: CN only)'}",
+        f"  issuer      {leaf.issuer}",
+        f"  valid       {leaf.not_before:%Y-%m-%d} to {leaf.not_after:%Y-%m-%d %H:%M} UTC "
+        f"({left:.0f} days left)",
+        f"  key         {leaf.key}, {leaf.signature_algorithm}",
+        f"  sha256      {leaf.sha256}",
+        f"  serial      {leaf.serial}",
+        f"  Exchange    Set-SendConnector -TlsCertificateName '{leaf.exchange_name}'",
+        "",
+    ]
+
+
+def _chain(chain: Iterable[CertFacts]) -> list[str]:
+    chain = list(chain)
+    lines = ["Chain as sent"]
+    for index, cert in enumerate(chain):
+        kind = "root" if cert.self_issued else ("intermediate" if index else "leaf")
+        lines.append(f"  {index}  {kind:<12} {cert.subject}")
+        lines.append(f"     {'':<12} issued by {cert.issuer}, until {cert.not_after:%Y-%m-%d}")
+    root_sent = any(c.self_issued for c in chain[1:])
+    lines.append("  (root sent along: harmless)" if root_sent else "  (root not sent: normal)")
+    lines.append("")
+    return lines
+
+
+def _checks(result: ProbeResult) -> list[str]:
+    if not result.checks:
+        return []
+    lines = ["Checks"]
+    for check in result.checks:
+        lines.append(f"  {check.status.name:<9} {check.name:<20} {check.message}")
+        if check.symptom and check.status in (Status.CRITICAL, Status.WARNING):
+            lines.append(f"  {'':<9} {'':<20} Exchange Online: {check.symptom}")
+    return lines

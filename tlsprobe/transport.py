@@ -1,0 +1,341 @@
+"""The only module with sockets: connect, drive the SMTP dialogue, start TLS, capture the chain.
+
+One overall deadline bounds the whole exchange (resolution, connect, every read, the handshake),
+so a silent or drip-feeding server ends in `timeout` on time. Reads go through a small protocol
+whose buffer is bounded (reading pauses when it fills) and the SMTP parser bounds lines and
+replies. Low-level exceptions (OSError, ssl.SSLError, TimeoutError) are translated to `Reason`
+tokens here, once. The handshake never verifies: broken chains must be captured, not refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from tlsprobe import smtp
+from tlsprobe.model import Capture, Endpoint, Mode, ProbeError, Reason, TlsInfo
+
+_READ_CHUNK = 65536
+_BUFFER_LIMIT = 256 * 1024
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
+)
+
+
+def client_context() -> ssl.SSLContext:
+    """A TLS client context that accepts anything, so that anything can be reported.
+
+    Security level 0 and TLS 1.0 as the floor let the handshake complete with 1024-bit keys,
+    SHA-1 signatures and TLS 1.0-only servers; anonymous suites stay off, because a server must
+    show a certificate for there to be anything to judge.
+    """
+    return _CONTEXT
+
+
+def _make_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
+    ctx.set_ciphers("ALL:!aNULL:!eNULL:@SECLEVEL=0")
+    return ctx
+
+
+_CONTEXT = _make_context()
+
+
+def unverified_chain_der(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
+    """The chain exactly as the peer sent it, leaf first, as DER.
+
+    Python 3.13 made `get_unverified_chain()` public and returns DER bytes; 3.11 and 3.12 have
+    the same call on the internal `_sslobj`, returning certificate objects.
+    """
+    getter = getattr(ssl_object, "get_unverified_chain", None)
+    if getter is None:
+        getter = ssl_object._sslobj.get_unverified_chain  # type: ignore[attr-defined]
+    chain = getter() or []
+    return tuple(_to_der(item) for item in chain)
+
+
+def _to_der(item: Any) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    return bytes(item.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]
+
+
+class _Pipe(asyncio.Protocol):
+    """Bounded receive buffer with an awaitable read; pauses the transport when full."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.BaseTransport | None = None
+        self._buffer = bytearray()
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) > _BUFFER_LIMIT and isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.pause_reading()
+            self._paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def read(self) -> bytes:
+        """Up to one chunk of received bytes; b"" at end of stream."""
+        while not self._buffer and not self._eof:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data = bytes(self._buffer[:_READ_CHUNK])
+        del self._buffer[:_READ_CHUNK]
+        if self._paused and len(self._buffer) < _BUFFER_LIMIT:
+            self._paused = False
+            if isinstance(self.transport, asyncio.ReadTransport):
+                self.transport.resume_reading()
+        return data
+
+
+@dataclass
+class _Recorder:
+    """Mutable progress of one probe, kept so that a timeout still reports what was seen."""
+
+    endpoint: Endpoint
+    started: float = field(default_factory=time.perf_counter)
+    phases: dict[str, float] = field(default_factory=dict)
+    address: str | None = None
+    chain: tuple[bytes, ...] = ()
+    tls: TlsInfo | None = None
+    starttls_offered: bool | None = None
+    client: smtp.SmtpClient | None = None
+    _mark: float = 0.0
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
+
+    def capture(self, error: ProbeError | None) -> Capture:
+        self.phases["total"] = time.perf_counter() - self.started
+        transcript = self.client.transcript if self.client else ()
+        if self.client is not None and self.starttls_offered is None:
+            self.starttls_offered = self.client.starttls_offered
+        if self.chain and error is not None and self.tls is not None:
+            # The chain is in hand; a failure after the handshake (post-TLS EHLO, QUIT) does not
+            # change what the certificate is. It stays in the transcript.
+            transcript = (*transcript, f"!! after handshake: {error.kind}: {error.message}")
+            error = None
+        return Capture(
+            address=self.address,
+            chain_der=self.chain,
+            tls=self.tls,
+            error=error,
+            starttls_offered=self.starttls_offered,
+            phases=MappingProxyType(dict(self.phases)),
+            transcript=tuple(transcript),
+        )
+
+
+async def capture(endpoint: Endpoint, *, timeout: float) -> Capture:
+    """Connect, speak SMTP up to TLS, capture the chain. Never raises for network trouble."""
+    rec = _Recorder(endpoint)
+    try:
+        async with asyncio.timeout(timeout):
+            await _run(rec)
+    except TimeoutError:
+        return rec.capture(
+            ProbeError(Reason.TIMEOUT, f"no answer within {timeout:g} s ({_where(rec)})")
+        )
+    except _Failure as failure:
+        return rec.capture(failure.error)
+    except ssl.SSLError as exc:
+        return rec.capture(ProbeError(Reason.TLS_HANDSHAKE, _ssl_message(exc)))
+    except ConnectionRefusedError:
+        return rec.capture(ProbeError(Reason.REFUSED, f"connection refused by {_addr(rec)}"))
+    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+        kind = Reason.TLS_HANDSHAKE if _in_handshake(rec) else Reason.PROTOCOL
+        return rec.capture(ProbeError(kind, f"connection reset ({_where(rec)}): {exc}"))
+    except OSError as exc:
+        return rec.capture(_os_error(exc, rec))
+    return rec.capture(None)
+
+
+class _Failure(Exception):
+    def __init__(self, kind: Reason, message: str) -> None:
+        super().__init__(message)
+        self.error = ProbeError(kind, message)
+
+
+async def _run(rec: _Recorder) -> None:
+    endpoint = rec.endpoint
+    loop = asyncio.get_running_loop()
+    with rec.phase("connect"):
+        transport, pipe = await _connect(rec)
+    try:
+        if endpoint.mode is Mode.IMPLICIT:
+            transport = await _handshake(loop, transport, pipe, rec)
+            rec.client = smtp.SmtpClient(endpoint.ehlo_name, starttls=False)
+        else:
+            rec.client = smtp.SmtpClient(endpoint.ehlo_name, starttls=True)
+        transport = await _dialogue(loop, transport, pipe, rec)
+    finally:
+        transport.abort() if rec.tls is None else transport.close()
+
+
+async def _connect(rec: _Recorder) -> tuple[asyncio.Transport, _Pipe]:
+    endpoint = rec.endpoint
+    loop = asyncio.get_running_loop()
+    addresses = [endpoint.address] if endpoint.address else await _resolve(endpoint)
+    last: OSError | None = None
+    for address in addresses:
+        rec.address = address
+        try:
+            transport, pipe = await loop.create_connection(_Pipe, address, endpoint.port)
+        except OSError as exc:
+            last = exc
+            continue
+        return transport, pipe
+    assert last is not None
+    raise last
+
+
+async def _resolve(endpoint: Endpoint) -> list[str]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise _Failure(Reason.DNS, f"cannot resolve {endpoint.host}: {exc.strerror}") from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        raise _Failure(Reason.DNS, f"{endpoint.host} has no address")
+    return addresses
+
+
+async def _dialogue(
+    loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, pipe: _Pipe, rec: _Recorder
+) -> asyncio.Transport:
+    client = rec.client
+    assert client is not None
+    phase_start = time.perf_counter()
+    phase = client.phase
+    while True:
+        event = client.next_event()
+        if client.phase != phase:
+            # Attribute elapsed time to the phase that just ended (banner, ehlo, starttls, ...).
+            now = time.perf_counter()
+            rec.phases[phase] = rec.phases.get(phase, 0.0) + now - phase_start
+            phase, phase_start = client.phase, now
+        if isinstance(event, smtp.NeedData):
+            client.receive_data(await pipe.read())
+        elif isinstance(event, smtp.Send):
+            transport.write(event.data)
+        elif isinstance(event, smtp.StartTls):
+            rec.starttls_offered = True
+            if pipe.pending:
+                raise _Failure(
+                    Reason.PROTOCOL,
+                    "server sent data after '220' to STARTTLS before the handshake "
+                    "(response injection); refusing to start TLS",
+                )
+            transport = await _handshake(loop, transport, pipe, rec)
+            client.tls_started()
+            phase, phase_start = client.phase, time.perf_counter()
+        elif isinstance(event, smtp.Done):
+            return transport
+        else:
+            raise _Failure(event.reason, event.message)
+
+
+async def _handshake(
+    loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, pipe: _Pipe, rec: _Recorder
+) -> asyncio.Transport:
+    endpoint = rec.endpoint
+    rec.phases.setdefault("handshake", 0.0)
+    with rec.phase("handshake"):
+        tls_transport = await loop.start_tls(
+            transport,
+            pipe,
+            _CONTEXT,
+            server_hostname=endpoint.sni or None,
+            ssl_handshake_timeout=None,
+        )
+    if tls_transport is None:
+        raise _Failure(Reason.TLS_HANDSHAKE, "connection closed during the TLS handshake")
+    ssl_object = tls_transport.get_extra_info("ssl_object")
+    cipher = tls_transport.get_extra_info("cipher")
+    rec.chain = unverified_chain_der(ssl_object)
+    rec.tls = TlsInfo(version=ssl_object.version() or "unknown", cipher=cipher[0] if cipher else "")
+    if not rec.chain:
+        raise _Failure(Reason.TLS_HANDSHAKE, "server sent no certificate")
+    return tls_transport
+
+
+def _in_handshake(rec: _Recorder) -> bool:
+    return "handshake" in rec.phases and rec.tls is None
+
+
+def _where(rec: _Recorder) -> str:
+    if rec.address is None and not rec.endpoint.address:
+        return "resolving"
+    if "connect" not in rec.phases:
+        return "connecting"
+    if _in_handshake(rec):
+        return "during TLS handshake"
+    if rec.client is None:
+        return "before SMTP"
+    return f"waiting in phase {rec.client.phase}"
+
+
+def _addr(rec: _Recorder) -> str:
+    address = rec.address or rec.endpoint.host
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:{rec.endpoint.port}"
+
+
+def _os_error(exc: OSError, rec: _Recorder) -> ProbeError:
+    if isinstance(exc, socket.gaierror):
+        return ProbeError(Reason.DNS, f"cannot resolve {rec.endpoint.host}: {exc.strerror}")
+    if exc.errno in _UNREACHABLE_ERRNOS:
+        return ProbeError(Reason.UNREACHABLE, f"{_addr(rec)} unreachable: {exc.strerror}")
+    if exc.errno == errno.ECONNREFUSED:
+        return ProbeError(Reason.REFUSED, f"connection refused by {_addr(rec)}")
+    if _in_handshake(rec):
+        return ProbeError(Reason.TLS_HANDSHAKE, f"TLS handshake failed: {exc}")
+    if "connect" not in rec.phases or (rec.client is None and rec.tls is None):
+        return ProbeError(Reason.UNREACHABLE, f"{_addr(rec)}: {exc.strerror or exc}")
+    return ProbeError(Reason.PROTOCOL, f"{_where(rec)}: {exc.strerror or exc}")
+
+
+def _ssl_message(exc: ssl.SSLError) -> str:
+    reason = getattr(exc, "reason", None) or exc.__class__.__name__
+    return f"TLS handshake failed: {reason} ({exc.strerror or exc})"
