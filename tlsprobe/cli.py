@@ -10,15 +10,14 @@ import argparse
 import asyncio
 import ipaddress
 import json
-import socket
 import sys
 from collections.abc import Sequence
-from functools import cache
 from typing import NoReturn
 
 from tlsprobe import __version__, o365
 from tlsprobe.evaluate import TrustStore, TrustStoreError
-from tlsprobe.model import Endpoint, Mode, Policy, Status
+from tlsprobe.model import Endpoint, HostPortError, Mode, Policy, Status, parse_host_port
+from tlsprobe.transport import default_ehlo_name
 
 EXIT_USAGE = 3
 
@@ -32,40 +31,6 @@ class UsageError(Exception):
     """A bad argument value, reported in one line."""
 
 
-@cache
-def default_ehlo_name() -> str:
-    """This machine's FQDN, or a literal that every server accepts."""
-    try:
-        name = socket.getfqdn()
-    except OSError:
-        name = ""
-    if "." not in name or name.startswith("localhost"):
-        return "tlsprobe.localdomain"
-    return name
-
-
-def parse_host_port(value: str) -> tuple[str, int | None]:
-    """HOST, HOST:PORT, [v6] or [v6]:PORT. A bare IPv6 literal has no port."""
-    value = value.strip()
-    port: str | None = None
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise UsageError(f"cannot parse {value!r}: expected [IPv6]:PORT")
-        port = rest[1:] or None
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    else:
-        host = value
-    if not host or any(c.isspace() for c in host):
-        raise UsageError(f"invalid host {value!r}")
-    if port is None:
-        return host, None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise UsageError(f"invalid port {port!r}: must be 1-65535")
-    return host, int(port)
-
-
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
@@ -75,7 +40,10 @@ def _is_ip(value: str) -> bool:
 
 
 def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]:
-    host, port = parse_host_port(args.target)
+    try:
+        host, port = parse_host_port(args.target)
+    except HostPortError as exc:
+        raise UsageError(str(exc)) from exc
     port = port or 25
     mode = Mode(args.mode) if args.mode else (Mode.IMPLICIT if port == 465 else Mode.STARTTLS)
     if args.address is not None and not _is_ip(args.address):
@@ -183,6 +151,9 @@ def make_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"tlsprobe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_check(sub)
+    from tlsprobe import commands
+
+    commands.register(sub)
     return parser
 
 

@@ -215,6 +215,33 @@ class ProbeResult:
         return next((c for c in self.checks if c.name == name), None)
 
 
+class HostPortError(ValueError):
+    """A HOST[:PORT] string that cannot be parsed."""
+
+
+def parse_host_port(value: str) -> tuple[str, int | None]:
+    """HOST, HOST:PORT, [v6] or [v6]:PORT. A bare IPv6 literal has no port."""
+    value = value.strip()
+    port: str | None = None
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise HostPortError(f"cannot parse {value!r}: expected [IPv6]:PORT")
+        port = rest[1:] or None
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host = value
+    if not host or any(c.isspace() for c in host):
+        raise HostPortError(f"invalid host {value!r}")
+    if port is None:
+        return host, None
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise HostPortError(f"invalid port {port!r}: must be 1-65535")
+    return host, int(port)
+
+
+
 def overall_status(checks: tuple[Check, ...] | list[Check]) -> Status:
     """Critical if any check is critical, else warning if any is warning, else ok.
 

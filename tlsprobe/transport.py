@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import socket
 import ssl
 import time
@@ -28,6 +29,18 @@ _BUFFER_LIMIT = 256 * 1024
 _UNREACHABLE_ERRNOS = frozenset(
     {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
 )
+
+
+@functools.cache
+def default_ehlo_name() -> str:
+    """This machine's FQDN, or a literal every server accepts. Looked up once per process."""
+    try:
+        name = socket.getfqdn()
+    except OSError:
+        name = ""
+    if "." not in name or name.startswith("localhost"):
+        return "tlsprobe.localdomain"
+    return name
 
 
 def client_context() -> ssl.SSLContext:

@@ -1,0 +1,1 @@
+"""Test support: a certificate factory (`pki`) and scripted loopback SMTP servers (`servers`)."""
