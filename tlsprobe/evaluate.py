@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509 import verification as xv
 
 from tlsprobe import certs, o365
@@ -238,7 +238,7 @@ def _diagnose(
         )
     for position, cert in enumerate(path):
         facts = certs.facts(cert)
-        what = "leaf" if position == 0 else ("root" if cert is path[-1] else "intermediate")
+        what = "leaf" if position == 0 else ("root" if facts.self_issued else "intermediate")
         if now >= facts.not_after:
             return _untrusted(
                 "leaf_expired" if position == 0 else "intermediate_expired",
@@ -264,8 +264,12 @@ def _walk(
     pool = list(chain[1:])
     while len(path) <= len(chain):
         current = path[-1]
-        if trust.contains(current) or trust.issuers_of(current):
+        if trust.contains(current):
             return path, True
+        anchors = trust.issuers_of(current)
+        if anchors:
+            # The store's root closes the path, so its own validity is judged too.
+            return [*path, anchors[0]], True
         if current.subject == current.issuer:
             return path, False
         nxt = next(
@@ -279,11 +283,24 @@ def _walk(
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Did `issuer` sign `cert`? For signatures cryptography will not check (SHA-1, MD5),
+    fall back to the names and key identifiers, so the diagnosis still finds the path."""
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except InvalidSignature:
         return False
+    except (UnsupportedAlgorithm, ValueError, TypeError):
+        return cert.issuer == issuer.subject and _key_ids_agree(cert, issuer)
     return True
+
+
+def _key_ids_agree(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except (x509.ExtensionNotFound, ValueError):
+        return True  # nothing to contradict the name match
+    return aki.key_identifier is None or aki.key_identifier == ski.digest
 
 
 # --- expiry --------------------------------------------------------------------------------

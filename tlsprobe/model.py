@@ -241,7 +241,6 @@ def parse_host_port(value: str) -> tuple[str, int | None]:
     return host, int(port)
 
 
-
 def overall_status(checks: tuple[Check, ...] | list[Check]) -> Status:
     """Critical if any check is critical, else warning if any is warning, else ok.
 

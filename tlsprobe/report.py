@@ -112,13 +112,14 @@ def _connection(result: ProbeResult) -> list[str]:
 
 def _leaf(leaf: CertFacts, now: datetime) -> list[str]:
     left = days_left(leaf, now)
+    remaining = f"{left:.0f} days left" if left >= 0 else f"EXPIRED {-left:.0f} days ago"
     return [
         "Certificate",
         f"  subject     {leaf.subject}",
         f"  names (SAN) {', '.join(leaf.dns_names) or '(none: CN only)'}",
         f"  issuer      {leaf.issuer}",
         f"  valid       {leaf.not_before:%Y-%m-%d} to {leaf.not_after:%Y-%m-%d %H:%M} UTC "
-        f"({left:.0f} days left)",
+        f"({remaining})",
         f"  key         {leaf.key}, {leaf.signature_algorithm}",
         f"  sha256      {leaf.sha256}",
         f"  serial      {leaf.serial}",

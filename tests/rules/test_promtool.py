@@ -1,0 +1,503 @@
+"""The shipped alert rules, Alertmanager and Prometheus examples and Grafana dashboard.
+
+promtool and amtool validate the files and run the rule unit tests in deploy/prometheus/tests;
+a loopback Alertmanager proves the inhibit rules; plain parsing proves that every metric the
+files mention is one the exporter emits and that every alert is tested and documented. A missing
+binary skips its tests on a workstation but fails them under CI (the CI variable set).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
+RULE_TESTS = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.yml"))
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+DASHBOARD = ROOT / "grafana" / "dashboards" / "tlsprobe.json"
+DASHBOARD_PROVIDER = ROOT / "grafana" / "provisioning" / "dashboards" / "tlsprobe.yml"
+DATASOURCE = ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+ALERTS_DOC = ROOT / "deploy" / "ALERTS.md"
+
+ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
+RUNBOOK_PREFIX = "https://github.com/tlsprobe/tlsprobe/blob/main/README.md#"
+
+# Grafana variables replaced by plausible values before promtool parses a dashboard query.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "2m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$tenant": "contoso|fabrikam",
+    "$target": ".*",
+}
+
+
+def tool(name: str) -> str:
+    """Path of a Prometheus tool; skip without it, unless under CI where it must be present."""
+    path = shutil.which(name)
+    package = "prometheus" if name == "promtool" else "prometheus-alertmanager"
+    if path is not None:
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is not on PATH, and CI must have it (Debian package: {package})")
+    pytest.skip(f"{name} is not on PATH (Debian package: {package}) and CI is not set")
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(RULES)["groups"] for rule in group["rules"]]
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def alert_names() -> set[str]:
+    return {rule["alert"] for rule in alerts()}
+
+
+def recorded_names() -> set[str]:
+    return {rule["record"] for rule in rules() if "record" in rule}
+
+
+def alert_rule_tests() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in RULE_TESTS:
+        for group in load_yaml(path)["tests"]:
+            for case in group.get("alert_rule_test", []):
+                yield path, case
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
+
+
+def panel_queries() -> list[str]:
+    """The PromQL of the dashboard's panels and annotations."""
+    board = dashboard()
+    queries = [t["expr"] for panel in board["panels"] for t in panel.get("targets", [])]
+    return queries + [a["expr"] for a in board["annotations"]["list"] if "expr" in a]
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression in the dashboard: panels, annotations, variable selectors."""
+    queries = panel_queries()
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] == "query":
+            # label_values(SELECTOR, label) is Grafana's; the selector inside is PromQL.
+            match = re.fullmatch(r"label_values\((.+),\s*\w+\)", variable["query"])
+            assert match, f"unexpected variable query {variable['query']!r}"
+            queries.append(match.group(1))
+    return queries
+
+
+def substitute(query: str) -> str:
+    for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
+        query = query.replace(name, GRAFANA_VARIABLES[name])
+    return query
+
+
+# --- promtool -------------------------------------------------------------------------------
+
+
+@pytest.mark.prometheus
+def test_rules_file_passes_promtool_check() -> None:
+    result = run(tool("promtool"), "check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.prometheus
+@pytest.mark.parametrize("path", RULE_TESTS, ids=[p.name for p in RULE_TESTS])
+def test_rule_unit_tests_pass(path: Path) -> None:
+    result = run(tool("promtool"), "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.prometheus
+def test_prometheus_example_config_is_valid() -> None:
+    result = run(tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = load_yaml(PROMETHEUS_CONFIG)
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "tlsprobe")
+    assert job["static_configs"][0]["targets"] == ["localhost:9825"]
+    assert config["rule_files"] == [RULES.name]
+
+
+@pytest.mark.prometheus
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    queries = dashboard_queries()
+    assert len(queries) > 10
+    wrapped = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": substitute(q)}
+                    for i, q in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump(wrapped), encoding="utf-8")
+    result = run(tool("promtool"), "check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- rule conventions and coverage ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule", alerts(), ids=lambda r: r["alert"])
+def test_alert_has_severity_and_annotations(rule: dict[str, Any]) -> None:
+    assert rule["labels"]["severity"] in {"page", "warning"}
+    annotations = rule["annotations"]
+    assert set(annotations) == {"summary", "description", "runbook_url"}
+    assert annotations["runbook_url"].startswith(RUNBOOK_PREFIX)
+
+
+def test_endpoint_alerts_say_where() -> None:
+    """Every expected endpoint alert's description names tenant, target, host and address:port.
+
+    promtool proves the rendered text equals the expectation; this proves the expectation says
+    where the problem is.
+    """
+    checked = 0
+    for _, case in alert_rule_tests():
+        for expected in case.get("exp_alerts") or []:
+            labels = expected["exp_labels"]
+            if not set(ENDPOINT_LABELS) <= set(labels):
+                continue
+            description = expected["exp_annotations"]["description"]
+            assert f"tenant {labels['tenant']}, target {labels['target']}" in description
+            assert labels["host"] in description
+            assert f"{labels['address']}:{labels['port']}" in description
+            checked += 1
+    assert checked >= 20
+
+
+def test_every_alert_fires_in_a_unit_test_with_its_severity() -> None:
+    severities = {rule["alert"]: rule["labels"]["severity"] for rule in alerts()}
+    fired: dict[str, set[str]] = {}
+    for _, case in alert_rule_tests():
+        for expected in case.get("exp_alerts") or []:
+            fired.setdefault(case["alertname"], set()).add(expected["exp_labels"]["severity"])
+    assert set(fired) == set(severities)
+    for name, severity in severities.items():
+        assert fired[name] == {severity}, name
+
+
+def test_every_alert_stays_silent_on_a_healthy_endpoint() -> None:
+    healthy = [
+        case["alertname"]
+        for path, case in alert_rule_tests()
+        if path.name == "healthy.yml" and not case.get("exp_alerts")
+    ]
+    assert sorted(healthy) == sorted(alert_names())
+
+
+def test_every_alert_is_documented() -> None:
+    text = ALERTS_DOC.read_text(encoding="utf-8")
+    documented = set(re.findall(r"`(Tlsprobe\w+)`", text))
+    assert documented == alert_names()
+
+
+# --- metric names ---------------------------------------------------------------------------
+
+
+def referenced_metric_names() -> dict[str, set[str]]:
+    """tlsprobe_* names per file, from the rules, their tests, the dashboard and Alertmanager."""
+    files = [RULES, *RULE_TESTS, DASHBOARD, ALERTMANAGER_CONFIG]
+    return {
+        path.name: set(re.findall(r"\btlsprobe_[a-z0-9_]+", path.read_text(encoding="utf-8")))
+        for path in files
+    }
+
+
+def test_referenced_metrics_are_exported() -> None:
+    try:
+        from tlsprobe.metrics import METRIC_NAMES
+    except ImportError as exc:
+        pytest.skip(f"tlsprobe.metrics.METRIC_NAMES not importable: {exc}")
+    known = set(METRIC_NAMES)
+    # Counters are exposed with _total whether or not the table spells the suffix.
+    known |= {f"{name}_total" for name in METRIC_NAMES}
+    unknown = {
+        name: sorted(found - known)
+        for name, found in referenced_metric_names().items()
+        if found - known
+    }
+    assert not unknown, f"metrics the exporter does not emit: {unknown}"
+
+
+def test_selector_labels_are_exported() -> None:
+    """A selector on a label the metric does not carry silently matches nothing."""
+    try:
+        from tlsprobe.metrics import METRICS
+    except ImportError as exc:
+        pytest.skip(f"tlsprobe.metrics.METRICS not importable: {exc}")
+    scrape_labels = {"job", "instance"}
+    allowed = {m.sample_name: set(m.all_labels) | scrape_labels for m in METRICS}
+    files = [RULES, *RULE_TESTS, DASHBOARD]
+    wrong = []
+    for path in files:
+        text = path.read_text(encoding="utf-8").replace('\\"', '"')
+        for name, selector in re.findall(r"\b(tlsprobe_[a-z0-9_]+)\{([^}]*)\}", text):
+            used = set(re.findall(r'(\w+)\s*(?:=~|!~|!=|=)\s*"[^"]*"', selector))
+            if name in allowed and not used <= allowed[name]:
+                wrong.append(f"{path.name}: {name} {sorted(used - allowed[name])}")
+    assert not wrong
+
+
+def test_recording_rules_used_are_defined() -> None:
+    defined = recorded_names()
+    texts = [RULES.read_text(encoding="utf-8"), DASHBOARD.read_text(encoding="utf-8")]
+    used = {name for text in texts for name in re.findall(r"\btlsprobe:[a-z0-9_:]+", text)}
+    assert used, "the dashboard should use the recording rules"
+    assert used <= defined
+
+
+# --- Alertmanager ---------------------------------------------------------------------------
+
+
+@pytest.mark.prometheus
+def test_alertmanager_config_is_valid() -> None:
+    result = run(tool("amtool"), "check-config", str(ALERTMANAGER_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.prometheus
+@pytest.mark.parametrize(("severity", "receiver"), [("page", "pager"), ("warning", "chat")])
+def test_alertmanager_routes_by_severity(severity: str, receiver: str) -> None:
+    result = run(
+        tool("amtool"),
+        "config",
+        "routes",
+        "test",
+        f"--config.file={ALERTMANAGER_CONFIG}",
+        "alertname=TlsprobeCertificateExpired",
+        "tenant=contoso",
+        f"severity={severity}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [receiver]
+
+
+def test_alertmanager_groups_by_tenant_and_target() -> None:
+    assert load_yaml(ALERTMANAGER_CONFIG)["route"]["group_by"] == ["alertname", "tenant", "target"]
+
+
+def test_inhibit_rules_name_existing_alerts() -> None:
+    names = alert_names()
+    for rule in load_yaml(ALERTMANAGER_CONFIG)["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            match = re.fullmatch(r'alertname(=~|=)"(.+)"', matcher)
+            if match is None:
+                continue
+            op, value = match.groups()
+            alternatives = value.split("|") if op == "=~" else [value]
+            for alternative in alternatives:
+                pattern = alternative if op == "=~" else re.escape(alternative)
+                assert any(re.fullmatch(pattern, n) for n in names), alternative
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# No proxy: the test Alertmanager is on loopback and nothing else may be contacted.
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http(url: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with _LOOPBACK.open(request, timeout=5) as response:
+        text = response.read().decode()
+    return json.loads(text) if text.strip().startswith(("[", "{")) else text
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """The example configuration, receivers pointed at a closed loopback port, on loopback."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        tool("prometheus-alertmanager")
+    assert binary is not None
+    config = load_yaml(ALERTMANAGER_CONFIG)
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = "http://127.0.0.1:9/discard"
+    config_path = tmp_path / "alertmanager.yml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                http(f"{base}/-/ready")
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def endpoint(address: str) -> dict[str, str]:
+    return {
+        "tenant": "fabrikam",
+        "target": "smarthost",
+        "host": "mail.fabrikam.com",
+        "address": address,
+        "port": "25",
+    }
+
+
+def posted(alertname: str, address: str, severity: str, **extra: str) -> dict[str, Any]:
+    labels = {"alertname": alertname, "severity": severity, **endpoint(address), **extra}
+    return {"labels": labels, "annotations": {"summary": alertname}}
+
+
+# (alert, inhibited?) pairs; each block's sources and targets share an address.
+INHIBITION_CASES = [
+    # Unreachable endpoint: its certificate alerts are silenced, another address's are not.
+    (posted("TlsprobeEndpointUnreachable", "198.51.100.7", "warning", reason="timeout"), False),
+    (posted("TlsprobeCertificateExpiringSoon", "198.51.100.7", "warning"), True),
+    (posted("TlsprobeCertificateExpiringSoon", "198.51.100.8", "warning"), False),
+    # A specific alert silences the O365 summary for its endpoint only.
+    (posted("TlsprobeCertificateDomainMismatch", "198.51.100.8", "page"), False),
+    (posted("TlsprobeNotO365Ready", "198.51.100.8", "warning"), True),
+    (posted("TlsprobeNotO365Ready", "198.51.100.12", "warning"), False),
+    # No STARTTLS: the check's alert wins over the probe error's.
+    (posted("TlsprobeStarttlsUnavailable", "198.51.100.9", "page"), False),
+    (posted("TlsprobeEndpointTlsBroken", "198.51.100.9", "page", reason="no_starttls"), True),
+    (posted("TlsprobeEndpointTlsBroken", "198.51.100.13", "page", reason="tls_handshake"), False),
+    # An expired leaf: the untrusted-chain alert for the same cause is silenced, others not.
+    (posted("TlsprobeCertificateExpired", "198.51.100.10", "page"), False),
+    (posted("TlsprobeCertificateUntrusted", "198.51.100.10", "page", reason="leaf_expired"), True),
+    (posted("TlsprobeCertificateUntrusted", "198.51.100.11", "page", reason="self_signed"), False),
+]
+
+
+@pytest.mark.prometheus
+def test_inhibit_rules_silence_the_right_alerts(alertmanager: str) -> None:
+    http(f"{alertmanager}/api/v2/alerts", [alert for alert, _ in INHIBITION_CASES])
+    expected = {
+        (a["labels"]["alertname"], a["labels"]["address"]): inhibited
+        for a, inhibited in INHIBITION_CASES
+    }
+    deadline = time.monotonic() + 10
+    while True:
+        seen = {
+            (a["labels"]["alertname"], a["labels"]["address"]): bool(a["status"]["inhibitedBy"])
+            for a in http(f"{alertmanager}/api/v2/alerts")
+        }
+        # The inhibitor learns of new alerts asynchronously; wait for it to settle.
+        if seen == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert seen == expected
+
+
+# --- Grafana --------------------------------------------------------------------------------
+
+
+def test_dashboard_identity_and_variables() -> None:
+    board = dashboard()
+    assert board["uid"] == "tlsprobe-overview"
+    assert board["schemaVersion"] >= 39
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["tenant"]["query"].startswith("label_values(")
+    assert variables["target"]["query"].startswith("label_values(")
+    assert "$tenant" in variables["target"]["query"]
+
+
+def test_dashboard_panels_use_the_datasource_variable() -> None:
+    board = dashboard()
+    sources = [panel["datasource"] for panel in board["panels"] if panel["type"] != "row"]
+    sources += [t["datasource"] for panel in board["panels"] for t in panel.get("targets", [])]
+    sources += [a["datasource"] for a in board["annotations"]["list"] if "expr" in a]
+    assert sources
+    assert all(s == {"type": "prometheus", "uid": "${datasource}"} for s in sources)
+
+
+def test_dashboard_endpoint_queries_honour_the_variables() -> None:
+    # Endpoint series carry tenant and target; a query on them that ignores the variables would
+    # show other tenants' endpoints to someone who picked one.
+    endpoint_metrics = re.compile(
+        r"tlsprobe_(status|check_status|o365_ready|tls_info|cert_info|probe_error_info|"
+        r"probe_duration_seconds|cert_changes_total|chain_untrusted_info|"
+        r"cert_last_change_timestamp_seconds|target_distinct_certificates)\{|tlsprobe:\w+\{"
+    )
+    for query in panel_queries():
+        if endpoint_metrics.search(query):
+            selectors = re.findall(r"(?:tlsprobe_\w+|tlsprobe:\w+)\{([^}]*)\}", query)
+            for selector in selectors:
+                assert 'tenant=~"$tenant"' in selector and 'target=~"$target"' in selector, query
+
+
+def test_dashboard_overview_table_merges_instant_queries() -> None:
+    table = next(
+        p for p in dashboard()["panels"] if p["type"] == "table" and p["title"] == "Endpoints"
+    )
+    assert all(t.get("instant") and t.get("format") == "table" for t in table["targets"])
+    assert table["transformations"][0]["id"] == "merge"
+    renamed = table["transformations"][1]["options"]["renameByName"]
+    assert {"Status", "Days left", "O365 ready", "TLS", "Issuer", "Leaf first seen"} <= set(
+        renamed.values()
+    )
+
+
+def test_dashboard_marks_certificate_changes() -> None:
+    annotations = [a for a in dashboard()["annotations"]["list"] if "expr" in a]
+    assert any("tlsprobe_cert_changes_total" in a["expr"] and a["enable"] for a in annotations)
+
+
+def test_grafana_provisioning_loads_the_dashboard() -> None:
+    provider = load_yaml(DASHBOARD_PROVIDER)["providers"][0]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    source = load_yaml(DATASOURCE)["datasources"][0]
+    assert source["type"] == "prometheus"
+    assert source["isDefault"] is True

@@ -1,0 +1,96 @@
+"""The exporter's subcommands: serve, demo, validate-config, history. Argument wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from tlsprobe.config import ConfigError, load_config
+
+
+def _shard(value: str) -> tuple[int, int]:
+    index, sep, count = value.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected I/N with 0 <= I < N, e.g. 0/3")
+    return i, n
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tlsprobe.exporter import serve, setup_logging
+
+    setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"tlsprobe serve: {exc}", file=sys.stderr)
+        return 2
+    if args.shard:
+        config = config.shard(*args.shard)
+    return asyncio.run(serve(config, Path(args.config), args.shard))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems or (exc,):
+            print(f"{problem}", file=sys.stderr)
+        return 2
+    tenants = len(config.tenants)
+    print(f"{args.config}: OK ({len(config.targets)} targets in {tenants} tenants)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tlsprobe.demo import run_demo
+    from tlsprobe.exporter import setup_logging
+
+    setup_logging(args.log_level)
+    state = Path(args.state_dir) if args.state_dir else None
+    return asyncio.run(run_demo(args.listen, state, args.interval))
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from tlsprobe.store import history_command
+
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    if state_dir is None:
+        try:
+            state_dir = load_config(args.config).state_dir
+        except ConfigError as exc:
+            print(f"tlsprobe history: {exc}", file=sys.stderr)
+            return 2
+    return history_command(state_dir, args.host)
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the exporter")
+    serve.add_argument("--config", required=True, metavar="FILE")
+    serve.add_argument("--shard", type=_shard, metavar="I/N", help="own only shard I of N")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="self-contained demo: loopback endpoints and the exporter")
+    demo.add_argument("--listen", default="127.0.0.1:9825", metavar="ADDR:PORT")
+    demo.add_argument("--interval", default="30s", help="probe interval (default 30s)")
+    demo.add_argument("--state-dir", help="keep history here (default: a temporary directory)")
+    demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    demo.set_defaults(func=cmd_demo)
+
+    validate = sub.add_parser("validate-config", help="check a configuration file and exit")
+    validate.add_argument("config", metavar="FILE")
+    validate.set_defaults(func=cmd_validate)
+
+    history = sub.add_parser("history", help="print the certificate timeline of a host")
+    history.add_argument("host", help="host name (or target name)")
+    where = history.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", metavar="FILE", help="read state_dir from this config")
+    where.add_argument("--state-dir", metavar="DIR")
+    history.set_defaults(func=cmd_history)

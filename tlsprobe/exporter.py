@@ -1,0 +1,223 @@
+"""The running exporter: configuration, history, scheduler and web server wired together.
+
+Start-up fails fast and clearly (bad config, unusable state directory, port in use) with exit
+code 2. Once running, nothing the endpoints do and no bad reload stops it: a reload that fails
+keeps the old configuration in force and sets `tlsprobe_config_last_reload_successful` to 0.
+SIGHUP reloads; SIGTERM and SIGINT cancel in-flight probes (within 2 s), close the history
+database cleanly and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tlsprobe import discover
+from tlsprobe.config import Config, ConfigError, TargetConfig, load_config
+from tlsprobe.metrics import ExporterStats
+from tlsprobe.model import ProbeResult
+from tlsprobe.results import LatestResults
+from tlsprobe.scheduler import Scheduler
+from tlsprobe.server import WebApp
+from tlsprobe.store import HistoryStore, StateError
+from tlsprobe.webconfig import WebConfig, WebConfigError, load_web_config
+
+log = logging.getLogger("tlsprobe")
+
+HISTORY_FILE = "history.sqlite3"
+
+
+class StartupError(Exception):
+    """The exporter cannot start; the message says why and what to fix."""
+
+
+@dataclass
+class Exporter:
+    config: Config
+    config_path: Path | None = None
+    shard: tuple[int, int] | None = None
+    results: LatestResults = field(default_factory=LatestResults)
+    stats: ExporterStats = field(default_factory=ExporterStats)
+    history: HistoryStore | None = None
+    scheduler: Scheduler | None = None
+    resolver: Any = None
+    ready: bool = False
+    web_config: WebConfig = field(default_factory=WebConfig)
+    _runner: web.AppRunner | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    bound: list[tuple[str, int]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        web_config = self.web_config = _web_config(self.config)
+        try:
+            self.history = HistoryStore(self.config.state_dir / HISTORY_FILE)
+        except StateError as exc:
+            raise StartupError(str(exc)) from exc
+        self.resolver = discover.make_resolver(
+            self.config.dns.nameservers, port=self.config.dns.port, timeout=self.config.dns.timeout
+        )
+        self.scheduler = Scheduler(
+            self.config,
+            results=self.results,
+            stats=self.stats,
+            history=self.history,
+            resolver=self.resolver,
+        )
+        self.stats.reload_successful = True
+        self.stats.reload_success_at = time.time()
+        webapp = WebApp(self, web_config, max_requests=self.config.web.max_concurrent_requests)
+        self._runner = web.AppRunner(webapp.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host = self.config.web.listen_host or None
+        site = web.TCPSite(
+            self._runner, host, self.config.web.listen_port, ssl_context=web_config.tls
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self.history.close()
+            where = f"{self.config.web.listen_host or '*'}:{self.config.web.listen_port}"
+            raise StartupError(f"web.listen {where}: {exc.strerror or exc}") from exc
+        self.bound = _bound_addresses(site)
+        self.scheduler.start()
+        self.ready = True
+        log.info(
+            "tlsprobe started",
+            extra={"fields": {"targets": len(self.config.targets), "listen": self.url}},
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self.bound[0] if self.bound else ("localhost", self.config.web.listen_port)
+        host = "localhost" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        scheme = "https" if self.web_config.tls else "http"
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{port}"
+
+    async def reload(self) -> str | None:
+        """Load the configuration file again; returns the error text, or None on success."""
+        if self.config_path is None:
+            return "no configuration file to reload (demo mode)"
+        try:
+            config = load_config(self.config_path)
+            if self.shard:
+                config = config.shard(*self.shard)
+            _web_config(config)
+        except (ConfigError, StartupError) as exc:
+            self.stats.reload_successful = False
+            log.error("config reload failed", extra={"fields": {"error": str(exc)}})
+            return str(exc)
+        if config.web != self.config.web or config.state_dir != self.config.state_dir:
+            log.warning(
+                "web and state_dir settings change only on restart",
+                extra={"fields": {"file": str(self.config_path)}},
+            )
+        self.config = config
+        assert self.scheduler is not None
+        self.scheduler.apply(config)
+        self.stats.reload_successful = True
+        self.stats.reload_success_at = time.time()
+        log.info("config reloaded", extra={"fields": {"targets": len(config.targets)}})
+        return None
+
+    async def probe_now(self, target: TargetConfig) -> list[ProbeResult]:
+        assert self.scheduler is not None
+        if any(t.key == target.key for t in self.config.targets):
+            return [s.result for s in await self.scheduler.run_cycle(target)]
+        return await self.scheduler.probe_unpublished(target)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.scheduler is not None:
+            await self.scheduler.stop(timeout=2.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.history is not None:
+            self.history.close()
+        log.info("tlsprobe stopped")
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        try:
+            await self._stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+
+def _web_config(config: Config) -> WebConfig:
+    path = config.web.config_file
+    try:
+        return load_web_config(path) if path else WebConfig()
+    except WebConfigError as exc:
+        raise StartupError(f"web.config_file: {exc}") from exc
+
+
+def _bound_addresses(site: web.TCPSite) -> list[tuple[str, int]]:
+    server = site._server  # aiohttp keeps the asyncio server here; ports may be ephemeral
+    sockets = getattr(server, "sockets", None) or []
+    return [(s.getsockname()[0], s.getsockname()[1]) for s in sockets]
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+class LogfmtFormatter(logging.Formatter):
+    """One line per event: `ts=... level=... msg="..." key=value ...` (logfmt)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            fields["exc"] = self.formatException(record.exc_info)
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items())
+
+
+def _logfmt_value(value: Any) -> str:
+    text = str(value)
+    if text and all(c.isalnum() or c in "-._:/@+," for c in text):
+        return text
+    return json.dumps(text)
+
+
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger("tlsprobe")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+async def serve(config: Config, config_path: Path | None, shard: tuple[int, int] | None) -> int:
+    exporter = Exporter(config, config_path, shard)
+    try:
+        await exporter.start()
+    except StartupError as exc:
+        print(f"tlsprobe serve: {exc}", file=sys.stderr)
+        return 2
+    print(f"tlsprobe serving {exporter.url}/metrics (status page {exporter.url}/)", flush=True)
+    await exporter.run_until_signalled()
+    return 0

@@ -1,0 +1,322 @@
+"""The metric table, and the two ways of exposing it: a fast text renderer and a Collector.
+
+`METRICS` is the single list of names, help texts and labels; alert rules and dashboards may use
+only names in `METRIC_NAMES` (a test checks that). Each endpoint's samples are derived by one
+function, `endpoint_samples`, from an immutable `EndpointState`; `/metrics` renders each
+endpoint's text once per new result and reuses it until the next, so a scrape of 10,000
+endpoints is string joins, not 200,000 formatting calls. `TlsprobeCollector` yields the same
+samples as prometheus_client families, for registries and for `/probe`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tlsprobe import __version__
+from tlsprobe.model import PHASES, ProbeResult, Status
+from tlsprobe.store import Drift
+
+ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
+TARGET_LABELS = ("tenant", "target")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    name: str
+    """Full family name; counters are exposed with a `_total` suffix on top of it."""
+    kind: str
+    help: str
+    labels: tuple[str, ...] = ()
+    """Labels beyond the scope's own (endpoint labels, target labels or none)."""
+    scope: str = "endpoint"
+
+    @property
+    def sample_name(self) -> str:
+        return f"{self.name}_total" if self.kind == "counter" else self.name
+
+    @property
+    def all_labels(self) -> tuple[str, ...]:
+        base = {"endpoint": ENDPOINT_LABELS, "target": TARGET_LABELS}.get(self.scope, ())
+        return (*base, *self.labels)
+
+
+def _g(name: str, help_: str, *labels: str, scope: str = "endpoint") -> MetricDef:
+    return MetricDef(f"tlsprobe_{name}", "gauge", help_, labels, scope)
+
+
+def _c(name: str, help_: str, *labels: str, scope: str = "endpoint") -> MetricDef:
+    return MetricDef(f"tlsprobe_{name}", "counter", help_, labels, scope)
+
+
+METRICS: tuple[MetricDef, ...] = (
+    _g("probe_success", "1 when a TLS session was established and the chain captured."),
+    _g("probe_error_info", "1 for the current failure reason; absent on success.", "reason"),
+    _g("probe_duration_seconds", "Duration of each phase of the last probe.", "phase"),
+    _g("last_probe_timestamp_seconds", "Unix time the shown result was taken."),
+    _g("probe_interval_seconds", "Configured probe interval of the endpoint."),
+    _g("status", "Overall status: 0 ok, 1 warning, 2 critical, 3 unknown."),
+    _g("check_status", "Status per check: 0 ok, 1 warning, 2 critical, 3 unknown.", "check"),
+    _g("chain_untrusted_info", "1 with the reason when the chain is not trusted.", "reason"),
+    _g("o365_ready", "1 when every Exchange Online connector rule holds."),
+    _g("tls_info", "Negotiated TLS version and cipher.", "version", "cipher"),
+    _g("cert_not_after_timestamp_seconds", "Leaf certificate notAfter."),
+    _g("cert_not_before_timestamp_seconds", "Leaf certificate notBefore."),
+    _g(
+        "chain_earliest_not_after_timestamp_seconds",
+        "Earliest notAfter among the certificates the server sent.",
+    ),
+    _g(
+        "cert_info",
+        "Leaf certificate identity; names are the SAN dNSNames, comma-joined.",
+        "fingerprint_sha256",
+        "subject",
+        "issuer",
+        "serial",
+        "names",
+    ),
+    _c("cert_changes", "Leaf certificate changes seen; persisted across restarts."),
+    _g("cert_last_change_timestamp_seconds", "When the current leaf was first seen."),
+    _g(
+        "target_distinct_certificates",
+        "Distinct leaf certificates served now across a target's endpoints.",
+        scope="target",
+    ),
+    _g("config_last_reload_successful", "1 when the last configuration load worked.", scope=""),
+    _g(
+        "config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load.",
+        scope="",
+    ),
+    _c("probes", "Probes completed, by overall status.", "status", scope=""),
+    _c("retries", "Retries of transient probe failures, by reason.", "reason", scope=""),
+    _g("state_writable", "1 while the certificate history can be written.", scope=""),
+    _c("state_write_errors", "Failed writes to the certificate history.", scope=""),
+    _g("targets_configured", "Targets in the configuration in force.", scope=""),
+    _g("endpoints", "Endpoints (host, address, port) currently probed.", scope=""),
+    _g("build_info", "Build information.", "version", "python", scope=""),
+)
+
+BY_NAME: Mapping[str, MetricDef] = {m.name: m for m in METRICS}
+METRIC_NAMES: frozenset[str] = frozenset(m.sample_name for m in METRICS)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """What is known of one endpoint right now: its latest result and its drift history."""
+
+    tenant: str
+    target: str
+    result: ProbeResult
+    drift: Drift | None = None
+    interval: float = 0.0
+
+    @property
+    def label_values(self) -> tuple[str, ...]:
+        endpoint = self.result.endpoint
+        address = self.result.address or endpoint.address or ""
+        return (self.tenant, self.target, endpoint.host, address, str(endpoint.port))
+
+
+@dataclass
+class ExporterStats:
+    """Exporter self-metrics. Mutated only on the event loop thread."""
+
+    reload_successful: bool = True
+    reload_success_at: float = 0.0
+    probes: dict[str, int] = field(default_factory=lambda: {s.label: 0 for s in Status})
+    retries: dict[str, int] = field(default_factory=dict)
+    state_writable: bool = True
+    state_write_errors: int = 0
+    targets_configured: int = 0
+
+
+Sample = tuple[str, tuple[str, ...], float]
+"""(family name, extra label values, value)."""
+
+
+def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
+    """Every sample one endpoint contributes. The one place that maps results to metrics."""
+    result = state.result
+    yield "tlsprobe_probe_success", (), 1.0 if result.success else 0.0
+    if result.error is not None:
+        yield "tlsprobe_probe_error_info", (result.error.kind.value,), 1.0
+    for phase in PHASES:
+        if phase in result.phases:
+            yield "tlsprobe_probe_duration_seconds", (phase,), result.phases[phase]
+    yield "tlsprobe_last_probe_timestamp_seconds", (), result.started_at
+    if state.interval:
+        yield "tlsprobe_probe_interval_seconds", (), state.interval
+    yield "tlsprobe_status", (), float(result.status)
+    for check in result.checks:
+        yield "tlsprobe_check_status", (check.name,), float(check.status)
+        if check.name == "chain_trusted" and check.reason:
+            yield "tlsprobe_chain_untrusted_info", (check.reason,), 1.0
+    yield "tlsprobe_o365_ready", (), 1.0 if result.o365_ready else 0.0
+    if result.tls is not None:
+        yield "tlsprobe_tls_info", (result.tls.version, result.tls.cipher), 1.0
+    leaf = result.leaf
+    if leaf is not None:
+        yield "tlsprobe_cert_not_after_timestamp_seconds", (), leaf.not_after.timestamp()
+        yield "tlsprobe_cert_not_before_timestamp_seconds", (), leaf.not_before.timestamp()
+        earliest = min(c.not_after for c in result.chain).timestamp()
+        yield "tlsprobe_chain_earliest_not_after_timestamp_seconds", (), earliest
+        info = (leaf.sha256, leaf.subject, leaf.issuer, leaf.serial, ",".join(leaf.dns_names))
+        yield "tlsprobe_cert_info", info, 1.0
+    if state.drift is not None:
+        yield "tlsprobe_cert_changes", (), float(state.drift.changes_total)
+        yield "tlsprobe_cert_last_change_timestamp_seconds", (), state.drift.since
+
+
+def target_samples(states: Iterable[EndpointState]) -> Iterator[tuple[tuple[str, str], float]]:
+    """Distinct leaves per target, across its endpoints that currently show one."""
+    leaves: dict[tuple[str, str], set[str]] = {}
+    for state in states:
+        seen = leaves.setdefault((state.tenant, state.target), set())
+        if state.result.leaf is not None:
+            seen.add(state.result.leaf.sha256)
+    for key, fingerprints in leaves.items():
+        yield key, float(len(fingerprints))
+
+
+def exporter_samples(stats: ExporterStats, endpoints: int) -> Iterator[Sample]:
+    yield "tlsprobe_config_last_reload_successful", (), 1.0 if stats.reload_successful else 0.0
+    yield "tlsprobe_config_last_reload_success_timestamp_seconds", (), stats.reload_success_at
+    for status, count in stats.probes.items():
+        yield "tlsprobe_probes", (status,), float(count)
+    for reason, count in sorted(stats.retries.items()):
+        yield "tlsprobe_retries", (reason,), float(count)
+    yield "tlsprobe_state_writable", (), 1.0 if stats.state_writable else 0.0
+    yield "tlsprobe_state_write_errors", (), float(stats.state_write_errors)
+    yield "tlsprobe_targets_configured", (), float(stats.targets_configured)
+    yield "tlsprobe_endpoints", (), float(endpoints)
+    python = ".".join(map(str, sys.version_info[:3]))
+    yield "tlsprobe_build_info", (__version__, python), 1.0
+
+
+# --- text exposition -----------------------------------------------------------------------
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value)}.0"
+    return repr(value)
+
+
+def _line(metric: MetricDef, values: Sequence[str], value: float) -> str:
+    pairs = ",".join(
+        f'{name}="{_escape(v)}"' for name, v in zip(metric.all_labels, values, strict=True)
+    )
+    return (
+        f"{metric.sample_name}{{{pairs}}} {_number(value)}\n"
+        if pairs
+        else (f"{metric.sample_name} {_number(value)}\n")
+    )
+
+
+def render_endpoint(state: EndpointState) -> dict[str, str]:
+    """One endpoint's exposition lines, grouped by family."""
+    base = state.label_values
+    out: dict[str, list[str]] = {}
+    for name, extra, value in endpoint_samples(state):
+        out.setdefault(name, []).append(_line(BY_NAME[name], (*base, *extra), value))
+    return {name: "".join(lines) for name, lines in out.items()}
+
+
+class TextRenderer:
+    """Renders /metrics, caching each endpoint's text until its state object changes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, ...], tuple[EndpointState, dict[str, str]]] = {}
+
+    def render(self, states: Sequence[EndpointState], stats: ExporterStats | None) -> bytes:
+        """The exposition text; `stats` None leaves out the exporter's self-metrics."""
+        fragments = [self._fragments(state) for state in states]
+        self._evict({s.label_values for s in states})
+        groups: dict[str, list[str]] = {m.name: [] for m in METRICS}
+        for parts in fragments:
+            for name, text in parts.items():
+                groups[name].append(text)
+        for (tenant, target), value in target_samples(states):
+            groups["tlsprobe_target_distinct_certificates"].append(
+                _line(BY_NAME["tlsprobe_target_distinct_certificates"], (tenant, target), value)
+            )
+        if stats is not None:
+            for name, extra, value in exporter_samples(stats, len(states)):
+                groups[name].append(_line(BY_NAME[name], extra, value))
+        out: list[str] = []
+        for metric in METRICS:
+            body = groups[metric.name]
+            if body:
+                out.append(f"# HELP {metric.sample_name} {metric.help}\n")
+                out.append(f"# TYPE {metric.sample_name} {metric.kind}\n")
+                out.extend(body)
+        return "".join(out).encode()
+
+    def _fragments(self, state: EndpointState) -> dict[str, str]:
+        key = state.label_values
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] is state:
+            return cached[1]
+        parts = render_endpoint(state)
+        self._cache[key] = (state, parts)
+        return parts
+
+    def _evict(self, live: set[tuple[str, ...]]) -> None:
+        if len(self._cache) > len(live):
+            for key in [k for k in self._cache if k not in live]:
+                del self._cache[key]
+
+
+# --- prometheus_client collector -----------------------------------------------------------
+
+
+class TlsprobeCollector(Collector):
+    """Yields the same samples as `TextRenderer`, as prometheus_client metric families.
+
+    `snapshot` returns the current endpoint states; `stats` the exporter counters (None for a
+    one-result registry such as `/probe`). `collect()` never raises and works on an empty store.
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Sequence[EndpointState]],
+        stats: ExporterStats | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        states = self._snapshot()
+        families = {m.name: _family(m) for m in METRICS}
+        for state in states:
+            base = state.label_values
+            for name, extra, value in endpoint_samples(state):
+                families[name].add_metric([*base, *extra], value)
+        for (tenant, target), value in target_samples(states):
+            families["tlsprobe_target_distinct_certificates"].add_metric([tenant, target], value)
+        if self._stats is not None:
+            for name, extra, value in exporter_samples(self._stats, len(states)):
+                families[name].add_metric(list(extra), value)
+        yield from (f for f in families.values() if f.samples)
+
+
+def _family(metric: MetricDef) -> GaugeMetricFamily | CounterMetricFamily:
+    if metric.kind == "counter":
+        return CounterMetricFamily(metric.name, metric.help, labels=metric.all_labels)
+    return GaugeMetricFamily(metric.name, metric.help, labels=metric.all_labels)

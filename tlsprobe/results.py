@@ -1,0 +1,53 @@
+"""The latest result of every endpoint, in memory, for scrapes and the status page.
+
+Results are immutable `EndpointState` values; publishing replaces one entry, and a scrape takes
+a shallow copy of the values, so it never waits for a probe and never sees a half-written
+result. Everything runs on the event loop thread; no locks are needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tlsprobe.metrics import EndpointState
+
+StateKey = tuple[str, ...]
+"""EndpointState.label_values: (tenant, target, host, address, port)."""
+
+
+class LatestResults:
+    def __init__(self) -> None:
+        self._by_target: dict[tuple[str, str], dict[StateKey, EndpointState]] = {}
+        self._count = 0
+
+    def put(self, state: EndpointState) -> None:
+        states = self._by_target.setdefault((state.tenant, state.target), {})
+        key = state.label_values
+        if key not in states:
+            self._count += 1
+        states[key] = state
+
+    def retain(self, tenant: str, target: str, keep: Iterable[StateKey]) -> list[StateKey]:
+        """Drop the endpoints of a target that its latest cycle no longer found."""
+        states = self._by_target.get((tenant, target), {})
+        wanted = set(keep)
+        gone = [key for key in states if key not in wanted]
+        for key in gone:
+            del states[key]
+        self._count -= len(gone)
+        return gone
+
+    def remove_target(self, tenant: str, target: str) -> list[tuple[str, str, str, str, int]]:
+        """Forget a target removed from the configuration; returns its history keys."""
+        states = self._by_target.pop((tenant, target), {})
+        self._count -= len(states)
+        return [(t, n, h, a, int(p)) for (t, n, h, a, p) in states]
+
+    def snapshot(self) -> list[EndpointState]:
+        return [state for states in self._by_target.values() for state in states.values()]
+
+    def for_target(self, tenant: str, target: str) -> list[EndpointState]:
+        return list(self._by_target.get((tenant, target), {}).values())
+
+    def __len__(self) -> int:
+        return self._count

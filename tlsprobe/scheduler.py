@@ -1,0 +1,344 @@
+"""Periodic probes: one loop per target, interval plus jitter, bounded concurrency, politeness.
+
+Each cycle a target re-resolves its endpoints (MX hosts and A/AAAA addresses, so endpoints
+follow the zone), probes each one and publishes the result as soon as it is in. A global
+semaphore bounds concurrent probes and a lock per address keeps at most one connection open to
+any one server, because mail servers throttle scanners. Transient failures (timeout, refused,
+421, DNS) are retried through tenacity, bounded in attempts and in time; a certificate verdict
+is never retried. Time and sleep are injected so tests can drive the scheduler with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import tenacity
+
+from tlsprobe import discover
+from tlsprobe.config import Config, TargetConfig
+from tlsprobe.evaluate import TrustStore
+from tlsprobe.metrics import EndpointState, ExporterStats
+from tlsprobe.model import (
+    TRANSIENT_REASONS,
+    Endpoint,
+    ProbeError,
+    ProbeResult,
+    Reason,
+    Status,
+)
+from tlsprobe.probe import probe_endpoint
+from tlsprobe.results import LatestResults
+from tlsprobe.store import Drift, HistoryStore
+from tlsprobe.transport import default_ehlo_name
+
+log = logging.getLogger("tlsprobe.scheduler")
+
+ProbeFn = Callable[..., Awaitable[ProbeResult]]
+Sleep = Callable[[float], Awaitable[None]]
+
+JITTER = 0.1
+"""Each cycle's start moves by up to +/-10% of the interval, so probes spread out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One endpoint of a target for one cycle."""
+
+    target: TargetConfig
+    endpoint: Endpoint
+    failure: ProbeError | None = None
+    """Set when discovery already failed: the job publishes this instead of probing."""
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        results: LatestResults,
+        stats: ExporterStats,
+        history: HistoryStore | None = None,
+        resolver: Any = None,
+        probe: ProbeFn = probe_endpoint,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.results = results
+        self.stats = stats
+        self.history = history
+        self._probe = probe
+        self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._tasks: dict[tuple[str, str], tuple[TargetConfig, asyncio.Task[None]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._trust: dict[str | None, TrustStore] = {}
+        self._outcomes: dict[tuple[str, ...], tuple[object, ...]] = {}
+        self.config = config
+        self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._resolver = resolver or discover.make_resolver(
+            config.dns.nameservers, port=config.dns.port, timeout=config.dns.timeout
+        )
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.apply(self.config)
+
+    def apply(self, config: Config) -> None:
+        """Bring the running loops in line with `config`: stop removed or changed targets."""
+        if config.concurrency != self.config.concurrency:
+            self._semaphore = asyncio.Semaphore(config.concurrency)
+        self.config = config
+        self._trust.clear()
+        wanted = {t.key: t for t in config.targets}
+        for key, (target, task) in list(self._tasks.items()):
+            if wanted.get(key) != target:
+                task.cancel()
+                del self._tasks[key]
+                if key not in wanted:
+                    self._forget(key)
+        for key, target in wanted.items():
+            if key not in self._tasks:
+                task = asyncio.create_task(self._target_loop(target), name=f"target {key}")
+                self._tasks[key] = (target, task)
+        self.stats.targets_configured = len(wanted)
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        tasks = [task for _, task in self._tasks.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        self._tasks.clear()
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        removed = self.results.remove_target(*key)
+        if self.history is not None:
+            self.history.forget(removed)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _target_loop(self, target: TargetConfig) -> None:
+        # Spread the first cycle over a tenth of the interval (at most 10 s) so a restart
+        # does not hit every server at once, yet the first results arrive quickly.
+        await self._sleep(self._rng.uniform(0, min(target.interval * JITTER, 10.0)))
+        while True:
+            started = self._clock()
+            await self.run_cycle(target)
+            elapsed = self._clock() - started
+            jitter = self._rng.uniform(-JITTER, JITTER) * target.interval
+            await self._sleep(max(target.interval - elapsed + jitter, 1.0))
+
+    async def run_cycle(self, target: TargetConfig) -> list[EndpointState]:
+        """Discover and probe every endpoint of `target` once; publish each result."""
+        jobs = await self.jobs(target)
+        states = await asyncio.gather(*(self.run_job(job) for job in jobs))
+        self.results.retain(target.tenant, target.name, {s.label_values for s in states})
+        return list(states)
+
+    async def probe_unpublished(self, target: TargetConfig) -> list[ProbeResult]:
+        """Probe a target once without publishing (ad hoc /probe of an allowlisted host)."""
+        jobs = await self.jobs(target)
+        return list(await asyncio.gather(*(self.job_result(job) for job in jobs)))
+
+    async def jobs(self, target: TargetConfig) -> list[Job]:
+        base = Endpoint(
+            host=target.host or target.mx or "",
+            port=target.port,
+            mode=target.mode,
+            sni=target.sni,
+            ehlo_name=target.ehlo_name or default_ehlo_name(),
+            target=target.name,
+        )
+        if target.address:
+            return [Job(target, replace(base, address=target.address))]
+        if target.mx:
+            mx = await self._retry_dns(lambda: discover.resolve_mx(target.mx or "", self._resolver))
+            if mx.error is not None:
+                return [Job(target, base, mx.error)]
+            if mx.null_mx:
+                error = ProbeError(Reason.DNS, f"{target.mx} has a null MX (RFC 7505): no mail")
+                return [Job(target, base, error)]
+            hosts = [h.host for h in mx.hosts]
+        else:
+            hosts = [base.host]
+        jobs: list[Job] = []
+        for host in hosts:
+            jobs.extend(await self._host_jobs(target, replace(base, host=host)))
+        return jobs
+
+    async def _host_jobs(self, target: TargetConfig, endpoint: Endpoint) -> list[Job]:
+        result = await self._retry_dns(
+            lambda: discover.resolve_addresses(
+                endpoint.host, self._resolver, which="one" if target.addresses == "one" else "all"
+            )
+        )
+        if result.error is not None:
+            return [Job(target, endpoint, result.error)]
+        sni = endpoint.sni
+        if target.mx is not None and target.sni is None and target.send_sni:
+            sni = endpoint.host  # each discovered MX host is named in its own handshake
+        return [Job(target, replace(endpoint, address=a, sni=sni)) for a in result.addresses]
+
+    async def _retry_dns(self, lookup: Callable[[], Awaitable[Any]]) -> Any:
+        outcome = await lookup()
+        attempts = 1
+        while outcome.error is not None and outcome.transient and attempts <= 2:
+            self._count_retry(Reason.DNS)
+            await self._sleep(0.5 * attempts)
+            outcome = await lookup()
+            attempts += 1
+        return outcome
+
+    async def run_job(self, job: Job) -> EndpointState:
+        return self.publish(job.target, await self.job_result(job))
+
+    async def job_result(self, job: Job) -> ProbeResult:
+        if job.failure is not None:
+            return ProbeResult(
+                endpoint=job.endpoint,
+                address=job.endpoint.address,
+                started_at=self._wall(),
+                status=job.failure.kind.status,
+                error=job.failure,
+                tls=None,
+                chain=(),
+                checks=(),
+                o365_ready=False,
+                phases={},
+            )
+        return await self.probe_with_retries(job)
+
+    async def probe_with_retries(self, job: Job) -> ProbeResult:
+        target = job.target
+        budget = max(target.interval - target.timeout, target.timeout) / 2
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(1 + target.retries)
+            | tenacity.stop_after_delay(budget),
+            wait=tenacity.wait_exponential(multiplier=1, min=1, max=30)
+            + tenacity.wait_random(0, 1),
+            retry=tenacity.retry_if_result(_transient),
+            before_sleep=lambda state: self._count_retry(
+                state.outcome.result().error.kind  # type: ignore[union-attr]
+            ),
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
+            sleep=self._sleep,
+            reraise=True,
+        )
+        result: ProbeResult = await retrying(self._probe_once, job)
+        return result
+
+    async def _probe_once(self, job: Job) -> ProbeResult:
+        address = job.endpoint.address or job.endpoint.host
+        lock = self._locks.setdefault(address, asyncio.Lock())
+        async with self._semaphore, lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await self._probe(
+                    job.endpoint,
+                    job.target.policy,
+                    self._trust_for(job.target),
+                    timeout=job.target.timeout,
+                )
+            finally:
+                self.in_flight -= 1
+
+    def _trust_for(self, target: TargetConfig) -> TrustStore:
+        path = str(target.ca_file) if target.ca_file else None
+        store = self._trust.get(path)
+        if store is None:
+            store = TrustStore.from_pem_file(path) if path else TrustStore.system()
+            self._trust[path] = store
+        return store
+
+    def _count_retry(self, reason: Reason) -> None:
+        self.stats.retries[reason.value] = self.stats.retries.get(reason.value, 0) + 1
+
+    # --- publishing ------------------------------------------------------------------------
+
+    def publish(self, target: TargetConfig, result: ProbeResult) -> EndpointState:
+        state = EndpointState(target.tenant, target.name, result, interval=target.interval)
+        if self.history is not None:
+            leaf = result.leaf
+            drift: Drift | None
+            if leaf is not None:
+                drift = self.history.observe(_history_key(state), leaf, result.started_at)
+            else:
+                drift = self.history.drift(_history_key(state))
+            state = replace(state, drift=drift)
+            self.stats.state_writable = self.history.writable
+            self.stats.state_write_errors = self.history.write_errors
+        self.results.put(state)
+        self.stats.probes[result.status.label] += 1
+        self._log_change(state)
+        return state
+
+    def _log_change(self, state: EndpointState) -> None:
+        result = state.result
+        failing = tuple(c.name for c in result.checks if c.status in _BAD)
+        outcome = (
+            result.status,
+            result.error.kind if result.error else None,
+            result.leaf.sha256 if result.leaf else None,
+            failing,
+        )
+        key = state.label_values
+        if self._outcomes.get(key) == outcome:
+            return
+        self._outcomes[key] = outcome
+        level = logging.INFO if result.status is Status.OK else logging.WARNING
+        fields = dict(zip(("tenant", "target", "host", "address", "port"), key, strict=True))
+        fields |= {"status": result.status.label}
+        if result.error:
+            fields |= {"reason": result.error.kind.value, "error": result.error.message}
+        if failing:
+            fields["failing"] = ",".join(failing)
+        if result.leaf:
+            fields["fingerprint"] = result.leaf.sha256[:16]
+            fields["not_after"] = result.leaf.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+        log.log(level, "probe outcome changed", extra={"fields": fields})
+
+    # --- ad hoc ----------------------------------------------------------------------------
+
+    async def probe_target_now(self, target: TargetConfig) -> list[EndpointState]:
+        """One immediate cycle for /probe: same path, same politeness, results published."""
+        return await self.run_cycle(target)
+
+    def targets(self) -> Sequence[TargetConfig]:
+        return self.config.targets
+
+    @property
+    def tasks(self) -> Iterable[asyncio.Task[None]]:
+        return [task for _, task in self._tasks.values()]
+
+
+_BAD = (Status.CRITICAL, Status.WARNING)
+
+
+def _transient(result: ProbeResult) -> bool:
+    return result.error is not None and result.error.kind in TRANSIENT_REASONS
+
+
+def _history_key(state: EndpointState) -> tuple[str, str, str, str, int]:
+    tenant, target, host, address, port = state.label_values
+    return (tenant, target, host, address, int(port))
+
+
+async def cancel_quietly(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

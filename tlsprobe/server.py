@@ -1,0 +1,264 @@
+"""HTTP inside the event loop: /metrics, /probe, /-/healthy, /-/ready, /-/reload, status page.
+
+aiohttp serves on the same loop as the scheduler, so a scrape reads the in-memory snapshot
+directly. Every path sits behind the same guards: basic auth when the web config has users,
+a cap on concurrent requests (503 beyond it), bounded request bodies, and for `/probe` a
+separate cap (429) because a probe costs a connection to a mail server. `/probe` checks only
+configured targets, or hosts the configuration's allowlist names, so the exporter never
+becomes an open scanner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import html
+import ipaddress
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from tlsprobe import report
+from tlsprobe.allowlist import AllowlistError, check_adhoc
+from tlsprobe.config import TargetConfig
+from tlsprobe.metrics import EndpointState, TextRenderer
+from tlsprobe.model import ProbeResult, Status
+from tlsprobe.probe import utcnow
+from tlsprobe.webconfig import WebConfig
+
+log = logging.getLogger("tlsprobe.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = 64 * 1024
+PROBE_CONCURRENCY = 4
+
+
+class WebApp:
+    """Routes and guards; the exporter supplies the data through `exporter`."""
+
+    def __init__(self, exporter: Any, web_config: WebConfig, *, max_requests: int = 16) -> None:
+        self.exporter = exporter
+        self.web_config = web_config
+        self.renderer = TextRenderer()
+        self._requests = asyncio.Semaphore(max_requests)
+        self._probes = asyncio.Semaphore(PROBE_CONCURRENCY)
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=MAX_BODY,
+            middlewares=[self._guard],
+            handler_args={"max_field_size": 8190},
+        )
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/probe", self.probe)
+        app.router.add_get("/-/healthy", self.healthy)
+        app.router.add_get("/-/ready", self.ready)
+        app.router.add_post("/-/reload", self.reload)
+        app.router.add_put("/-/reload", self.reload)
+        app.router.add_get("/", self.status_page)
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.web_config.auth_required and not await self._authorized(request):
+            return web.Response(
+                status=401,
+                text="Unauthorized\n",
+                headers={"WWW-Authenticate": 'Basic realm="tlsprobe"'},
+            )
+        if self._requests.locked():
+            return web.Response(status=503, text="too many concurrent requests\n")
+        async with self._requests:
+            response = await handler(request)
+        for name, value in self.web_config.headers.items():
+            response.headers[name] = value
+        return response
+
+    async def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic" or not value:
+            return False
+        try:
+            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        if not sep:
+            return False
+        # bcrypt is deliberately slow: run it off the loop so scrapes and probes go on.
+        return await asyncio.to_thread(self.web_config.check_password, user, password)
+
+    # --- handlers --------------------------------------------------------------------------
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        body = self.renderer.render(self.exporter.results.snapshot(), self.exporter.stats)
+        response = web.Response(body=body, content_type="text/plain")
+        response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        if "gzip" in request.headers.get("Accept-Encoding", "") and len(body) > 4096:
+            response.enable_compression()
+        return response
+
+    async def healthy(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="Healthy\n")
+
+    async def ready(self, request: web.Request) -> web.StreamResponse:
+        if not self.exporter.ready:
+            return web.Response(status=503, text="Not ready\n")
+        return web.Response(text="Ready\n")
+
+    async def reload(self, request: web.Request) -> web.StreamResponse:
+        error = await self.exporter.reload()
+        if error:
+            return web.Response(status=500, text=f"failed to reload config: {error}\n")
+        return web.Response(text="OK\n")
+
+    async def probe(self, request: web.Request) -> web.StreamResponse:
+        name = request.query.get("target", "")
+        tenant = request.query.get("tenant")
+        debug = request.query.get("debug", "").lower() in ("1", "true", "yes")
+        if not name or len(name) > 300:
+            return web.Response(status=400, text="target parameter is required\n")
+        target = self._configured(name, tenant)
+        if isinstance(target, str):
+            return web.Response(status=400, text=target + "\n")
+        if target is None:
+            try:
+                target = await check_adhoc(name, self.exporter.config, self.exporter.resolver)
+            except AllowlistError as exc:
+                return web.Response(status=403, text=f"forbidden: {exc}\n")
+        if self._probes.locked():
+            return web.Response(status=429, text="too many /probe requests in flight\n")
+        async with self._probes:
+            started = time.perf_counter()
+            results = await self.exporter.probe_now(target)
+            elapsed = time.perf_counter() - started
+        if debug:
+            return web.Response(text=_debug_text(target, results, elapsed))
+        states = [EndpointState(target.tenant, target.name, r) for r in results]
+        body = TextRenderer().render(states, None)
+        return web.Response(body=body, content_type="text/plain")
+
+    def _configured(self, name: str, tenant: str | None) -> TargetConfig | str | None:
+        found = [
+            t
+            for t in self.exporter.config.targets
+            if t.name == name and (tenant is None or t.tenant == tenant)
+        ]
+        if len(found) > 1:
+            tenants = ", ".join(sorted(t.tenant for t in found))
+            return f"target {name!r} exists in several tenants ({tenants}): add &tenant="
+        return found[0] if found else None
+
+    async def status_page(self, request: web.Request) -> web.StreamResponse:
+        states = self.exporter.results.snapshot()
+        return web.Response(text=status_html(states, time.time()), content_type="text/html")
+
+
+def _debug_text(target: TargetConfig, results: Sequence[ProbeResult], elapsed: float) -> str:
+    now = utcnow()
+    parts = [f"Probe of target {target.name!r} (tenant {target.tenant!r}) took {elapsed:.3f} s\n"]
+    for result in results:
+        parts.append(report.human(result, now))
+        parts.append("\nSMTP transcript\n")
+        parts.extend(f"  {line}\n" for line in result.transcript)
+        parts.append("\nResult (JSON)\n" + json.dumps(report.to_json(result), indent=2) + "\n\n")
+    config = asdict(target)
+    parts.append("Effective target configuration\n")
+    parts.append(json.dumps(config, indent=2, default=str) + "\n")
+    return "".join(parts)
+
+
+# --- status page ---------------------------------------------------------------------------
+
+_STATUS_COLOURS = {
+    Status.OK: "#2e7d32",
+    Status.WARNING: "#ef6c00",
+    Status.CRITICAL: "#c62828",
+    Status.UNKNOWN: "#616161",
+}
+
+
+def status_html(states: Sequence[EndpointState], now: float) -> str:
+    rows = sorted(states, key=lambda s: (-int(s.result.status), s.label_values))
+    body = "\n".join(_row(state, now) for state in rows) or (
+        '<tr><td colspan="9">No results yet: the first probes are running.</td></tr>'
+    )
+    counts = {s: sum(1 for x in states if x.result.status is s) for s in Status}
+    summary = ", ".join(f"{n} {s.label}" for s, n in counts.items() if n)
+    return _PAGE.format(rows=body, summary=html.escape(summary or "no endpoints yet"))
+
+
+def _row(state: EndpointState, now: float) -> str:
+    result = state.result
+    leaf = result.leaf
+    e = html.escape
+    tenant, target, host, address, port = state.label_values
+    colour = _STATUS_COLOURS[result.status]
+    if leaf is not None:
+        days = (leaf.not_after.timestamp() - now) / 86400
+        days_text = f"{days:.0f}" if days >= 1 else f"{days:.1f}"
+        names = ", ".join(leaf.dns_names) or ", ".join(leaf.common_names)
+        issuer = leaf.issuer
+    else:
+        days_text, names, issuer = "-", "-", "-"
+    changed = "-"
+    if state.drift is not None:
+        changed = time.strftime("%Y-%m-%d %H:%M", time.gmtime(state.drift.since))
+        changed += f" ({state.drift.changes_total} changes)"
+    problems = [
+        f"<b>{e(c.name)}</b>: {e(c.message)}"
+        for c in result.checks
+        if c.status in (Status.CRITICAL, Status.WARNING)
+    ]
+    if result.error is not None:
+        problems.insert(0, f"<b>{e(result.error.kind.value)}</b>: {e(result.error.message)}")
+    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    o365 = "yes" if result.o365_ready else "no"
+    return (
+        f"<tr><td>{e(tenant)}</td><td>{e(target)}</td><td>{e(host)}<br><small>{e(where)}</small>"
+        f'</td><td style="color:#fff;background:{colour}">{result.status.name}</td>'
+        f"<td>{e(days_text)}</td><td>{o365}</td><td>{e(names)}</td><td>{e(issuer)}</td>"
+        f"<td>{e(changed)}</td><td>{'<br>'.join(problems) or 'none'}</td></tr>"
+    )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tlsprobe</title>
+<meta http-equiv="refresh" content="30">
+<style>
+body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
+table{{border-collapse:collapse;width:100%;font-size:14px}}
+th,td{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
+th{{background:#f0f0f0}} small{{color:#666}}
+</style></head><body>
+<h1>tlsprobe</h1>
+<p>SMTP certificates as Exchange Online sees them: {summary}.
+<a href="/metrics">/metrics</a></p>
+<table><thead><tr><th>Tenant</th><th>Target</th><th>Endpoint</th><th>Status</th>
+<th>Days left</th><th>O365 ready</th><th>Names</th><th>Issuer</th><th>Last change</th>
+<th>Failing checks</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table></body></html>
+"""
+
+
+def listen_addresses(host: str) -> list[str] | None:
+    """aiohttp host argument: None for all interfaces."""
+    if not host:
+        return None
+    return [host]
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost" or host == socket.gethostname()
