@@ -139,7 +139,10 @@ async def resolve_mx(domain: str, resolver: dns.asyncresolver.Resolver) -> MxRes
 async def resolve_addresses(
     host: str, resolver: dns.asyncresolver.Resolver, *, which: Which = "all"
 ) -> AddressResult:
-    """The addresses of `host`: every A and AAAA (`which="all"`) or the first one (`"one"`).
+    """The addresses of `host`: every A and AAAA (`which="all"`) or one of them (`"one"`).
+
+    "one" is the lowest IPv4 address, else the lowest IPv6 one, not the first in the answer:
+    servers rotate their answers, and the `address` label must not churn from cycle to cycle.
 
     An IP literal is its own address. A and AAAA are asked concurrently so the whole call is
     bounded by one resolver lifetime; when one family fails and the other answers, the answer
@@ -165,9 +168,14 @@ async def resolve_addresses(
         )
     )
     if addresses:
-        chosen = addresses[:1] if which == "one" else addresses
+        chosen = (_stable_first(addresses),) if which == "one" else addresses
         return AddressResult(normalized, chosen, error=None, transient=False)
     return _address_failure(normalized, _worst([a for a in answers if isinstance(a, _Failure)]))
+
+
+def _stable_first(addresses: tuple[str, ...]) -> str:
+    parsed = [ipaddress.ip_address(a) for a in addresses]
+    return str(min(parsed, key=lambda ip: (ip.version, ip)))
 
 
 def _worst(failures: list[_Failure]) -> _Failure:

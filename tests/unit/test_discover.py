@@ -179,16 +179,20 @@ async def test_every_a_and_aaaa_address_in_dns_order(
     assert result.host == "mx.test"
 
 
-async def test_which_one_prefers_the_first_a(
+async def test_which_one_prefers_the_lowest_ipv4_whatever_the_answer_order(
     server: DnsTestServer, resolver: dns.asyncresolver.Resolver
 ) -> None:
-    server.zone[("dual.test", "A")] = ["192.0.2.5", "192.0.2.6"]
+    server.zone[("dual.test", "A")] = ["192.0.2.6", "192.0.2.5"]
     server.zone[("dual.test", "AAAA")] = ["2001:db8::5"]
-    server.zone[("v6only.test", "AAAA")] = ["2001:db8::6", "2001:db8::9"]
+    server.zone[("v6only.test", "AAAA")] = ["2001:db8::9", "2001:db8::6"]
     dual = await resolve_addresses("dual.test", resolver, which="one")
     v6only = await resolve_addresses("v6only.test", resolver, which="one")
     assert dual.addresses == ("192.0.2.5",)
     assert v6only.addresses == ("2001:db8::6",)
+    # A server rotating its answers must not move the `address` label between cycles.
+    server.zone[("dual.test", "A")] = ["192.0.2.5", "192.0.2.6"]
+    again = await resolve_addresses("dual.test", resolver, which="one")
+    assert again.addresses == dual.addresses
 
 
 async def test_which_rejects_unknown_values(resolver: dns.asyncresolver.Resolver) -> None:
