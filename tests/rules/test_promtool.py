@@ -31,7 +31,7 @@ ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "tlsprobe.json"
 DASHBOARD_PROVIDER = ROOT / "grafana" / "provisioning" / "dashboards" / "tlsprobe.yml"
 DATASOURCE = ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
-ALERTS_DOC = ROOT / "deploy" / "ALERTS.md"
+ALERTS_DOC = ROOT / "README.md"
 
 ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
 RUNBOOK_PREFIX = "https://github.com/tlsprobe/tlsprobe/blob/main/README.md#"
