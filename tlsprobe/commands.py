@@ -22,6 +22,12 @@ def _shard(value: str) -> tuple[int, int]:
     return i, n
 
 
+def _problem(file: str, error: ConfigError) -> str:
+    """One line naming the file and the key: `tlsprobe.yml: tenants.x.targets[0].port: ...`."""
+    # Whole-file errors (path "") already name the file; key errors name only the key.
+    return f"{file}: {error}" if error.path else str(error)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from tlsprobe.exporter import serve, setup_logging
 
@@ -29,7 +35,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"tlsprobe serve: {exc}", file=sys.stderr)
+        more = len(exc.problems) - 1
+        hint = f" (and {more} more: tlsprobe validate-config {args.config})" if more else ""
+        print(f"tlsprobe serve: {_problem(args.config, exc)}{hint}", file=sys.stderr)
         return 2
     if args.shard:
         config = config.shard(*args.shard)
@@ -41,7 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         for problem in exc.problems or (exc,):
-            print(f"{problem}", file=sys.stderr)
+            print(_problem(args.config, problem), file=sys.stderr)
         return 2
     tenants = len(config.tenants)
     print(f"{args.config}: OK ({len(config.targets)} targets in {tenants} tenants)")
@@ -65,7 +73,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         try:
             state_dir = load_config(args.config).state_dir
         except ConfigError as exc:
-            print(f"tlsprobe history: {exc}", file=sys.stderr)
+            print(f"tlsprobe history: {_problem(args.config, exc)}", file=sys.stderr)
             return 2
     return history_command(state_dir, args.host)
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import ssl
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tlsprobe.config import Config, parse_config
+from tlsprobe.config import Config, ConfigError, parse_config, parse_duration
 from tlsprobe.exporter import Exporter, StartupError
 
 DEMO_TENANT = "demo-contoso"
@@ -248,10 +249,13 @@ def demo_config(
         if scenario.certificate_domain:
             target["certificate_domain"] = scenario.certificate_domain
         targets.append(target)
+    # The timeout must stay below the interval (the config insists), so a short demo interval
+    # such as `--interval 2s` shortens it too; loopback answers in milliseconds anyway.
+    timeout = min(5.0, parse_duration(interval) / 2)
     data = {
         "state_dir": str(state_dir),
         "web": {"listen": listen},
-        "defaults": {"interval": interval, "timeout": "5s", "ca_file": str(root_pem_path)},
+        "defaults": {"interval": interval, "timeout": timeout, "ca_file": str(root_pem_path)},
         "tenants": {
             DEMO_TENANT: {
                 "accepted_domains": [DEMO_DOMAIN],
@@ -267,14 +271,18 @@ async def run_demo(listen: str, state_dir: Path | None, interval: str = "30s") -
     with tempfile.TemporaryDirectory(prefix="tlsprobe-demo-") as tmp:
         directory = Path(tmp)
         async with fleet(directory) as (root_path, started):
-            config = demo_config(
-                started, root_path, state_dir or directory / "state", listen, interval
-            )
+            try:
+                config = demo_config(
+                    started, root_path, state_dir or directory / "state", listen, interval
+                )
+            except (ConfigError, ValueError) as exc:
+                print(f"tlsprobe demo: {exc}", file=sys.stderr)
+                return 2
             exporter = Exporter(config)
             try:
                 await exporter.start()
             except StartupError as exc:
-                print(f"tlsprobe demo: {exc}")
+                print(f"tlsprobe demo: {exc}", file=sys.stderr)
                 return 2
             _announce(exporter.url, started)
             await exporter.run_until_signalled()

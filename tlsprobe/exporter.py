@@ -34,6 +34,9 @@ from tlsprobe.webconfig import WebConfig, WebConfigError, load_web_config
 log = logging.getLogger("tlsprobe")
 
 HISTORY_FILE = "history.sqlite3"
+STOP_TIMEOUT = 1.0
+"""Seconds a stop waits for in-flight scheduled probes, and for HTTP requests other than /probe
+(those are cancelled at once), before cancelling them; both wait side by side."""
 
 
 class StartupError(Exception):
@@ -54,6 +57,7 @@ class Exporter:
     web_config: WebConfig = field(default_factory=WebConfig)
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _reloads: set[asyncio.Task[str | None]] = field(default_factory=set)
     bound: list[tuple[str, int]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -75,7 +79,9 @@ class Exporter:
         self.stats.reload_successful = True
         self.stats.reload_success_at = time.time()
         webapp = WebApp(self, web_config, max_requests=self.config.web.max_concurrent_requests)
-        self._runner = web.AppRunner(webapp.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            webapp.app(), access_log=None, handle_signals=False, shutdown_timeout=STOP_TIMEOUT
+        )
         await self._runner.setup()
         host = self.config.web.listen_host or None
         site = web.TCPSite(
@@ -117,9 +123,12 @@ class Exporter:
             self.stats.reload_successful = False
             log.error("config reload failed", extra={"fields": {"error": str(exc)}})
             return str(exc)
-        if config.web != self.config.web or config.state_dir != self.config.state_dir:
+        if _restart_only(config) != _restart_only(self.config):
+            # The allowlist is read per request and takes effect now; the socket, its TLS,
+            # auth and request limit, and the open history database stay as started.
             log.warning(
-                "web and state_dir settings change only on restart",
+                "web.listen, web.config_file, web.max_concurrent_requests and state_dir "
+                "change only on restart",
                 extra={"fields": {"file": str(self.config_path)}},
             )
         self.config = config
@@ -138,10 +147,14 @@ class Exporter:
 
     async def stop(self) -> None:
         self.ready = False
+        # aiohttp's default waits up to 60 s for a request in flight; shutdown_timeout bounds
+        # that, and the web app cancels /probe requests (they may wait on a silent server).
+        stopping = []
         if self.scheduler is not None:
-            await self.scheduler.stop(timeout=2.0)
+            stopping.append(self.scheduler.stop(timeout=STOP_TIMEOUT))
         if self._runner is not None:
-            await self._runner.cleanup()
+            stopping.append(self._runner.cleanup())
+        await asyncio.gather(*stopping)
         if self.history is not None:
             self.history.close()
         log.info("tlsprobe stopped")
@@ -150,13 +163,19 @@ class Exporter:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         try:
             await self._stopping.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.stop()
+
+    def _reload_in_background(self) -> None:
+        # The loop keeps only a weak reference to a task; hold it until it is done.
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -168,6 +187,17 @@ def _web_config(config: Config) -> WebConfig:
         return load_web_config(path) if path else WebConfig()
     except WebConfigError as exc:
         raise StartupError(f"web.config_file: {exc}") from exc
+
+
+def _restart_only(config: Config) -> tuple[object, ...]:
+    web = config.web
+    return (
+        web.listen_host,
+        web.listen_port,
+        web.config_file,
+        web.max_concurrent_requests,
+        config.state_dir,
+    )
 
 
 def _bound_addresses(site: web.TCPSite) -> list[tuple[str, int]]:

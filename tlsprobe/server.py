@@ -49,6 +49,7 @@ class WebApp:
         self.renderer = TextRenderer()
         self._requests = asyncio.Semaphore(max_requests)
         self._probes = asyncio.Semaphore(PROBE_CONCURRENCY)
+        self._probe_tasks: set[asyncio.Task[Any]] = set()
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -63,7 +64,14 @@ class WebApp:
         app.router.add_post("/-/reload", self.reload)
         app.router.add_put("/-/reload", self.reload)
         app.router.add_get("/", self.status_page)
+        app.on_shutdown.append(self._cancel_probes)
         return app
+
+    async def _cancel_probes(self, _app: web.Application) -> None:
+        # A /probe may wait out a silent server's whole timeout; shutdown must not wait for it
+        # (aiohttp would, up to its shutdown timeout, twice), so cancel it up front.
+        for task in list(self._probe_tasks):
+            task.cancel()
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -135,10 +143,16 @@ class WebApp:
                 return web.Response(status=403, text=f"forbidden: {exc}\n")
         if self._probes.locked():
             return web.Response(status=429, text="too many /probe requests in flight\n")
-        async with self._probes:
-            started = time.perf_counter()
-            results = await self.exporter.probe_now(target)
-            elapsed = time.perf_counter() - started
+        task = asyncio.current_task()
+        assert task is not None
+        self._probe_tasks.add(task)
+        try:
+            async with self._probes:
+                started = time.perf_counter()
+                results = await self.exporter.probe_now(target)
+                elapsed = time.perf_counter() - started
+        finally:
+            self._probe_tasks.discard(task)
         if debug:
             return web.Response(text=_debug_text(target, results, elapsed))
         states = [EndpointState(target.tenant, target.name, r) for r in results]

@@ -1,0 +1,600 @@
+"""The exporter's HTTP side, in process, against real loopback SMTP servers.
+
+Each test starts an `Exporter` from a configuration file in `tmp_path` (a free loopback port,
+state in `tmp_path`, probe intervals of a second or two) watching scripted SMTP servers that
+present certificates made by the test PKI: a healthy one, and one issued by a rogue root whose
+name carries markup. Requests go over real HTTP(S) with aiohttp's client: `/metrics`, `/probe`
+(configured targets, the allowlist, tenants), `/-/healthy`, `/-/ready`, `/-/reload` with a
+broken and then a fixed file, the status page, basic auth and TLS from an exporter-toolkit
+web-config.yml, and the one-log-line-per-outcome-change rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import bcrypt
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.pki import Hierarchy, Issued, make_leaf, make_root, write_server_files
+from tests.support.servers import ServerTls, SmtpTestServer, unused_port
+from tlsprobe.config import load_config
+from tlsprobe.exporter import Exporter
+
+HOSTILE = "<script>alert(1)</script>"
+WAIT = 10.0
+"""Seconds a test waits for something that normally takes well under one."""
+
+
+# --- servers, configuration and the running exporter ---------------------------------------
+
+
+@pytest.fixture
+def good_leaf(pki: Hierarchy) -> Issued:
+    return pki.leaf(["mail.contoso.test"])
+
+
+@pytest.fixture
+def rogue_root() -> Issued:
+    """A root nobody trusts, whose name is an HTML payload."""
+    return make_root(f"{HOSTILE} Rogue CA")
+
+
+@pytest.fixture
+def rogue_leaf(rogue_root: Issued) -> Issued:
+    return make_leaf(rogue_root, ["bad.contoso.test"])
+
+
+@pytest.fixture
+async def good(pki: Hierarchy, good_leaf: Issued) -> AsyncIterator[SmtpTestServer]:
+    async with SmtpTestServer(ServerTls(pki.chain(good_leaf), good_leaf.key)) as server:
+        yield server
+
+
+@pytest.fixture
+async def bad(rogue_root: Issued, rogue_leaf: Issued) -> AsyncIterator[SmtpTestServer]:
+    tls = ServerTls([rogue_leaf.cert, rogue_root.cert], rogue_leaf.key)
+    async with SmtpTestServer(tls, hostname="bad.contoso.test") as server:
+        yield server
+
+
+def target(name: str, host: str, port: int, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "host": host, "address": "127.0.0.1", "port": port, **extra}
+
+
+def config_data(
+    tmp_path: Path,
+    ca_file: Path,
+    targets: list[dict[str, Any]],
+    *,
+    web: dict[str, Any] | None = None,
+    tenants: dict[str, Any] | None = None,
+    interval: str = "2s",
+) -> dict[str, Any]:
+    contoso = {
+        "accepted_domains": ["contoso.test"],
+        "certificate_domain": "*.contoso.test",
+        "targets": targets,
+    }
+    return {
+        "state_dir": str(tmp_path / "state"),
+        "web": {"listen": f"127.0.0.1:{unused_port()}", **(web or {})},
+        "defaults": {
+            "interval": interval,
+            "timeout": "800ms",
+            "retries": 0,
+            "ca_file": str(ca_file),
+            "ehlo_name": "probe.test",
+        },
+        "tenants": {"contoso": contoso, **(tenants or {})},
+    }
+
+
+def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "tlsprobe.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, data: dict[str, Any]) -> AsyncIterator[Exporter]:
+    path = write_config(tmp_path, data)
+    exporter = Exporter(load_config(path), path)
+    await exporter.start()
+    try:
+        yield exporter
+    finally:
+        await exporter.stop()
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def probed_targets(exporter: Exporter) -> set[str]:
+    return {state.target for state in exporter.results.snapshot()}
+
+
+async def results_for(exporter: Exporter, *names: str) -> None:
+    await eventually(lambda: set(names) <= probed_targets(exporter), f"results of {names}")
+
+
+def last_probe(exporter: Exporter, name: str) -> float:
+    return max(
+        (s.result.started_at for s in exporter.results.snapshot() if s.target == name),
+        default=0.0,
+    )
+
+
+# --- reading the exposition ----------------------------------------------------------------
+
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def samples(text: str) -> list[Sample]:
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def find(text: str, name: str, **labels: str) -> list[float]:
+    """Values of every sample of `name` whose labels include `labels`."""
+    return [
+        value
+        for sample_name, sample_labels, value in samples(text)
+        if sample_name == name and labels.items() <= sample_labels.items()
+    ]
+
+
+def one(text: str, name: str, **labels: str) -> float:
+    values = find(text, name, **labels)
+    assert len(values) == 1, f"{name}{labels}: expected one sample, got {values}"
+    return values[0]
+
+
+async def get(
+    http: aiohttp.ClientSession, url: str, method: str = "GET", **options: Any
+) -> tuple[int, str]:
+    async with http.request(method, url, **options) as response:
+        return response.status, await response.text()
+
+
+# --- /metrics and /probe -------------------------------------------------------------------
+
+
+async def test_metrics_carry_the_contract_series_with_the_right_values(
+    tmp_path: Path,
+    ca_file: Path,
+    good: SmtpTestServer,
+    bad: SmtpTestServer,
+    good_leaf: Issued,
+) -> None:
+    data = config_data(
+        tmp_path,
+        ca_file,
+        [
+            target("good", "mail.contoso.test", good.port),
+            target("bad", "bad.contoso.test", bad.port),
+        ],
+    )
+    async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
+        await results_for(exporter, "good", "bad")
+        status, text = await get(http, f"{exporter.url}/metrics")
+
+    assert status == 200
+    good_labels = {
+        "tenant": "contoso",
+        "target": "good",
+        "host": "mail.contoso.test",
+        "address": "127.0.0.1",
+        "port": str(good.port),
+    }
+    assert one(text, "tlsprobe_probe_success", **good_labels) == 1
+    assert one(text, "tlsprobe_status", **good_labels) == 0
+    assert one(text, "tlsprobe_o365_ready", **good_labels) == 1
+    assert one(text, "tlsprobe_check_status", check="chain_trusted", **good_labels) == 0
+    assert one(text, "tlsprobe_cert_not_after_timestamp_seconds", **good_labels) == (
+        good_leaf.cert.not_valid_after_utc.timestamp()
+    )
+    info = one(text, "tlsprobe_cert_info", fingerprint_sha256=good_leaf.sha256, **good_labels)
+    assert info == 1
+    assert one(text, "tlsprobe_cert_changes_total", **good_labels) == 0
+    assert one(text, "tlsprobe_probe_duration_seconds", phase="total", **good_labels) > 0
+    assert find(text, "tlsprobe_probe_error_info", target="good") == []
+
+    assert one(text, "tlsprobe_status", target="bad") == 2
+    assert one(text, "tlsprobe_check_status", target="bad", check="chain_trusted") == 2
+    assert one(text, "tlsprobe_chain_untrusted_info", target="bad", reason="unknown_root") == 1
+    assert one(text, "tlsprobe_o365_ready", target="bad") == 0
+
+    assert one(text, "tlsprobe_config_last_reload_successful") == 1
+    assert one(text, "tlsprobe_targets_configured") == 2
+    assert one(text, "tlsprobe_probes_total", status="ok") >= 1
+    assert one(text, "tlsprobe_probes_total", status="critical") >= 1
+
+
+async def test_probe_answers_for_the_named_target_only(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer, bad: SmtpTestServer
+) -> None:
+    data = config_data(
+        tmp_path,
+        ca_file,
+        [
+            target("good", "mail.contoso.test", good.port),
+            target("bad", "bad.contoso.test", bad.port),
+        ],
+        interval="5m",  # only /probe runs probes here, apart from the first cycle
+    )
+    async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
+        status, text = await get(http, f"{exporter.url}/probe", params={"target": "bad"})
+        debug_status, debug = await get(
+            http, f"{exporter.url}/probe", params={"target": "good", "debug": "true"}
+        )
+
+    assert status == 200
+    assert {labels["target"] for _, labels, _ in samples(text) if "target" in labels} == {"bad"}
+    assert one(text, "tlsprobe_status", target="bad") == 2
+    assert find(text, "tlsprobe_config_last_reload_successful") == []
+
+    assert debug_status == 200
+    assert "C: EHLO probe.test" in debug
+    assert "C: STARTTLS" in debug
+    assert '"name": "chain_trusted"' in debug  # the check results, as JSON
+    assert "Effective target configuration" in debug
+    assert f'"port": {good.port}' in debug
+    assert '"certificate_domain": "*.contoso.test"' in debug
+
+
+async def test_probe_refuses_unknown_hosts_unless_allowlisted(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer, bad: SmtpTestServer
+) -> None:
+    targets = [target("good", "mail.contoso.test", good.port)]
+    closed = config_data(tmp_path, ca_file, targets, interval="5m")
+    async with running(tmp_path, closed) as exporter, aiohttp.ClientSession() as http:
+        refused, body = await get(http, f"{exporter.url}/probe", params={"target": "nosuch"})
+        adhoc, _ = await get(
+            http, f"{exporter.url}/probe", params={"target": f"127.0.0.1:{good.port}"}
+        )
+    assert refused == 403
+    assert "probe_allowlist" in body
+    assert adhoc == 403
+
+    allow = {"probe_allowlist": [f"127.0.0.1:{good.port}"]}
+    opened = config_data(tmp_path, ca_file, targets, web=allow, interval="5m")
+    async with running(tmp_path, opened) as exporter, aiohttp.ClientSession() as http:
+        url = f"{exporter.url}/probe"
+        allowed, text = await get(http, url, params={"target": f"127.0.0.1:{good.port}"})
+        other_port, _ = await get(http, url, params={"target": f"127.0.0.1:{bad.port}"})
+        other_host, _ = await get(http, url, params={"target": f"127.0.0.2:{good.port}"})
+        name, _ = await get(http, url, params={"target": "nosuch"})
+        published = probed_targets(exporter)
+
+    assert allowed == 200
+    assert one(text, "tlsprobe_probe_success", address="127.0.0.1", port=str(good.port)) == 1
+    assert (other_port, other_host, name) == (403, 403, 403)
+    assert not any(t.startswith("adhoc") for t in published), "ad hoc results stay unpublished"
+
+
+async def test_probe_of_a_name_in_several_tenants_needs_the_tenant(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer
+) -> None:
+    fabrikam = {
+        "accepted_domains": ["contoso.test"],
+        "targets": [target("relay", "mail.contoso.test", good.port)],
+    }
+    data = config_data(
+        tmp_path,
+        ca_file,
+        [target("relay", "mail.contoso.test", good.port)],
+        tenants={"fabrikam": fabrikam},
+        interval="5m",
+    )
+    async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
+        url = f"{exporter.url}/probe"
+        ambiguous, body = await get(http, url, params={"target": "relay"})
+        chosen, text = await get(http, url, params={"target": "relay", "tenant": "fabrikam"})
+
+    assert ambiguous == 400
+    assert "contoso" in body and "fabrikam" in body
+    assert chosen == 200
+    assert {labels["tenant"] for _, labels, _ in samples(text) if "tenant" in labels} == {
+        "fabrikam"
+    }
+
+
+# --- health, readiness, reload -------------------------------------------------------------
+
+
+async def test_healthy_and_ready(tmp_path: Path, ca_file: Path, good: SmtpTestServer) -> None:
+    data = config_data(tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)])
+    async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
+        assert await get(http, f"{exporter.url}/-/healthy") == (200, "Healthy\n")
+        assert await get(http, f"{exporter.url}/-/ready") == (200, "Ready\n")
+        assert (await get(http, f"{exporter.url}/-/reload"))[0] == 405  # GET must not reload
+
+
+async def test_reload_with_a_broken_file_keeps_the_old_config(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer, bad: SmtpTestServer
+) -> None:
+    both = [
+        target("good", "mail.contoso.test", good.port),
+        target("bad", "bad.contoso.test", bad.port),
+    ]
+    data = config_data(tmp_path, ca_file, both, interval="1s")
+    async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
+        await results_for(exporter, "good", "bad")
+        path = exporter.config_path
+        assert path is not None
+
+        broken = copy.deepcopy(data)
+        broken["tenants"]["contoso"]["targets"][0]["port"] = 70000
+        path.write_text(yaml.safe_dump(broken))
+        status, body = await get(http, f"{exporter.url}/-/reload", method="POST")
+        assert status == 500
+        assert "targets[0].port" in body
+        failed_at = time.time()
+        await eventually(
+            lambda: min(last_probe(exporter, "good"), last_probe(exporter, "bad")) > failed_at,
+            "the old targets to be probed again after the failed reload",
+        )
+        _, text = await get(http, f"{exporter.url}/metrics")
+        assert one(text, "tlsprobe_config_last_reload_successful") == 0
+        assert one(text, "tlsprobe_targets_configured") == 2
+
+        fixed = config_data(tmp_path, ca_file, both[:1], interval="1s")
+        fixed["web"] = data["web"]
+        path.write_text(yaml.safe_dump(fixed))
+        assert await get(http, f"{exporter.url}/-/reload", method="POST") == (200, "OK\n")
+        _, text = await get(http, f"{exporter.url}/metrics")
+
+    assert one(text, "tlsprobe_config_last_reload_successful") == 1
+    assert one(text, "tlsprobe_targets_configured") == 1
+    assert find(text, "tlsprobe_status", target="good") == [0]
+    assert [s for s in samples(text) if s[1].get("target") == "bad"] == []
+
+
+# --- the status page -----------------------------------------------------------------------
+
+
+class TableReader(HTMLParser):
+    """Rows of the status table as lists of cell texts; also every start tag seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.tags: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" | ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table(page: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """{target: {column header: cell text}} and the page's start tags."""
+    reader = TableReader()
+    reader.feed(page)
+    header, *rows = reader.rows
+    return {row[1]: dict(zip(header, row, strict=True)) for row in rows}, reader.tags
+
+
+async def test_status_page_shows_every_endpoint_and_escapes_names(
+    tmp_path: Path,
+    ca_file: Path,
+    good: SmtpTestServer,
+    bad: SmtpTestServer,
+) -> None:
+    refused_port = unused_port()
+    data = config_data(
+        tmp_path,
+        ca_file,
+        [
+            target("good", "mail.contoso.test", good.port),
+            target("bad", "bad.contoso.test", bad.port),
+            target("down", "down.contoso.test", refused_port),
+        ],
+    )
+    async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
+        await results_for(exporter, "good", "bad", "down")
+        async with http.get(f"{exporter.url}/") as response:
+            assert response.status == 200
+            assert response.content_type == "text/html"
+            page = await response.text()
+
+    rows, tags = table(page)
+    assert set(rows) == {"good", "bad", "down"}
+    ok, broken, down = rows["good"], rows["bad"], rows["down"]
+    assert ok["Status"] == "OK"
+    assert ok["Endpoint"] == f"mail.contoso.test | 127.0.0.1:{good.port}"
+    assert ok["Days left"] == "90"  # the test leaf lives 90 days from an hour ago
+    assert ok["Names"] == "mail.contoso.test"
+    assert "Contoso Test Intermediate CA" in ok["Issuer"]
+    assert ok["Last change"].endswith("(0 changes)")
+    assert ok["Failing checks"] == "none"
+
+    assert broken["Status"] == "CRITICAL"
+    assert broken["Names"] == "bad.contoso.test"
+    assert broken["Failing checks"].startswith("chain_trusted:")
+    # The payload is text on the page, never markup: the parser saw no <script> element.
+    assert HOSTILE.replace("<", "\\<").replace(">", "\\>") in broken["Issuer"]
+    assert "script" not in tags
+    assert "<script>" not in page
+
+    assert down["Status"] == "UNKNOWN"
+    assert down["Days left"] == "-"
+    assert down["Failing checks"].startswith("refused:")
+    # Worst first, so the eye lands on what needs doing.
+    assert list(rows) == ["down", "bad", "good"]
+
+
+# --- basic auth and TLS from web-config.yml ------------------------------------------------
+
+
+def web_config(tmp_path: Path, content: dict[str, Any]) -> dict[str, Any]:
+    path = tmp_path / "web-config.yml"
+    path.write_text(yaml.safe_dump(content))
+    return {"config_file": path.name}
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+async def test_basic_auth_guards_every_path(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer
+) -> None:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web = web_config(tmp_path, {"basic_auth_users": {"prometheus": hashed}})
+    data = config_data(tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)], web=web)
+    requests = [
+        ("GET", "/metrics"),
+        ("GET", "/"),
+        ("GET", "/probe?target=good"),
+        ("GET", "/-/healthy"),
+        ("GET", "/-/ready"),
+        ("POST", "/-/reload"),
+    ]
+    right = basic("prometheus", "s3cret")
+    wrong = [basic("prometheus", "wrong"), basic("someone", "s3cret"), basic("prometheus", "")]
+    async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
+        for method, path in requests:
+            url = exporter.url + path
+            async with http.request(method, url) as response:
+                assert response.status == 401, path
+                assert response.headers["WWW-Authenticate"].startswith("Basic")
+            for auth in wrong:
+                assert (await get(http, url, method, headers=auth))[0] == 401, (path, auth)
+            assert (await get(http, url, method, headers=right))[0] == 200, path
+        garbled = {"Authorization": "Basic !!!not-base64"}
+        assert (await get(http, f"{exporter.url}/metrics", headers=garbled))[0] == 401
+
+
+@pytest.fixture
+def web_tls_files(pki: Hierarchy, tmp_path: Path) -> tuple[str, str]:
+    leaf = pki.leaf(["localhost", "127.0.0.1"])
+    cert, key = write_server_files(tmp_path, leaf.key, pki.chain(leaf), stem="web")
+    return cert.name, key.name
+
+
+def client_context(ca_file: Path, maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    if maximum is not None:
+        ctx.maximum_version = maximum
+    return ctx
+
+
+async def test_tls_on_the_web_endpoint(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer, web_tls_files: tuple[str, str]
+) -> None:
+    cert, key = web_tls_files
+    tls = {"cert_file": cert, "key_file": key, "min_version": "TLS13"}
+    web = web_config(tmp_path, {"tls_server_config": tls})
+    data = config_data(tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)], web=web)
+    async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
+        assert exporter.url.startswith("https://127.0.0.1:")
+        plain = exporter.url.replace("https://", "http://")
+        status, text = await get(http, f"{exporter.url}/metrics", ssl=client_context(ca_file))
+        assert status == 200
+        assert one(text, "tlsprobe_config_last_reload_successful") == 1
+
+        with pytest.raises(aiohttp.ClientError):
+            await get(http, f"{plain}/metrics")
+        tls12 = client_context(ca_file, maximum=ssl.TLSVersion.TLSv1_2)
+        with pytest.raises(aiohttp.ClientError):
+            await get(http, f"{exporter.url}/metrics", ssl=tls12)
+        # Without the test CA the client must not trust the exporter's certificate.
+        with pytest.raises(aiohttp.ClientError):
+            await get(http, f"{exporter.url}/metrics", ssl=ssl.create_default_context())
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def captured(caplog: pytest.LogCaptureFixture, name: str) -> Iterator[None]:
+    # `setup_logging` (run by other tests in this process) turns off propagation on
+    # "tlsprobe", which would hide the records from caplog's handler on the root logger.
+    package = logging.getLogger("tlsprobe")
+    propagate, package.propagate = package.propagate, True
+    try:
+        with caplog.at_level(logging.INFO, logger=name):
+            yield
+    finally:
+        package.propagate = propagate
+
+
+def outcome_lines(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    return [
+        r.fields
+        for r in caplog.records
+        if r.getMessage() == "probe outcome changed" and r.fields["target"] == name
+    ]
+
+
+async def test_one_log_line_per_outcome_change_not_per_cycle(
+    tmp_path: Path,
+    ca_file: Path,
+    bad: SmtpTestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = config_data(
+        tmp_path,
+        ca_file,
+        [
+            target("bad", "bad.contoso.test", bad.port),
+            target("down", "down.contoso.test", unused_port()),
+        ],
+        interval="1s",
+    )
+    seen: dict[str, set[float]] = {"bad": set(), "down": set()}
+
+    def cycles_done() -> bool:
+        for state in exporter.results.snapshot():
+            seen[state.target].add(state.result.started_at)
+        return all(len(times) >= 3 for times in seen.values())
+
+    with captured(caplog, "tlsprobe.scheduler"):
+        async with running(tmp_path, data) as exporter:
+            await eventually(cycles_done, "three cycles of each failing target")
+
+    bad_lines, down_lines = outcome_lines(caplog, "bad"), outcome_lines(caplog, "down")
+    assert len(bad_lines) == 1, bad_lines
+    assert bad_lines[0]["status"] == "critical"
+    assert bad_lines[0]["failing"] == "chain_trusted"
+    assert len(down_lines) == 1, down_lines
+    assert down_lines[0]["reason"] == "refused"
