@@ -231,8 +231,9 @@ def _row(state: EndpointState, now: float) -> str:
         for c in result.checks
         if c.status in (Status.CRITICAL, Status.WARNING)
     ]
-    if result.error is not None:
-        problems.insert(0, f"<b>{e(result.error.kind.value)}</b>: {e(result.error.message)}")
+    if result.error is not None and not problems:
+        # A STARTTLS failure already reads as its check; other failures have no check.
+        problems.append(f"<b>{e(result.error.kind.value)}</b>: {e(result.error.message)}")
     where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     o365 = "yes" if result.o365_ready else "no"
     return (
