@@ -93,7 +93,12 @@ METRICS: tuple[MetricDef, ...] = (
         "Unix time of the last successful configuration load.",
         scope="",
     ),
-    _c("probes", "Probes completed, by overall status.", "status", scope=""),
+    _c(
+        "probes",
+        "Probes completed, by overall result: ok, warning, critical, unknown.",
+        "result",
+        scope="",
+    ),
     _c("retries", "Retries of transient probe failures, by reason.", "reason", scope=""),
     _g("state_writable", "1 while the certificate history can be written.", scope=""),
     _c("state_write_errors", "Failed writes to the certificate history.", scope=""),

@@ -126,6 +126,8 @@ class Scheduler:
 
     def _forget(self, key: tuple[str, str]) -> None:
         removed = self.results.remove_target(*key)
+        for tenant, target, host, address, port in removed:
+            self._outcomes.pop((tenant, target, host, address, str(port)), None)
         if self.history is not None:
             self.history.forget(removed)
 
@@ -137,7 +139,11 @@ class Scheduler:
         await self._sleep(self._rng.uniform(0, min(target.interval * JITTER, 10.0)))
         while True:
             started = self._clock()
-            await self.run_cycle(target)
+            try:
+                await self.run_cycle(target)
+            except Exception:
+                # A bug in one cycle must not end this target's monitoring for good.
+                log.exception("probe cycle failed", extra={"fields": {"target": target.name}})
             elapsed = self._clock() - started
             jitter = self._rng.uniform(-JITTER, JITTER) * target.interval
             await self._sleep(max(target.interval - elapsed + jitter, 1.0))
@@ -146,7 +152,11 @@ class Scheduler:
         """Discover and probe every endpoint of `target` once; publish each result."""
         jobs = await self.jobs(target)
         states = await asyncio.gather(*(self.run_job(job) for job in jobs))
-        self.results.retain(target.tenant, target.name, {s.label_values for s in states})
+        gone = self.results.retain(target.tenant, target.name, {s.label_values for s in states})
+        for key in gone:
+            self._outcomes.pop(key, None)
+        if self.history is not None and gone:
+            self.history.forget((t, n, h, a, int(p)) for t, n, h, a, p in gone)
         return list(states)
 
     async def probe_unpublished(self, target: TargetConfig) -> list[ProbeResult]:
@@ -166,7 +176,9 @@ class Scheduler:
         if target.address:
             return [Job(target, replace(base, address=target.address))]
         if target.mx:
-            mx = await self._retry_dns(lambda: discover.resolve_mx(target.mx or "", self._resolver))
+            mx = await self._retry_dns(
+                target, lambda: discover.resolve_mx(target.mx or "", self._resolver)
+            )
             if mx.error is not None:
                 return [Job(target, base, mx.error)]
             if mx.null_mx:
@@ -182,9 +194,10 @@ class Scheduler:
 
     async def _host_jobs(self, target: TargetConfig, endpoint: Endpoint) -> list[Job]:
         result = await self._retry_dns(
+            target,
             lambda: discover.resolve_addresses(
                 endpoint.host, self._resolver, which="one" if target.addresses == "one" else "all"
-            )
+            ),
         )
         if result.error is not None:
             return [Job(target, endpoint, result.error)]
@@ -193,10 +206,11 @@ class Scheduler:
             sni = endpoint.host  # each discovered MX host is named in its own handshake
         return [Job(target, replace(endpoint, address=a, sni=sni)) for a in result.addresses]
 
-    async def _retry_dns(self, lookup: Callable[[], Awaitable[Any]]) -> Any:
+    async def _retry_dns(self, target: TargetConfig, lookup: Callable[[], Awaitable[Any]]) -> Any:
+        """A lookup, retried like a probe: only transient failures, at most `retries` times."""
         outcome = await lookup()
         attempts = 1
-        while outcome.error is not None and outcome.transient and attempts <= 2:
+        while outcome.error is not None and outcome.transient and attempts <= target.retries:
             self._count_retry(Reason.DNS)
             await self._sleep(0.5 * attempts)
             outcome = await lookup()
@@ -244,7 +258,9 @@ class Scheduler:
     async def _probe_once(self, job: Job) -> ProbeResult:
         address = job.endpoint.address or job.endpoint.host
         lock = self._locks.setdefault(address, asyncio.Lock())
-        async with self._semaphore, lock:
+        # The address lock first: a probe queued behind another one to the same server must
+        # not hold a concurrency slot meanwhile, or one slow server starves all the others.
+        async with lock, self._semaphore:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:

@@ -229,8 +229,8 @@ async def test_metrics_carry_the_contract_series_with_the_right_values(
 
     assert one(text, "tlsprobe_config_last_reload_successful") == 1
     assert one(text, "tlsprobe_targets_configured") == 2
-    assert one(text, "tlsprobe_probes_total", status="ok") >= 1
-    assert one(text, "tlsprobe_probes_total", status="critical") >= 1
+    assert one(text, "tlsprobe_probes_total", result="ok") >= 1
+    assert one(text, "tlsprobe_probes_total", result="critical") >= 1
 
 
 async def test_probe_answers_for_the_named_target_only(
