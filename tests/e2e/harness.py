@@ -1,0 +1,321 @@
+"""Machinery for the end-to-end test: real daemons, a webhook sink and an asyncio thread.
+
+The end-to-end test runs `tlsprobe serve`, Prometheus and Alertmanager as real processes on
+loopback, with scripted SMTP servers in an event loop on a background thread (the test itself
+is synchronous: it only polls HTTP APIs). Everything here binds 127.0.0.1, talks to 127.0.0.1
+without any proxy, and is torn down by its owner, so a failed test leaves no process, thread or
+socket behind. Waits poll with a deadline: on a loaded two-core CI runner a fixed sleep is
+either too short or wastes time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import yaml
+
+from tests.support.servers import ServerTls, SmtpTestServer
+
+_T = TypeVar("_T")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# No proxy, whatever the environment says: every daemon of this test is on loopback.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+# Grafana's variables as the dashboard's "All" selection and a short time range expand them.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "5m",
+    "$tenant": ".*",
+    "$target": ".*",
+}
+
+METRIC_NAME = re.compile(r"\btlsprobe_[a-z0-9_]+")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the daemon binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def loopback_env() -> dict[str, str]:
+    """The environment minus proxy settings, for the daemons this test starts."""
+    return {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARIABLES}
+
+
+def http_get(url: str, timeout: float = 5.0) -> bytes:
+    with _OPENER.open(url, timeout=timeout) as response:
+        body: bytes = response.read()
+        return body
+
+
+def api(base: str, path: str, **params: str) -> Any:
+    """The `data` of a Prometheus or Alertmanager v1-style JSON answer."""
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    answer = json.loads(http_get(f"{base}{path}{query}"))
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def poll(
+    probe: Callable[[], _T], done: Callable[[_T], bool], *, timeout: float, every: float = 0.5
+) -> _T:
+    """Call `probe` until `done` holds for its value; returns the last value either way.
+
+    The caller asserts on the returned value, so a timeout fails with the state last seen
+    rather than a bare "timed out".
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Daemon:
+    """A child process whose output goes to a log file; `stop` ends it (kills it if need be)."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        with log.open("wb") as sink:
+            self._process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=loopback_env(),
+            )
+
+    def wait_ready(self, url: str, timeout: float = 30.0) -> None:
+        """Poll `url` (a readiness endpoint) until it answers 200."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.tail()}")
+            try:
+                http_get(url, timeout=2)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    message = f"{self.name} not ready in {timeout}s:\n{self.tail()}"
+                    raise AssertionError(message) from None
+                time.sleep(0.1)
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
+
+
+# --- an event loop for the SMTP servers -------------------------------------------------------
+
+
+class LoopThread:
+    """An asyncio loop on a daemon thread; `run` executes a coroutine there and waits for it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="e2e-smtp", daemon=True)
+
+    def run(self, coroutine: Coroutine[Any, Any, _T], timeout: float = 30.0) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+class SwitchableSmtpServer(SmtpTestServer):
+    """A test SMTP server whose certificate can be replaced while it keeps its port.
+
+    That is how a real renewal looks to the prober: same address, new leaf. The base class
+    builds its TLS context on entry and reads it at each STARTTLS, so replacing the context
+    affects the next session only.
+    """
+
+    async def present(self, tls: ServerTls) -> None:
+        self._tls = tls
+        self._context = tls.context(self.server_names)
+
+
+# --- the webhook Alertmanager delivers to -----------------------------------------------------
+
+
+class Webhook:
+    """An HTTP server on loopback that keeps every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        self._payloads: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        received, lock = self._payloads, self._lock
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length))
+                with lock:
+                    received.append(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: Alertmanager posts often and the test reports what matters."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="e2e-webhook")
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/alerts"
+
+    def payloads(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._payloads)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+# --- the shipped files, adapted to a test's time scale ----------------------------------------
+
+
+def write_fast_rules(source: Path, destination: Path, hold: str) -> int:
+    """Copy the alert rules with every `for:` set to `hold`; returns how many were rewritten.
+
+    The shipped holds (5 to 30 minutes) would make the test last half an hour; what the test
+    proves is which alerts fire, which does not depend on how long they wait.
+    """
+    rules = yaml.safe_load(source.read_text(encoding="utf-8"))
+    rewritten = 0
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = hold
+                rewritten += 1
+    destination.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
+    return rewritten
+
+
+def write_fast_alertmanager(source: Path, destination: Path, webhook: str) -> None:
+    """The shipped routing and inhibition, every receiver pointed at `webhook`, quick timers."""
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = webhook
+    root = config["route"]
+    # Sub-routes inherit the root's timers unless they set their own.
+    for route in [root, *root.get("routes", [])]:
+        for key in ("group_wait", "group_interval"):
+            if route is root or key in route:
+                route[key] = "1s"
+        # Long, so a payload seen twice means two notifications, not a resend.
+        route["repeat_interval"] = "1h"
+    destination.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    panel: str
+    expr: str
+
+
+def dashboard_queries(path: Path) -> list[PanelQuery]:
+    """Every PromQL of the dashboard's panels (rows included) and annotations."""
+    board = json.loads(path.read_text(encoding="utf-8"))
+
+    def panels(items: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+        for panel in items:
+            yield panel
+            yield from panels(panel.get("panels", []))
+
+    queries = [
+        PanelQuery(panel.get("title", "?"), target["expr"])
+        for panel in panels(board["panels"])
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
+    annotations = board.get("annotations", {}).get("list", [])
+    return queries + [
+        PanelQuery(f"annotation {a['name']}", a["expr"]) for a in annotations if a.get("expr")
+    ]
+
+
+def expand_grafana(expr: str) -> str:
+    for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
+        expr = expr.replace(name, GRAFANA_VARIABLES[name])
+    return expr
+
+
+def named_metrics(paths: Iterable[Path]) -> dict[str, set[str]]:
+    """tlsprobe_* names mentioned in each file, by path relative to the repository."""
+    found: dict[str, set[str]] = {}
+    for path in paths:
+        names = set(METRIC_NAME.findall(path.read_text(encoding="utf-8", errors="replace")))
+        if names:
+            found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def exposed_metrics(exposition: str) -> set[str]:
+    """Sample names in a Prometheus text exposition."""
+    names = set()
+    for line in exposition.splitlines():
+        if line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names

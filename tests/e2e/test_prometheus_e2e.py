@@ -1,0 +1,501 @@
+"""End to end: tlsprobe serve -> Prometheus (the shipped rules) -> Alertmanager -> a webhook.
+
+One fleet of loopback SMTP servers, each with one certificate problem (or none), is probed by
+a real `tlsprobe serve`; a real Prometheus (the Debian package) scrapes it every second and
+evaluates a copy of deploy/prometheus/tlsprobe.rules.yml in which every `for:` is cut to
+`ALERT_HOLD` (the only change: the shipped holds of 5-30 minutes would make the test last half
+an hour, and which alert fires does not depend on them); a real Alertmanager runs the shipped
+routing and inhibition with every receiver pointed at a webhook this test serves.
+
+The tests prove, in order (they share the fleet, and the last one changes it):
+1. exactly the expected alerts fire for each endpoint, none for the healthy one and none about
+   the exporter itself;
+2. every query of the Grafana dashboard returns data;
+3. every tlsprobe_* name in deploy/ and grafana/ is in the exporter's live /metrics;
+4. renewing the healthy endpoint's certificate pages through Alertmanager to the webhook.
+
+Without /usr/bin/prometheus the module is skipped on a workstation and fails under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.harness import (
+    ROOT,
+    Daemon,
+    LoopThread,
+    SwitchableSmtpServer,
+    Webhook,
+    api,
+    dashboard_queries,
+    expand_grafana,
+    exposed_metrics,
+    free_port,
+    http_get,
+    named_metrics,
+    poll,
+    write_fast_alertmanager,
+    write_fast_rules,
+)
+from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf, make_root
+from tests.support.servers import Behaviour, ServerTls
+
+pytestmark = pytest.mark.prometheus
+
+RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+DASHBOARD = ROOT / "grafana" / "dashboards" / "tlsprobe.json"
+
+ALERT_HOLD = "2s"
+"""Every `for:` of the rules under test (see the module docstring)."""
+PROBE_INTERVAL = "3s"
+PROBE_TIMEOUT = "2s"
+SETTLE_SECONDS = 60.0
+"""Deadline for a condition to hold; polls end as soon as it does."""
+
+TENANT = "contoso"
+DOMAIN = "contoso.test"
+CHANGES_OF_HEALTHY = 'tlsprobe_cert_changes_total{target="healthy"}'
+PIN = "00" * 32
+"""A SHA-256 fingerprint no certificate of the fleet has."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One SMTP server of the fleet, how tlsprobe is told about it, and what must fire."""
+
+    name: str
+    host: str
+    tls: ServerTls | None
+    alerts: frozenset[str]
+    """Expected firing alerts as `alertname` or `alertname/reason`."""
+    behaviour: Behaviour = Behaviour.NORMAL
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Extra target keys for the tlsprobe configuration."""
+
+
+def fleet_plan(pki: Hierarchy) -> list[Endpoint]:
+    now = datetime.now(UTC)
+
+    def served(*names: str, **leaf: Any) -> ServerTls:
+        issued = pki.leaf(names, **leaf)
+        return ServerTls(pki.chain(issued), issued.key)
+
+    private_root = make_root("Contoso Private Root CA")
+    private_leaf = make_leaf(private_root, [f"private.{DOMAIN}"])
+    weak_leaf = pki.leaf([f"weak.{DOMAIN}"], key=KeyKind.RSA1024)
+    lone_leaf = pki.leaf([f"edge.{DOMAIN}"])
+    expired = served(
+        f"old.{DOMAIN}", not_before=now - timedelta(days=400), not_after=now - timedelta(days=3)
+    )
+    not_ready = "TlsprobeNotO365Ready"
+    return [
+        Endpoint("healthy", f"relay.{DOMAIN}", served(f"relay.{DOMAIN}"), frozenset()),
+        Endpoint(
+            "expiring",
+            f"relay2.{DOMAIN}",
+            served(f"relay2.{DOMAIN}", not_after=now + timedelta(days=12)),
+            frozenset({"TlsprobeCertificateExpiringSoon"}),
+        ),
+        Endpoint(
+            "expiring-critical",
+            f"relay3.{DOMAIN}",
+            served(f"relay3.{DOMAIN}", not_after=now + timedelta(days=3)),
+            # Still valid, so Exchange Online still accepts it: o365_ready stays 1.
+            frozenset({"TlsprobeCertificateExpiringCritical"}),
+        ),
+        Endpoint(
+            "expired",
+            f"old.{DOMAIN}",
+            expired,
+            frozenset(
+                {
+                    "TlsprobeCertificateExpired",
+                    "TlsprobeCertificateUntrusted/leaf_expired",
+                    not_ready,
+                }
+            ),
+        ),
+        Endpoint(
+            "untrusted",
+            f"private.{DOMAIN}",
+            ServerTls((private_leaf.cert, private_root.cert), private_leaf.key),
+            frozenset({"TlsprobeCertificateUntrusted/unknown_root", not_ready}),
+        ),
+        Endpoint(
+            "missing-intermediate",
+            f"edge.{DOMAIN}",
+            ServerTls((lone_leaf.cert,), lone_leaf.key),
+            frozenset({"TlsprobeCertificateUntrusted/intermediate_missing", not_ready}),
+        ),
+        Endpoint(
+            "wrong-name",
+            f"mail.{DOMAIN}",
+            served("www.fabrikam.example"),
+            frozenset({"TlsprobeHostnameMismatch", "TlsprobeCertificateDomainMismatch", not_ready}),
+        ),
+        Endpoint(
+            "not-accepted",
+            "relay.fabrikam.test",
+            served("relay.fabrikam.test"),
+            frozenset({"TlsprobeAcceptedDomainMismatch", not_ready}),
+            settings={"certificate_domain": "*.fabrikam.test"},
+        ),
+        Endpoint(
+            "weak-key",
+            f"weak.{DOMAIN}",
+            ServerTls(pki.chain(weak_leaf), weak_leaf.key),
+            frozenset({"TlsprobeWeakCertificate"}),
+        ),
+        Endpoint(
+            "pinned",
+            f"pinned.{DOMAIN}",
+            served(f"pinned.{DOMAIN}"),
+            frozenset({"TlsprobePinnedCertificateMismatch"}),
+            settings={"expected_certificate": PIN},
+        ),
+        Endpoint(
+            "no-starttls",
+            f"legacy.{DOMAIN}",
+            None,
+            frozenset({"TlsprobeStarttlsUnavailable", "TlsprobeEndpointTlsBroken/no_starttls"}),
+            behaviour=Behaviour.NO_STARTTLS,
+        ),
+        # 421 is transient: the exporter retries it, which tlsprobe_retries_total must show.
+        Endpoint(
+            "throttled",
+            f"busy.{DOMAIN}",
+            None,
+            frozenset({"TlsprobeEndpointUnreachable/throttled"}),
+            behaviour=Behaviour.GREETING_421,
+        ),
+    ]
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+def binary(path: str, package: str) -> str:
+    if os.access(path, os.X_OK):
+        return path
+    found = shutil.which(Path(path).name)
+    if found is not None:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(f"{path} is missing, and CI must have it (Debian package: {package})")
+    pytest.skip(f"{path} is missing (Debian package: {package}) and CI is not set")
+
+
+@dataclass(frozen=True)
+class Stack:
+    exporter: str
+    prometheus: str
+    alertmanager: str
+    webhook: Webhook
+    endpoints: dict[str, Endpoint]
+    servers: dict[str, SwitchableSmtpServer]
+    loop: LoopThread
+    pki: Hierarchy
+
+
+@pytest.fixture(scope="module")
+def stack(pki: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prometheus = binary("/usr/bin/prometheus", "prometheus")
+    alertmanager = binary("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager")
+    tmp = tmp_path_factory.mktemp("e2e")
+    plan = fleet_plan(pki)
+    with LoopThread() as loop, Webhook() as webhook:
+        servers = start_servers(loop, plan)
+        try:
+            with Daemons(tmp, pki, plan, servers, webhook, prometheus, alertmanager) as urls:
+                yield Stack(*urls, webhook, {e.name: e for e in plan}, servers, loop, pki)
+        finally:
+            for server in servers.values():
+                loop.run(server.__aexit__(None, None, None))
+
+
+def start_servers(loop: LoopThread, plan: list[Endpoint]) -> dict[str, SwitchableSmtpServer]:
+    servers: dict[str, SwitchableSmtpServer] = {}
+    for endpoint in plan:
+        server = SwitchableSmtpServer(
+            endpoint.tls, behaviour=endpoint.behaviour, hostname=endpoint.host
+        )
+        servers[endpoint.name] = loop.run(server.__aenter__())
+    return servers
+
+
+class Daemons:
+    """tlsprobe serve, Alertmanager and Prometheus, configured for this fleet; stopped on exit."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        pki: Hierarchy,
+        plan: list[Endpoint],
+        servers: dict[str, SwitchableSmtpServer],
+        webhook: Webhook,
+        prometheus: str,
+        alertmanager: str,
+    ) -> None:
+        self.tmp, self.pki, self.plan, self.servers = tmp, pki, plan, servers
+        self.webhook, self.binaries = webhook, (prometheus, alertmanager)
+        self.daemons: list[Daemon] = []
+
+    def __enter__(self) -> tuple[str, str, str]:
+        try:
+            exporter = self.exporter()
+            alertmanager = self.alertmanager()
+            prometheus = self.prometheus(exporter, alertmanager)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return exporter, prometheus, alertmanager
+
+    def __exit__(self, *_: object) -> None:
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+
+    def start(self, name: str, argv: list[str], ready: str) -> str:
+        daemon = Daemon(name, argv, self.tmp / f"{name}.log")
+        self.daemons.append(daemon)
+        base = ready.rsplit("/-/", 1)[0]
+        daemon.wait_ready(ready)
+        return base
+
+    def exporter(self) -> str:
+        ca_file = self.tmp / "root.pem"
+        ca_file.write_bytes(self.pki.ca_pem)
+        port = free_port()
+        config = exporter_config(self.plan, self.servers, ca_file, self.tmp / "state", port)
+        path = self.tmp / "tlsprobe.yml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        argv = [sys.executable, "-m", "tlsprobe", "serve", "--config", str(path)]
+        return self.start("tlsprobe", argv, f"http://127.0.0.1:{port}/-/ready")
+
+    def alertmanager(self) -> str:
+        config = self.tmp / "alertmanager.yml"
+        write_fast_alertmanager(ALERTMANAGER_CONFIG, config, self.webhook.url)
+        port = free_port()
+        argv = [
+            self.binaries[1],
+            f"--config.file={config}",
+            f"--storage.path={self.tmp / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            # Empty: no cluster listener, so no gossip and no peer lookups.
+            "--cluster.listen-address=",
+        ]
+        return self.start("alertmanager", argv, f"http://127.0.0.1:{port}/-/ready")
+
+    def prometheus(self, exporter: str, alertmanager: str) -> str:
+        rules = self.tmp / "tlsprobe.rules.yml"
+        assert write_fast_rules(RULES, rules, ALERT_HOLD) > 10
+        config = prometheus_config(exporter, alertmanager, rules)
+        path = self.tmp / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        port = free_port()
+        argv = [
+            self.binaries[0],
+            f"--config.file={path}",
+            f"--storage.tsdb.path={self.tmp / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        return self.start("prometheus", argv, f"http://127.0.0.1:{port}/-/ready")
+
+
+def exporter_config(
+    plan: list[Endpoint],
+    servers: dict[str, SwitchableSmtpServer],
+    ca_file: Path,
+    state_dir: Path,
+    port: int,
+) -> dict[str, Any]:
+    targets = [
+        {
+            "name": e.name,
+            "host": e.host,
+            "address": "127.0.0.1",
+            "port": servers[e.name].port,
+            **e.settings,
+        }
+        for e in plan
+    ]
+    return {
+        "state_dir": str(state_dir),
+        "web": {"listen": f"127.0.0.1:{port}"},
+        "defaults": {
+            "interval": PROBE_INTERVAL,
+            "timeout": PROBE_TIMEOUT,
+            "retries": 1,
+            "ca_file": str(ca_file),
+            "ehlo_name": "probe.contoso.test",
+        },
+        "tenants": {
+            TENANT: {
+                "accepted_domains": [DOMAIN],
+                "certificate_domain": f"*.{DOMAIN}",
+                "targets": targets,
+            }
+        },
+    }
+
+
+def prometheus_config(exporter: str, alertmanager: str, rules: Path) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [host_port(alertmanager)]}]}]
+        },
+        "scrape_configs": [
+            {"job_name": "tlsprobe", "static_configs": [{"targets": [host_port(exporter)]}]}
+        ],
+    }
+
+
+def host_port(base: str) -> str:
+    return base.removeprefix("http://")
+
+
+@pytest.fixture(scope="module")
+def renewal(stack: Stack) -> Issued:
+    """Serve a renewed leaf (same name, same port) on the healthy endpoint; returns it.
+
+    It waits until Prometheus holds the healthy endpoint's change counter at 0 first: a swap
+    before the first probe would be no change at all. Module-scoped, so the renewal happens
+    once, when the first test that needs it starts; the alert test comes before those in this
+    file and sees the fleet unchanged.
+    """
+    before = poll(lambda: query(stack, CHANGES_OF_HEALTHY), bool, timeout=SETTLE_SECONDS)
+    assert [sample["value"][1] for sample in before] == ["0"]
+    renewed = stack.pki.leaf([f"relay.{DOMAIN}"])
+    server = stack.servers["healthy"]
+    stack.loop.run(server.present(ServerTls(stack.pki.chain(renewed), renewed.key)))
+    return renewed
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def alerts_by_target(stack: Stack) -> dict[str, set[str]]:
+    """Alerts Prometheus holds (pending ones marked), per target; "" for the exporter's own."""
+    found: dict[str, set[str]] = {name: set() for name in stack.endpoints}
+    for alert in api(stack.prometheus, "/api/v1/alerts")["alerts"]:
+        labels = alert["labels"]
+        key = labels["alertname"] + (f"/{labels['reason']}" if "reason" in labels else "")
+        if alert["state"] != "firing":
+            key += " (pending)"
+        found.setdefault(labels.get("target", ""), set()).add(key)
+    return found
+
+
+def expected_alerts(stack: Stack) -> dict[str, set[str]]:
+    return {name: set(endpoint.alerts) for name, endpoint in stack.endpoints.items()}
+
+
+def query(stack: Stack, expr: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = api(stack.prometheus, "/api/v1/query", query=expr)["result"]
+    return result
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_exactly_the_expected_alerts_fire_for_each_endpoint(stack: Stack) -> None:
+    """Pending alerts count as wrong, so the comparison waits until nothing more is on its way.
+
+    Alerts without a target label (the exporter's own: down, absent, reload failed, state not
+    writable) are filed under "", which no endpoint is: none of them may fire either.
+    """
+    expected = expected_alerts(stack)
+    seen = poll(
+        lambda: alerts_by_target(stack), lambda found: found == expected, timeout=SETTLE_SECONDS
+    )
+    assert seen == expected
+
+
+def test_every_metric_named_in_deploy_and_grafana_is_exported(stack: Stack) -> None:
+    """Names in rules, rule tests, docs, configs and dashboards, against a live scrape.
+
+    The fleet includes a 421 endpoint so that tlsprobe_retries_total has a retry to count; the
+    poll waits for it.
+    """
+    files = [
+        path
+        for top in ("deploy", "grafana")
+        for path in sorted((ROOT / top).rglob("*"))
+        if path.is_file()
+    ]
+    named = named_metrics(files)
+    assert sum(len(names) for names in named.values()) > 20
+
+    def missing() -> dict[str, list[str]]:
+        exposed = exposed_metrics(http_get(f"{stack.exporter}/metrics").decode())
+        return {file: sorted(names - exposed) for file, names in named.items() if names - exposed}
+
+    assert poll(missing, lambda unknown: not unknown, timeout=SETTLE_SECONDS) == {}
+
+
+def test_renewed_certificate_pages_through_alertmanager(stack: Stack, renewal: Issued) -> None:
+    """A new leaf on the healthy endpoint (same name, same port) reaches the webhook as a page."""
+
+    def drift_pages() -> list[dict[str, Any]]:
+        return [
+            payload
+            for payload in stack.webhook.payloads()
+            if payload["status"] == "firing"
+            and any(
+                alert["labels"].get("alertname") == "TlsprobeCertificateChanged"
+                and alert["labels"].get("target") == "healthy"
+                for alert in payload["alerts"]
+            )
+        ]
+
+    pages = poll(drift_pages, bool, timeout=SETTLE_SECONDS)
+    assert pages, f"no drift page; webhook got {stack.webhook.payloads()}"
+    page = pages[0]
+    assert page["receiver"] == "pager"
+    assert page["groupLabels"] == {
+        "alertname": "TlsprobeCertificateChanged",
+        "tenant": TENANT,
+        "target": "healthy",
+    }
+    (alert,) = page["alerts"]
+    assert alert["status"] == "firing"
+    assert alert["labels"]["severity"] == "page"
+    assert alert["labels"]["host"] == f"relay.{DOMAIN}"
+    assert alert["labels"]["port"] == str(stack.servers["healthy"].port)
+    # The change counted is the renewal, and it is the only news: the endpoint stays healthy.
+    (identity,) = query(stack, 'tlsprobe_cert_info{target="healthy"}')
+    assert identity["metric"]["fingerprint_sha256"] == renewal.sha256
+    assert [sample["value"][1] for sample in query(stack, CHANGES_OF_HEALTHY)] == ["1"]
+    assert alerts_by_target(stack)["healthy"] == {"TlsprobeCertificateChanged"}
+
+
+def test_every_dashboard_query_returns_data(stack: Stack, renewal: Issued) -> None:
+    """Each panel query, with the dashboard's "All" selection, returns at least one series.
+
+    A stat panel's `or vector(0)` fallback is cut off first: in this fleet every count has
+    something to count, so the fallback must not be what answers.
+    """
+    queries = dashboard_queries(DASHBOARD)
+    assert len(queries) > 10
+
+    def empty() -> list[str]:
+        return [
+            f"{q.panel}: {q.expr}"
+            for q in queries
+            if not query(stack, expand_grafana(q.expr).removesuffix(" or vector(0)"))
+        ]
+
+    assert poll(empty, lambda missing: not missing, timeout=SETTLE_SECONDS) == []
