@@ -233,12 +233,16 @@ def _logfmt_value(value: Any) -> str:
 
 
 def setup_logging(level: str = "info") -> None:
+    """logfmt lines on stderr for the `tlsprobe` loggers.
+
+    Propagation stays on: the command line configures no root handler, so nothing is logged
+    twice, and an embedding program (or pytest's caplog) still sees the records.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
-    root = logging.getLogger("tlsprobe")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    package = logging.getLogger("tlsprobe")
+    package.handlers[:] = [handler]
+    package.setLevel(level.upper())
 
 
 async def serve(config: Config, config_path: Path | None, shard: tuple[int, int] | None) -> int:

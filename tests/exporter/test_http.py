@@ -547,15 +547,8 @@ async def test_tls_on_the_web_endpoint(
 
 @contextlib.contextmanager
 def captured(caplog: pytest.LogCaptureFixture, name: str) -> Iterator[None]:
-    # `setup_logging` (run by other tests in this process) turns off propagation on
-    # "tlsprobe", which would hide the records from caplog's handler on the root logger.
-    package = logging.getLogger("tlsprobe")
-    propagate, package.propagate = package.propagate, True
-    try:
-        with caplog.at_level(logging.INFO, logger=name):
-            yield
-    finally:
-        package.propagate = propagate
+    with caplog.at_level(logging.INFO, logger=name):
+        yield
 
 
 def outcome_lines(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
