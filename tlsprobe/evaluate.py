@@ -5,20 +5,24 @@ Trust is decided by `cryptography.x509.verification` from the certificates the s
 the trust store, never fetching missing intermediates (Exchange Online fetches none either).
 When verification fails, a small path walk tells the reasons apart for the human message.
 No I/O here except loading a trust store file once (`TrustStore`), and the clock is injected.
+Probes call `evaluate_der`, which memoises the clock-independent work per chain (fleets serve
+the same chain probe after probe) and gives the same verdict as a fresh evaluation.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import ssl
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from functools import cache
+from datetime import UTC, datetime, timedelta
+from functools import cache, lru_cache
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification as xv
 
 from tlsprobe import certs, o365
@@ -88,6 +92,9 @@ class TrustStore:
     def issuers_of(self, cert: x509.Certificate) -> list[x509.Certificate]:
         return [c for c in self._by_subject.get(cert.issuer, []) if _signed_by(cert, c)]
 
+    def anchors_named(self, subject: x509.Name) -> list[x509.Certificate]:
+        return self._by_subject.get(subject, [])
+
     def contains(self, cert: x509.Certificate) -> bool:
         return cert in self._by_subject.get(cert.subject, [])
 
@@ -124,11 +131,73 @@ def evaluate(
     now: datetime,
 ) -> Verdict:
     """All certificate checks for a captured chain (leaf first, as sent). `chain` is non-empty."""
-    leaf_facts = certs.facts(chain[0])
-    sent_facts = [certs.facts(c) for c in chain]
-    trusted, path = check_trust(chain, trust, now)
-    expiry_chain = [certs.facts(c) for c in path] if path else sent_facts
-    names = (*leaf_facts.dns_names, *leaf_facts.common_names)
+    return evaluate_der(
+        tuple(c.public_bytes(Encoding.DER) for c in chain),
+        host=host,
+        tls=tls,
+        policy=policy,
+        trust=trust,
+        now=now,
+    )
+
+
+def evaluate_der(
+    chain_der: tuple[bytes, ...],
+    *,
+    host: str,
+    tls: TlsInfo,
+    policy: Policy,
+    trust: TrustStore,
+    now: datetime,
+) -> Verdict:
+    """`evaluate` for the chain as captured (DER, leaf first, non-empty): what probes call.
+
+    A fleet serves the same chain probe after probe, so only the clock-dependent work is redone
+    each time: `not_expired` and the validity part of `o365_ready`. Everything else is a pure
+    function of (chain, host, TLS, policy) and is cached on exactly that; the trust verdict is
+    cached per (chain, trust store) while no certificate it involves crosses a validity boundary.
+    The verdict is identical to one computed from scratch. Raises `CertificateParseError` when a
+    certificate cannot be parsed.
+    """
+    static = _static_checks(chain_der, host, tls, policy)
+    trusted, path = _TRUST_CACHE.get(chain_der, static.sent, trust, now)
+    expiry_chain = path or static.sent
+    checks = [
+        *static.checks[:2],
+        trusted,
+        check_expiry(expiry_chain, policy, now),
+        *static.checks[2:],
+    ]
+    ready = (
+        static.ready
+        and trusted.status is Status.OK
+        and all(f.not_before <= now < f.not_after for f in expiry_chain)
+    )
+    return Verdict(tuple(checks), ready)
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    """What a chain is, independent of the clock and of the trust store."""
+
+    sent: tuple[CertFacts, ...]
+    checks: tuple[Check, ...]
+    """starttls and tls_version, then hostname through expected_certificate (report order)."""
+    ready: bool
+    """tls_version, certificate_domain and accepted_domain are ok."""
+
+
+_CACHE_SIZE = 16384
+"""Chains remembered: enough for a large fleet's distinct (chain, host) pairs."""
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _static_checks(
+    chain_der: tuple[bytes, ...], host: str, tls: TlsInfo, policy: Policy
+) -> _Static:
+    sent = tuple(certs.facts_from_der(der) for der in chain_der)
+    leaf = sent[0]
+    names = (*leaf.dns_names, *leaf.common_names)
     pattern = (
         o365.ConnectorPattern.parse(policy.certificate_domain)
         if policy.certificate_domain
@@ -137,24 +206,19 @@ def evaluate(
     checks = [
         Check("starttls", Status.OK, "TLS session established"),
         check_tls_version(tls),
-        trusted,
-        check_expiry(expiry_chain, policy, now),
-        check_hostname(host, leaf_facts),
+        check_hostname(host, leaf),
         o365.check_certificate_domain(names, pattern, policy.accepted_domains),
         o365.check_accepted_domain(names, pattern, policy.accepted_domains),
-        check_key_strength(sent_facts),
-        check_signature(sent_facts),
+        check_key_strength(sent),
+        check_signature(sent),
     ]
     if policy.expected:
-        checks.append(check_expected(leaf_facts, policy.expected))
-    ready = (
-        trusted.status is Status.OK
-        and all(f.not_before <= now < f.not_after for f in expiry_chain)
-        and _status_of(checks, "tls_version") is Status.OK
-        and _status_of(checks, "certificate_domain") is Status.OK
-        and _status_of(checks, "accepted_domain") is Status.OK
+        checks.append(check_expected(leaf, policy.expected))
+    ready = all(
+        _status_of(checks, name) is Status.OK
+        for name in ("tls_version", "certificate_domain", "accepted_domain")
     )
-    return Verdict(tuple(checks), ready)
+    return _Static(sent, tuple(checks), ready)
 
 
 def _status_of(checks: Sequence[Check], name: str) -> Status:
@@ -190,6 +254,78 @@ def check_trust(
     path = list(verified.chain)
     anchor = certs.facts(path[-1])
     return Check("chain_trusted", Status.OK, f"chains to {anchor.subject} ({trust.source})"), path
+
+
+_TrustVerdict = tuple[Check, tuple[CertFacts, ...]]
+_BOUNDARY_MARGIN = timedelta(seconds=2)
+"""Verification may compare at whole seconds; near a validity boundary nothing is reused."""
+
+
+class _TrustCache:
+    """`check_trust` results per (chain, trust store), reused while the clock stays between the
+    same two validity boundaries of every certificate the verdict can depend on: those sent, and
+    the trust store's certificates named as an issuer of one of them. Bounded, least recently
+    used first out."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[
+            tuple[tuple[bytes, ...], TrustStore], tuple[datetime, datetime, _TrustVerdict]
+        ] = OrderedDict()
+
+    def get(
+        self,
+        chain_der: tuple[bytes, ...],
+        sent: Sequence[CertFacts],
+        trust: TrustStore,
+        now: datetime,
+    ) -> _TrustVerdict:
+        key = (chain_der, trust)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] < now < entry[1]:
+            self._entries.move_to_end(key)
+            return entry[2]
+        chain = [certs.load(der) for der in chain_der]
+        trusted, path = check_trust(chain, trust, now)
+        verdict = (trusted, tuple(certs.facts(c) for c in path))
+        window = _stable_window(chain, sent, trust, now)
+        if window is not None:
+            self._entries[key] = (*window, verdict)
+            self._entries.move_to_end(key)
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return verdict
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _stable_window(
+    chain: Sequence[x509.Certificate],
+    sent: Sequence[CertFacts],
+    trust: TrustStore,
+    now: datetime,
+) -> tuple[datetime, datetime] | None:
+    """The open interval around `now` in which no relevant certificate starts or ends being
+    valid, shrunk by a margin; None when `now` is too close to a boundary to reuse anything."""
+    issuers = {c.issuer for c in chain}
+    anchors = [certs.facts(a) for name in issuers for a in trust.anchors_named(name)]
+    bounds = [b for f in (*sent, *anchors) for b in (f.not_before, f.not_after)]
+    lower = max((b for b in bounds if b <= now), default=datetime.min.replace(tzinfo=UTC))
+    upper = min((b for b in bounds if b > now), default=datetime.max.replace(tzinfo=UTC))
+    lower, upper = lower + _BOUNDARY_MARGIN, upper - _BOUNDARY_MARGIN
+    if not lower < now < upper:
+        return None
+    return lower, upper
+
+
+_TRUST_CACHE = _TrustCache(_CACHE_SIZE)
+
+
+def clear_caches() -> None:
+    """Forget cached verdicts (tests that rebuild certificates with the same DER use this)."""
+    _static_checks.cache_clear()
+    _TRUST_CACHE.clear()
 
 
 def _verifier(trust: TrustStore, now: datetime) -> xv.ClientVerifier:
@@ -325,7 +461,7 @@ def check_expiry(chain: Sequence[CertFacts], policy: Policy, now: datetime) -> C
     earliest = min(chain, key=lambda f: f.not_after)
     days_left = (earliest.not_after - now).total_seconds() / _SECONDS_PER_DAY
     whose = "" if earliest is chain[0] else f" (chain certificate '{earliest.subject}')"
-    message = f"expires in {_days(days_left)} on {earliest.not_after:%Y-%m-%d}{whose}"
+    message = f"expires in {_days(days_left)} on {_date(earliest.not_after)}{whose}"
     if days_left < policy.crit_days:
         return _fail(
             "not_expired", Status.CRITICAL, f"{message}; critical under {policy.crit_days:g} days"
@@ -335,6 +471,12 @@ def check_expiry(chain: Sequence[CertFacts], policy: Policy, now: datetime) -> C
             "not_expired", Status.WARNING, f"{message}; warning under {policy.warn_days:g} days"
         )
     return Check("not_expired", Status.OK, message)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _date(when: datetime) -> str:
+    # strftime is the costliest step of a probe's expiry check; certificates repeat.
+    return f"{when:%Y-%m-%d}"
 
 
 def days_left(facts: CertFacts, now: datetime) -> float:

@@ -234,47 +234,50 @@ def _line(metric: MetricDef, values: Sequence[str], value: float) -> str:
     )
 
 
-def render_endpoint(state: EndpointState) -> dict[str, str]:
-    """One endpoint's exposition lines, grouped by family."""
+def render_endpoint(state: EndpointState) -> dict[str, bytes]:
+    """One endpoint's exposition lines, grouped by family, encoded once."""
     base = state.label_values
     out: dict[str, list[str]] = {}
     for name, extra, value in endpoint_samples(state):
         out.setdefault(name, []).append(_line(BY_NAME[name], (*base, *extra), value))
-    return {name: "".join(lines) for name, lines in out.items()}
+    return {name: "".join(lines).encode() for name, lines in out.items()}
 
 
 class TextRenderer:
     """Renders /metrics, caching each endpoint's text until its state object changes."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, ...], tuple[EndpointState, dict[str, str]]] = {}
+        self._cache: dict[tuple[str, ...], tuple[EndpointState, dict[str, bytes]]] = {}
+        self._headers = {
+            m.name: f"# HELP {m.sample_name} {m.help}\n# TYPE {m.sample_name} {m.kind}\n".encode()
+            for m in METRICS
+        }
 
     def render(self, states: Sequence[EndpointState], stats: ExporterStats | None) -> bytes:
         """The exposition text; `stats` None leaves out the exporter's self-metrics."""
-        fragments = [self._fragments(state) for state in states]
-        self._evict({s.label_values for s in states})
-        groups: dict[str, list[str]] = {m.name: [] for m in METRICS}
+        keys = [state.label_values for state in states]
+        fragments = [self._fragments(key, state) for key, state in zip(keys, states, strict=True)]
+        self._evict(set(keys))
+        groups: dict[str, list[bytes]] = {m.name: [] for m in METRICS}
         for parts in fragments:
             for name, text in parts.items():
                 groups[name].append(text)
+        distinct = BY_NAME["tlsprobe_target_distinct_certificates"]
         for (tenant, target), value in target_samples(states):
-            groups["tlsprobe_target_distinct_certificates"].append(
-                _line(BY_NAME["tlsprobe_target_distinct_certificates"], (tenant, target), value)
-            )
+            groups[distinct.name].append(_line(distinct, (tenant, target), value).encode())
         if stats is not None:
             for name, extra, value in exporter_samples(stats, len(states)):
-                groups[name].append(_line(BY_NAME[name], extra, value))
-        out: list[str] = []
+                groups[name].append(_line(BY_NAME[name], extra, value).encode())
+        out: list[bytes] = []
         for metric in METRICS:
             body = groups[metric.name]
             if body:
-                out.append(f"# HELP {metric.sample_name} {metric.help}\n")
-                out.append(f"# TYPE {metric.sample_name} {metric.kind}\n")
+                out.append(self._headers[metric.name])
                 out.extend(body)
-        return "".join(out).encode()
+        # Joining bytes: the cached fragments are never decoded or encoded again per scrape.
+        return b"".join(out)
 
-    def _fragments(self, state: EndpointState) -> dict[str, str]:
-        key = state.label_values
+    def _fragments(self, key: tuple[str, ...], state: EndpointState) -> dict[str, bytes]:
         cached = self._cache.get(key)
         if cached is not None and cached[0] is state:
             return cached[1]

@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cryptography import x509
-
 from tlsprobe import certs, transport
-from tlsprobe.evaluate import SYMPTOMS, TrustStore, evaluate
+from tlsprobe.evaluate import SYMPTOMS, TrustStore, evaluate_der
 from tlsprobe.model import (
     Capture,
+    CertFacts,
     Check,
     Endpoint,
     Mode,
@@ -59,18 +58,23 @@ def judge(
     started_at: float,
     now: datetime,
 ) -> ProbeResult:
-    """Turn a capture into a result. Pure apart from certificate parsing."""
-    chain: list[x509.Certificate] = []
+    """Turn a capture into a result. Pure apart from certificate parsing (cached by DER)."""
+    chain: tuple[CertFacts, ...] = ()
     error = captured.error
     try:
-        chain = [certs.load(der) for der in captured.chain_der]
+        chain = tuple(certs.facts_from_der(der) for der in captured.chain_der)
     except certs.CertificateParseError as exc:
         error = ProbeError(Reason.PROTOCOL, f"server sent an unparseable certificate: {exc}")
     if error is not None or not chain or captured.tls is None:
         error = error or ProbeError(Reason.TLS_HANDSHAKE, "no certificate captured")
         return _failed(endpoint, captured, error, started_at)
-    verdict = evaluate(
-        chain, host=endpoint.host, tls=captured.tls, policy=policy, trust=trust, now=now
+    verdict = evaluate_der(
+        captured.chain_der,
+        host=endpoint.host,
+        tls=captured.tls,
+        policy=policy,
+        trust=trust,
+        now=now,
     )
     checks = verdict.checks
     if endpoint.mode is Mode.IMPLICIT:
@@ -82,7 +86,7 @@ def judge(
         status=overall_status(checks),
         error=None,
         tls=captured.tls,
-        chain=tuple(certs.facts(c) for c in chain),
+        chain=chain,
         checks=checks,
         o365_ready=verdict.o365_ready,
         phases=captured.phases,

@@ -237,6 +237,16 @@ class Scheduler:
         return await self.probe_with_retries(job)
 
     async def probe_with_retries(self, job: Job) -> ProbeResult:
+        """Probe once; only a transient failure goes on to tenacity's bounded retries."""
+        first = await self._probe_once(job)
+        if not _transient(first) or job.target.retries < 1:
+            return first  # the common case pays nothing for the retry machinery
+        replay = iter([first])
+
+        async def attempt() -> ProbeResult:
+            # Tenacity's first attempt is the probe already made; later ones probe again.
+            return next(replay, None) or await self._probe_once(job)
+
         target = job.target
         budget = max(target.interval - target.timeout, target.timeout) / 2
         retrying = tenacity.AsyncRetrying(
@@ -252,7 +262,7 @@ class Scheduler:
             sleep=self._sleep,
             reraise=True,
         )
-        result: ProbeResult = await retrying(self._probe_once, job)
+        result: ProbeResult = await retrying(attempt)
         return result
 
     async def _probe_once(self, job: Job) -> ProbeResult:

@@ -49,6 +49,8 @@ _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 def _clip(text: str, limit: int) -> str:
     """One printable line of at most `limit` characters, for messages and the transcript."""
+    if len(text) <= limit and text.isprintable():
+        return text  # the common case, without a per-character pass
     text = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

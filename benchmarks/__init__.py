@@ -1,0 +1,1 @@
+"""Reproducible throughput, CPU-per-probe and scrape-cost measurements; see benchmarks/README.md."""

@@ -1,0 +1,237 @@
+"""Part two: the exporter at scale, with synthetic results.
+
+One real probe of the fleet gives a template `ProbeResult`; copies of it with distinct labels
+(tenant, target, host, address) and a distinct leaf (fresh DER-sized bytes, fingerprint and
+serial, so no two endpoints share their leaf's memory; the intermediate is shared, as it is in
+real fleets) stand for N endpoints. Three measurements, each in its own process:
+
+- `render`: `TextRenderer.render` for N endpoints, cold (first scrape after every endpoint has a
+  new result: every fragment is formatted) and warm (steady state: fragments cached).
+- `rss`: resident memory of a process holding N configured targets: the parsed `Config`, a
+  `Scheduler` with its N target loops started (parked in their first sleep, so nothing is
+  probed), `LatestResults` and the SQLite drift history filled with N results, and one rendered
+  scrape in the renderer's cache.
+- `serve`: a real `Exporter` (aiohttp) with N endpoints in its results and the fleet's targets;
+  on "sweep" on stdin it runs the benchmark sweep through its own scheduler, so /metrics latency
+  can be measured idle and during a sweep by a client in another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hashlib
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.sweep import fleet_config, run_workers, tlsprobe_prober
+from tlsprobe.config import parse_config
+from tlsprobe.evaluate import TrustStore
+from tlsprobe.exporter import Exporter
+from tlsprobe.metrics import EndpointState, ExporterStats, TextRenderer
+from tlsprobe.model import CertFacts, Endpoint, ProbeResult
+from tlsprobe.probe import probe_endpoint
+from tlsprobe.results import LatestResults
+from tlsprobe.scheduler import Scheduler
+from tlsprobe.store import HistoryStore
+
+
+async def template_result(address: str, port: int, ca_file: str, host: str) -> ProbeResult:
+    endpoint = Endpoint(host=host, port=port, address=address, sni=host, ehlo_name="bench.test")
+    trust = TrustStore.from_pem_file(ca_file)
+    config = fleet_config([address], port, ca_file, tempfile.gettempdir(), 1)
+    result = await probe_endpoint(endpoint, config.targets[0].policy, trust, timeout=10)
+    if not result.success:
+        raise RuntimeError(f"template probe failed: {result.error}")
+    return result
+
+
+def synthetic_states(template: ProbeResult, count: int) -> list[EndpointState]:
+    return [_synthetic(template, i) for i in range(count)]
+
+
+def _synthetic(template: ProbeResult, index: int) -> EndpointState:
+    leaf = template.chain[0]
+    host = f"mx{index}.tenant{index // 10}.bench.test"
+    der = index.to_bytes(4, "big") + leaf.der[4:]  # same size, its own memory and fingerprint
+    fake_leaf: CertFacts = dataclasses.replace(
+        leaf,
+        der=der,
+        sha256=hashlib.sha256(der).hexdigest(),
+        serial=f"{index:040X}",
+        subject=f"CN={host},O=tlsprobe test server",
+        dns_names=(host,),
+        common_names=(host,),
+    )
+    endpoint = dataclasses.replace(
+        template.endpoint, host=host, address=_address(index), target=f"node{index}"
+    )
+    result = dataclasses.replace(
+        template,
+        endpoint=endpoint,
+        address=endpoint.address,
+        chain=(fake_leaf, *template.chain[1:]),
+        started_at=template.started_at + index * 1e-3,
+    )
+    return EndpointState(f"tenant{index // 10}", f"node{index}", result, interval=300.0)
+
+
+def _address(index: int) -> str:
+    return f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}"
+
+
+def measure_render(states: Sequence[EndpointState], repeats: int) -> dict[str, Any]:
+    renderer, stats = TextRenderer(), ExporterStats()
+    started = time.perf_counter()
+    body = renderer.render(states, stats)
+    cold = time.perf_counter() - started
+    warm = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        renderer.render(states, stats)
+        warm.append(time.perf_counter() - started)
+    return {
+        "endpoints": len(states),
+        "bytes": len(body),
+        "cold_ms": cold * 1e3,
+        "warm_ms": statistics.median(warm) * 1e3,
+        "warm_max_ms": max(warm) * 1e3,
+    }
+
+
+def rss_bytes() -> tuple[int, int]:
+    """(current, peak) resident set size of this process."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    current = int(fields["VmRSS"].split()[0]) * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return current, peak
+
+
+async def measure_rss(template: ProbeResult, count: int, ca_file: str) -> dict[str, Any]:
+    baseline = rss_bytes()[0]
+    states = synthetic_states(template, count)
+    with tempfile.TemporaryDirectory(prefix="tlsprobe-bench-rss-") as state_dir:
+        targets = [
+            {"name": s.target, "host": s.result.endpoint.host, "address": s.result.address}
+            for s in states
+        ]
+        data = {
+            "state_dir": state_dir,
+            "defaults": {"ca_file": ca_file},
+            "tenants": {"bench": {"accepted_domains": ["bench.test"], "targets": targets}},
+        }
+        config = parse_config(data, base_dir=Path(state_dir))
+        parked = asyncio.Event()
+
+        async def park(_: float) -> None:
+            await parked.wait()
+
+        results, stats = LatestResults(), ExporterStats()
+        history = HistoryStore(Path(state_dir) / "history.sqlite3")
+        scheduler = Scheduler(config, results=results, stats=stats, history=history, sleep=park)
+        scheduler.start()
+        await asyncio.sleep(0)
+        for target, state in zip(config.targets, states, strict=True):
+            scheduler.publish(target, state.result)
+        body = TextRenderer().render(results.snapshot(), stats)
+        current, peak = rss_bytes()
+        await scheduler.stop()
+        history.close()
+    return {
+        "endpoints": count,
+        "targets": len(config.targets),
+        "rss_mb": current / 2**20,
+        "peak_rss_mb": peak / 2**20,
+        "baseline_rss_mb": baseline / 2**20,
+        "scrape_bytes": len(body),
+    }
+
+
+# --- the exporter under test, for /metrics latency ------------------------------------------
+
+
+async def serve(args: argparse.Namespace) -> None:
+    template = await template_result(args.addresses[0], args.port, args.ca_file, args.host)
+    with tempfile.TemporaryDirectory(prefix="tlsprobe-bench-serve-") as state_dir:
+        fleet = fleet_config(
+            args.addresses,
+            args.port,
+            args.ca_file,
+            state_dir,
+            args.concurrency,
+            listen=f"127.0.0.1:{args.listen_port}",
+        )
+        exporter = Exporter(dataclasses.replace(fleet, targets=()))
+        for state in synthetic_states(template, args.endpoints):
+            exporter.results.put(state)
+        await exporter.start()
+        _say({"url": exporter.url})
+        try:
+            await _obey(exporter, fleet.targets, args)
+        finally:
+            await exporter.stop()
+
+
+async def _obey(exporter: Any, targets: Sequence[Any], args: argparse.Namespace) -> None:
+    """stdin commands: `sweep` starts sweeping the fleet through the exporter's own scheduler,
+    round after round; `stop` ends that and reports probes, wall and CPU; `quit` (or EOF) ends."""
+    sweeping: asyncio.Task[None] | None = None
+    totals = {"probes": 0, "ok": 0, "wall_s": 0.0, "cpu_s": 0.0}
+
+    async def sweep_forever() -> None:
+        probe = tlsprobe_prober(exporter.scheduler, targets)
+        while True:
+            result = await run_workers(probe, args.probes, args.concurrency)
+            for key in totals:
+                totals[key] += result[key]
+
+    while command := (await asyncio.to_thread(sys.stdin.readline)).strip():
+        if command == "sweep" and sweeping is None:
+            sweeping = asyncio.create_task(sweep_forever())
+        elif command == "stop" and sweeping is not None:
+            sweeping.cancel()
+            await asyncio.gather(sweeping, return_exceptions=True)
+            sweeping = None
+            _say(totals)
+        elif command == "quit":
+            break
+
+
+def _say(message: dict[str, Any]) -> None:
+    print(json.dumps(message), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["render", "rss", "serve"])
+    parser.add_argument("--endpoints", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--addresses", type=lambda s: s.split(","), required=True)
+    parser.add_argument("--ca-file", required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--probes", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--listen-port", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    if args.what == "serve":
+        asyncio.run(serve(args))
+        return 0
+    template = asyncio.run(template_result(args.addresses[0], args.port, args.ca_file, args.host))
+    if args.what == "render":
+        _say(measure_render(synthetic_states(template, args.endpoints), args.repeats))
+    else:
+        _say(asyncio.run(measure_rss(template, args.endpoints, args.ca_file)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""The benchmark harness in its short mode, so it cannot rot; and the evaluation cache it motivated.
+
+The harness run asserts that every figure and ratio is there and that every probe succeeded,
+never how fast anything was: timings belong to benchmarks/README.md, not to a test. It needs a
+Postfix it may start (root, Debian's postfix package) and skips without one, unless
+TLSPROBE_REQUIRE_POSTFIX=1 says this run must have it (CI).
+
+The cache tests compare `evaluate_der` with a from-scratch evaluation (caches cleared) at times
+that step across every validity boundary of the chain: cached and fresh verdicts must be equal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from benchmarks.fleet import fleet_unavailable
+from tests.support.pki import Hierarchy, make_hierarchy
+from tlsprobe.evaluate import TrustStore, Verdict, clear_caches, evaluate_der
+from tlsprobe.model import Policy, TlsInfo
+
+REPO = Path(__file__).resolve().parent.parent
+TLS = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+HOST = "relay.contoso.test"
+POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
+NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
+
+
+# --- the harness ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    problem = fleet_unavailable()
+    if problem:
+        if os.environ.get("TLSPROBE_REQUIRE_POSTFIX") == "1":
+            pytest.fail(f"TLSPROBE_REQUIRE_POSTFIX=1 but {problem}")
+        pytest.skip(problem)
+    out = tmp_path_factory.mktemp("bench") / "short.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--short", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| tlsprobe |" in done.stdout
+    report: dict[str, object] = json.loads(out.read_text())
+    return report
+
+
+@pytest.mark.postfix
+def test_every_prober_swept_the_fleet_without_a_failed_probe(short_run: dict) -> None:
+    sweep = short_run["sweep"]
+    probers = ["tlsprobe", "bare"]
+    if shutil.which("prometheus-blackbox-exporter"):
+        probers.append("blackbox")
+    else:
+        assert "skipped" in sweep["blackbox"]
+    for name in probers:
+        row = sweep[name]
+        assert row["ok"] == row["probes"] == 200, name
+        assert row["probes_per_s"] > 0 and row["cpu_ms_per_probe"] > 0, name
+
+
+@pytest.mark.postfix
+def test_ratios_and_targets_are_computed(short_run: dict) -> None:
+    ratios = short_run["ratios"]
+    assert ratios["cpu_tlsprobe_vs_bare"] > 0
+    assert ratios["scrape_p99_sweep_vs_idle"] > 0
+    if shutil.which("prometheus-blackbox-exporter"):
+        assert ratios["throughput_tlsprobe_vs_blackbox"] > 0
+    targets = short_run["targets"]
+    assert len(targets) == 5
+    for row in targets:
+        assert row["met"] is None or row["met"] == _holds(row["limit"], row["measured"])
+
+
+def _holds(limit: str, measured: float) -> bool:
+    op, value = limit.split()
+    return measured >= float(value) if op == ">=" else measured <= float(value)
+
+
+@pytest.mark.postfix
+def test_exporter_scale_figures_are_present(short_run: dict) -> None:
+    scale = short_run["scale"]
+    assert scale["render"]["endpoints"] == 1000
+    assert scale["render"]["bytes"] > 1000 * 1000  # every endpoint contributed its samples
+    assert scale["rss"]["targets"] == 1000
+    assert scale["rss"]["rss_mb"] > 0
+    latency = scale["metrics_latency"]
+    for phase in ("idle", "sweep"):
+        assert latency[phase]["n"] == 10
+        assert 0 < latency[phase]["median_ms"] <= latency[phase]["p99_ms"]
+    assert latency["probes_during_sweep"]["ok"] == latency["probes_during_sweep"]["probes"]
+
+
+# --- the evaluation cache ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> Hierarchy:
+    return make_hierarchy("Bench Cache")
+
+
+@pytest.fixture(scope="module")
+def store(ca: Hierarchy) -> TrustStore:
+    return TrustStore.from_pem(ca.ca_pem, source="bench root")
+
+
+def _fresh(chain: tuple[bytes, ...], store: TrustStore, now: datetime, **kw: object) -> Verdict:
+    clear_caches()
+    return _cached(chain, store, now, **kw)
+
+
+def _cached(chain: tuple[bytes, ...], store: TrustStore, now: datetime, **kw: object) -> Verdict:
+    args: dict = {"host": HOST, "tls": TLS, "policy": POLICY} | kw
+    return evaluate_der(chain, trust=store, now=now, **args)
+
+
+def _moments(*bounds: datetime) -> list[datetime]:
+    """Times on, just before and just after every boundary, and well between them."""
+    out = [NOW]
+    for bound in bounds:
+        for delta in (-3600, -2, -1, -0.5, 0, 0.5, 1, 2, 3600):
+            out.append(bound + timedelta(seconds=delta))
+    return sorted(out)
+
+
+def test_cached_verdicts_equal_fresh_ones_across_leaf_expiry(
+    ca: Hierarchy, store: TrustStore
+) -> None:
+    leaf = ca.leaf((HOST,), not_before=NOW - timedelta(days=80), not_after=NOW + timedelta(days=10))
+    chain = (leaf.der, ca.intermediate.der)
+    bounds = (NOW - timedelta(days=80), NOW + timedelta(days=3), NOW + timedelta(days=10))
+    clear_caches()
+    cached = [_cached(chain, store, t) for t in _moments(*bounds)]
+    fresh = [_fresh(chain, store, t) for t in _moments(*bounds)]
+    assert cached == fresh
+    statuses = {v.checks[2].status.name for v in fresh}
+    assert statuses == {"OK", "CRITICAL"}  # the walk did cross the leaf's expiry
+
+
+def test_cached_verdicts_equal_fresh_ones_across_intermediate_expiry(store: TrustStore) -> None:
+    short = make_hierarchy("Bench Short Intermediate")
+    anchor = TrustStore.from_pem(short.ca_pem, source="short root")
+    expiry = short.intermediate.cert.not_valid_after_utc
+    leaf = short.leaf((HOST,), not_after=expiry + timedelta(days=100))
+    chain = (leaf.der, short.intermediate.der)
+    moments = _moments(expiry, leaf.cert.not_valid_before_utc)
+    clear_caches()
+    cached = [_cached(chain, anchor, t) for t in moments]
+    fresh = [_fresh(chain, anchor, t) for t in moments]
+    assert cached == fresh
+    assert {v.checks[2].reason for v in fresh} >= {"", "intermediate_expired"}
+
+
+def test_cache_keys_on_host_policy_tls_and_trust_store(ca: Hierarchy, store: TrustStore) -> None:
+    leaf = ca.leaf((HOST,), not_after=NOW + timedelta(days=90))
+    chain = (leaf.der, ca.intermediate.der)
+    other_store = TrustStore.from_pem(make_hierarchy("Bench Other").ca_pem, source="other")
+    variants: list[dict] = [
+        {},
+        {"host": "other.contoso.test"},
+        {"policy": Policy(certificate_domain="mail.fabrikam.test")},
+        {"tls": TlsInfo("TLSv1", "AES128-SHA")},
+        {"policy": Policy(expected=("00" * 32,))},
+    ]
+    clear_caches()
+    cached = [_cached(chain, store, NOW, **kw) for kw in variants]
+    cached.append(_cached(chain, other_store, NOW))
+    fresh = [_fresh(chain, store, NOW, **kw) for kw in variants]
+    fresh.append(_fresh(chain, other_store, NOW))
+    assert cached == fresh
+    assert len({v.checks for v in fresh}) == len(fresh)  # every variant changed the verdict
