@@ -4,15 +4,19 @@ A request names `host[:port]`. It is allowed only when the configuration's
 `web.probe_allowlist` says so: an IP literal must lie in a listed network; a host name must
 match a listed name (`mail.example.net`) or pattern (`*.example.net`, any depth below), and
 every address it resolves to must be public or in a listed network, so a name that resolves to
-loopback or a private range cannot smuggle a probe inward. The probe then connects to the
-address that was checked, never re-resolving (no DNS rebinding between check and connect).
-Ports are 25, 465 and 587 unless an entry names its own (`mail.example.net:2525`).
+loopback or a private range cannot smuggle a probe inward. "Public" is stricter than
+`is_global`: multicast, reserved and site-local addresses are not, and an IPv6 address that
+carries an IPv4 one (mapped, 6to4, Teredo, NAT64) is judged by the IPv4 address it reaches.
+The probe then connects to the address that was checked, never re-resolving (no DNS rebinding
+between check and connect). Ports are 25, 465 and 587 unless an entry names its own
+(`mail.example.net:2525`). Everything is decided before any connection is made.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +28,8 @@ from tlsprobe.o365 import normalize_name
 DEFAULT_PORTS = frozenset({25, 465, 587})
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_LDH_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
 class AllowlistError(Exception):
@@ -77,7 +83,41 @@ def _address_allowed(address: IpAddress, rules: Sequence[Rule], *, by_name: bool
     if any(r.network is not None and address in r.network for r in rules):
         return True
     # A name on the list may resolve to public addresses only; private ranges need a network rule.
-    return by_name and address.is_global
+    return by_name and is_public(address)
+
+
+def is_public(address: IpAddress) -> bool:
+    """Globally routable unicast; an IPv6 address that carries an IPv4 one is judged by it."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return is_public(embedded)
+        if address.is_site_local:
+            return False
+    return (
+        address.is_global
+        and not address.is_multicast
+        and not address.is_reserved
+        and not address.is_unspecified
+    )
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _valid_name(name: str) -> bool:
+    """LDH labels only (after IDNA), so no look-alike of `/`, `@` or `:` reaches the resolver."""
+    labels = name.split(".")
+    return len(name) <= 253 and len(labels) > 1 and all(map(_LDH_LABEL.fullmatch, labels))
 
 
 async def check_adhoc(request_target: str, config: Config, resolver: Any) -> TargetConfig:
@@ -102,6 +142,8 @@ async def check_adhoc(request_target: str, config: Config, resolver: Any) -> Tar
             raise AllowlistError(f"{host} port {port} is not in web.probe_allowlist")
         return _target(config, str(literal), str(literal), port)
     name = normalize_name(host)
+    if not _valid_name(name):
+        raise AllowlistError(f"{host!r} is not a host name or IP address")
     named = [r for r in rules if r.allows_name(name) and r.allows_port(port)]
     if not named:
         raise AllowlistError(f"{name} port {port} is not in web.probe_allowlist")

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -81,7 +82,9 @@ class Scheduler:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._tasks: dict[tuple[str, str], tuple[TargetConfig, asyncio.Task[None]]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Weak values: a lock lives while a probe holds or waits for it, so addresses that
+        # left the zone or the configuration do not accumulate.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._trust: dict[str | None, TrustStore] = {}
         self._outcomes: dict[tuple[str, ...], tuple[object, ...]] = {}
         self.config = config
@@ -267,7 +270,9 @@ class Scheduler:
 
     async def _probe_once(self, job: Job) -> ProbeResult:
         address = job.endpoint.address or job.endpoint.host
-        lock = self._locks.setdefault(address, asyncio.Lock())
+        lock = self._locks.get(address)
+        if lock is None:
+            lock = self._locks[address] = asyncio.Lock()
         # The address lock first: a probe queued behind another one to the same server must
         # not hold a concurrency slot meanwhile, or one slow server starves all the others.
         async with lock, self._semaphore:

@@ -76,15 +76,23 @@ class WebApp:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.web_config.auth_required and not await self._authorized(request):
-            return web.Response(
-                status=401,
-                text="Unauthorized\n",
-                headers={"WWW-Authenticate": 'Basic realm="tlsprobe"'},
-            )
+        # The request cap comes first, so that a flood of bad passwords is capped too.
         if self._requests.locked():
             return web.Response(status=503, text="too many concurrent requests\n")
         async with self._requests:
+            if request.body_exists and (
+                request.content_length is None or request.content_length > MAX_BODY
+            ):
+                # No handler reads a body; refuse large or unsized (chunked) ones outright.
+                return web.Response(
+                    status=413, text="request body too large\n", headers={"Connection": "close"}
+                )
+            if self.web_config.auth_required and not await self._authorized(request):
+                return web.Response(
+                    status=401,
+                    text="Unauthorized\n",
+                    headers={"WWW-Authenticate": 'Basic realm="tlsprobe"'},
+                )
             response = await handler(request)
         for name, value in self.web_config.headers.items():
             response.headers[name] = value

@@ -4,8 +4,13 @@ Same keys as Prometheus' exporter-toolkit, so a file that already protects node_
 tlsprobe too: `tls_server_config` (cert_file, key_file, client_auth_type, client_ca_file,
 min_version, max_version), `basic_auth_users` (user: bcrypt hash) and `http_server_config`
 (headers). Passwords are checked with bcrypt; a successful check is cached under a keyed
-digest, so scrapes do not pay bcrypt's cost each time, and unknown users cost the same as known
-ones.
+digest, so scrapes do not pay bcrypt's cost each time. An unknown user runs bcrypt against a
+dummy hash of the configured cost, so a wrong user name costs what a wrong password costs. At
+most `BCRYPT_SLOTS` checks run at once and a check beyond them fails at once: a flood of wrong
+passwords then costs two cores' worth of bcrypt, not every worker thread, and scrapes with
+cached credentials keep their answers fast. Nothing read from the file is ever echoed in an
+error message (a YAML error names its line and column only), because the file holds hashes and,
+by mistake, sometimes passwords.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import ssl
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +35,17 @@ _TLS_VERSIONS = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
+# Python's server side cannot ask for a certificate without verifying it. Nothing here uses
+# an unverified certificate, so RequestClientCert is NoClientCert, and RequireAnyClientCert
+# (which would have to verify, against no CA, and so refuse every client) is refused at load.
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
-    "RequestClientCert": ssl.CERT_OPTIONAL,
-    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "RequestClientCert": ssl.CERT_NONE,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_UNSUPPORTED_CLIENT_AUTH = {
+    "RequireAnyClientCert": "use RequireAndVerifyClientCert with client_ca_file",
 }
 _TLS_KEYS = {
     "cert_file",
@@ -46,9 +58,19 @@ _TLS_KEYS = {
     "prefer_server_cipher_suites",
     "curve_preferences",
 }
-# A fixed hash to check unknown users against, so a wrong user name costs what a wrong
-# password costs (no user enumeration by timing).
-_DUMMY_HASH = bcrypt.hashpw(b"tlsprobe-dummy", bcrypt.gensalt(rounds=10))
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+MAX_FILE_BYTES = 1 << 20
+BCRYPT_SLOTS = 2
+"""bcrypt checks running at once, process-wide; one more fails at once (401)."""
+_slots = threading.BoundedSemaphore(BCRYPT_SLOTS)
+# exporter-toolkit accepts only these response headers (and only these values where listed).
+_HEADERS: dict[str, frozenset[str] | None] = {
+    "strict-transport-security": None,
+    "x-content-type-options": frozenset({"nosniff"}),
+    "x-frame-options": frozenset({"deny", "sameorigin"}),
+    "x-xss-protection": None,
+    "content-security-policy": None,
+}
 
 
 class WebConfigError(ValueError):
@@ -59,41 +81,72 @@ class WebConfigError(ValueError):
 @dataclass(frozen=True)
 class WebConfig:
     tls: ssl.SSLContext | None = None
-    users: Mapping[str, bytes] = field(default_factory=dict)
+    users: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict)
     _cache_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
     _good: set[bytes] = field(default_factory=set, repr=False, compare=False)
+    _dummy: bytes = field(default=b"", repr=False, compare=False)
+    """What unknown users are checked against: a hash of the configured users' cost."""
+
+    def __post_init__(self) -> None:
+        if self.users and not self._dummy:
+            object.__setattr__(self, "_dummy", _dummy_hash(self.users.values()))
 
     @property
     def auth_required(self) -> bool:
         return bool(self.users)
 
     def check_password(self, user: str, password: str) -> bool:
-        """bcrypt check with a cache of successes; unknown users run bcrypt on a dummy hash."""
+        """bcrypt check with a cache of successes; unknown users run bcrypt on a dummy hash.
+
+        Blocking (tens of milliseconds by design): call it off the event loop.
+        """
         hashed = self.users.get(user)
-        digest = hmac.new(self._cache_key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+        digest = self._digest(user, password)
         if hashed is not None and any(hmac.compare_digest(digest, d) for d in self._good):
             return True
+        if not _slots.acquire(blocking=False):
+            return False  # a flood of checks is under way: refuse rather than queue
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+            ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
         except ValueError:
-            ok = False
+            ok = False  # bcrypt refuses passwords over 72 bytes; none can match
+        finally:
+            _slots.release()
         if ok and len(self._good) < 1024:
             self._good.add(digest)
         return ok
+
+    def _digest(self, user: str, password: str) -> bytes:
+        # Length-prefixed, so that no (user, password) pair can collide with another.
+        encoded = user.encode()
+        message = len(encoded).to_bytes(4, "big") + encoded + password.encode()
+        return hmac.new(self._cache_key, message, hashlib.sha256).digest()
+
+
+def _dummy_hash(hashes: Iterable[bytes]) -> bytes:
+    cost = max(int(h[4:6]) for h in hashes)
+    return bcrypt.hashpw(b"tlsprobe-dummy", bcrypt.gensalt(rounds=cost))
 
 
 def load_web_config(path: str | Path) -> WebConfig:
     file = Path(path)
     name = str(file)
     try:
-        text = file.read_text()
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise WebConfigError(name, f"cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise WebConfigError(name, "larger than 1 MiB; refusing to parse it")
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(raw.decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise WebConfigError(name, "not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise WebConfigError(name, f"not valid YAML: {exc}") from exc
+        raise WebConfigError(name, _yaml_problem(exc)) from None
+    except RecursionError:
+        raise WebConfigError(name, "YAML nesting is too deep") from None
     if not isinstance(data, dict):
         raise WebConfigError(name, "must be a mapping")
     _only(data, {"tls_server_config", "basic_auth_users", "http_server_config"}, name)
@@ -102,6 +155,17 @@ def load_web_config(path: str | Path) -> WebConfig:
     users = _users(data.get("basic_auth_users"), f"{name}: basic_auth_users")
     headers = _headers(data.get("http_server_config"), f"{name}: http_server_config")
     return WebConfig(tls=tls, users=users, headers=headers)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where the YAML breaks, without PyYAML's snippet of the line (it may hold a secret)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if mark is not None:
+            return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        return f"not valid YAML: {problem}"
+    return "not valid YAML"
 
 
 def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -122,17 +186,31 @@ def _tls(section: Any, base: Path, where: str) -> ssl.SSLContext | None:
     cert, key = section.get("cert_file"), section.get("key_file")
     if not cert or not key:
         raise WebConfigError(where, "cert_file and key_file are both required")
+    for name in ("cert_file", "key_file", "client_ca_file", "client_auth_type"):
+        if name in section and not isinstance(section[name], str):
+            raise WebConfigError(f"{where}.{name}", "must be a string")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _version(section.get("min_version", "TLS12"), f"{where}.min_version")
     if "max_version" in section:
         ctx.maximum_version = _version(section["max_version"], f"{where}.max_version")
+        if ctx.maximum_version < ctx.minimum_version:
+            raise WebConfigError(where, "max_version is lower than min_version")
     try:
         ctx.load_cert_chain(base / str(cert), base / str(key))
     except (OSError, ssl.SSLError) as exc:
         raise WebConfigError(where, f"cannot load cert_file/key_file: {exc}") from exc
+    _client_auth(ctx, section, base, where)
+    return ctx
+
+
+def _client_auth(ctx: ssl.SSLContext, section: dict[str, Any], base: Path, where: str) -> None:
     auth = section.get("client_auth_type", "NoClientCert")
+    if auth in _UNSUPPORTED_CLIENT_AUTH:
+        hint = _UNSUPPORTED_CLIENT_AUTH[auth]
+        raise WebConfigError(f"{where}.client_auth_type", f"{auth} is not supported: {hint}")
     if auth not in _CLIENT_AUTH:
-        raise WebConfigError(f"{where}.client_auth_type", f"unknown value {auth!r}")
+        expected = ", ".join(_CLIENT_AUTH)
+        raise WebConfigError(f"{where}.client_auth_type", f"must be one of {expected}")
     ctx.verify_mode = _CLIENT_AUTH[auth]
     if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
         ca = section.get("client_ca_file")
@@ -142,7 +220,6 @@ def _tls(section: Any, base: Path, where: str) -> ssl.SSLContext | None:
             ctx.load_verify_locations(base / str(ca))
         except (OSError, ssl.SSLError) as exc:
             raise WebConfigError(where, f"cannot load client_ca_file: {exc}") from exc
-    return ctx
 
 
 def _version(value: Any, where: str) -> ssl.TLSVersion:
@@ -158,7 +235,7 @@ def _users(section: Any, where: str) -> dict[str, bytes]:
         raise WebConfigError(where, "must be a mapping of user name to bcrypt hash")
     users: dict[str, bytes] = {}
     for user, hashed in section.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
             # Never echo the value: it may be a plaintext password typed by mistake.
             raise WebConfigError(f"{where}.{user}", "must be a bcrypt hash ($2a$/$2b$/$2y$)")
         users[str(user)] = hashed.encode()
@@ -174,4 +251,17 @@ def _headers(section: Any, where: str) -> dict[str, str]:
     headers = section.get("headers") or {}
     if not isinstance(headers, dict):
         raise WebConfigError(f"{where}.headers", "must be a mapping")
-    return {str(k): str(v) for k, v in headers.items()}
+    for name, value in headers.items():
+        _check_header(str(name), value, f"{where}.headers")
+    return {str(k): v for k, v in headers.items()}
+
+
+def _check_header(name: str, value: Any, where: str) -> None:
+    """exporter-toolkit's list; values are one-line strings (a CR or LF would split the reply)."""
+    if name.lower() not in _HEADERS:
+        raise WebConfigError(where, f"HTTP header {name!r} can not be configured")
+    if not isinstance(value, str) or not value.isprintable():
+        raise WebConfigError(f"{where}.{name}", "must be a one-line string")
+    allowed = _HEADERS[name.lower()]
+    if allowed is not None and value.lower() not in allowed:
+        raise WebConfigError(f"{where}.{name}", f"must be one of {', '.join(sorted(allowed))}")
