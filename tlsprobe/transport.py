@@ -25,6 +25,8 @@ from tlsprobe import smtp
 from tlsprobe.model import Capture, Endpoint, Mode, ProbeError, Reason, TlsInfo
 
 _READ_CHUNK = 65536
+QUIT_GRACE = 0.5
+"""Seconds to wait for the answer to QUIT before closing."""
 _BUFFER_LIMIT = 256 * 1024
 _UNREACHABLE_ERRNOS = frozenset(
     {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
@@ -222,7 +224,10 @@ async def _run(rec: _Recorder) -> None:
             rec.client = smtp.SmtpClient(endpoint.ehlo_name, starttls=True)
         transport = await _dialogue(loop, transport, pipe, rec)
     finally:
-        transport.abort() if rec.tls is None else transport.close()
+        # Abort, never a graceful TLS close: that waits up to 30 s for the peer's close_notify,
+        # which a hostile (or merely slow) server never sends, and the socket would outlive
+        # the probe's deadline. The server has had its QUIT.
+        transport.abort()
 
 
 async def _connect(rec: _Recorder) -> tuple[asyncio.Transport, _Pipe]:
@@ -284,9 +289,18 @@ async def _dialogue(
             client.tls_started()
             phase, phase_start = client.phase, time.perf_counter()
         elif isinstance(event, smtp.Done):
+            await _courtesy_read(pipe)
             return transport
         else:
             raise _Failure(event.reason, event.message)
+
+
+async def _courtesy_read(pipe: _Pipe) -> None:
+    """Give the server a moment to answer QUIT, so it logs a clean goodbye, not a lost
+    connection. Bounded by QUIT_GRACE and by the probe's own deadline; the answer is unread."""
+    with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
+        async with asyncio.timeout(QUIT_GRACE):
+            await pipe.read()
 
 
 async def _handshake(
