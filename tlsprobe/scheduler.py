@@ -11,12 +11,11 @@ is never retried. Time and sleep are injected so tests can drive the scheduler w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -343,15 +342,6 @@ class Scheduler:
             fields["not_after"] = result.leaf.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
         log.log(level, "probe outcome changed", extra={"fields": fields})
 
-    # --- ad hoc ----------------------------------------------------------------------------
-
-    async def probe_target_now(self, target: TargetConfig) -> list[EndpointState]:
-        """One immediate cycle for /probe: same path, same politeness, results published."""
-        return await self.run_cycle(target)
-
-    def targets(self) -> Sequence[TargetConfig]:
-        return self.config.targets
-
     @property
     def tasks(self) -> Iterable[asyncio.Task[None]]:
         return [task for _, task in self._tasks.values()]
@@ -367,9 +357,3 @@ def _transient(result: ProbeResult) -> bool:
 def _history_key(state: EndpointState) -> tuple[str, str, str, str, int]:
     tenant, target, host, address, port = state.label_values
     return (tenant, target, host, address, int(port))
-
-
-async def cancel_quietly(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

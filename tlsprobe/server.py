@@ -15,10 +15,8 @@ import base64
 import binascii
 import gzip
 import html
-import ipaddress
 import json
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
@@ -274,17 +272,3 @@ th{{background:#f0f0f0}} small{{color:#666}}
 {rows}
 </tbody></table></body></html>
 """
-
-
-def listen_addresses(host: str) -> list[str] | None:
-    """aiohttp host argument: None for all interfaces."""
-    if not host:
-        return None
-    return [host]
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost" or host == socket.gethostname()

@@ -210,12 +210,16 @@ async def test_drift_survives_a_restart_and_sigterm_is_prompt(
     port = unused_port()
     async with (
         SmtpTestServer(server_tls(pki, first)) as relay,
-        SmtpTestServer(server_tls(pki, first), behaviour=Behaviour.SILENT) as silent,
+        SmtpTestServer(
+            server_tls(pki, first), behaviour=Behaviour.SILENT, host="127.0.0.2"
+        ) as silent,
     ):
         # The silent server's probe waits out a 20 s timeout, so it is in flight at SIGTERM.
+        # It has an address of its own: the exporter keeps one connection per address, and
+        # the relay's probe must not queue behind it.
         targets = [
             target("relay", relay.port),
-            target("silent", silent.port, interval="21s", timeout="20s"),
+            target("silent", silent.port, interval="21s", timeout="20s", address="127.0.0.2"),
         ]
         config = write_config(tmp_path / "tlsprobe.yml", port, targets, ca_file)
         labels = {"target": "relay", "port": str(relay.port)}
