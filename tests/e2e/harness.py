@@ -29,8 +29,6 @@ from typing import Any, Self, TypeVar
 
 import yaml
 
-from tests.support.servers import ServerTls, SmtpTestServer
-
 _T = TypeVar("_T")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,19 +164,6 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
-
-
-class SwitchableSmtpServer(SmtpTestServer):
-    """A test SMTP server whose certificate can be replaced while it keeps its port.
-
-    That is how a real renewal looks to the prober: same address, new leaf. The base class
-    builds its TLS context on entry and reads it at each STARTTLS, so replacing the context
-    affects the next session only.
-    """
-
-    async def present(self, tls: ServerTls) -> None:
-        self._tls = tls
-        self._context = tls.context(self.server_names)
 
 
 # --- the webhook Alertmanager delivers to -----------------------------------------------------

@@ -35,7 +35,6 @@ from tests.e2e.harness import (
     ROOT,
     Daemon,
     LoopThread,
-    SwitchableSmtpServer,
     Webhook,
     api,
     dashboard_queries,
@@ -49,7 +48,7 @@ from tests.e2e.harness import (
     write_fast_rules,
 )
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf, make_root
-from tests.support.servers import Behaviour, ServerTls
+from tests.support.servers import Behaviour, ServerTls, SmtpTestServer
 
 pytestmark = pytest.mark.prometheus
 
@@ -204,7 +203,7 @@ class Stack:
     alertmanager: str
     webhook: Webhook
     endpoints: dict[str, Endpoint]
-    servers: dict[str, SwitchableSmtpServer]
+    servers: dict[str, SmtpTestServer]
     loop: LoopThread
     pki: Hierarchy
 
@@ -225,12 +224,10 @@ def stack(pki: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 loop.run(server.__aexit__(None, None, None))
 
 
-def start_servers(loop: LoopThread, plan: list[Endpoint]) -> dict[str, SwitchableSmtpServer]:
-    servers: dict[str, SwitchableSmtpServer] = {}
+def start_servers(loop: LoopThread, plan: list[Endpoint]) -> dict[str, SmtpTestServer]:
+    servers: dict[str, SmtpTestServer] = {}
     for endpoint in plan:
-        server = SwitchableSmtpServer(
-            endpoint.tls, behaviour=endpoint.behaviour, hostname=endpoint.host
-        )
+        server = SmtpTestServer(endpoint.tls, behaviour=endpoint.behaviour, hostname=endpoint.host)
         servers[endpoint.name] = loop.run(server.__aenter__())
     return servers
 
@@ -243,7 +240,7 @@ class Daemons:
         tmp: Path,
         pki: Hierarchy,
         plan: list[Endpoint],
-        servers: dict[str, SwitchableSmtpServer],
+        servers: dict[str, SmtpTestServer],
         webhook: Webhook,
         prometheus: str,
         alertmanager: str,
@@ -315,7 +312,7 @@ class Daemons:
 
 def exporter_config(
     plan: list[Endpoint],
-    servers: dict[str, SwitchableSmtpServer],
+    servers: dict[str, SmtpTestServer],
     ca_file: Path,
     state_dir: Path,
     port: int,
@@ -380,7 +377,7 @@ def renewal(stack: Stack) -> Issued:
     assert [sample["value"][1] for sample in before] == ["0"]
     renewed = stack.pki.leaf([f"relay.{DOMAIN}"])
     server = stack.servers["healthy"]
-    stack.loop.run(server.present(ServerTls(stack.pki.chain(renewed), renewed.key)))
+    server.present(ServerTls(stack.pki.chain(renewed), renewed.key))
     return renewed
 
 

@@ -187,15 +187,6 @@ def server_tls(pki: Hierarchy, leaf: Issued) -> ServerTls:
     return ServerTls(pki.chain(leaf), leaf.key)
 
 
-def present(server: SmtpTestServer, tls: ServerTls) -> None:
-    """Make a running test server present another certificate from its next handshake on.
-
-    The drift test needs the *same* endpoint (host, address and port) to change certificate,
-    as a renewed relay does; the server reads its context at each STARTTLS.
-    """
-    server._context = tls.context(server.server_names)
-
-
 def open_connections(server: SmtpTestServer) -> int:
     return len(server._tasks)
 
@@ -248,7 +239,7 @@ async def test_drift_survives_a_restart_and_sigterm_is_prompt(
         assert not wal.exists() or wal.stat().st_size == 0
 
         swapped = time.time()
-        present(relay, server_tls(pki, second))
+        relay.present(server_tls(pki, second))
         async with serving(config, port) as exporter:
             await eventually(lambda: shows(second), "the second certificate in /metrics")
             text = await metrics(exporter)

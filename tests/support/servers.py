@@ -156,6 +156,15 @@ class SmtpTestServer:
         )
         return self
 
+    def present(self, tls: ServerTls) -> None:
+        """Serve another certificate from the next STARTTLS on, keeping the port.
+
+        That is how a renewal looks to a prober: same address and port, a new leaf. Only
+        STARTTLS sessions read the context per session; an implicit-TLS listener keeps its own.
+        """
+        self._tls = tls
+        self._context = tls.context(self.server_names)
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
