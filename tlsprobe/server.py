@@ -23,6 +23,7 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tlsprobe import report
 from tlsprobe.allowlist import AllowlistError, check_adhoc
@@ -37,6 +38,24 @@ log = logging.getLogger("tlsprobe.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
 PROBE_CONCURRENCY = 4
+
+
+class _QuietBadRequests(logging.Filter):
+    """aiohttp logs a full traceback at ERROR for every malformed request, so any client could
+    fill the log. Such requests already get a 400; keep one debug line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            log.debug("bad HTTP request refused", extra={"fields": {"error": first}})
+            return False
+        return True
+
+
+_AIOHTTP_SERVER_LOG = logging.getLogger("aiohttp.server")
+if not any(isinstance(f, _QuietBadRequests) for f in _AIOHTTP_SERVER_LOG.filters):
+    _AIOHTTP_SERVER_LOG.addFilter(_QuietBadRequests())
 
 
 class WebApp:

@@ -591,3 +591,25 @@ async def test_one_log_line_per_outcome_change_not_per_cycle(
     assert bad_lines[0]["failing"] == "chain_trusted"
     assert len(down_lines) == 1, down_lines
     assert down_lines[0]["reason"] == "refused"
+
+
+async def test_a_malformed_request_gets_400_and_no_traceback_in_the_log(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = config_data(tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)])
+    async with running(tmp_path, data) as exporter:
+        host, port = exporter.bound[0]
+        with (
+            caplog.at_level(logging.DEBUG, logger="aiohttp.server"),
+            caplog.at_level(logging.DEBUG, logger="tlsprobe.server"),
+        ):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nBad Header\x00: y\r\n\r\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(200), 5)
+            writer.close()
+            await asyncio.sleep(0.1)
+    assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    noisy = [r for r in caplog.records if r.name == "aiohttp.server" and r.levelno >= logging.ERROR]
+    assert noisy == []
+    assert any(r.getMessage() == "bad HTTP request refused" for r in caplog.records)
