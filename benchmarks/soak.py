@@ -67,7 +67,7 @@ async def soak(args: argparse.Namespace, endpoints: list[FleetEndpoint], ca: Pat
         async with running(path) as (exporter, times):
             await eventually(lambda: len(exporter.results) == len(endpoints), "first results")
             windows, problems = await _cycles(args, exporter, times, endpoints)
-            attempts = len(times.calls)
+            attempts = times.attempts
     return _summary(args, windows, problems, len(endpoints), attempts)
 
 
