@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import sys
 from collections.abc import Sequence
@@ -16,7 +15,15 @@ from typing import NoReturn
 
 from tlsprobe import __version__, o365
 from tlsprobe.evaluate import TrustStore, TrustStoreError
-from tlsprobe.model import Endpoint, HostPortError, Mode, Policy, Status, parse_host_port
+from tlsprobe.model import (
+    Endpoint,
+    HostPortError,
+    Mode,
+    Policy,
+    Status,
+    is_ip_literal,
+    parse_host_port,
+)
 from tlsprobe.transport import default_ehlo_name
 
 EXIT_USAGE = 3
@@ -31,14 +38,6 @@ class UsageError(Exception):
     """A bad argument value, reported in one line."""
 
 
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
 def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]:
     try:
         host, port = parse_host_port(args.target)
@@ -46,9 +45,9 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
         raise UsageError(str(exc)) from exc
     port = port or 25
     mode = Mode(args.mode) if args.mode else (Mode.IMPLICIT if port == 465 else Mode.STARTTLS)
-    if args.address is not None and not _is_ip(args.address):
+    if args.address is not None and not is_ip_literal(args.address):
         raise UsageError(f"--address {args.address!r} is not an IP address")
-    sni = None if args.no_sni or _is_ip(host) else (args.sni or host)
+    sni = None if args.no_sni or is_ip_literal(host) else (args.sni or host)
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     if args.crit_days < 0 or args.warn_days < args.crit_days:

@@ -28,7 +28,7 @@ import yaml
 
 from tlsprobe import o365
 from tlsprobe.evaluate import TrustStore, TrustStoreError
-from tlsprobe.model import HostPortError, Mode, Policy, parse_host_port
+from tlsprobe.model import HostPortError, Mode, Policy, is_ip_literal, parse_host_port
 
 MAX_CONFIG_BYTES: Final = 1 << 20
 """Larger files are refused before parsing: no real configuration comes close."""
@@ -651,11 +651,11 @@ def _sni(section: Mapping[str, object], where: str, host: str | None) -> tuple[s
     if value is False:
         return None, False
     if value is None:
-        return (None if host is None or _is_ip(host) else host), True
+        return (None if host is None or is_ip_literal(host) else host), True
     at = f"{where}.sni"
     if not isinstance(value, str):
         raise ConfigError(at, f"must be a server name, or false to send none; got {_kind(value)}")
-    if _is_ip(value):
+    if is_ip_literal(value):
         raise ConfigError(at, "an IP address cannot be sent as SNI; give a host name or false")
     return _domain(value, at), True
 
@@ -705,13 +705,13 @@ def _listen(value: object, where: str) -> tuple[str, int]:
         raise ConfigError(where, usage)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-        if not _is_ip(host) or ":" not in host:
+        if not is_ip_literal(host) or ":" not in host:
             raise ConfigError(where, usage)
     elif ":" in host:
         raise ConfigError(
             where, f"write an IPv6 address in brackets ([::1]:PORT), got {_show(text)}"
         )
-    elif host and not _is_ip(host) and not _valid_host_name(o365.normalize_name(host)):
+    elif host and not is_ip_literal(host) and not _valid_host_name(o365.normalize_name(host)):
         raise ConfigError(where, usage)
     if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ConfigError(where, f"port must be 1-65535, got {_show(port)}")
@@ -731,7 +731,7 @@ def _allow_entry(value: object, where: str) -> str:
         host, port = parse_host_port(text)
     except HostPortError:
         raise ConfigError(where, usage) from None
-    if _is_ip(host):
+    if is_ip_literal(host):
         address = ipaddress.ip_address(host)
         if port is None:
             return str(ipaddress.ip_network(address))
@@ -858,7 +858,7 @@ def _ip(value: object, where: str) -> str:
 
 def _host(value: object, where: str) -> str:
     text = _string(value, where).strip()
-    if _is_ip(text):
+    if is_ip_literal(text):
         return str(ipaddress.ip_address(text))
     name = o365.normalize_name(text)
     if not _valid_host_name(name):
@@ -881,7 +881,7 @@ def _ehlo_name(value: object, where: str) -> str:
         inner = text[1:-1]
         tagged = inner[:5].lower() == "ipv6:"
         address = inner[5:] if tagged else inner
-        if _is_ip(address) and tagged == (":" in address):
+        if is_ip_literal(address) and tagged == (":" in address):
             return text
         raise ConfigError(where, f"{_show(text)}: write [192.0.2.1] or [IPv6:2001:db8::1]")
     name = o365.normalize_name(text)
@@ -898,14 +898,6 @@ def _valid_host_name(name: str) -> bool:
         and all(_LABEL.fullmatch(label) for label in labels)
         and not labels[-1].isdigit()
     )
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 # --- messages ------------------------------------------------------------------------------

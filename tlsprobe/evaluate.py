@@ -11,7 +11,6 @@ the same chain probe after probe) and gives the same verdict as a fresh evaluati
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification as xv
 
 from tlsprobe import certs, o365
-from tlsprobe.model import CertFacts, Check, Policy, Status, TlsInfo
+from tlsprobe.model import CertFacts, Check, Policy, Status, TlsInfo, is_ip_literal
 
 SYMPTOMS = {
     "starttls": "no TLS session: a certificate-based connector can never match; "
@@ -494,7 +493,7 @@ def _days(days: float) -> str:
 
 def check_hostname(host: str, leaf: CertFacts) -> Check:
     """RFC 9525: SAN dNSName only; CN-only matches are a warning (Exchange accepts CN)."""
-    if _is_ip(host):
+    if is_ip_literal(host.strip("[]")):
         return Check(
             "hostname", Status.UNKNOWN, f"probed by IP address {host}; host name not judged"
         )
@@ -520,14 +519,6 @@ def check_hostname(host: str, leaf: CertFacts) -> Check:
         Status.CRITICAL,
         f"'{host}' does not match: no SAN, CN {_names(leaf.common_names) or 'absent'}",
     )
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def _names(names: Sequence[str], limit: int = 6) -> str:

@@ -9,6 +9,7 @@ metric label: only the `Reason` tokens do, and they are a closed set.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -213,6 +214,15 @@ class ProbeResult:
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
+
+
+def is_ip_literal(text: str) -> bool:
+    """An IPv4 or IPv6 address (no brackets, no port)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class HostPortError(ValueError):
