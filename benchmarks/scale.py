@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sweep import fleet_config, run_workers, tlsprobe_prober
-from tlsprobe.config import parse_config
-from tlsprobe.evaluate import TrustStore
-from tlsprobe.exporter import Exporter
-from tlsprobe.metrics import EndpointState, ExporterStats, TextRenderer
+from tlsprobe.exporter.app import Exporter
+from tlsprobe.exporter.config import parse_config
+from tlsprobe.exporter.metrics import EndpointState, ExporterStats, TextRenderer
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.scheduler import Scheduler
+from tlsprobe.exporter.store import HistoryStore
 from tlsprobe.model import CertFacts, Endpoint, ProbeResult
-from tlsprobe.probe import probe_endpoint
-from tlsprobe.results import LatestResults
-from tlsprobe.scheduler import Scheduler
-from tlsprobe.store import HistoryStore
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.prober import probe_endpoint
 
 
 async def template_result(address: str, port: int, ca_file: str, host: str) -> ProbeResult:

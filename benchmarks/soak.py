@@ -37,7 +37,7 @@ from tests.reliability.harness import (
     window_problems,
     write_yaml,
 )
-from tlsprobe.exporter import setup_logging
+from tlsprobe.exporter.app import setup_logging
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fleet import FLEET_NAME
-from tlsprobe.config import parse_config
-from tlsprobe.metrics import ExporterStats
-from tlsprobe.results import LatestResults
-from tlsprobe.scheduler import Scheduler
-from tlsprobe.store import HistoryStore
+from tlsprobe.exporter.config import parse_config
+from tlsprobe.exporter.metrics import ExporterStats
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.scheduler import Scheduler
+from tlsprobe.exporter.store import HistoryStore
 
 ProbeOnce = Callable[[int], Awaitable[bool]]
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from tlsprobe.cli import main
+from tlsprobe.cli.main import main
 
 sys.exit(main())

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from tlsprobe.evaluate import days_left
 from tlsprobe.model import CertFacts, ProbeResult, Status
+from tlsprobe.probe.evaluate import days_left
 
 
 def _iso(moment: datetime) -> str:

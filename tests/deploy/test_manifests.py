@@ -35,9 +35,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tlsprobe import cli
-from tlsprobe.commands import _shard
-from tlsprobe.config import Config, parse_config
+from tlsprobe.cli import main as cli
+from tlsprobe.cli.commands import _shard
+from tlsprobe.exporter.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -540,7 +540,7 @@ import ctypes, sys
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0):
     sys.exit(77)  # kernel older than 6.3
-from tlsprobe.cli import main
+from tlsprobe.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -31,8 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.pki import Hierarchy, Issued, make_leaf, make_root, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
-from tlsprobe.config import load_config
-from tlsprobe.exporter import Exporter
+from tlsprobe.exporter.app import Exporter
+from tlsprobe.exporter.config import load_config
 
 HOSTILE = "<script>alert(1)</script>"
 WAIT = 10.0
@@ -581,7 +581,7 @@ async def test_one_log_line_per_outcome_change_not_per_cycle(
             seen[state.target].add(state.result.started_at)
         return all(len(times) >= 3 for times in seen.values())
 
-    with captured(caplog, "tlsprobe.scheduler"):
+    with captured(caplog, "tlsprobe.exporter.scheduler"):
         async with running(tmp_path, data) as exporter:
             await eventually(cycles_done, "three cycles of each failing target")
 
@@ -601,7 +601,7 @@ async def test_a_malformed_request_gets_400_and_no_traceback_in_the_log(
         host, port = exporter.bound[0]
         with (
             caplog.at_level(logging.DEBUG, logger="aiohttp.server"),
-            caplog.at_level(logging.DEBUG, logger="tlsprobe.server"),
+            caplog.at_level(logging.DEBUG, logger="tlsprobe.exporter.server"),
         ):
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nBad Header\x00: y\r\n\r\n")

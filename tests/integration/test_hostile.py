@@ -36,9 +36,9 @@ from tests.support.servers import (
     ipv6_loopback_available,
     unused_port,
 )
-from tlsprobe.evaluate import TrustStore
 from tlsprobe.model import Endpoint, Mode, Policy, ProbeResult, Reason, Status
-from tlsprobe.probe import probe_endpoint
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.prober import probe_endpoint
 
 HOST = "mail.contoso.test"
 EHLO = "probe.test"

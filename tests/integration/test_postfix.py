@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tlsprobe.evaluate import TrustStore
 from tlsprobe.model import Endpoint, Mode, Policy, Status
-from tlsprobe.probe import probe_endpoint
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.prober import probe_endpoint
 
 pytestmark = pytest.mark.postfix
 

@@ -25,8 +25,8 @@ import yaml
 
 from tests.reliability.fleet import HOST, KINDS, FleetEndpoint
 from tests.support.servers import unused_port
-from tlsprobe.config import load_config
-from tlsprobe.exporter import Exporter
+from tlsprobe.exporter.app import Exporter
+from tlsprobe.exporter.config import load_config
 from tlsprobe.model import ProbeResult
 
 WAIT = 15.0

@@ -28,7 +28,7 @@ from tests.reliability.harness import (
     read_history,
     write_yaml,
 )
-from tlsprobe.store import HistoryStore
+from tlsprobe.exporter.store import HistoryStore
 
 KILLS = 3
 ENDPOINTS = 6

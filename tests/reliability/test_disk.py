@@ -36,7 +36,7 @@ from tests.reliability.harness import (
     values,
     write_yaml,
 )
-from tlsprobe.exporter import Exporter
+from tlsprobe.exporter.app import Exporter
 
 ENDPOINTS = 4
 

@@ -38,12 +38,12 @@ from tests.reliability.harness import (
 from tests.support.dnsserver import DnsTestServer
 from tests.support.pki import Hierarchy, make_leaf, make_root, write_server_files
 from tests.support.servers import Behaviour, ServerTls, SmtpTestServer
-from tlsprobe.allowlist import AllowlistError, check_adhoc, is_public
-from tlsprobe.config import load_config
-from tlsprobe.discover import make_resolver
-from tlsprobe.exporter import Exporter
+from tlsprobe.exporter.allowlist import AllowlistError, check_adhoc, is_public
+from tlsprobe.exporter.app import Exporter
+from tlsprobe.exporter.config import load_config
+from tlsprobe.exporter.webconfig import load_web_config
 from tlsprobe.model import ProbeResult
-from tlsprobe.webconfig import load_web_config
+from tlsprobe.probe.discover import make_resolver
 
 HOST = "mail.contoso.test"
 ZONE = {

@@ -21,7 +21,7 @@ import pytest
 from tests.reliability.harness import basic, exporter_config, fetch, running, write_yaml
 from tests.support.pki import Hierarchy
 from tests.support.servers import ServerTls, SmtpTestServer
-from tlsprobe.exporter import LogfmtFormatter
+from tlsprobe.exporter.app import LogfmtFormatter
 
 PASSWORD = "correct-horse-battery-staple-4711"
 

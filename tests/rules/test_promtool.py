@@ -236,9 +236,9 @@ def referenced_metric_names() -> dict[str, set[str]]:
 
 def test_referenced_metrics_are_exported() -> None:
     try:
-        from tlsprobe.metrics import METRIC_NAMES
+        from tlsprobe.exporter.metrics import METRIC_NAMES
     except ImportError as exc:
-        pytest.skip(f"tlsprobe.metrics.METRIC_NAMES not importable: {exc}")
+        pytest.skip(f"tlsprobe.exporter.metrics.METRIC_NAMES not importable: {exc}")
     known = set(METRIC_NAMES)
     # Counters are exposed with _total whether or not the table spells the suffix.
     known |= {f"{name}_total" for name in METRIC_NAMES}
@@ -253,9 +253,9 @@ def test_referenced_metrics_are_exported() -> None:
 def test_selector_labels_are_exported() -> None:
     """A selector on a label the metric does not carry silently matches nothing."""
     try:
-        from tlsprobe.metrics import METRICS
+        from tlsprobe.exporter.metrics import METRICS
     except ImportError as exc:
-        pytest.skip(f"tlsprobe.metrics.METRICS not importable: {exc}")
+        pytest.skip(f"tlsprobe.exporter.metrics.METRICS not importable: {exc}")
     scrape_labels = {"job", "instance"}
     allowed = {m.sample_name: set(m.all_labels) | scrape_labels for m in METRICS}
     files = [RULES, *RULE_TESTS, DASHBOARD]

@@ -1,4 +1,4 @@
-"""Facts parsed from DER by `tlsprobe.certs`: names, dates, serial, key, signature, CA flags.
+"""Facts parsed from DER by `tlsprobe.probe.certs`: names, dates, serial, key, signature, CA flags.
 
 Parsing never judges, so each fact is checked against a certificate whose contents the test
 chose: a CA hierarchy with fixed dates, hand-built certificates for exact serials and distinguished
@@ -27,8 +27,8 @@ from tests.support.pki import (
     make_root,
     pooled_key,
 )
-from tlsprobe.certs import CertificateParseError, facts, facts_from_der
 from tlsprobe.model import CertFacts
+from tlsprobe.probe.certs import CertificateParseError, facts, facts_from_der
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"

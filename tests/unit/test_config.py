@@ -16,9 +16,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlsprobe import config as config_module
-from tlsprobe.allowlist import parse_rule
-from tlsprobe.config import (
+from tlsprobe.exporter import config as config_module
+from tlsprobe.exporter.allowlist import parse_rule
+from tlsprobe.exporter.config import (
     Config,
     ConfigError,
     DnsSettings,

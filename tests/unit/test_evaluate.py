@@ -1,4 +1,4 @@
-"""Verdicts of `tlsprobe.evaluate` on chains built in the test, against a fixed clock.
+"""Verdicts of `tlsprobe.probe.evaluate` on chains built in the test, against a fixed clock.
 
 Every certificate here has its validity set relative to `NOW`, never to the real date, so a
 verdict cannot drift as time passes. The chains cover each `chain_trusted` reason token, the
@@ -23,8 +23,8 @@ from tests.support.pki import (
     make_leaf,
     make_root,
 )
-from tlsprobe import certs
-from tlsprobe.evaluate import (
+from tlsprobe.model import Check, Policy, Status, TlsInfo, overall_status
+from tlsprobe.probe.evaluate import (
     SYMPTOMS,
     TrustStore,
     Verdict,
@@ -37,7 +37,7 @@ from tlsprobe.evaluate import (
     check_trust,
     evaluate,
 )
-from tlsprobe.model import Check, Policy, Status, TlsInfo, overall_status
+from tlsprobe.probe.prober import certs
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"

@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.pki import Hierarchy, Issued, make_intermediate, make_leaf
-from tlsprobe import __version__, metrics
-from tlsprobe.evaluate import TrustStore
-from tlsprobe.metrics import (
+from tlsprobe import __version__
+from tlsprobe.exporter import metrics
+from tlsprobe.exporter.metrics import (
     ENDPOINT_LABELS,
     METRIC_NAMES,
     EndpointState,
@@ -29,6 +29,7 @@ from tlsprobe.metrics import (
     TextRenderer,
     TlsprobeCollector,
 )
+from tlsprobe.exporter.store import Drift
 from tlsprobe.model import (
     Capture,
     Endpoint,
@@ -39,8 +40,8 @@ from tlsprobe.model import (
     Status,
     TlsInfo,
 )
-from tlsprobe.probe import judge
-from tlsprobe.store import Drift
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.prober import judge
 
 NOW = datetime.now(UTC)
 STARTED = NOW.timestamp()

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tlsprobe.model import Status
-from tlsprobe.o365 import (
+from tlsprobe.probe.o365 import (
     ConnectorMatch,
     ConnectorPattern,
     ConnectorPatternError,

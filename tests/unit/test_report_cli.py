@@ -1,6 +1,6 @@
 """Reports and the command line, without sockets.
 
-Results are built by `tlsprobe.probe.judge` from hand-made `Capture` values (the transport is
+Results are built by `tlsprobe.probe.prober.judge` from hand-made `Capture` values (the transport is
 never involved) against a fixed clock. The JSON document is held to the contract of DESIGN.md
 section 3, the human report to what an administrator needs at 3 a.m., and every command-line
 usage error to the Nagios convention: exit code 3 and a single line on stderr.
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests.support.pki import Hierarchy, Issued, make_intermediate, make_leaf, make_root
-from tlsprobe import cli, probe, report
-from tlsprobe.evaluate import SYMPTOMS, TrustStore
+from tlsprobe import report
+from tlsprobe.cli import main as cli
 from tlsprobe.model import (
     Capture,
     Endpoint,
@@ -31,6 +31,8 @@ from tlsprobe.model import (
     Status,
     TlsInfo,
 )
+from tlsprobe.probe import prober as probe
+from tlsprobe.probe.evaluate import SYMPTOMS, TrustStore
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"

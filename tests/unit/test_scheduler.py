@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from tests.support.dnsserver import DnsTestServer
-from tlsprobe.config import Config, TargetConfig, parse_config
-from tlsprobe.evaluate import TrustStore
-from tlsprobe.metrics import ExporterStats
+from tlsprobe.exporter.config import Config, TargetConfig, parse_config
+from tlsprobe.exporter.metrics import ExporterStats
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.model import Check, Endpoint, Policy, ProbeError, ProbeResult, Reason, Status, TlsInfo
-from tlsprobe.results import LatestResults
-from tlsprobe.scheduler import Scheduler
+from tlsprobe.probe.evaluate import TrustStore
 
 EPOCH = 1_700_000_000.0
 TLS = TlsInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256")

@@ -22,10 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.pki import Hierarchy
-from tlsprobe import store as store_module
-from tlsprobe.certs import facts_from_der
-from tlsprobe.model import CertFacts
-from tlsprobe.store import (
+from tlsprobe.exporter import store as store_module
+from tlsprobe.exporter.store import (
     Drift,
     EndpointKey,
     HistoryStore,
@@ -35,6 +33,8 @@ from tlsprobe.store import (
     history_command,
     history_path,
 )
+from tlsprobe.model import CertFacts
+from tlsprobe.probe.certs import facts_from_der
 
 KEY: EndpointKey = ("contoso", "relay", "relay.contoso.test", "192.0.2.10", 25)
 OTHER: EndpointKey = ("contoso", "relay", "relay.contoso.test", "192.0.2.11", 25)
@@ -211,8 +211,8 @@ def test_forget_hides_an_endpoint_until_seen_again(
 CHILD = """
 import sys
 from pathlib import Path
-from tlsprobe.certs import facts_from_der
-from tlsprobe.store import HistoryStore
+from tlsprobe.probe.certs import facts_from_der
+from tlsprobe.exporter.store import HistoryStore
 
 db, first, second = sys.argv[1:4]
 leaves = [facts_from_der(Path(p).read_bytes()) for p in (first, second)]
@@ -291,7 +291,7 @@ def free_disk(history: HistoryStore) -> None:
 def test_disk_full_keeps_drift_in_memory_and_recovers(
     db: Path, clock: FakeClock, pki: Hierarchy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tlsprobe.store")
+    caplog.set_level(logging.INFO, logger="tlsprobe.exporter.store")
     history = open_store(db, clock, retry_interval=5)
     renewals = [facts_from_der(pki.leaf(("relay.contoso.test",)).der) for _ in range(40)]
     history.observe(KEY, renewals[0], T0)

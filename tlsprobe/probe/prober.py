@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from tlsprobe import certs, transport
-from tlsprobe.evaluate import SYMPTOMS, TrustStore, evaluate_der
 from tlsprobe.model import (
     Capture,
     CertFacts,
@@ -27,6 +25,8 @@ from tlsprobe.model import (
     Status,
     overall_status,
 )
+from tlsprobe.probe import certs, transport
+from tlsprobe.probe.evaluate import SYMPTOMS, TrustStore, evaluate_der
 
 Clock = Callable[[], datetime]
 

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tlsprobe.config import Config, ConfigError, parse_config, parse_duration
-from tlsprobe.exporter import Exporter, StartupError
+from tlsprobe.exporter.app import Exporter, StartupError
+from tlsprobe.exporter.config import Config, ConfigError, parse_config, parse_duration
 
 DEMO_TENANT = "demo-contoso"
 DEMO_DOMAIN = "contoso.test"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tlsprobe.metrics import EndpointState
+from tlsprobe.exporter.metrics import EndpointState
 
 StateKey = tuple[str, ...]
 """EndpointState.label_values: (tenant, target, host, address, port)."""

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from tlsprobe import smtp
 from tlsprobe.model import Capture, Endpoint, Mode, ProbeError, Reason, TlsInfo
+from tlsprobe.probe import smtp
 
 _READ_CHUNK = 65536
 QUIT_GRACE = 0.5

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tlsprobe.config import ConfigError, load_config
+from tlsprobe.exporter.config import ConfigError, load_config
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -29,7 +29,7 @@ def _problem(file: str, error: ConfigError) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tlsprobe.exporter import serve, setup_logging
+    from tlsprobe.exporter.app import serve, setup_logging
 
     setup_logging(args.log_level)
     try:
@@ -57,8 +57,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tlsprobe.demo import run_demo
-    from tlsprobe.exporter import setup_logging
+    from tlsprobe.demo.run import run_demo
+    from tlsprobe.exporter.app import setup_logging
 
     setup_logging(args.log_level)
     state = Path(args.state_dir) if args.state_dir else None
@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from tlsprobe.store import history_command
+    from tlsprobe.exporter.store import history_command
 
     state_dir = Path(args.state_dir) if args.state_dir else None
     if state_dir is None:

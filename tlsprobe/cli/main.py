@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from tlsprobe import __version__, o365
-from tlsprobe.evaluate import TrustStore, TrustStoreError
+from tlsprobe import __version__
 from tlsprobe.model import (
     Endpoint,
     HostPortError,
@@ -24,7 +23,9 @@ from tlsprobe.model import (
     is_ip_literal,
     parse_host_port,
 )
-from tlsprobe.transport import default_ehlo_name
+from tlsprobe.probe import o365
+from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
+from tlsprobe.probe.transport import default_ehlo_name
 
 EXIT_USAGE = 3
 
@@ -70,7 +71,7 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
             sni=sni,
             ehlo_name=args.ehlo_name or default_ehlo_name(),
         )
-        from tlsprobe.smtp import SmtpClient
+        from tlsprobe.probe.smtp import SmtpClient
 
         SmtpClient(endpoint.ehlo_name)  # validates the EHLO name before any connection
     except ValueError as exc:
@@ -87,7 +88,7 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
 
 def cmd_check(args: argparse.Namespace) -> int:
     from tlsprobe import report
-    from tlsprobe.probe import probe_endpoint, utcnow
+    from tlsprobe.probe.prober import probe_endpoint, utcnow
 
     endpoint, policy, trust = build_check(args)
     result = asyncio.run(probe_endpoint(endpoint, policy, trust, timeout=args.timeout))
@@ -150,7 +151,7 @@ def make_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"tlsprobe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_check(sub)
-    from tlsprobe import commands
+    from tlsprobe.cli import commands
 
     commands.register(sub)
     return parser

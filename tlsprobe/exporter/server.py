@@ -26,14 +26,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tlsprobe import report
-from tlsprobe.allowlist import AllowlistError, check_adhoc
-from tlsprobe.config import TargetConfig
-from tlsprobe.metrics import EndpointState, TextRenderer
+from tlsprobe.exporter.allowlist import AllowlistError, check_adhoc
+from tlsprobe.exporter.config import TargetConfig
+from tlsprobe.exporter.metrics import EndpointState, TextRenderer
+from tlsprobe.exporter.webconfig import WebConfig
 from tlsprobe.model import ProbeResult, Status
-from tlsprobe.probe import utcnow
-from tlsprobe.webconfig import WebConfig
+from tlsprobe.probe.prober import utcnow
 
-log = logging.getLogger("tlsprobe.server")
+log = logging.getLogger("tlsprobe.exporter.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024

@@ -24,8 +24,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification as xv
 
-from tlsprobe import certs, o365
 from tlsprobe.model import CertFacts, Check, Policy, Status, TlsInfo, is_ip_literal
+from tlsprobe.probe import certs, o365
 
 SYMPTOMS = {
     "starttls": "no TLS session: a certificate-based connector can never match; "

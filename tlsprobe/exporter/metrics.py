@@ -19,8 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tlsprobe import __version__
+from tlsprobe.exporter.store import Drift
 from tlsprobe.model import PHASES, ProbeResult, Status
-from tlsprobe.store import Drift
 
 ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
 TARGET_LABELS = ("tenant", "target")

@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 
 from tlsprobe.model import CertFacts
 
-log = logging.getLogger("tlsprobe.store")
+log = logging.getLogger("tlsprobe.exporter.store")
 
 EndpointKey: TypeAlias = tuple[str, str, str, str, int]
 """(tenant, target, host, address, port); address is "" when unknown."""

@@ -21,10 +21,10 @@ from typing import Any
 
 import tenacity
 
-from tlsprobe import discover
-from tlsprobe.config import Config, TargetConfig
-from tlsprobe.evaluate import TrustStore
-from tlsprobe.metrics import EndpointState, ExporterStats
+from tlsprobe.exporter.config import Config, TargetConfig
+from tlsprobe.exporter.metrics import EndpointState, ExporterStats
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.store import Drift, HistoryStore
 from tlsprobe.model import (
     TRANSIENT_REASONS,
     Endpoint,
@@ -33,12 +33,12 @@ from tlsprobe.model import (
     Reason,
     Status,
 )
-from tlsprobe.probe import probe_endpoint
-from tlsprobe.results import LatestResults
-from tlsprobe.store import Drift, HistoryStore
-from tlsprobe.transport import default_ehlo_name
+from tlsprobe.probe import discover
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.prober import probe_endpoint
+from tlsprobe.probe.transport import default_ehlo_name
 
-log = logging.getLogger("tlsprobe.scheduler")
+log = logging.getLogger("tlsprobe.exporter.scheduler")
 
 ProbeFn = Callable[..., Awaitable[ProbeResult]]
 Sleep = Callable[[float], Awaitable[None]]

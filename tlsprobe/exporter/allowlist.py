@@ -20,10 +20,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tlsprobe import discover
-from tlsprobe.config import Config, TargetConfig
+from tlsprobe.exporter.config import Config, TargetConfig
 from tlsprobe.model import HostPortError, Mode, Policy, parse_host_port
-from tlsprobe.o365 import normalize_name
+from tlsprobe.probe import discover
+from tlsprobe.probe.o365 import normalize_name
 
 DEFAULT_PORTS = frozenset({25, 465, 587})
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

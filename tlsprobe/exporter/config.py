@@ -26,9 +26,9 @@ from typing import Any, Final, TypeVar
 
 import yaml
 
-from tlsprobe import o365
-from tlsprobe.evaluate import TrustStore, TrustStoreError
 from tlsprobe.model import HostPortError, Mode, Policy, is_ip_literal, parse_host_port
+from tlsprobe.probe import o365
+from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
 
 MAX_CONFIG_BYTES: Final = 1 << 20
 """Larger files are refused before parsing: no real configuration comes close."""

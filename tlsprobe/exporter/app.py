@@ -21,15 +21,15 @@ from typing import Any
 
 from aiohttp import web
 
-from tlsprobe import discover
-from tlsprobe.config import Config, ConfigError, TargetConfig, load_config
-from tlsprobe.metrics import ExporterStats
+from tlsprobe.exporter.config import Config, ConfigError, TargetConfig, load_config
+from tlsprobe.exporter.metrics import ExporterStats
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.scheduler import Scheduler
+from tlsprobe.exporter.server import WebApp
+from tlsprobe.exporter.store import HistoryStore, StateError
+from tlsprobe.exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from tlsprobe.model import ProbeResult
-from tlsprobe.results import LatestResults
-from tlsprobe.scheduler import Scheduler
-from tlsprobe.server import WebApp
-from tlsprobe.store import HistoryStore, StateError
-from tlsprobe.webconfig import WebConfig, WebConfigError, load_web_config
+from tlsprobe.probe import discover
 
 log = logging.getLogger("tlsprobe")
 
