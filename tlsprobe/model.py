@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -199,7 +199,6 @@ class ProbeResult:
     tls: TlsInfo | None
     chain: tuple[CertFacts, ...]
     checks: tuple[Check, ...]
-    o365_ready: bool
     phases: Mapping[str, float]
     transcript: tuple[str, ...] = ()
 
@@ -214,6 +213,11 @@ class ProbeResult:
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
+
+    @property
+    def o365_ready(self) -> bool:
+        """See `o365_ready`: derived from the checks, so it cannot disagree with them."""
+        return o365_ready(self.checks)
 
 
 def is_ip_literal(text: str) -> bool:
@@ -249,6 +253,38 @@ def parse_host_port(value: str) -> tuple[str, int | None]:
     if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise HostPortError(f"invalid port {port!r}: must be 1-65535")
     return host, int(port)
+
+
+O365_RULES = (
+    "starttls",
+    "tls_version",
+    "chain_trusted",
+    "not_expired",
+    "certificate_domain",
+    "accepted_domain",
+)
+"""The checks that carry Exchange Online's connector rules (a TLS session on 1.2+, a trusted
+full chain, nothing expired, the connector name matched inside an accepted domain)."""
+
+
+def o365_ready(checks: Iterable[Check]) -> bool:
+    """Ready for a certificate-based connector: the one rule every output reads.
+
+    True only when every connector rule holds (`O365_RULES` ok, except that `not_expired` may
+    be a warning: the certificate is valid, just due for renewal) **and** no check at all is
+    critical, so a 1024-bit key or a SHA-1 signature, or any check added later, clears it. A
+    warning elsewhere (a CN-only name, a missing clientAuth EKU) does not.
+    """
+    statuses: dict[str, Status] = {}
+    for check in checks:
+        if check.status is Status.CRITICAL:
+            return False
+        statuses[check.name] = check.status
+    return all(
+        statuses.get(name) is Status.OK
+        or (name == "not_expired" and statuses.get(name) is Status.WARNING)
+        for name in O365_RULES
+    )
 
 
 def overall_status(checks: tuple[Check, ...] | list[Check]) -> Status:

@@ -531,11 +531,18 @@ def test_pin_mismatch(ca: Hierarchy) -> None:
 # --- o365_ready ----------------------------------------------------------------------------
 
 
-def test_o365_ready_ignores_the_probed_host_name(ca: Hierarchy, store: TrustStore) -> None:
-    """Exchange matches the connector, not the host name the probe connected to."""
-    verdict = run(ca.chain(leaf(ca)), store, host="smtp.fabrikam.test")
-    assert check_of(verdict, "hostname").status is Status.CRITICAL
-    assert verdict.o365_ready is True
+def test_o365_ready_needs_no_match_of_the_probed_host_name_but_no_critical_check(
+    ca: Hierarchy, store: TrustStore
+) -> None:
+    """Exchange matches the connector, not the host name the probe connected to; but a result
+    with any critical check is never "ready" (it would stand next to a red row)."""
+    cn_only = run(ca.chain(leaf(ca, (), common_name=HOST)), store)
+    assert check_of(cn_only, "hostname").status is Status.WARNING
+    assert cn_only.o365_ready is True
+    other_host = run(ca.chain(leaf(ca)), store, host="smtp.fabrikam.test")
+    assert check_of(other_host, "hostname").status is Status.CRITICAL
+    assert all(check_of(other_host, n).status is Status.OK for n in ("certificate_domain",))
+    assert other_host.o365_ready is False
 
 
 TLS10 = TlsInfo("TLSv1", "ECDHE-RSA-AES128-SHA")

@@ -108,7 +108,6 @@ def canned(
         tls=None if failure else TLS,
         chain=(),
         checks=checks,
-        o365_ready=False,
         phases={},
     )
 

@@ -233,7 +233,6 @@ class Scheduler:
                 tls=None,
                 chain=(),
                 checks=(),
-                o365_ready=False,
                 phases={},
             )
         return await self.probe_with_retries(job)

@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification as xv
 
-from tlsprobe.model import CertFacts, Check, Policy, Status, TlsInfo, is_ip_literal
+from tlsprobe.model import CertFacts, Check, Policy, Status, TlsInfo, is_ip_literal, o365_ready
 from tlsprobe.probe import certs, o365
 
 SYMPTOMS = {
@@ -117,7 +117,10 @@ def _system_store() -> TrustStore:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     checks: tuple[Check, ...]
-    o365_ready: bool
+
+    @property
+    def o365_ready(self) -> bool:
+        return o365_ready(self.checks)
 
 
 def evaluate(
@@ -152,7 +155,7 @@ def evaluate_der(
     """`evaluate` for the chain as captured (DER, leaf first, non-empty): what probes call.
 
     A fleet serves the same chain probe after probe, so only the clock-dependent work is redone
-    each time: `not_expired` and the validity part of `o365_ready`. Everything else is a pure
+    each time: `not_expired` and `chain_trusted` near a validity boundary. Everything else is a pure
     function of (chain, host, TLS, policy) and is cached on exactly that; the trust verdict is
     cached per (chain, trust store) while no certificate it involves crosses a validity boundary.
     The verdict is identical to one computed from scratch. Raises `CertificateParseError` when a
@@ -167,12 +170,7 @@ def evaluate_der(
         check_expiry(expiry_chain, policy, now),
         *static.checks[2:],
     ]
-    ready = (
-        static.ready
-        and trusted.status is Status.OK
-        and all(f.not_before <= now < f.not_after for f in expiry_chain)
-    )
-    return Verdict(tuple(checks), ready)
+    return Verdict(tuple(checks))
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +180,6 @@ class _Static:
     sent: tuple[CertFacts, ...]
     checks: tuple[Check, ...]
     """starttls and tls_version, then hostname through expected_certificate (report order)."""
-    ready: bool
-    """tls_version, certificate_domain and accepted_domain are ok."""
 
 
 _CACHE_SIZE = 16384
@@ -213,15 +209,7 @@ def _static_checks(
     ]
     if policy.expected:
         checks.append(check_expected(leaf, policy.expected))
-    ready = all(
-        _status_of(checks, name) is Status.OK
-        for name in ("tls_version", "certificate_domain", "accepted_domain")
-    )
-    return _Static(sent, tuple(checks), ready)
-
-
-def _status_of(checks: Sequence[Check], name: str) -> Status:
-    return next(c.status for c in checks if c.name == name)
+    return _Static(sent, tuple(checks))
 
 
 def _fail(name: str, status: Status, message: str, reason: str = "") -> Check:

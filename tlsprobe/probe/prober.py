@@ -88,7 +88,6 @@ def judge(
         tls=captured.tls,
         chain=chain,
         checks=checks,
-        o365_ready=verdict.o365_ready,
         phases=captured.phases,
         transcript=captured.transcript,
     )
@@ -116,7 +115,6 @@ def _failed(
         tls=captured.tls,
         chain=(),
         checks=checks,
-        o365_ready=False,
         phases=captured.phases,
         transcript=captured.transcript,
     )
