@@ -18,6 +18,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,8 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 @pytest.mark.postfix
-def test_every_prober_swept_the_fleet_without_a_failed_probe(short_run: dict) -> None:
+@pytest.mark.slow
+def test_every_prober_swept_the_fleet_without_a_failed_probe(short_run: dict[str, Any]) -> None:
     sweep = short_run["sweep"]
     probers = ["tlsprobe", "bare"]
     if shutil.which("prometheus-blackbox-exporter"):
@@ -73,7 +75,8 @@ def test_every_prober_swept_the_fleet_without_a_failed_probe(short_run: dict) ->
 
 
 @pytest.mark.postfix
-def test_ratios_and_targets_are_computed(short_run: dict) -> None:
+@pytest.mark.slow
+def test_ratios_and_targets_are_computed(short_run: dict[str, Any]) -> None:
     ratios = short_run["ratios"]
     assert ratios["cpu_tlsprobe_vs_bare"] > 0
     assert ratios["scrape_p99_sweep_vs_idle"] > 0
@@ -91,7 +94,8 @@ def _holds(limit: str, measured: float) -> bool:
 
 
 @pytest.mark.postfix
-def test_exporter_scale_figures_are_present(short_run: dict) -> None:
+@pytest.mark.slow
+def test_exporter_scale_figures_are_present(short_run: dict[str, Any]) -> None:
     scale = short_run["scale"]
     assert scale["render"]["endpoints"] == 1000
     assert scale["render"]["bytes"] > 1000 * 1000  # every endpoint contributed its samples
@@ -123,7 +127,7 @@ def _fresh(chain: tuple[bytes, ...], store: TrustStore, now: datetime, **kw: obj
 
 
 def _cached(chain: tuple[bytes, ...], store: TrustStore, now: datetime, **kw: object) -> Verdict:
-    args: dict = {"host": HOST, "tls": TLS, "policy": POLICY} | kw
+    args: dict[str, Any] = {"host": HOST, "tls": TLS, "policy": POLICY} | kw
     return evaluate_der(chain, trust=store, now=now, **args)
 
 
@@ -168,7 +172,7 @@ def test_cache_keys_on_host_policy_tls_and_trust_store(ca: Hierarchy, store: Tru
     leaf = ca.leaf((HOST,), not_after=NOW + timedelta(days=90))
     chain = (leaf.der, ca.intermediate.der)
     other_store = TrustStore.from_pem(make_hierarchy("Bench Other").ca_pem, source="other")
-    variants: list[dict] = [
+    variants: list[dict[str, Any]] = [
         {},
         {"host": "other.contoso.test"},
         {"policy": Policy(certificate_domain="mail.fabrikam.test")},

@@ -50,7 +50,7 @@ from tests.e2e.harness import (
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf, make_root
 from tests.support.servers import Behaviour, ServerTls, SmtpTestServer
 
-pytestmark = pytest.mark.prometheus
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
 RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"

@@ -552,11 +552,11 @@ def captured(caplog: pytest.LogCaptureFixture, name: str) -> Iterator[None]:
 
 
 def outcome_lines(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
-    return [
-        r.fields
-        for r in caplog.records
-        if r.getMessage() == "probe outcome changed" and r.fields["target"] == name
+    # The structured fields ride on the record as an `extra`, unknown to LogRecord's type.
+    lines: list[dict[str, Any]] = [
+        r.__dict__["fields"] for r in caplog.records if r.getMessage() == "probe outcome changed"
     ]
+    return [fields for fields in lines if fields["target"] == name]
 
 
 async def test_one_log_line_per_outcome_change_not_per_cycle(

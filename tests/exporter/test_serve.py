@@ -194,6 +194,7 @@ def open_connections(server: SmtpTestServer) -> int:
 # --- serve: drift across a restart, prompt SIGTERM, SIGHUP -----------------------------------
 
 
+@pytest.mark.slow
 async def test_drift_survives_a_restart_and_sigterm_is_prompt(
     tmp_path: Path, pki: Hierarchy, ca_file: Path
 ) -> None:
@@ -256,6 +257,7 @@ async def test_drift_survives_a_restart_and_sigterm_is_prompt(
     assert len(current) == 1 and second.sha256[:16] in current[0], out
 
 
+@pytest.mark.slow
 async def test_sighup_with_a_broken_config_keeps_serving(
     tmp_path: Path, pki: Hierarchy, ca_file: Path
 ) -> None:

@@ -155,7 +155,12 @@ async def _until_told_to_stop() -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_reader(sys.stdin.fileno(), lambda: os.read(sys.stdin.fileno(), 4096) or stop.set())
+
+    def on_stdin() -> None:
+        if not os.read(sys.stdin.fileno(), 4096):  # end of file: the parent went away
+            stop.set()
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
     # Servers that break the handshake on purpose make asyncio log every failure; mute it.
     loop.set_exception_handler(lambda _loop, _context: None)
     await stop.wait()

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from yarl import URL
 
 from tests.reliability.fleet import HOST, KINDS, FleetEndpoint
 from tests.support.servers import unused_port
@@ -140,7 +141,7 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 async def fetch(
-    http: aiohttp.ClientSession, url: str, method: str = "GET", **options: Any
+    http: aiohttp.ClientSession, url: str | URL, method: str = "GET", **options: Any
 ) -> tuple[int, str]:
     async with http.request(method, url, **options) as response:
         return response.status, await response.text()

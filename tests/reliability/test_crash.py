@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.reliability.fleet import HOST, ROOT, FleetEndpoint, FleetProcess
 from tests.reliability.harness import (
     check_consistent,
@@ -29,6 +31,9 @@ from tests.reliability.harness import (
     write_yaml,
 )
 from tlsprobe.exporter.store import HistoryStore
+
+pytestmark = pytest.mark.slow
+
 
 KILLS = 3
 ENDPOINTS = 6

@@ -38,6 +38,9 @@ from tests.reliability.harness import (
 )
 from tlsprobe.exporter.app import Exporter
 
+pytestmark = pytest.mark.slow
+
+
 ENDPOINTS = 4
 
 

@@ -263,6 +263,7 @@ def _load_and_judge(path: Path) -> None:
         assert SECRET not in repr(web)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -35,6 +35,9 @@ from tests.reliability.harness import (
     write_yaml,
 )
 
+pytestmark = pytest.mark.slow
+
+
 RELOADS = 60
 
 

@@ -30,6 +30,9 @@ from tests.reliability.harness import (
     write_yaml,
 )
 
+pytestmark = pytest.mark.slow
+
+
 PER_KIND = 14
 INTERVAL = 2.0
 TIMEOUT = 1.0

@@ -842,6 +842,7 @@ _DOCUMENTS = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(_DOCUMENTS)
 def test_arbitrary_structures_end_in_config_or_config_error(data: object) -> None:

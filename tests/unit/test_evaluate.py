@@ -24,6 +24,7 @@ from tests.support.pki import (
     make_root,
 )
 from tlsprobe.model import Check, Policy, Status, TlsInfo, overall_status
+from tlsprobe.probe import certs
 from tlsprobe.probe.evaluate import (
     SYMPTOMS,
     TrustStore,
@@ -37,7 +38,6 @@ from tlsprobe.probe.evaluate import (
     check_trust,
     evaluate,
 )
-from tlsprobe.probe.prober import certs
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"

@@ -387,7 +387,7 @@ def _counting_render(monkeypatch: pytest.MonkeyPatch) -> list[EndpointState]:
     calls: list[EndpointState] = []
     real = metrics.render_endpoint
 
-    def counting(s: EndpointState) -> dict[str, str]:
+    def counting(s: EndpointState) -> dict[str, bytes]:
         calls.append(s)
         return real(s)
 

@@ -247,6 +247,7 @@ def assert_consistent(db: Path) -> int:
     return drift.changes_total
 
 
+@pytest.mark.slow
 def test_kill_9_while_writing_never_loses_or_duplicates(
     db: Path, tmp_path: Path, leaves: Leaves
 ) -> None:
