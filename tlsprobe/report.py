@@ -85,9 +85,10 @@ def summary_line(result: ProbeResult, now: datetime) -> str:
     return f"TLSPROBE {result.status.name} - {what} | {' '.join(perf)}"
 
 
-def human(result: ProbeResult, now: datetime) -> str:
+def human(result: ProbeResult, now: datetime, *, sender: bool = False) -> str:
+    """The report; `sender=True` for a client certificate a relay presented (send side)."""
     lines = [summary_line(result, now), ""]
-    lines += _connection(result)
+    lines += _sender(result) if sender else _connection(result)
     if result.leaf is not None:
         lines += _leaf(result.leaf, now)
         lines += _chain(result.chain)
@@ -106,6 +107,19 @@ def _connection(result: ProbeResult) -> list[str]:
         f"TLS           {tls}",
         f"Office 365    {'ready' if result.o365_ready else 'NOT ready'} for a certificate-based "
         "connector",
+        "",
+    ]
+
+
+def _sender(result: ProbeResult) -> list[str]:
+    endpoint = result.endpoint
+    tls = f"{result.tls.version} {result.tls.cipher}" if result.tls else "no TLS session"
+    return [
+        f"Sender        {result.address or '-'} (EHLO {endpoint.host}) to port {endpoint.port}, "
+        f"SNI {endpoint.sni or '(none)'}",
+        f"TLS           {tls}",
+        f"Office 365    {'ready' if result.o365_ready else 'NOT ready'} for a certificate-based "
+        "connector (client certificate, as Exchange Online sees it)",
         "",
     ]
 

@@ -203,8 +203,12 @@ def make_leaf(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     days: float = 90,
+    client_auth: bool = True,
 ) -> Issued:
     """A server (and client) certificate; `issuer=None` makes it self-signed.
+
+    `client_auth=False` leaves clientAuth out of the EKU (serverAuth only), as public CAs issue
+    server certificates from 2026.
 
     `names` become SAN dNSName entries (IP literals become iPAddress entries); an empty `names`
     leaves the SAN extension out, so the certificate carries its name in the CN only.
@@ -222,7 +226,10 @@ def make_leaf(
         _validity(not_before, not_after, days=days),
     ).add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     builder = builder.add_extension(_leaf_key_usage(private), critical=True).add_extension(
-        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+        x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.SERVER_AUTH]
+            + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])
+        ),
         critical=False,
     )
     if names:
@@ -304,6 +311,7 @@ class Hierarchy:
         not_before: datetime | None = None,
         not_after: datetime | None = None,
         days: float = 90,
+        client_auth: bool = True,
     ) -> Issued:
         """A leaf issued by the intermediate; arguments as for `make_leaf`."""
         return make_leaf(
@@ -315,6 +323,7 @@ class Hierarchy:
             not_before=not_before,
             not_after=not_after,
             days=days,
+            client_auth=client_auth,
         )
 
     def chain(self, leaf: Issued) -> tuple[x509.Certificate, ...]:

@@ -39,16 +39,8 @@ class UsageError(Exception):
     """A bad argument value, reported in one line."""
 
 
-def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]:
-    try:
-        host, port = parse_host_port(args.target)
-    except HostPortError as exc:
-        raise UsageError(str(exc)) from exc
-    port = port or 25
-    mode = Mode(args.mode) if args.mode else (Mode.IMPLICIT if port == 465 else Mode.STARTTLS)
-    if args.address is not None and not is_ip_literal(args.address):
-        raise UsageError(f"--address {args.address!r} is not an IP address")
-    sni = None if args.no_sni or is_ip_literal(host) else (args.sni or host)
+def build_policy(args: argparse.Namespace) -> tuple[Policy, TrustStore]:
+    """The connector policy and trust store of `check` and `listen` (same options)."""
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     if args.crit_days < 0 or args.warn_days < args.crit_days:
@@ -62,6 +54,27 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
         trust = TrustStore.from_pem_file(args.ca_file) if args.ca_file else TrustStore.system()
     except TrustStoreError as exc:
         raise UsageError(f"--ca-file: {exc}") from exc
+    policy = Policy(
+        certificate_domain=args.certificate_domain,
+        accepted_domains=tuple(args.accepted_domain),
+        warn_days=args.warn_days,
+        crit_days=args.crit_days,
+        expected=tuple(args.expect),
+    )
+    return policy, trust
+
+
+def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]:
+    try:
+        host, port = parse_host_port(args.target)
+    except HostPortError as exc:
+        raise UsageError(str(exc)) from exc
+    port = port or 25
+    mode = Mode(args.mode) if args.mode else (Mode.IMPLICIT if port == 465 else Mode.STARTTLS)
+    if args.address is not None and not is_ip_literal(args.address):
+        raise UsageError(f"--address {args.address!r} is not an IP address")
+    sni = None if args.no_sni or is_ip_literal(host) else (args.sni or host)
+    policy, trust = build_policy(args)
     try:
         endpoint = Endpoint(
             host=host,
@@ -76,13 +89,6 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
         SmtpClient(endpoint.ehlo_name)  # validates the EHLO name before any connection
     except ValueError as exc:
         raise UsageError(f"--ehlo-name: {exc}") from exc
-    policy = Policy(
-        certificate_domain=args.certificate_domain,
-        accepted_domains=tuple(args.accepted_domain),
-        warn_days=args.warn_days,
-        crit_days=args.crit_days,
-        expected=tuple(args.expect),
-    )
     return endpoint, policy, trust
 
 
@@ -115,6 +121,16 @@ def _add_check(sub: argparse._SubParsersAction[_Parser]) -> None:
     sni = p.add_mutually_exclusive_group()
     sni.add_argument("--sni", help="server name to send (default: HOST)")
     sni.add_argument("--no-sni", action="store_true", help="send no server name")
+    add_policy_arguments(p)
+    p.add_argument("--ehlo-name", help="name sent in EHLO (default: this machine's FQDN)")
+    p.add_argument("--timeout", type=float, default=30.0, help="overall deadline in seconds")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the SMTP transcript")
+    p.set_defaults(func=cmd_check)
+
+
+def add_policy_arguments(p: argparse.ArgumentParser) -> None:
+    """Trust store and connector policy options, shared by `check` and `listen`."""
     p.add_argument("--ca-file", help="PEM trust store (default: the system store)")
     p.add_argument(
         "--certificate-domain",
@@ -136,11 +152,6 @@ def _add_check(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--warn-days", type=float, default=21.0)
     p.add_argument("--crit-days", type=float, default=7.0)
-    p.add_argument("--ehlo-name", help="name sent in EHLO (default: this machine's FQDN)")
-    p.add_argument("--timeout", type=float, default=30.0, help="overall deadline in seconds")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("-v", "--verbose", action="store_true", help="also print the SMTP transcript")
-    p.set_defaults(func=cmd_check)
 
 
 def make_parser() -> _Parser:
@@ -154,6 +165,9 @@ def make_parser() -> _Parser:
     from tlsprobe.cli import commands
 
     commands.register(sub)
+    from tlsprobe.cli import listen
+
+    listen.register(sub)
     return parser
 
 

@@ -146,7 +146,7 @@ def evaluate(
 def evaluate_der(
     chain_der: tuple[bytes, ...],
     *,
-    host: str,
+    host: str | None,
     tls: TlsInfo,
     policy: Policy,
     trust: TrustStore,
@@ -158,7 +158,8 @@ def evaluate_der(
     each time: `not_expired` and `chain_trusted` near a validity boundary. Everything else is a pure
     function of (chain, host, TLS, policy) and is cached on exactly that; the trust verdict is
     cached per (chain, trust store) while no certificate it involves crosses a validity boundary.
-    The verdict is identical to one computed from scratch. Raises `CertificateParseError` when a
+    The verdict is identical to one computed from scratch. `host=None` judges a client's chain
+    (the send side): every check but `hostname`. Raises `CertificateParseError` when a
     certificate cannot be parsed.
     """
     static = _static_checks(chain_der, host, tls, policy)
@@ -188,7 +189,7 @@ _CACHE_SIZE = 16384
 
 @lru_cache(maxsize=_CACHE_SIZE)
 def _static_checks(
-    chain_der: tuple[bytes, ...], host: str, tls: TlsInfo, policy: Policy
+    chain_der: tuple[bytes, ...], host: str | None, tls: TlsInfo, policy: Policy
 ) -> _Static:
     sent = tuple(certs.facts_from_der(der) for der in chain_der)
     leaf = sent[0]
@@ -201,7 +202,8 @@ def _static_checks(
     checks = [
         Check("starttls", Status.OK, "TLS session established"),
         check_tls_version(tls),
-        check_hostname(host, leaf),
+        # A sender (a TLS client) has no name that was dialled: no hostname check for it.
+        *([check_hostname(host, leaf)] if host is not None else []),
         o365.check_certificate_domain(names, pattern, policy.accepted_domains),
         o365.check_accepted_domain(names, pattern, policy.accepted_domains),
         check_key_strength(sent),

@@ -31,6 +31,8 @@ __all__ = [
     "SmtpClient",
     "SmtpError",
     "StartTls",
+    "Transcript",
+    "clip",
 ]
 
 _MESSAGE_CHARS = 200
@@ -47,7 +49,7 @@ _PIECES = re.compile(rb"[^\n]*\n|[^\n]+")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
     """One printable line of at most `limit` characters, for messages and the transcript."""
     if len(text) <= limit and text.isprintable():
         return text  # the common case, without a per-character pass
@@ -78,7 +80,7 @@ class Reply:
 
     def describe(self) -> str:
         """`code text`, clipped to one line for messages."""
-        return _clip(f"{self.code} {self.text}".rstrip(), _MESSAGE_CHARS)
+        return clip(f"{self.code} {self.text}".rstrip(), _MESSAGE_CHARS)
 
 
 class ReplyParser:
@@ -170,7 +172,7 @@ def _split_line(line: bytes) -> tuple[int, bool, str]:
     """(code, is the final line, text) of one reply line without its terminator."""
     match = _LINE.fullmatch(line)
     if match is None:
-        shown = _clip(line[:60].decode("ascii", "replace"), 60)
+        shown = clip(line[:60].decode("ascii", "replace"), 60)
         raise SmtpError(Reason.PROTOCOL, f"malformed reply line {shown!r}")
     separator = match.group(2)
     text = (match.group(3) or b"").decode("utf-8", "replace")
@@ -267,7 +269,7 @@ class SmtpClient:
         self._final: Done | Failed | None = None
         self._capabilities: frozenset[str] = frozenset()
         self._starttls_offered: bool | None = None
-        self._transcript = _Transcript()
+        self._transcript = Transcript()
 
     @property
     def phase(self) -> str:
@@ -396,7 +398,7 @@ class SmtpClient:
                 self._quit()
             elif "STARTTLS" not in self._capabilities:
                 self._starttls_offered = False
-                shown = _clip(", ".join(sorted(self._capabilities)) or "none", _MESSAGE_CHARS)
+                shown = clip(", ".join(sorted(self._capabilities)) or "none", _MESSAGE_CHARS)
                 self._fail(Reason.NO_STARTTLS, f"server does not offer STARTTLS (EHLO: {shown})")
             else:
                 self._starttls_offered = True
@@ -434,7 +436,7 @@ def _keywords(reply: Reply) -> frozenset[str]:
     return frozenset(line.split()[0].upper() for line in reply.lines[1:] if line.split())
 
 
-class _Transcript:
+class Transcript:
     """`S: ` / `C: ` lines, bounded in count and width; keeps the start of the dialogue."""
 
     def __init__(self) -> None:
@@ -443,7 +445,7 @@ class _Transcript:
 
     def add(self, line: str) -> None:
         if len(self._lines) < _TRANSCRIPT_LINES:
-            self._lines.append(_clip(line, _TRANSCRIPT_CHARS))
+            self._lines.append(clip(line, _TRANSCRIPT_CHARS))
         else:
             self._dropped += 1
 

@@ -1,0 +1,338 @@
+"""The receiver on loopback: a sender presenting client certificates (good, none, self-signed,
+expired), hostile clients, the session bounds, and `tlsprobe listen` as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.support.pki import Hierarchy, Issued, make_leaf, write_server_files
+from tests.support.smtpclients import (
+    CANARY_RCPT,
+    client_context,
+    free_port,
+    raw_session,
+    send_canary,
+)
+from tlsprobe.model import Policy, Reason, Status
+from tlsprobe.probe import receiver, smtpserver
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.sender import Session, judge_session
+
+POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
+
+
+class Sessions:
+    def __init__(self) -> None:
+        self.ended: list[Session] = []
+        self.event = asyncio.Event()
+
+    def add(self, session: Session) -> None:
+        self.ended.append(session)
+        self.event.set()
+
+    async def next(self, timeout: float = 15.0) -> Session:
+        async with asyncio.timeout(timeout):
+            while not self.ended:
+                self.event.clear()
+                await self.event.wait()
+        return self.ended.pop(0)
+
+
+@asynccontextmanager
+async def running(
+    limits: receiver.ReceiverLimits | None = None,
+) -> AsyncIterator[tuple[receiver.Receiver, int, Sessions]]:
+    sessions = Sessions()
+    listener = receiver.Receiver(
+        context=receiver.tls_context(),
+        hostname="receiver.tlsprobe.test",
+        accept_recipient=lambda _peer, rcpt: rcpt == CANARY_RCPT,
+        on_session=sessions.add,
+        limits=limits,
+    )
+    _, port = await listener.start("127.0.0.1", 0)
+    try:
+        yield listener, port, sessions
+    finally:
+        await listener.close()
+
+
+def files(tmp_path: Path, leaf: Issued, chain: tuple[object, ...]) -> tuple[Path, Path]:
+    return write_server_files(tmp_path, leaf.key, chain)
+
+
+async def test_the_client_chain_is_captured_as_sent(
+    pki: Hierarchy, trust: TrustStore, tmp_path: Path
+) -> None:
+    leaf = pki.leaf(("relay.contoso.test",))
+    certfile, keyfile = files(tmp_path, leaf, pki.chain(leaf))
+    async with running() as (_, port, sessions):
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile, token="t-42")
+        session = await sessions.next()
+    assert session.chain_der == (leaf.der, pki.intermediate.cert.public_bytes(Encoding.DER))
+    assert session.error is None and session.helo == "relay.contoso.test"
+    assert [m.token for m in session.messages] == ["t-42"]
+    result = judge_session(session, POLICY, trust, now=datetime.now(UTC))
+    assert result.status is Status.OK and result.o365_ready
+
+
+async def test_no_client_certificate_is_critical(trust: TrustStore) -> None:
+    async with running() as (_, port, sessions):
+        await asyncio.to_thread(send_canary, port)
+        session = await sessions.next()
+    assert session.tls is not None and session.chain_der == ()
+    result = judge_session(session, POLICY, trust, now=datetime.now(UTC))
+    assert result.status is Status.CRITICAL
+    assert "no certificate presented" in result.check("chain_trusted").message
+
+
+@pytest.mark.parametrize("kind", ["self_signed", "expired"])
+async def test_broken_client_certificates_are_captured_whatever_they_are(
+    kind: str, pki: Hierarchy, trust: TrustStore, tmp_path: Path
+) -> None:
+    if kind == "self_signed":
+        leaf = make_leaf(None, ("relay.contoso.test",))
+        chain: tuple[object, ...] = (leaf.cert,)
+    else:
+        now = datetime.now(UTC)
+        leaf = pki.leaf(
+            ("relay.contoso.test",),
+            not_before=now - timedelta(days=90),
+            not_after=now - timedelta(days=2),
+        )
+        chain = pki.chain(leaf)
+    certfile, keyfile = files(tmp_path, leaf, chain)
+    async with running() as (_, port, sessions):
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile)
+        session = await sessions.next()
+    assert session.chain_der[0] == leaf.der
+    result = judge_session(session, POLICY, trust, now=datetime.now(UTC))
+    assert result.status is Status.CRITICAL
+    failing = "chain_trusted" if kind == "self_signed" else "not_expired"
+    assert result.check(failing).status is Status.CRITICAL
+
+
+async def secure_session(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect, EHLO, STARTTLS, TLS handshake without a client certificate, EHLO again."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await reader.readline()
+    writer.write(b"EHLO x.test\r\n")
+    await reply(reader)
+    writer.write(b"STARTTLS\r\n")
+    await reader.readline()
+    await writer.start_tls(client_context(None, None))
+    return reader, writer
+
+
+async def reply(reader: asyncio.StreamReader) -> bytes:
+    """One whole (possibly multi-line) reply; its last line."""
+    line = await reader.readline()
+    while line[3:4] == b"-":
+        line = await reader.readline()
+    return line
+
+
+# --- hostile clients -------------------------------------------------------------------------
+
+
+async def test_mail_without_starttls_is_refused_and_nothing_received() -> None:
+    async with running() as (_, port, sessions):
+        said = await raw_session(
+            port,
+            [
+                b"EHLO x.test\r\n",
+                b"MAIL FROM:<a@b.test>\r\n",
+                f"RCPT TO:<{CANARY_RCPT}>\r\n".encode(),
+                b"QUIT\r\n",
+            ],
+        )
+        session = await sessions.next()
+    assert b"530 5.7.0" in said
+    assert session.plaintext_mail and not session.messages and session.tls is None
+
+
+async def test_plaintext_injected_after_starttls_is_discarded() -> None:
+    async with running() as (_, port, sessions):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        writer.write(b"EHLO x.test\r\n")
+        while not (await reader.readline()).startswith(b"250 "):
+            pass
+        injected = b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<" + CANARY_RCPT.encode() + b">\r\n"
+        writer.write(b"STARTTLS\r\n" + injected)
+        assert (await reader.readline()).startswith(b"220 ")
+        await writer.start_tls(client_context(None, None))
+        writer.write(b"QUIT\r\n")
+        said = await asyncio.wait_for(reader.read(4096), 5)
+        writer.close()
+        session = await sessions.next()
+    assert said.startswith(b"221 ")  # MAIL and RCPT were never answered
+    assert session.discarded_plaintext == len(injected)
+    assert session.tls is not None and not session.messages
+
+
+async def test_oversize_line_and_message_end_the_session() -> None:
+    limits = receiver.ReceiverLimits(smtp=smtpserver.Limits(max_message=2000))
+    async with running(limits) as (_, port, sessions):
+        said = await raw_session(port, [b"EHLO " + b"a" * 100_000 + b"\r\n"])
+        first = await sessions.next()
+        assert b"500 5.5.2" in said and first.error is not None
+
+        reader, writer = await secure_session(port)
+        for line in [
+            b"EHLO x.test\r\n",
+            b"MAIL FROM:<a@b.test>\r\n",
+            f"RCPT TO:<{CANARY_RCPT}>\r\n".encode(),
+            b"DATA\r\n",
+        ]:
+            writer.write(line)
+            await reply(reader)
+        writer.write((b"x" * 900 + b"\r\n") * 5)
+        said = await asyncio.wait_for(reader.read(65536), 5)
+        writer.close()
+        second = await sessions.next()
+    assert b"552 5.3.4" in said or second.error is not None
+    assert not second.messages
+
+
+async def test_slow_drip_ends_at_the_session_deadline() -> None:
+    limits = receiver.ReceiverLimits(session_timeout=1.5)
+    async with running(limits) as (_, port, sessions):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        for byte in b"EHLO dripping.test\r\n" * 5:
+            if reader.at_eof():
+                break
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.1)
+            if sessions.ended:
+                break
+        session = await sessions.next(timeout=5)
+        elapsed = time.monotonic() - started
+        writer.close()
+    assert session.error is not None and session.error.kind is Reason.TIMEOUT
+    assert elapsed < 4.0
+
+
+async def test_relay_attempts_and_auth_are_refused() -> None:
+    async with running() as (_, port, sessions):
+        reader, writer = await secure_session(port)
+        replies = []
+        for line in [
+            b"EHLO x.test\r\n",
+            b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n",
+            b"MAIL FROM:<a@b.test>\r\n",
+            b"RCPT TO:<victim@outside.example>\r\n",
+            b"QUIT\r\n",
+        ]:
+            writer.write(line)
+            replies.append((await reply(reader))[:3])
+        writer.close()
+        session = await sessions.next()
+    assert replies == [b"250", b"502", b"250", b"550", b"221"]
+    assert session.auth_attempts == 1 and session.refused_recipients == 1
+    assert not session.messages
+
+
+async def test_sessions_beyond_the_bound_get_421_at_once() -> None:
+    limits = receiver.ReceiverLimits(max_sessions=2, session_timeout=5)
+    async with running(limits) as (listener, port, _):
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for reader, _ in held:
+            await reader.readline()
+        said = await raw_session(port, [], read_timeout=2)
+        for _, writer in held:
+            writer.close()
+    assert said.startswith(b"421 ")
+    assert listener.refused_sessions == 1
+
+
+async def test_per_peer_rate_is_bounded() -> None:
+    limits = receiver.ReceiverLimits(per_peer_per_minute=2)
+    async with running(limits) as (listener, port, _):
+        said = [await raw_session(port, [b"QUIT\r\n"], read_timeout=2) for _ in range(3)]
+    assert [s[:3] for s in said] == [b"220", b"220", b"421"]
+    assert listener.refused_sessions == 1
+
+
+# --- tlsprobe listen ---------------------------------------------------------------------------
+
+
+def _listen(port: int, *extra: str) -> subprocess.Popen[str]:
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tlsprobe", "listen", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_listening(proc: subprocess.Popen[str]) -> None:
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "waiting on" in line, line
+
+
+def test_listen_reports_the_client_certificate(
+    pki: Hierarchy, ca_file: Path, tmp_path: Path
+) -> None:
+    leaf = pki.leaf(("relay.contoso.test",), client_auth=False)
+    certfile, keyfile = files(tmp_path, leaf, pki.chain(leaf))
+    port = free_port()
+    proc = _listen(
+        port,
+        "--json",
+        "--ca-file",
+        str(ca_file),
+        "--certificate-domain",
+        "*.contoso.test",
+        "--accepted-domain",
+        "contoso.test",
+        "--timeout",
+        "30",
+    )
+    try:
+        _wait_listening(proc)
+        send_canary(port, certfile=certfile, keyfile=keyfile)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out  # warning: no clientAuth EKU
+    data = json.loads(out)
+    assert data["chain"][0]["sha256"] == leaf.sha256
+    assert {c["name"]: c["status"] for c in data["checks"]}["client_auth_eku"] == "warning"
+    assert data["sender"]["messages"][0]["canary_token"] == "tok-1"
+
+
+def test_listen_human_report_without_certificate_is_critical(ca_file: Path) -> None:
+    port = free_port()
+    proc = _listen(port, "--ca-file", str(ca_file), "--timeout", "30")
+    try:
+        _wait_listening(proc)
+        send_canary(port)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2
+    assert out.startswith("TLSPROBE CRITICAL") and "no certificate presented" in out
+    assert "Sender        127.0.0.1 (EHLO relay.contoso.test)" in out
+
+
+def test_listen_without_a_session_is_unknown(ca_file: Path) -> None:
+    proc = _listen(free_port(), "--ca-file", str(ca_file), "--timeout", "0.5")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and out.startswith("TLSPROBE UNKNOWN")
