@@ -89,26 +89,7 @@ else
     postfix start >&2
 fi
 
-# Wait (up to 20 s) until the service greets; a reload replaces the listener asynchronously.
-python3 - "$ADDRESS" "$PORT" >&2 <<'EOF'
-import socket, sys, time
-
-host, port = sys.argv[1], int(sys.argv[2])
-deadline = time.monotonic() + 20
-while True:
-    try:
-        with socket.create_connection((host, port), timeout=2) as sock:
-            banner = sock.makefile("rb").readline()
-            if banner.startswith(b"220 "):
-                print(f"postfix answers on {host}:{port}: {banner.decode().strip()}")
-                sock.sendall(b"QUIT\r\n")
-                break
-    except OSError:
-        pass
-    if time.monotonic() > deadline:
-        sys.exit(f"postfix does not answer on {host}:{port}")
-    time.sleep(0.2)
-EOF
+python3 "$REPO/.ci/wait-smtp.py" "$ADDRESS" "$PORT" >&2
 
 echo "TLSPROBE_TEST_POSTFIX=${SERVICE}"
 echo "TLSPROBE_TEST_POSTFIX_CA=${DIR}/ca.pem"

@@ -56,6 +56,18 @@ _OUTSIDE_TLS = frozenset(
 TRANSIENT_REASONS = frozenset({Reason.REFUSED, Reason.TIMEOUT, Reason.DNS, Reason.THROTTLED})
 
 
+class CanaryReason(enum.StrEnum):
+    """Why a send-side canary failed: the only canary failure text that becomes a label."""
+
+    SUBMIT_UNREACHABLE = "submit_unreachable"
+    SUBMIT_TIMEOUT = "submit_timeout"
+    SUBMIT_TLS = "submit_tls"
+    SUBMIT_AUTH = "submit_auth"
+    SUBMIT_REFUSED = "submit_refused"
+    MISSING = "missing"
+    """Submitted, but not received before its deadline (the relay's routing or TLS broke)."""
+
+
 class Mode(enum.StrEnum):
     STARTTLS = "starttls"
     IMPLICIT = "implicit"

@@ -393,6 +393,37 @@ def server_set_current(out: Path, name: str, keep_days: float) -> bool:
     return name in san.get_values_for_type(x509.DNSName) and remaining > timedelta(keep_days)
 
 
+RELAY_CASES = ("good", "other", "expired", "fabrikam", "noeku")
+"""Client certificates of the send-side relay (.ci/postfix-relay.sh), one per case."""
+
+
+def write_relay_set(out: Path) -> None:
+    """ca.pem, intermediate.pem and `<case>-leaf.pem` / `<case>-key.pem` for every RELAY_CASE.
+
+    good: relay.contoso.test (also the relay's server certificate); other: relay2.contoso.test;
+    expired: ended yesterday; fabrikam: relay.fabrikam.test; noeku: serverAuth only.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    hierarchy = make_hierarchy("tlsprobe Relay Test")
+    now = datetime.now(UTC)
+    leaves = {
+        "good": hierarchy.leaf(("relay.contoso.test",), days=365),
+        "other": hierarchy.leaf(("relay2.contoso.test",), days=365),
+        "expired": hierarchy.leaf(
+            ("relay.contoso.test",),
+            not_before=now - timedelta(days=90),
+            not_after=now - timedelta(days=1),
+        ),
+        "fabrikam": hierarchy.leaf(("relay.fabrikam.test",), days=365),
+        "noeku": hierarchy.leaf(("relay.contoso.test",), days=365, client_auth=False),
+    }
+    (out / "ca.pem").write_bytes(hierarchy.ca_pem)
+    (out / "intermediate.pem").write_bytes(hierarchy.intermediate.cert_pem)
+    for case, leaf in leaves.items():
+        (out / f"{case}-leaf.pem").write_bytes(leaf.cert_pem)
+        _write_private(out / f"{case}-key.pem", leaf.key_pem)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="directory to write PEM files to")
@@ -403,7 +434,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="keep existing files when they are for --name and valid this many more days",
     )
+    parser.add_argument(
+        "--relay-set", action="store_true", help="write the send-side relay's client certificates"
+    )
     args = parser.parse_args(argv)
+    if args.relay_set:
+        write_relay_set(args.out)
+        print(f"{args.out}: wrote the relay set ({', '.join(RELAY_CASES)})")
+        return 0
     if args.keep_days is not None and server_set_current(args.out, args.name, args.keep_days):
         print(f"{args.out}: certificates for {args.name} are current, kept")
         return 0

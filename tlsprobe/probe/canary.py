@@ -1,0 +1,167 @@
+"""The canary: submit a small message to a relay and time its way back to the receiver.
+
+Per sender, tlsprobe submits a message carrying a fresh token (header `X-Tlsprobe-Canary`) to
+the relay; the relay routes the canary recipient's domain to tlsprobe's receiver, which hands
+the token back. `CanaryBook` pairs submissions with arrivals: an arrival gives the round trip, a
+token still pending at its deadline is a failure with reason `missing`. Submission failures
+carry a bounded `CanaryReason` too; free text stays in messages.
+
+Submission uses the standard library's `smtplib` in a worker thread: it speaks STARTTLS and
+AUTH, and every socket operation is bounded by the timeout. STARTTLS to the relay does not
+verify the relay's certificate (that certificate is what the server-side probe judges); the
+password, when configured, is sent only after STARTTLS. Values only: no metric or store here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import smtplib
+import ssl
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from tlsprobe.model import CanaryReason
+from tlsprobe.probe.smtpserver import CANARY_HEADER
+
+_PENDING_LIMIT = 1024
+"""Canaries in flight across all senders; the oldest is dropped (as missing) beyond it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """Where and how to submit one sender's canary."""
+
+    host: str
+    port: int = 25
+    starttls: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    mail_from: str = "tlsprobe@localhost"
+    recipient: str = ""
+    """A canary address in a domain the relay routes to the receiver."""
+    helo: str = "tlsprobe.localdomain"
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    sender: str
+    token: str
+    sent_at: float
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One canary's end: arrived (round trip in seconds) or failed with a reason."""
+
+    sender: str
+    token: str
+    round_trip: float | None
+    reason: CanaryReason | None
+    message: str = ""
+
+
+def new_token() -> str:
+    return secrets.token_hex(12)
+
+
+def message_bytes(relay: Relay, token: str) -> str:
+    return (
+        f"From: <{relay.mail_from}>\r\nTo: <{relay.recipient}>\r\n"
+        f"Subject: tlsprobe canary {token}\r\n{CANARY_HEADER}: {token}\r\n\r\n"
+        "tlsprobe send-side canary; the receiver discards it.\r\n"
+    )
+
+
+async def submit(relay: Relay, token: str, *, timeout: float) -> Outcome | None:
+    """Submit one canary; None when the relay accepted it, else the failure."""
+    try:
+        await asyncio.to_thread(_submit_blocking, relay, token, timeout)
+    except _SubmitError as exc:
+        return Outcome("", token, None, exc.reason, exc.message)
+    return None
+
+
+class _SubmitError(Exception):
+    def __init__(self, reason: CanaryReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _submit_blocking(relay: Relay, token: str, timeout: float) -> None:
+    try:
+        with smtplib.SMTP(relay.host, relay.port, local_hostname=relay.helo, timeout=timeout) as c:
+            if relay.starttls:
+                c.starttls(context=_context())
+            if relay.username:
+                c.login(relay.username, relay.password or "")
+            c.sendmail(relay.mail_from, [relay.recipient], message_bytes(relay, token))
+    except smtplib.SMTPAuthenticationError as exc:
+        raise _SubmitError(CanaryReason.SUBMIT_AUTH, f"AUTH refused: {exc.smtp_code}") from exc
+    except smtplib.SMTPNotSupportedError as exc:
+        raise _SubmitError(CanaryReason.SUBMIT_TLS, f"relay: {exc}") from exc
+    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
+        raise _SubmitError(CanaryReason.SUBMIT_REFUSED, f"relay refused: {exc}") from exc
+    except smtplib.SMTPResponseException as exc:
+        raise _SubmitError(
+            CanaryReason.SUBMIT_REFUSED, f"relay refused: {exc.smtp_code} {exc.smtp_error!r}"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise _SubmitError(CanaryReason.SUBMIT_TLS, f"STARTTLS to the relay failed: {exc}") from exc
+    except TimeoutError as exc:
+        raise _SubmitError(CanaryReason.SUBMIT_TIMEOUT, f"relay silent for {timeout:g} s") from exc
+    except (OSError, smtplib.SMTPException) as exc:
+        raise _SubmitError(CanaryReason.SUBMIT_UNREACHABLE, f"relay: {exc}") from exc
+
+
+def _context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class CanaryBook:
+    """Canaries in flight: submitted tokens, matched against arrivals, expired at deadlines."""
+
+    def __init__(self, limit: int = _PENDING_LIMIT) -> None:
+        self._limit = limit
+        self._pending: OrderedDict[str, Submitted] = OrderedDict()
+        self._dropped: list[Outcome] = []
+
+    def submitted(
+        self, sender: str, token: str, *, deadline: float, now: float | None = None
+    ) -> None:
+        sent_at = time.time() if now is None else now
+        self._pending[token] = Submitted(sender, token, sent_at, sent_at + deadline)
+        while len(self._pending) > self._limit:
+            _, oldest = self._pending.popitem(last=False)
+            self._dropped.append(_missing(oldest, "dropped: too many canaries in flight"))
+
+    def arrived(self, token: str | None, at: float) -> Outcome | None:
+        """The receiver saw `token`; None when it is not one of ours (or already ended)."""
+        entry = self._pending.pop(token, None) if token else None
+        if entry is None:
+            return None
+        return Outcome(entry.sender, token or "", max(0.0, at - entry.sent_at), None)
+
+    def expired(self, now: float | None = None) -> list[Outcome]:
+        """Canaries past their deadline (each reported once)."""
+        moment = time.time() if now is None else now
+        late = [s for s in self._pending.values() if s.deadline <= moment]
+        for entry in late:
+            del self._pending[entry.token]
+        outcomes, self._dropped = [*self._dropped, *(_missing(s) for s in late)], []
+        return outcomes
+
+    def pending(self, sender: str) -> int:
+        return sum(1 for s in self._pending.values() if s.sender == sender)
+
+
+def _missing(entry: Submitted, why: str = "") -> Outcome:
+    waited = entry.deadline - entry.sent_at
+    message = why or f"canary {entry.token} did not arrive within {waited:g} s"
+    return Outcome(entry.sender, entry.token, None, CanaryReason.MISSING, message)
