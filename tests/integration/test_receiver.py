@@ -15,11 +15,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import Hierarchy, Issued, make_leaf, write_server_files
 from tests.support.smtpclients import (
     CANARY_RCPT,
+    check_named,
     client_context,
     free_port,
     raw_session,
@@ -69,7 +71,7 @@ async def running(
         await listener.close()
 
 
-def files(tmp_path: Path, leaf: Issued, chain: tuple[object, ...]) -> tuple[Path, Path]:
+def files(tmp_path: Path, leaf: Issued, chain: tuple[x509.Certificate, ...]) -> tuple[Path, Path]:
     return write_server_files(tmp_path, leaf.key, chain)
 
 
@@ -95,7 +97,7 @@ async def test_no_client_certificate_is_critical(trust: TrustStore) -> None:
     assert session.tls is not None and session.chain_der == ()
     result = judge_session(session, POLICY, trust, now=datetime.now(UTC))
     assert result.status is Status.CRITICAL
-    assert "no certificate presented" in result.check("chain_trusted").message
+    assert "no certificate presented" in check_named(result, "chain_trusted").message
 
 
 @pytest.mark.parametrize("kind", ["self_signed", "expired"])
@@ -104,7 +106,7 @@ async def test_broken_client_certificates_are_captured_whatever_they_are(
 ) -> None:
     if kind == "self_signed":
         leaf = make_leaf(None, ("relay.contoso.test",))
-        chain: tuple[object, ...] = (leaf.cert,)
+        chain: tuple[x509.Certificate, ...] = (leaf.cert,)
     else:
         now = datetime.now(UTC)
         leaf = pki.leaf(
@@ -121,7 +123,7 @@ async def test_broken_client_certificates_are_captured_whatever_they_are(
     result = judge_session(session, POLICY, trust, now=datetime.now(UTC))
     assert result.status is Status.CRITICAL
     failing = "chain_trusted" if kind == "self_signed" else "not_expired"
-    assert result.check(failing).status is Status.CRITICAL
+    assert check_named(result, failing).status is Status.CRITICAL
 
 
 async def secure_session(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

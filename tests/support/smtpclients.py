@@ -9,6 +9,8 @@ import socket
 import ssl
 from pathlib import Path
 
+from tlsprobe.model import Check, ProbeResult
+
 CANARY_RCPT = "canary@receiver.tlsprobe.test"
 
 
@@ -66,3 +68,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def check_named(result: ProbeResult, name: str) -> Check:
+    """The check `name` of a result, which the test expects to be there."""
+    check = result.check(name)
+    assert check is not None, f"no {name} check in {[c.name for c in result.checks]}"
+    return check
