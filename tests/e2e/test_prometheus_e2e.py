@@ -422,11 +422,13 @@ def test_exactly_the_expected_alerts_fire_for_each_endpoint(stack: Stack) -> Non
     assert seen == expected
 
 
-def test_every_metric_named_in_deploy_and_grafana_is_exported(stack: Stack) -> None:
+def test_every_metric_named_in_deploy_and_grafana_is_exported(
+    stack: Stack, renewal: Issued
+) -> None:
     """Names in rules, rule tests, docs, configs and dashboards, against a live scrape.
 
-    The fleet includes a 421 endpoint so that tlsprobe_retries_total has a retry to count; the
-    poll waits for it.
+    The fleet includes a 421 endpoint so that tlsprobe_retries_total has a retry to count, and
+    the renewal makes a previous certificate to report; the poll waits for both.
     """
     files = [
         path
@@ -463,12 +465,16 @@ def test_renewed_certificate_pages_through_alertmanager(stack: Stack, renewal: I
     assert pages, f"no drift page; webhook got {stack.webhook.payloads()}"
     page = pages[0]
     assert page["receiver"] == "pager"
+    (alert,) = page["alerts"]
     assert page["groupLabels"] == {
         "alertname": "TlsprobeCertificateChanged",
         "tenant": TENANT,
         "target": "healthy",
+        "host": f"relay.{DOMAIN}",
+        "address": "127.0.0.1",
+        "port": str(stack.servers["healthy"].port),
+        "fingerprint_sha256": renewal.sha256,
     }
-    (alert,) = page["alerts"]
     assert alert["status"] == "firing"
     assert alert["labels"]["severity"] == "page"
     assert alert["labels"]["host"] == f"relay.{DOMAIN}"

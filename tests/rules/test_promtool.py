@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tlsprobe.alerting.generate import DEFAULT_RUNBOOK_BASE, render
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
 RULE_TESTS = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.yml"))
@@ -34,7 +36,7 @@ DATASOURCE = ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml
 ALERTS_DOC = ROOT / "README.md"
 
 ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
-RUNBOOK_PREFIX = "https://github.com/tlsprobe/tlsprobe/blob/main/README.md#"
+RUNBOOK_PREFIX = DEFAULT_RUNBOOK_BASE + "#"
 
 # Grafana variables replaced by plausible values before promtool parses a dashboard query.
 GRAFANA_VARIABLES = {
@@ -168,12 +170,64 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
 # --- rule conventions and coverage ----------------------------------------------------------
 
 
+# The exporter's own alerts; every other alert is about an endpoint (or a target).
+EXPORTER_ALERTS = {
+    "TlsprobeExporterDown",
+    "TlsprobeExporterAbsent",
+    "TlsprobeConfigReloadFailed",
+    "TlsprobeStateNotWritable",
+}
+
+
 @pytest.mark.parametrize("rule", alerts(), ids=lambda r: r["alert"])
 def test_alert_has_severity_and_annotations(rule: dict[str, Any]) -> None:
     assert rule["labels"]["severity"] in {"page", "warning"}
     annotations = rule["annotations"]
-    assert set(annotations) == {"summary", "description", "runbook_url"}
+    expected = {"summary", "description", "runbook_url"}
+    if rule["alert"] not in EXPORTER_ALERTS:
+        expected.add("detail_url")
+    assert set(annotations) == expected
     assert annotations["runbook_url"].startswith(RUNBOOK_PREFIX)
+
+
+def test_committed_rules_are_the_generators_output() -> None:
+    assert RULES.read_text(encoding="utf-8") == render(), (
+        "deploy/prometheus/tlsprobe.rules.yml is stale: "
+        "tlsprobe rules > deploy/prometheus/tlsprobe.rules.yml"
+    )
+
+
+def test_runbook_base_is_a_parameter() -> None:
+    custom = yaml.safe_load(render("https://wiki.example.net/ops/tlsprobe"))
+    urls = [
+        rule["annotations"]["runbook_url"]
+        for group in custom["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    assert urls and all(u.startswith("https://wiki.example.net/ops/tlsprobe#") for u in urls)
+    assert render("https://wiki.example.net/ops/tlsprobe") != render()
+
+
+@pytest.mark.parametrize(
+    "rule", [r for r in alerts() if r["alert"] not in EXPORTER_ALERTS], ids=lambda r: r["alert"]
+)
+def test_endpoint_alerts_survive_a_missed_evaluation(rule: dict[str, Any]) -> None:
+    """One failed scrape (an exporter restart) must not send `resolved` for a true page."""
+    assert rule["keep_firing_for"] == "10m"
+
+
+def test_certificate_change_pages_at_once_with_the_new_fingerprint() -> None:
+    rule = next(r for r in alerts() if r["alert"] == "TlsprobeCertificateChanged")
+    assert "for" not in rule
+    assert "group_left (fingerprint_sha256)" in rule["expr"]
+    route = next(
+        r
+        for r in load_yaml(ALERTMANAGER_CONFIG)["route"]["routes"]
+        if r["matchers"] == ['alertname="TlsprobeCertificateChanged"']
+    )
+    assert "fingerprint_sha256" in route["group_by"]
+    assert route["receiver"] == "pager"
 
 
 def test_endpoint_alerts_say_where() -> None:
@@ -411,6 +465,14 @@ INHIBITION_CASES = [
     (posted("TlsprobeStarttlsUnavailable", "198.51.100.9", "page"), False),
     (posted("TlsprobeEndpointTlsBroken", "198.51.100.9", "page", reason="no_starttls"), True),
     (posted("TlsprobeEndpointTlsBroken", "198.51.100.13", "page", reason="tls_handshake"), False),
+    # A new certificate failing a check: the drift page carries the verdict, so the check's
+    # own page waits; the same check on another address still pages.
+    (
+        posted("TlsprobeCertificateChanged", "198.51.100.14", "page", fingerprint_sha256="ab"),
+        False,
+    ),
+    (posted("TlsprobeCertificateDomainMismatch", "198.51.100.14", "page"), True),
+    (posted("TlsprobeCertificateDomainMismatch", "198.51.100.15", "page"), False),
     # An expired leaf: the untrusted-chain alert for the same cause is silenced, others not.
     (posted("TlsprobeCertificateExpired", "198.51.100.10", "page"), False),
     (posted("TlsprobeCertificateUntrusted", "198.51.100.10", "page", reason="leaf_expired"), True),

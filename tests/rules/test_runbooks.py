@@ -7,10 +7,11 @@ from pathlib import Path
 
 import yaml
 
+from tlsprobe.alerting.generate import DEFAULT_RUNBOOK_BASE
 from tlsprobe.model import CHECK_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFIX = "https://github.com/tlsprobe/tlsprobe/blob/main/README.md#"
+PREFIX = DEFAULT_RUNBOOK_BASE + "#"
 
 
 def github_anchor(heading: str) -> str:

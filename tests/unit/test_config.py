@@ -95,7 +95,7 @@ ERRORS: list[tuple[str, str]] = [
     (
         "web:\n  lisen: ':1'\n" + ONE,
         "web.lisen: unknown key 'lisen' (expected one of: "
-        "config_file, listen, max_concurrent_requests, probe_allowlist)",
+        "config_file, external_url, listen, max_concurrent_requests, probe_allowlist)",
     ),
     (
         "web:\n  listen: '9825'\n" + ONE,
@@ -896,3 +896,30 @@ def test_arbitrary_yaml_text_ends_in_config_or_config_error(scratch: Path, text:
         load_config(scratch)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://tlsprobe.contoso.com/", "https://tlsprobe.contoso.com"),
+        ("http://mon.contoso.com:8080/tlsprobe/", "http://mon.contoso.com:8080/tlsprobe"),
+    ],
+)
+def test_external_url_is_normalised(value: str, expected: str) -> None:
+    config = parse_config(_web(external_url=value), base_dir=Path("/"))
+    assert config.web.external_url == expected
+
+
+def _web(**web: object) -> dict[str, object]:
+    return {"web": web, "targets": [{"host": "mail.example.com"}]}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["tlsprobe.contoso.com", "ftp://x.example", "https://x.example/?a=1", "https://u:p@x.ex", 7],
+)
+def test_bad_external_url_names_the_key(value: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_web(external_url=value), base_dir=Path("/"))
+    assert str(caught.value).startswith("web.external_url: ")
+    assert "u:p@" not in str(caught.value)

@@ -29,7 +29,7 @@ from tlsprobe.exporter.metrics import (
     TextRenderer,
     TlsprobeCollector,
 )
-from tlsprobe.exporter.store import Drift
+from tlsprobe.exporter.store import Drift, StoredCert
 from tlsprobe.model import (
     Capture,
     Endpoint,
@@ -160,6 +160,7 @@ def stats() -> ExporterStats:
     s.state_writable = False
     s.state_write_errors = 4
     s.targets_configured = 5
+    s.external_url = "https://tlsprobe.contoso.test/mon"
     return s
 
 
@@ -356,7 +357,10 @@ def everything(
 ) -> list[EndpointState]:
     leaf = good.result.leaf
     assert leaf is not None
-    drifting = replace(good, drift=Drift(leaf.sha256, since=1_700_000_123.5, changes_total=2))
+    old = StoredCert("ab" * 32, "CN=old", "CN=Issuing CA", ("old.contoso.test",), 1_700_500_000.0)
+    drifting = replace(
+        good, drift=Drift(leaf.sha256, since=1_700_000_123.5, changes_total=2, previous=old)
+    )
     return [drifting, expired, untrusted, failed, *_two_addresses(pki, trust, same=False)]
 
 

@@ -28,6 +28,7 @@ from tlsprobe.exporter.store import (
     EndpointKey,
     HistoryStore,
     StateError,
+    StoredCert,
     TimelineEntry,
     format_timeline,
     history_command,
@@ -117,8 +118,8 @@ def test_a_b_a_counts_two_changes_with_two_events(
     a, b = leaves
     history = open_store(db, clock)
     history.observe(KEY, a, T0)
-    assert history.observe(KEY, b, T0 + 60) == Drift(b.sha256, T0 + 60, 1)
-    assert history.observe(KEY, a, T0 + 120) == Drift(a.sha256, T0 + 120, 2)
+    assert history.observe(KEY, b, T0 + 60) == Drift(b.sha256, T0 + 60, 1, stored(a))
+    assert history.observe(KEY, a, T0 + 120) == Drift(a.sha256, T0 + 120, 2, stored(b))
     assert history.change_events(KEY) == [
         (KEY, T0 + 60, a.sha256, b.sha256),
         (KEY, T0 + 120, b.sha256, a.sha256),
@@ -136,7 +137,7 @@ def test_endpoints_are_counted_separately(db: Path, clock: FakeClock, leaves: Le
     history.observe(KEY, a, T0)
     history.observe(OTHER, b, T0)
     history.observe(KEY, b, T0 + 60)
-    assert history.drift(KEY) == Drift(b.sha256, T0 + 60, 1)
+    assert history.drift(KEY) == Drift(b.sha256, T0 + 60, 1, stored(a))
     assert history.drift(OTHER) == Drift(b.sha256, T0, 0)
     assert [e[0] for e in history.change_events()] == [KEY]
     history.close()
@@ -150,10 +151,11 @@ def test_restart_keeps_drift_and_counters(db: Path, clock: FakeClock, leaves: Le
     history.close()
     history.close()  # idempotent
 
+    # The certificate before the change comes back too: the drift page names it.
     reopened = open_store(db, clock)
-    assert reopened.drift(KEY) == Drift(b.sha256, T0 + 60, 1)
-    assert reopened.observe(KEY, b, T0 + 120) == Drift(b.sha256, T0 + 60, 1)
-    assert reopened.observe(KEY, a, T0 + 180) == Drift(a.sha256, T0 + 180, 2)
+    assert reopened.drift(KEY) == Drift(b.sha256, T0 + 60, 1, stored(a))
+    assert reopened.observe(KEY, b, T0 + 120) == Drift(b.sha256, T0 + 60, 1, stored(a))
+    assert reopened.observe(KEY, a, T0 + 180) == Drift(a.sha256, T0 + 180, 2, stored(b))
     assert len(reopened.change_events(KEY)) == 2
     reopened.close()
 
@@ -166,7 +168,7 @@ def test_reopen_without_close_sees_every_completed_write(
     crashed.observe(KEY, a, T0)
     crashed.observe(KEY, b, T0 + 60)
     survivor = open_store(db, clock)
-    assert survivor.drift(KEY) == Drift(b.sha256, T0 + 60, 1)
+    assert survivor.drift(KEY) == Drift(b.sha256, T0 + 60, 1, stored(a))
     assert survivor.change_events(KEY) == [(KEY, T0 + 60, a.sha256, b.sha256)]
     survivor.close()
     crashed.close()
@@ -202,7 +204,7 @@ def test_forget_hides_an_endpoint_until_seen_again(
     assert history.drift(KEY) is None
     assert len(history.timeline("relay.contoso.test")) == 2  # history stays
     # Seen again (re-added to the configuration): the counter goes on from the database.
-    assert history.observe(KEY, a, T0 + 120) == Drift(a.sha256, T0 + 120, 2)
+    assert history.observe(KEY, a, T0 + 120) == Drift(a.sha256, T0 + 120, 2, stored(b))
     history.close()
 
 
@@ -300,7 +302,8 @@ def test_disk_full_keeps_drift_in_memory_and_recovers(
     at = T0
     for count, leaf in enumerate(renewals[1:], start=1):
         at += 60
-        assert history.observe(KEY, leaf, at) == Drift(leaf.sha256, at, count)
+        expected = Drift(leaf.sha256, at, count, stored(renewals[count - 1]))
+        assert history.observe(KEY, leaf, at) == expected
         if not history.writable:
             break
     assert not history.writable, "the capped database never filled up"
@@ -315,7 +318,9 @@ def test_disk_full_keeps_drift_in_memory_and_recovers(
     clock.now += 5
     history.observe(KEY, renewals[0], at + 60)
     assert history.write_errors == 2
-    assert history.drift(KEY) == Drift(renewals[0].sha256, at + 60, failed_at + 4)
+    assert history.drift(KEY) == Drift(
+        renewals[0].sha256, at + 60, failed_at + 4, stored(renewals[failed_at + 3])
+    )
     assert len(history.change_events(KEY)) == failed_at + 4  # pending ones included
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # on the transition only
@@ -337,7 +342,7 @@ def test_read_only_disk_at_runtime_is_reported_not_raised(
     history = open_store(db, clock, retry_interval=5)
     history.observe(KEY, a, T0)
     history._conn.execute("PRAGMA query_only = ON")
-    assert history.observe(KEY, b, T0 + 60) == Drift(b.sha256, T0 + 60, 1)
+    assert history.observe(KEY, b, T0 + 60) == Drift(b.sha256, T0 + 60, 1, stored(a))
     assert not history.writable
     assert history.write_errors == 1
     history._conn.execute("PRAGMA query_only = OFF")
@@ -515,3 +520,10 @@ def test_history_command(
 
     assert history_command(state, "unknown.test") == 3
     assert "nothing recorded for unknown.test" in capsys.readouterr().err
+
+
+def stored(leaf: CertFacts) -> StoredCert:
+    return StoredCert(
+        leaf.sha256, leaf.subject, leaf.issuer, leaf.dns_names, leaf.not_after.timestamp()
+    )
+

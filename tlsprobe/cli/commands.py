@@ -78,6 +78,19 @@ def cmd_history(args: argparse.Namespace) -> int:
     return history_command(state_dir, args.host)
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    from tlsprobe.alerting import generate
+
+    render = generate.render_kubernetes if args.format == "kubernetes" else generate.render
+    try:
+        text = render(args.runbook_base)
+    except ValueError as exc:
+        print(f"tlsprobe rules: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
 def register(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the exporter")
     serve.add_argument("--config", required=True, metavar="FILE")
@@ -102,3 +115,25 @@ def register(sub: Any) -> None:
     where.add_argument("--config", metavar="FILE", help="read state_dir from this config")
     where.add_argument("--state-dir", metavar="DIR")
     history.set_defaults(func=cmd_history)
+
+    from tlsprobe.alerting.generate import DEFAULT_RUNBOOK_BASE
+
+    rules = sub.add_parser(
+        "rules",
+        help="print the Prometheus alerting rules",
+        description="Print the alerting rules, generated from the template shipped with this "
+        "version, with runbook links under --runbook-base.",
+    )
+    rules.add_argument(
+        "--runbook-base",
+        default=DEFAULT_RUNBOOK_BASE,
+        metavar="URL",
+        help="page the runbook anchors are appended to (default: this version's README)",
+    )
+    rules.add_argument(
+        "--format",
+        choices=["prometheus", "kubernetes"],
+        default="prometheus",
+        help="a plain rules file, or a prometheus-operator PrometheusRule",
+    )
+    rules.set_defaults(func=cmd_rules)

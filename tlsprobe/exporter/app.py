@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tlsprobe.exporter import links
 from tlsprobe.exporter.config import Config, ConfigError, TargetConfig, load_config
 from tlsprobe.exporter.metrics import ExporterStats
 from tlsprobe.exporter.results import LatestResults
@@ -95,6 +96,7 @@ class Exporter:
             where = f"{self.config.web.listen_host or '*'}:{self.config.web.listen_port}"
             raise StartupError(f"web.listen {where}: {exc.strerror or exc}") from exc
         self.bound = _bound_addresses(site)
+        self.stats.external_url = self.external_url
         self.scheduler.start()
         self.ready = True
         log.info(
@@ -109,6 +111,13 @@ class Exporter:
         scheme = "https" if self.web_config.tls else "http"
         host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{port}"
+
+    @property
+    def external_url(self) -> str:
+        """Where users reach this exporter: web.external_url, else this host's name."""
+        web = self.config.web
+        port = self.bound[0][1] if self.bound else web.listen_port
+        return web.external_url or links.default_external_url(port, tls=bool(self.web_config.tls))
 
     async def reload(self) -> str | None:
         """Load the configuration file again; returns the error text, or None on success."""
@@ -132,6 +141,7 @@ class Exporter:
                 extra={"fields": {"file": str(self.config_path)}},
             )
         self.config = config
+        self.stats.external_url = self.external_url
         assert self.scheduler is not None
         self.scheduler.apply(config)
         self.stats.reload_successful = True

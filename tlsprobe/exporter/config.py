@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar
 
 import yaml
 
+from tlsprobe.exporter import links
 from tlsprobe.model import HostPortError, Mode, Policy, is_ip_literal, parse_host_port
 from tlsprobe.probe import o365
 from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
@@ -42,7 +43,7 @@ ADDRESSES: Final = ("all", "one")
 _T = TypeVar("_T")
 
 _TOP_KEYS = ("state_dir", "web", "dns", "defaults", "tenants", "targets")
-_WEB_KEYS = ("listen", "config_file", "probe_allowlist", "max_concurrent_requests")
+_WEB_KEYS = ("listen", "config_file", "probe_allowlist", "max_concurrent_requests", "external_url")
 _DNS_KEYS = ("nameservers", "port", "timeout")
 _DEFAULT_KEYS = (
     "interval",
@@ -126,6 +127,9 @@ class WebSettings:
     (`192.0.2.7:2525`, `[2001:db8::1]:2525`, `mx.example.net:25`).  Empty: `/probe` checks
     nothing."""
     max_concurrent_requests: int
+    external_url: str | None = None
+    """Where users reach the exporter (Prometheus' --web.external-url convention: a reverse
+    proxy's address); links in pages and alerts start with it. None: this host's name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +460,7 @@ class _Parser:
             max_concurrent_requests=_int(
                 web.get("max_concurrent_requests", 16), "web.max_concurrent_requests", 1, 10000
             ),
+            external_url=_external_url(web.get("external_url")),
         )
 
     def defaults(self, value: object) -> tuple[_Defaults, int]:
@@ -792,6 +797,15 @@ def _mapping_of_any(value: object, where: str) -> dict[object, object]:
     if not isinstance(value, dict):
         raise ConfigError(where, f"must be a mapping, got {_kind(value)}")
     return value
+
+
+def _external_url(value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        return links.parse_external_url(_string(value, "web.external_url"))
+    except ValueError as exc:
+        raise ConfigError("web.external_url", str(exc)) from exc
 
 
 def _list(value: object, where: str, expected: str = "a list") -> list[object]:

@@ -80,11 +80,27 @@ METRICS: tuple[MetricDef, ...] = (
         "serial",
         "names",
     ),
+    _g(
+        "cert_previous_info",
+        "The leaf served before the current one (after a change); names comma-joined.",
+        "fingerprint_sha256",
+        "subject",
+        "issuer",
+        "names",
+    ),
+    _g("cert_previous_not_after_timestamp_seconds", "notAfter of the leaf served before."),
     _c("cert_changes", "Leaf certificate changes seen; persisted across restarts."),
     _g("cert_last_change_timestamp_seconds", "When the current leaf was first seen."),
     _g(
         "target_distinct_certificates",
         "Distinct leaf certificates served now across a target's endpoints.",
+        scope="target",
+    ),
+    _g(
+        "connector_info",
+        "The target's connector policy: certificate domain and accepted domains (comma-joined).",
+        "certificate_domain",
+        "accepted_domains",
         scope="target",
     ),
     _g("config_last_reload_successful", "1 when the last configuration load worked.", scope=""),
@@ -105,6 +121,7 @@ METRICS: tuple[MetricDef, ...] = (
     _g("targets_configured", "Targets in the configuration in force.", scope=""),
     _g("endpoints", "Endpoints (host, address, port) currently probed.", scope=""),
     _g("build_info", "Build information.", "version", "python", scope=""),
+    _g("external_url_info", "Where users reach this exporter (web.external_url).", "url", scope=""),
 )
 
 BY_NAME: Mapping[str, MetricDef] = {m.name: m for m in METRICS}
@@ -120,6 +137,8 @@ class EndpointState:
     result: ProbeResult
     drift: Drift | None = None
     interval: float = 0.0
+    connector: tuple[str, str] = ("", "")
+    """The target's certificate domain and accepted domains (comma-joined); "" when unset."""
 
     @property
     def label_values(self) -> tuple[str, ...]:
@@ -139,6 +158,7 @@ class ExporterStats:
     state_writable: bool = True
     state_write_errors: int = 0
     targets_configured: int = 0
+    external_url: str = ""
 
 
 Sample = tuple[str, tuple[str, ...], float]
@@ -174,19 +194,29 @@ def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
         info = (leaf.sha256, leaf.subject, leaf.issuer, leaf.serial, ",".join(leaf.dns_names))
         yield "tlsprobe_cert_info", info, 1.0
     if state.drift is not None:
+        previous = state.drift.previous
+        if previous is not None:
+            names = ",".join(previous.names)
+            old = (previous.fingerprint, previous.subject, previous.issuer, names)
+            yield "tlsprobe_cert_previous_info", old, 1.0
+            yield "tlsprobe_cert_previous_not_after_timestamp_seconds", (), previous.not_after
         yield "tlsprobe_cert_changes", (), float(state.drift.changes_total)
         yield "tlsprobe_cert_last_change_timestamp_seconds", (), state.drift.since
 
 
-def target_samples(states: Iterable[EndpointState]) -> Iterator[tuple[tuple[str, str], float]]:
-    """Distinct leaves per target, across its endpoints that currently show one."""
+def target_samples(states: Iterable[EndpointState]) -> Iterator[Sample]:
+    """Per target: distinct leaves across its endpoints that show one, and its connector."""
     leaves: dict[tuple[str, str], set[str]] = {}
+    connectors: dict[tuple[str, str], tuple[str, str]] = {}
     for state in states:
-        seen = leaves.setdefault((state.tenant, state.target), set())
+        key = (state.tenant, state.target)
+        seen = leaves.setdefault(key, set())
+        connectors[key] = state.connector
         if state.result.leaf is not None:
             seen.add(state.result.leaf.sha256)
     for key, fingerprints in leaves.items():
-        yield key, float(len(fingerprints))
+        yield "tlsprobe_target_distinct_certificates", key, float(len(fingerprints))
+        yield "tlsprobe_connector_info", (*key, *connectors[key]), 1.0
 
 
 def exporter_samples(stats: ExporterStats, endpoints: int) -> Iterator[Sample]:
@@ -202,6 +232,8 @@ def exporter_samples(stats: ExporterStats, endpoints: int) -> Iterator[Sample]:
     yield "tlsprobe_endpoints", (), float(endpoints)
     python = ".".join(map(str, sys.version_info[:3]))
     yield "tlsprobe_build_info", (__version__, python), 1.0
+    if stats.external_url:
+        yield "tlsprobe_external_url_info", (stats.external_url,), 1.0
 
 
 # --- text exposition -----------------------------------------------------------------------
@@ -262,9 +294,8 @@ class TextRenderer:
         for parts in fragments:
             for name, text in parts.items():
                 groups[name].append(text)
-        distinct = BY_NAME["tlsprobe_target_distinct_certificates"]
-        for (tenant, target), value in target_samples(states):
-            groups[distinct.name].append(_line(distinct, (tenant, target), value).encode())
+        for name, values, value in target_samples(states):
+            groups[name].append(_line(BY_NAME[name], values, value).encode())
         if stats is not None:
             for name, extra, value in exporter_samples(stats, len(states)):
                 groups[name].append(_line(BY_NAME[name], extra, value).encode())
@@ -316,8 +347,8 @@ class TlsprobeCollector(Collector):
             base = state.label_values
             for name, extra, value in endpoint_samples(state):
                 families[name].add_metric([*base, *extra], value)
-        for (tenant, target), value in target_samples(states):
-            families["tlsprobe_target_distinct_certificates"].add_metric([tenant, target], value)
+        for name, values, value in target_samples(states):
+            families[name].add_metric(list(values), value)
         if self._stats is not None:
             for name, extra, value in exporter_samples(self._stats, len(states)):
                 families[name].add_metric(list(extra), value)

@@ -300,7 +300,7 @@ class Scheduler:
     # --- publishing ------------------------------------------------------------------------
 
     def publish(self, target: TargetConfig, result: ProbeResult) -> EndpointState:
-        state = EndpointState(target.tenant, target.name, result, interval=target.interval)
+        state = state_for(target, result)
         if self.history is not None:
             leaf = result.leaf
             drift: Drift | None
@@ -347,6 +347,15 @@ class Scheduler:
 
 
 _BAD = (Status.CRITICAL, Status.WARNING)
+
+
+def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:
+    """A result of `target` as published: with its interval and connector policy."""
+    policy = target.policy
+    connector = (policy.certificate_domain or "", ",".join(policy.accepted_domains))
+    return EndpointState(
+        target.tenant, target.name, result, interval=target.interval, connector=connector
+    )
 
 
 def _transient(result: ProbeResult) -> bool:

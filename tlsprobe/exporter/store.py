@@ -117,8 +117,30 @@ _SELECT_TIMELINE = """
 """
 
 
+_SELECT_CERT = (
+    "SELECT fingerprint, subject, issuer, names, not_after FROM certificate WHERE fingerprint = ?"
+)
+# The certificate each endpoint served before its latest change (rowid orders the events).
+_SELECT_PREVIOUS = """
+    SELECT c.endpoint_id, cert.fingerprint, cert.subject, cert.issuer, cert.names, cert.not_after
+    FROM change_event c JOIN certificate cert ON cert.fingerprint = c.old
+    WHERE c.rowid IN (SELECT max(rowid) FROM change_event GROUP BY endpoint_id)
+"""
+
+
 class StateError(Exception):
     """The history database cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCert:
+    """What the history keeps of a certificate (the alerts name the old one of a change)."""
+
+    fingerprint: str
+    subject: str
+    issuer: str
+    names: tuple[str, ...]
+    not_after: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +153,8 @@ class Drift:
     """Unix time the current leaf was first seen in its current run."""
     changes_total: int
     """How often the leaf changed; the first sighting is not a change."""
+    previous: StoredCert | None = None
+    """The leaf served before the current one; None before the first change (or unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +265,8 @@ class HistoryStore:
             if previous is None:
                 current = Drift(leaf.sha256, seen_at, 0)
             elif urgent:
-                current = Drift(leaf.sha256, seen_at, previous.changes_total + 1)
+                old = self._stored_cert(previous.fingerprint)
+                current = Drift(leaf.sha256, seen_at, previous.changes_total + 1, old)
                 self._pending.add_event((key, seen_at, previous.fingerprint, leaf.sha256))
             else:
                 current = previous
@@ -298,6 +323,16 @@ class HistoryStore:
                 log.info("history %s: WAL checkpoint at close failed: %s", self.path, exc)
             self._conn.close()
 
+    def _stored_cert(self, fingerprint: str) -> StoredCert | None:
+        row = self._pending.certs.get(fingerprint)
+        if row is None:
+            try:
+                row = self._conn.execute(_SELECT_CERT, (fingerprint,)).fetchone()
+            except sqlite3.Error as exc:
+                log.info("history %s: cannot read certificate %s: %s", self.path, fingerprint, exc)
+                return None
+        return _stored(row) if row else None
+
     def _recall(self, key: EndpointKey) -> Drift | None:
         """State of an endpoint dropped by `forget` and now seen again (pending, else disk)."""
         if key in self._pending.states:
@@ -312,7 +347,11 @@ class HistoryStore:
             # Unreadable now: counting from zero is the only option; say so.
             log.warning("history %s: cannot read state of %s: %s", self.path, key, exc)
             return None
-        return Drift(row[0], row[1], row[2]) if row else None
+        if not row:
+            return None
+        events = _read_events(self._conn, key)
+        old = self._stored_cert(events[-1][2]) if events and events[-1][2] else None
+        return Drift(row[0], row[1], row[2], old)
 
     def _maybe_flush(self, *, urgent: bool) -> None:
         now = self._clock()
@@ -431,6 +470,7 @@ def _load_state(
 ) -> tuple[dict[EndpointKey, Drift], dict[EndpointKey, int]]:
     drift: dict[EndpointKey, Drift] = {}
     ids: dict[EndpointKey, int] = {}
+    previous = {row[0]: _stored(row[1:]) for row in conn.execute(_SELECT_PREVIOUS)}
     rows = conn.execute(
         "SELECT id, tenant, target, host, address, port, fingerprint, since, changes_total"
         " FROM endpoint"
@@ -438,8 +478,13 @@ def _load_state(
     for row in rows:
         key: EndpointKey = (row[1], row[2], row[3], row[4], row[5])
         ids[key] = row[0]
-        drift[key] = Drift(row[6], row[7], row[8])
+        drift[key] = Drift(row[6], row[7], row[8], previous.get(row[0]))
     return drift, ids
+
+
+def _stored(row: Sequence[Any]) -> StoredCert:
+    """(fingerprint, subject, issuer, names JSON, not_after, ...) -> StoredCert."""
+    return StoredCert(row[0], row[1], row[2], tuple(json.loads(row[3])), float(row[4]))
 
 
 def _read_events(conn: sqlite3.Connection, key: EndpointKey | None) -> list[ChangeEvent]:

@@ -1,0 +1,1 @@
+"""Prometheus alerting rules for tlsprobe, generated from one template (see `generate`)."""

@@ -1,0 +1,48 @@
+"""Addresses of the exporter's own pages, as users (and alert links) reach them.
+
+`web.external_url` follows Prometheus' `--web.external-url` convention: the URL under which the
+exporter is reachable from outside (typically a reverse proxy's). The exporter itself keeps
+serving at `/`; the proxy strips any path prefix. Without it, links use this host's name and
+the listening port, as Prometheus does. The detail view of one endpoint is addressed by its five
+labels, so an alert can build the link from its own labels.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.parse
+from collections.abc import Sequence
+
+DETAIL_PATH = "/endpoint"
+ENDPOINT_PARAMS = ("tenant", "target", "host", "address", "port")
+
+
+def parse_external_url(text: str) -> str:
+    """An absolute http(s) URL without query or fragment; returned without a trailing slash."""
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "must be an absolute http:// or https:// URL, e.g. https://tlsprobe.example.com"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry a query, a fragment or credentials")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def default_external_url(port: int, *, tls: bool) -> str:
+    """What Prometheus would assume: this host's name and the listening port."""
+    host = socket.gethostname() or "localhost"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+def detail_query(labels: Sequence[str]) -> str:
+    """The query string of the detail view for (tenant, target, host, address, port)."""
+    return urllib.parse.urlencode(dict(zip(ENDPOINT_PARAMS, labels, strict=True)))
+
+
+def detail_path(labels: Sequence[str]) -> str:
+    return f"{DETAIL_PATH}?{detail_query(labels)}"
+
+
+def probe_debug_path(tenant: str, target: str) -> str:
+    return "/probe?" + urllib.parse.urlencode({"target": target, "tenant": tenant, "debug": "true"})
