@@ -526,4 +526,3 @@ def stored(leaf: CertFacts) -> StoredCert:
     return StoredCert(
         leaf.sha256, leaf.subject, leaf.issuer, leaf.dns_names, leaf.not_after.timestamp()
     )
-
