@@ -27,7 +27,6 @@ from tests.reliability.harness import (
     MAX_FD_GROWTH,
     MAX_RSS_GROWTH,
     Window,
-    eventually,
     exporter_config,
     fleet_targets,
     fresh_bound,
@@ -37,6 +36,7 @@ from tests.reliability.harness import (
     window_problems,
     write_yaml,
 )
+from tests.support.wait import eventually
 from tlsprobe.exporter.app import setup_logging
 
 

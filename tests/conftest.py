@@ -17,7 +17,7 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.support.pki import Hierarchy, make_hierarchy  # noqa: E402
+from tests.support.pki import Hierarchy, fixed_hierarchy, make_hierarchy  # noqa: E402
 from tlsprobe.probe.evaluate import TrustStore  # noqa: E402
 
 
@@ -25,6 +25,12 @@ from tlsprobe.probe.evaluate import TrustStore  # noqa: E402
 def pki() -> Hierarchy:
     """The "public" CA of the tests: a root (the trust anchor) and an intermediate."""
     return make_hierarchy("Contoso Test")
+
+
+@pytest.fixture(scope="session")
+def ca() -> Hierarchy:
+    """The CA of the tests that judge at `tests.support.pki.FIXED_NOW`, never the real date."""
+    return fixed_hierarchy()
 
 
 @pytest.fixture(scope="session")

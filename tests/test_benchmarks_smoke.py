@@ -12,8 +12,6 @@ that step across every validity boundary of the chain: cached and fresh verdicts
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,6 +21,7 @@ from typing import Any
 import pytest
 
 from benchmarks.fleet import fleet_unavailable
+from tests.support.gates import Gate, prometheus_tool_or_none, unavailable
 from tests.support.pki import Hierarchy, make_hierarchy
 from tlsprobe.model import Policy, TlsInfo
 from tlsprobe.probe.evaluate import TrustStore, Verdict, clear_caches, evaluate_der
@@ -41,9 +40,7 @@ NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     problem = fleet_unavailable()
     if problem:
-        if os.environ.get("TLSPROBE_REQUIRE_POSTFIX") == "1":
-            pytest.fail(f"TLSPROBE_REQUIRE_POSTFIX=1 but {problem}")
-        pytest.skip(problem)
+        unavailable(Gate.POSTFIX, problem)
     out = tmp_path_factory.mktemp("bench") / "short.json"
     done = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--short", "--json", str(out)],
@@ -64,7 +61,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def test_every_prober_swept_the_fleet_without_a_failed_probe(short_run: dict[str, Any]) -> None:
     sweep = short_run["sweep"]
     probers = ["tlsprobe", "bare"]
-    if shutil.which("prometheus-blackbox-exporter"):
+    if prometheus_tool_or_none("blackbox_exporter"):
         probers.append("blackbox")
     else:
         assert "skipped" in sweep["blackbox"]
@@ -80,7 +77,7 @@ def test_ratios_and_targets_are_computed(short_run: dict[str, Any]) -> None:
     ratios = short_run["ratios"]
     assert ratios["cpu_tlsprobe_vs_bare"] > 0
     assert ratios["scrape_p99_sweep_vs_idle"] > 0
-    if shutil.which("prometheus-blackbox-exporter"):
+    if prometheus_tool_or_none("blackbox_exporter"):
         assert ratios["throughput_tlsprobe_vs_blackbox"] > 0
     targets = short_run["targets"]
     assert len(targets) == 5
@@ -109,11 +106,6 @@ def test_exporter_scale_figures_are_present(short_run: dict[str, Any]) -> None:
 
 
 # --- the evaluation cache ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> Hierarchy:
-    return make_hierarchy("Bench Cache")
 
 
 @pytest.fixture(scope="module")

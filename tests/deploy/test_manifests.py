@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.gates import Gate, prometheus_tool, system_tool, unavailable
+from tests.support.servers import unused_port
 from tlsprobe.alerting.generate import render_kubernetes
 from tlsprobe.cli import main as cli
 from tlsprobe.cli.commands import _shard
@@ -166,28 +167,12 @@ def unit_value(key: str) -> str:
     return values[0]
 
 
-def tool(name: str, required_in_ci: bool = False) -> str:
-    path = shutil.which(name)
-    if path is not None:
-        return path
-    if required_in_ci and os.environ.get("CI"):
-        pytest.fail(f"{name} is not on PATH, and CI must have it")
-    pytest.skip(f"{name} is not on PATH")
-
-
 def load_module(path: Path, name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def image_tag(image: str) -> str:
@@ -392,7 +377,7 @@ def test_healthcheck_accepts_answers_and_rejects_silence(http_server: str) -> No
     assert check(f"{http_server}/ok")[0] is True
     assert check(f"{http_server}/auth")[0] is True  # basic auth on: alive, wants a password
     assert check(f"{http_server}/broken") == (False, "HTTP 500")
-    assert check(f"http://127.0.0.1:{free_port()}/-/healthy", timeout=1)[0] is False
+    assert check(f"http://127.0.0.1:{unused_port()}/-/healthy", timeout=1)[0] is False
     assert check("file:///etc/passwd")[0] is False
 
 
@@ -444,7 +429,7 @@ def test_compose_tlsprobe_is_locked_down() -> None:
 
 
 def test_compose_prometheus_config_passes_promtool(tmp_path: Path) -> None:
-    promtool = tool("promtool", required_in_ci=True)
+    promtool = prometheus_tool("promtool")
     # Inside the container the rules sit beside prometheus.yml; rebuild that layout.
     shutil.copy(COMPOSE_DIR / "prometheus.yml", tmp_path / "prometheus.yml")
     shutil.copy(RULES, tmp_path / "tlsprobe.rules.yml")
@@ -504,7 +489,7 @@ def unit_for_this_host(tmp_path: Path) -> Path:
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    analyze = tool("systemd-analyze")
+    analyze = system_tool("systemd-analyze", Gate.SYSTEMD)
     result = subprocess.run(
         [analyze, "verify", "--man=no", str(unit_for_this_host(tmp_path))],
         capture_output=True,
@@ -517,7 +502,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_systemd_analyze_security_rates_the_unit_ok(tmp_path: Path) -> None:
-    analyze = tool("systemd-analyze")
+    analyze = system_tool("systemd-analyze", Gate.SYSTEMD)
     unit = unit_for_this_host(tmp_path)
     # --threshold counts in tenths: 20 is an exposure of 2.0, the top of systemd's "OK" band.
     result = subprocess.run(
@@ -528,7 +513,7 @@ def test_systemd_analyze_security_rates_the_unit_ok(tmp_path: Path) -> None:
         check=False,
     )
     if "Unknown option" in result.stderr or "unrecognized option" in result.stderr:
-        pytest.skip("this systemd-analyze has no offline security analysis")
+        unavailable(Gate.SYSTEMD, "this systemd-analyze has no offline security analysis")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
 
 
@@ -546,7 +531,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_exporter_runs_under_write_xor_execute_and_passes_the_image_healthcheck() -> None:
-    port = free_port()
+    port = unused_port()
     url = f"http://127.0.0.1:{port}"
     demo = ["demo", "--listen", f"127.0.0.1:{port}", "--interval", "2s", "--log-level", "error"]
     child = subprocess.Popen(
@@ -578,7 +563,7 @@ def wait_for_probes(url: str, child: subprocess.Popen[bytes]) -> str:
     while time.monotonic() < deadline:
         if child.poll() is not None:
             if child.returncode == 77:
-                pytest.skip("the kernel has no PR_SET_MDWE (Linux 6.3+)")
+                unavailable(Gate.MDWE, "the kernel has no PR_SET_MDWE (Linux 6.3+)")
             raise AssertionError(
                 f"demo exited {child.returncode}: {child.stderr and child.stderr.read()!r}"
             )
@@ -696,9 +681,10 @@ def test_kustomization_lists_the_single_exporter_set() -> None:
     resources = kustomization["resources"]
     assert all((K8S / r).is_file() for r in resources)
     assert "deployment.yaml" in resources and "statefulset-sharded.yaml" not in resources
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        return
+
+
+def test_kustomize_renders_the_single_exporter_set() -> None:
+    kubectl = system_tool("kubectl", Gate.KUBECTL)
     rendered = subprocess.run(
         [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=30, check=True
     )

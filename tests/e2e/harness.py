@@ -14,13 +14,11 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import threading
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +26,8 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import yaml
+
+from tests.support.wait import poll
 
 _T = TypeVar("_T")
 
@@ -49,13 +49,6 @@ GRAFANA_VARIABLES = {
 METRIC_NAME = re.compile(r"\btlsprobe_[a-z0-9_]+")
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on right now (the daemon binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def loopback_env() -> dict[str, str]:
     """The environment minus proxy settings, for the daemons this test starts."""
     return {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARIABLES}
@@ -73,22 +66,6 @@ def api(base: str, path: str, **params: str) -> Any:
     answer = json.loads(http_get(f"{base}{path}{query}"))
     assert answer["status"] == "success", answer
     return answer["data"]
-
-
-def poll(
-    probe: Callable[[], _T], done: Callable[[_T], bool], *, timeout: float, every: float = 0.5
-) -> _T:
-    """Call `probe` until `done` holds for its value; returns the last value either way.
-
-    The caller asserts on the returned value, so a timeout fails with the state last seen
-    rather than a bare "timed out".
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -111,18 +88,18 @@ class Daemon:
 
     def wait_ready(self, url: str, timeout: float = 30.0) -> None:
         """Poll `url` (a readiness endpoint) until it answers 200."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def answers() -> bool:
             if self._process.poll() is not None:
                 raise AssertionError(f"{self.name} exited early:\n{self.tail()}")
             try:
                 http_get(url, timeout=2)
-                return
             except OSError:
-                if time.monotonic() > deadline:
-                    message = f"{self.name} not ready in {timeout}s:\n{self.tail()}"
-                    raise AssertionError(message) from None
-                time.sleep(0.1)
+                return False
+            return True
+
+        if not poll(answers, bool, timeout=timeout, every=0.1):
+            raise AssertionError(f"{self.name} not ready in {timeout}s:\n{self.tail()}")
 
     def tail(self, lines: int = 30) -> str:
         text = self.log.read_text(encoding="utf-8", errors="replace")

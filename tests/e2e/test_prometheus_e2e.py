@@ -14,14 +14,11 @@ The tests prove, in order (they share the fleet, and the last one changes it):
 3. every tlsprobe_* name in deploy/ and grafana/ is in the exporter's live /metrics;
 4. renewing the healthy endpoint's certificate pages through Alertmanager to the webhook.
 
-Without /usr/bin/prometheus the module is skipped on a workstation and fails under CI.
+Without Prometheus or Alertmanager the module skips, and fails under TLSPROBE_REQUIRE_PROMETHEUS=1.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,15 +37,16 @@ from tests.e2e.harness import (
     dashboard_queries,
     expand_grafana,
     exposed_metrics,
-    free_port,
     http_get,
     named_metrics,
-    poll,
     write_fast_alertmanager,
     write_fast_rules,
 )
+from tests.support.exporter import command
+from tests.support.gates import prometheus_tool
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf, make_root
-from tests.support.servers import Behaviour, ServerTls, SmtpTestServer
+from tests.support.servers import Behaviour, ServerTls, SmtpTestServer, unused_port
+from tests.support.wait import poll
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -186,17 +184,6 @@ def fleet_plan(pki: Hierarchy) -> list[Endpoint]:
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-def binary(path: str, package: str) -> str:
-    if os.access(path, os.X_OK):
-        return path
-    found = shutil.which(Path(path).name)
-    if found is not None:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail(f"{path} is missing, and CI must have it (Debian package: {package})")
-    pytest.skip(f"{path} is missing (Debian package: {package}) and CI is not set")
-
-
 @dataclass(frozen=True)
 class Stack:
     exporter: str
@@ -211,8 +198,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(pki: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus = binary("/usr/bin/prometheus", "prometheus")
-    alertmanager = binary("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager")
+    prometheus = prometheus_tool("prometheus")
+    alertmanager = prometheus_tool("alertmanager")
     tmp = tmp_path_factory.mktemp("e2e")
     plan = fleet_plan(pki)
     with LoopThread() as loop, Webhook() as webhook:
@@ -274,17 +261,17 @@ class Daemons:
     def exporter(self) -> str:
         ca_file = self.tmp / "root.pem"
         ca_file.write_bytes(self.pki.ca_pem)
-        port = free_port()
+        port = unused_port()
         config = exporter_config(self.plan, self.servers, ca_file, self.tmp / "state", port)
         path = self.tmp / "tlsprobe.yml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        argv = [sys.executable, "-m", "tlsprobe", "serve", "--config", str(path)]
+        argv = command("serve", "--config", str(path))
         return self.start("tlsprobe", argv, f"http://127.0.0.1:{port}/-/ready")
 
     def alertmanager(self) -> str:
         config = self.tmp / "alertmanager.yml"
         write_fast_alertmanager(ALERTMANAGER_CONFIG, config, self.webhook.url)
-        port = free_port()
+        port = unused_port()
         argv = [
             self.binaries[1],
             f"--config.file={config}",
@@ -301,7 +288,7 @@ class Daemons:
         config = prometheus_config(exporter, alertmanager, rules)
         path = self.tmp / "prometheus.yml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        port = free_port()
+        port = unused_port()
         argv = [
             self.binaries[0],
             f"--config.file={path}",

@@ -18,7 +18,7 @@ import copy
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.exporter import fetch as get
+from tests.support.exporter import in_process
 from tests.support.pki import Hierarchy, Issued, make_leaf, make_root, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
+from tests.support.wait import eventually
 from tlsprobe.exporter.app import Exporter
-from tlsprobe.exporter.config import load_config
 
 HOSTILE = "<script>alert(1)</script>"
-WAIT = 10.0
-"""Seconds a test waits for something that normally takes well under one."""
 
 
 # --- servers, configuration and the running exporter ---------------------------------------
@@ -109,23 +109,10 @@ def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-@contextlib.asynccontextmanager
-async def running(tmp_path: Path, data: dict[str, Any]) -> AsyncIterator[Exporter]:
-    path = write_config(tmp_path, data)
-    exporter = Exporter(load_config(path), path)
-    await exporter.start()
-    try:
-        yield exporter
-    finally:
-        await exporter.stop()
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+def running(
+    tmp_path: Path, data: dict[str, Any]
+) -> contextlib.AbstractAsyncContextManager[Exporter]:
+    return in_process(write_config(tmp_path, data))
 
 
 def probed_targets(exporter: Exporter) -> set[str]:
@@ -170,13 +157,6 @@ def one(text: str, name: str, **labels: str) -> float:
     values = find(text, name, **labels)
     assert len(values) == 1, f"{name}{labels}: expected one sample, got {values}"
     return values[0]
-
-
-async def get(
-    http: aiohttp.ClientSession, url: str, method: str = "GET", **options: Any
-) -> tuple[int, str]:
-    async with http.request(method, url, **options) as response:
-        return response.status, await response.text()
 
 
 # --- /metrics and /probe -------------------------------------------------------------------

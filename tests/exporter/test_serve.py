@@ -16,11 +16,8 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +27,13 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tests.support.exporter import ROOT, ServeProcess, command, fetch_once
+from tests.support.exporter import serving as serving_at
 from tests.support.pki import Hierarchy, Issued
 from tests.support.servers import Behaviour, ServerTls, SmtpTestServer, unused_port
+from tests.support.wait import WAIT, eventually
 
 HOST = "mail.contoso.test"
-ROOT = Path(__file__).resolve().parents[2]
-"""The repository: `python -m tlsprobe` must find this checkout's package."""
-WAIT = 15.0
-"""Seconds to wait for something that normally takes one or two (a cold interpreter start)."""
 STOP_WITHIN = 2.5
 """SIGTERM to exit: the 2 s cancellation bound plus process teardown."""
 
@@ -45,14 +41,10 @@ STOP_WITHIN = 2.5
 # --- running the command -------------------------------------------------------------------
 
 
-def tlsprobe(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tlsprobe", *args]
-
-
 async def run(*args: str) -> tuple[int, str, str]:
     """Run a short tlsprobe command to completion: (exit code, stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
-        *tlsprobe(*args),
+        *command(*args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
@@ -62,72 +54,8 @@ async def run(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-@dataclass
-class Running:
-    process: asyncio.subprocess.Process
-    url: str
-    log: Path
-
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, float]:
-        """Send `sig`; returns the exit code and the seconds the process took to exit."""
-        started = time.monotonic()
-        self.process.send_signal(sig)
-        code = await asyncio.wait_for(self.process.wait(), timeout=WAIT)
-        return code, time.monotonic() - started
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@asynccontextmanager
-async def serving(config: Path, port: int) -> AsyncIterator[Running]:
-    """`tlsprobe serve --config FILE`, ready to answer; killed if the test leaves it running."""
-    log = config.with_suffix(f".{time.monotonic_ns()}.log")
-    with log.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            *tlsprobe("serve", "--config", str(config)),
-            stdout=sink,
-            stderr=sink,
-            cwd=ROOT,
-        )
-    running = Running(process, f"http://127.0.0.1:{port}", log)
-    try:
-        await eventually(lambda: ready(running), "the exporter to answer /-/ready")
-        yield running
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def ready(running: Running) -> bool:
-    if running.process.returncode is not None:
-        raise AssertionError(f"serve exited {running.process.returncode}: {running.log_text()}")
-    try:
-        status, _ = await fetch(f"{running.url}/-/ready")
-    except aiohttp.ClientError:
-        return False
-    return status == 200
-
-
-async def fetch(url: str) -> tuple[int, str]:
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as response:
-        return response.status, await response.text()
-
-
-async def eventually(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> None:
-    """Poll an async (or plain) condition every 0.1 s until it holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = condition()
-        if asyncio.iscoroutine(outcome):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
+def serving(config: Path, port: int) -> contextlib.AbstractAsyncContextManager[ServeProcess]:
+    return serving_at(config, f"http://127.0.0.1:{port}")
 
 
 def samples(text: str, name: str, target: str | None = None) -> list[Sample]:
@@ -144,8 +72,8 @@ def metric(text: str, name: str, **labels: str) -> list[float]:
     return [s.value for s in samples(text, name) if labels.items() <= s.labels.items()]
 
 
-async def metrics(running: Running) -> str:
-    status, text = await fetch(f"{running.url}/metrics")
+async def metrics(running: ServeProcess) -> str:
+    status, text = await fetch_once(f"{running.url}/metrics")
     assert status == 200
     return text
 
@@ -227,7 +155,7 @@ async def test_drift_survives_a_restart_and_sigterm_is_prompt(
             await eventually(lambda: shows(first), "the first certificate in /metrics")
             await eventually(lambda: open_connections(silent) > 0, "a probe of the silent server")
             # A /probe request waits on the same silent server: shutdown must not wait for it.
-            adhoc = asyncio.create_task(fetch(f"{exporter.url}/probe?target=silent"))
+            adhoc = asyncio.create_task(fetch_once(f"{exporter.url}/probe?target=silent"))
             await asyncio.sleep(0.3)
             code, took = await exporter.stop(signal.SIGTERM)
             with contextlib.suppress(aiohttp.ClientError):
@@ -387,7 +315,7 @@ def demo_leftovers(directory: Path) -> list[Path]:
 async def test_demo_prints_its_urls_and_shows_every_scenario(tmp_path: Path) -> None:
     port = unused_port()
     process = await asyncio.create_subprocess_exec(
-        *tlsprobe("demo", "--listen", f"127.0.0.1:{port}", "--interval", "2s"),
+        *command("demo", "--listen", f"127.0.0.1:{port}", "--interval", "2s"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=ROOT,
@@ -404,7 +332,7 @@ async def test_demo_prints_its_urls_and_shows_every_scenario(tmp_path: Path) -> 
 
         async def all_probed() -> bool:
             nonlocal text
-            text = (await fetch(f"{url}/metrics"))[1]
+            text = (await fetch_once(f"{url}/metrics"))[1]
             return len(metric(text, "tlsprobe_status")) == len(DEMO_STATUS)
 
         await eventually(all_probed, "a result for every demo scenario")

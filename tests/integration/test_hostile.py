@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.gates import Gate, unavailable
 from tests.support.pki import (
     Hierarchy,
     Issued,
@@ -395,8 +396,9 @@ async def test_tls_12_is_accepted(pki: Hierarchy, good_leaf: Issued, trust: Trus
     assert result.status is Status.OK
 
 
-@pytest.mark.skipif(not ipv6_loopback_available(), reason="::1 cannot be bound here")
 async def test_ipv6_loopback(pki: Hierarchy, good_leaf: Issued, trust: TrustStore) -> None:
+    if not ipv6_loopback_available():
+        unavailable(Gate.IPV6, "::1 cannot be bound here")
     async with serving([good_leaf, pki.intermediate], host="::1") as server:
         result = await probe(server, trust, address="::1")
     assert result.status is Status.OK

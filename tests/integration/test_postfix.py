@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gates import Gate, unavailable
 from tlsprobe.model import Endpoint, Mode, Policy, Status
 from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import probe_endpoint
@@ -39,10 +40,10 @@ def postfix() -> Postfix:
     service = os.environ.get("TLSPROBE_TEST_POSTFIX")
     ca_file = os.environ.get("TLSPROBE_TEST_POSTFIX_CA")
     if not service or not ca_file:
-        message = "TLSPROBE_TEST_POSTFIX / TLSPROBE_TEST_POSTFIX_CA unset (run .ci/postfix.sh)"
-        if os.environ.get("TLSPROBE_REQUIRE_POSTFIX") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(
+            Gate.POSTFIX,
+            "TLSPROBE_TEST_POSTFIX / TLSPROBE_TEST_POSTFIX_CA unset (run .ci/postfix.sh)",
+        )
     address, _, port = service.rpartition(":")
     return Postfix(address.strip("[]"), int(port), Path(ca_file))
 

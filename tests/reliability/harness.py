@@ -15,23 +15,18 @@ import os
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
-from yarl import URL
 
 from tests.reliability.fleet import HOST, KINDS, FleetEndpoint
+from tests.support.exporter import in_process
 from tests.support.servers import unused_port
 from tlsprobe.exporter.app import Exporter
-from tlsprobe.exporter.config import load_config
 from tlsprobe.model import ProbeResult
-
-WAIT = 15.0
-"""Seconds a test waits for something that normally takes one or two."""
 
 
 def fleet_targets(endpoints: Sequence[FleetEndpoint], **extra: Any) -> list[dict[str, Any]]:
@@ -104,47 +99,29 @@ class ProbeTimes:
 @contextlib.asynccontextmanager
 async def running(config_path: Path) -> AsyncIterator[tuple[Exporter, ProbeTimes]]:
     """An in-process exporter whose every probe attempt is timed from the outside."""
-    exporter = Exporter(load_config(config_path), config_path)
-    await exporter.start()
-    times = ProbeTimes()
-    scheduler = exporter.scheduler
-    assert scheduler is not None
-    # The target loops were created by start() but have not run yet: wrapping the probe now
-    # sees every attempt. (Scheduler takes `probe=` but Exporter builds it; hence the attribute.)
-    real = scheduler._probe
+    async with in_process(config_path) as exporter:
+        times = ProbeTimes()
+        scheduler = exporter.scheduler
+        assert scheduler is not None
+        # The target loops were created by start() but have not run yet: wrapping the probe now
+        # sees every attempt. (Scheduler takes `probe=` but Exporter builds it; hence the
+        # attribute.)
+        real = scheduler._probe
 
-    async def timed(*args: Any, **kwargs: Any) -> ProbeResult:
-        started = time.monotonic()
-        try:
-            return await real(*args, **kwargs)
-        finally:
-            times.record(time.monotonic() - started)
+        async def timed(*args: Any, **kwargs: Any) -> ProbeResult:
+            started = time.monotonic()
+            try:
+                return await real(*args, **kwargs)
+            finally:
+                times.record(time.monotonic() - started)
 
-    scheduler._probe = timed
-    try:
+        scheduler._probe = timed
         yield exporter, times
-    finally:
-        await exporter.stop()
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def basic(user: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
-
-
-async def fetch(
-    http: aiohttp.ClientSession, url: str | URL, method: str = "GET", **options: Any
-) -> tuple[int, str]:
-    async with http.request(method, url, **options) as response:
-        return response.status, await response.text()
 
 
 # --- the exposition --------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -30,6 +29,8 @@ from tests.reliability.harness import (
     read_history,
     write_yaml,
 )
+from tests.support.exporter import command
+from tests.support.wait import poll
 from tlsprobe.exporter.store import HistoryStore
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ STARTUP = 20.0
 def start_serve(config: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
     with log.open("a") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tlsprobe", "serve", "--config", str(config)],
+            command("serve", "--config", str(config)),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -67,13 +68,13 @@ def scrape_changes(url: str) -> dict[str, float]:
 
 def wait_for_changes_beyond(url: str, floor: dict[str, int], names: list[str]) -> dict[str, float]:
     """Scrape until every endpoint has reported a change newer than `floor`."""
-    deadline = time.monotonic() + STARTUP
-    while time.monotonic() < deadline:
-        changes = scrape_changes(url)
-        if all(changes.get(n, -1) > floor.get(n, 0) for n in names):
-            return changes
-        time.sleep(0.1)
-    raise AssertionError(f"no new changes reported within {STARTUP} s: {floor}")
+
+    def beyond(changes: dict[str, float]) -> bool:
+        return all(changes.get(n, -1) > floor.get(n, 0) for n in names)
+
+    changes = poll(lambda: scrape_changes(url), beyond, timeout=STARTUP, every=0.1)
+    assert beyond(changes), f"no new changes reported within {STARTUP} s: {floor}"
+    return changes
 
 
 def test_kill_9_while_writing_history_loses_nothing(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ every probe a change that must be written at once. The test fills the file syste
 `tlsprobe_state_writable 0`, a growing `tlsprobe_state_write_errors_total`, a log line naming
 the problem, fresh results and working scrapes meanwhile; then it frees the space and expects
 the history written, consistent, and holding the changes seen while the disk was full.
-Without permission to mount (not root, no CAP_SYS_ADMIN) the test is skipped, except in CI.
+Without permission to mount (not root, no CAP_SYS_ADMIN) the test skips, and fails under
+TLSPROBE_REQUIRE_ROOT=1 (CI).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,9 +26,7 @@ import pytest
 from tests.reliability.fleet import FleetEndpoint, FleetProcess
 from tests.reliability.harness import (
     check_consistent,
-    eventually,
     exporter_config,
-    fetch,
     fleet_targets,
     parse_exposition,
     read_history,
@@ -36,6 +34,9 @@ from tests.reliability.harness import (
     values,
     write_yaml,
 )
+from tests.support.exporter import fetch
+from tests.support.gates import Gate, unavailable
+from tests.support.wait import eventually
 from tlsprobe.exporter.app import Exporter
 
 pytestmark = pytest.mark.slow
@@ -55,10 +56,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         check=False,
     )
     if done.returncode != 0:
-        reason = f"cannot mount a tmpfs: {done.stderr.strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(Gate.ROOT, f"cannot mount a tmpfs: {done.stderr.strip()}")
     try:
         yield mount_point
     finally:

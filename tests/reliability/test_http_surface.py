@@ -31,11 +31,11 @@ from yarl import URL
 from tests.reliability.harness import (
     basic,
     exporter_config,
-    fetch,
     running,
     write_yaml,
 )
 from tests.support.dnsserver import DnsTestServer
+from tests.support.exporter import fetch
 from tests.support.pki import Hierarchy, make_leaf, make_root, write_server_files
 from tests.support.servers import Behaviour, ServerTls, SmtpTestServer
 from tlsprobe.exporter.allowlist import AllowlistError, check_adhoc, is_public

@@ -24,9 +24,7 @@ import yaml
 
 from tests.reliability.fleet import FleetEndpoint, FleetProcess
 from tests.reliability.harness import (
-    eventually,
     exporter_config,
-    fetch,
     fleet_targets,
     label_values,
     parse_exposition,
@@ -34,6 +32,8 @@ from tests.reliability.harness import (
     values,
     write_yaml,
 )
+from tests.support.exporter import fetch
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,13 @@ import aiohttp
 import bcrypt
 import pytest
 
-from tests.reliability.harness import basic, exporter_config, fetch, running, write_yaml
+from tests.reliability.harness import (
+    basic,
+    exporter_config,
+    running,
+    write_yaml,
+)
+from tests.support.exporter import fetch
 from tests.support.pki import Hierarchy
 from tests.support.servers import ServerTls, SmtpTestServer
 from tlsprobe.exporter.app import LogfmtFormatter

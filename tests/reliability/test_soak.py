@@ -20,7 +20,6 @@ import pytest
 from tests.reliability.fleet import FleetEndpoint, FleetProcess
 from tests.reliability.harness import (
     Window,
-    eventually,
     exporter_config,
     fleet_targets,
     fresh_bound,
@@ -29,6 +28,7 @@ from tests.reliability.harness import (
     soak_problems,
     write_yaml,
 )
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -3,16 +3,13 @@
 promtool and amtool validate the files and run the rule unit tests in deploy/prometheus/tests;
 a loopback Alertmanager proves the inhibit rules; plain parsing proves that every metric the
 files mention is one the exporter emits and that every alert is tested and documented. A missing
-binary skips its tests on a workstation but fails them under CI (the CI variable set).
+binary skips its tests on a workstation but fails them under TLSPROBE_REQUIRE_PROMETHEUS=1 (CI).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,7 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.gates import prometheus_tool
+from tests.support.servers import unused_port
 from tlsprobe.alerting.generate import DEFAULT_RUNBOOK_BASE, render
+from tlsprobe.exporter.metrics import METRIC_NAMES, METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
@@ -46,17 +46,6 @@ GRAFANA_VARIABLES = {
     "$tenant": "contoso|fabrikam",
     "$target": ".*",
 }
-
-
-def tool(name: str) -> str:
-    """Path of a Prometheus tool; skip without it, unless under CI where it must be present."""
-    path = shutil.which(name)
-    package = "prometheus" if name == "promtool" else "prometheus-alertmanager"
-    if path is not None:
-        return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is not on PATH, and CI must have it (Debian package: {package})")
-    pytest.skip(f"{name} is not on PATH (Debian package: {package}) and CI is not set")
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -125,20 +114,20 @@ def substitute(query: str) -> str:
 
 @pytest.mark.prometheus
 def test_rules_file_passes_promtool_check() -> None:
-    result = run(tool("promtool"), "check", "rules", str(RULES))
+    result = run(prometheus_tool("promtool"), "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.prometheus
 @pytest.mark.parametrize("path", RULE_TESTS, ids=[p.name for p in RULE_TESTS])
 def test_rule_unit_tests_pass(path: Path) -> None:
-    result = run(tool("promtool"), "test", "rules", str(path))
+    result = run(prometheus_tool("promtool"), "test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.prometheus
 def test_prometheus_example_config_is_valid() -> None:
-    result = run(tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG))
+    result = run(prometheus_tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     config = load_yaml(PROMETHEUS_CONFIG)
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "tlsprobe")
@@ -163,7 +152,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     }
     path = tmp_path / "dashboard.rules.yml"
     path.write_text(yaml.safe_dump(wrapped), encoding="utf-8")
-    result = run(tool("promtool"), "check", "rules", str(path))
+    result = run(prometheus_tool("promtool"), "check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -289,10 +278,6 @@ def referenced_metric_names() -> dict[str, set[str]]:
 
 
 def test_referenced_metrics_are_exported() -> None:
-    try:
-        from tlsprobe.exporter.metrics import METRIC_NAMES
-    except ImportError as exc:
-        pytest.skip(f"tlsprobe.exporter.metrics.METRIC_NAMES not importable: {exc}")
     known = set(METRIC_NAMES)
     # Counters are exposed with _total whether or not the table spells the suffix.
     known |= {f"{name}_total" for name in METRIC_NAMES}
@@ -306,10 +291,6 @@ def test_referenced_metrics_are_exported() -> None:
 
 def test_selector_labels_are_exported() -> None:
     """A selector on a label the metric does not carry silently matches nothing."""
-    try:
-        from tlsprobe.exporter.metrics import METRICS
-    except ImportError as exc:
-        pytest.skip(f"tlsprobe.exporter.metrics.METRICS not importable: {exc}")
     scrape_labels = {"job", "instance"}
     allowed = {m.sample_name: set(m.all_labels) | scrape_labels for m in METRICS}
     files = [RULES, *RULE_TESTS, DASHBOARD]
@@ -336,7 +317,7 @@ def test_recording_rules_used_are_defined() -> None:
 
 @pytest.mark.prometheus
 def test_alertmanager_config_is_valid() -> None:
-    result = run(tool("amtool"), "check-config", str(ALERTMANAGER_CONFIG))
+    result = run(prometheus_tool("amtool"), "check-config", str(ALERTMANAGER_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -344,7 +325,7 @@ def test_alertmanager_config_is_valid() -> None:
 @pytest.mark.parametrize(("severity", "receiver"), [("page", "pager"), ("warning", "chat")])
 def test_alertmanager_routes_by_severity(severity: str, receiver: str) -> None:
     result = run(
-        tool("amtool"),
+        prometheus_tool("amtool"),
         "config",
         "routes",
         "test",
@@ -375,13 +356,6 @@ def test_inhibit_rules_name_existing_alerts() -> None:
                 assert any(re.fullmatch(pattern, n) for n in names), alternative
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # No proxy: the test Alertmanager is on loopback and nothing else may be contacted.
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -397,17 +371,14 @@ def http(url: str, body: Any = None) -> Any:
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
     """The example configuration, receivers pointed at a closed loopback port, on loopback."""
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        tool("prometheus-alertmanager")
-    assert binary is not None
+    binary = prometheus_tool("alertmanager")
     config = load_yaml(ALERTMANAGER_CONFIG)
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = "http://127.0.0.1:9/discard"
     config_path = tmp_path / "alertmanager.yml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = free_port()
+    port = unused_port()
     process = subprocess.Popen(
         [
             binary,

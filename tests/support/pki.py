@@ -336,6 +336,23 @@ def make_hierarchy(label: str = "tlsprobe Test") -> Hierarchy:
     return Hierarchy(root, make_intermediate(root, f"{label} Intermediate CA"))
 
 
+FIXED_NOW = datetime(2026, 6, 1, tzinfo=UTC)
+"""The clock of the tests that judge at a fixed time, so a verdict cannot drift as time passes."""
+FIXED_ROOT_CN = "Fixed Root CA"
+FIXED_INTERMEDIATE_CN = "Fixed Intermediate CA"
+
+
+def fixed_hierarchy() -> Hierarchy:
+    """The CA of the fixed-clock tests (the `ca` fixture): root and intermediate valid from a
+    year before `FIXED_NOW` to ten and five years after it."""
+    year = timedelta(days=365)
+    root = make_root(FIXED_ROOT_CN, not_before=FIXED_NOW - year, not_after=FIXED_NOW + 10 * year)
+    intermediate = make_intermediate(
+        root, FIXED_INTERMEDIATE_CN, not_before=FIXED_NOW - year, not_after=FIXED_NOW + 5 * year
+    )
+    return Hierarchy(root, intermediate)
+
+
 def pem_bundle(certs: Iterable[x509.Certificate | Issued]) -> bytes:
     """Concatenated PEM, in the given order."""
     return b"".join(

@@ -19,29 +19,19 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from tests.support.pki import (
+    FIXED_INTERMEDIATE_CN,
     Hierarchy,
     Issued,
     KeyKind,
-    make_intermediate,
     make_leaf,
     make_root,
     pooled_key,
 )
+from tests.support.pki import FIXED_NOW as NOW
 from tlsprobe.model import CertFacts
 from tlsprobe.probe.certs import CertificateParseError, facts, facts_from_der
 
-NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"
-
-
-@pytest.fixture(scope="module")
-def ca() -> Hierarchy:
-    year = timedelta(days=365)
-    root = make_root("Certs Root CA", not_before=NOW - year, not_after=NOW + 10 * year)
-    intermediate = make_intermediate(
-        root, "Certs Intermediate CA", not_before=NOW - year, not_after=NOW + 5 * year
-    )
-    return Hierarchy(root, intermediate)
 
 
 def leaf(
@@ -103,7 +93,7 @@ def test_names_come_from_san_dnsnames_and_subject_cn(ca: Hierarchy) -> None:
     assert facts.dns_names == (HOST, "Autodiscover.Contoso.test")
     assert facts.common_names == (HOST,)
     assert facts.subject == f"CN={HOST},O=tlsprobe test server"
-    assert facts.issuer == "CN=Certs Intermediate CA,O=tlsprobe tests"
+    assert facts.issuer == f"CN={FIXED_INTERMEDIATE_CN},O=tlsprobe tests"
 
 
 def test_cn_only_certificate_has_no_dns_names(ca: Hierarchy) -> None:
@@ -227,7 +217,7 @@ def test_ca_and_self_issued_flags(ca: Hierarchy) -> None:
 
 def test_exchange_name_of_a_test_leaf(ca: Hierarchy) -> None:
     assert of(leaf(ca)).exchange_name == (
-        "<I>CN=Certs Intermediate CA, O=tlsprobe tests"
+        f"<I>CN={FIXED_INTERMEDIATE_CN}, O=tlsprobe tests"
         "<S>CN=mail.contoso.test, O=tlsprobe test server"
     )
 

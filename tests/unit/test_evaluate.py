@@ -10,11 +10,14 @@ hold only when everything Exchange Online demands holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from cryptography import x509
 
+from tests.support.pki import FIXED_INTERMEDIATE_CN as INTERMEDIATE_CN
+from tests.support.pki import FIXED_NOW as NOW
+from tests.support.pki import FIXED_ROOT_CN as ROOT_CN
 from tests.support.pki import (
     Hierarchy,
     Issued,
@@ -39,26 +42,13 @@ from tlsprobe.probe.evaluate import (
     evaluate,
 )
 
-NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"
 TLS13 = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")
-ROOT_CN = "Evaluate Root CA"
-INTERMEDIATE_CN = "Evaluate Intermediate CA"
 EXCHANGE_POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
 
 
 def days(n: float) -> timedelta:
     return timedelta(days=n)
-
-
-@pytest.fixture(scope="module")
-def ca() -> Hierarchy:
-    """The "public" CA: its root is the only anchor of `store`."""
-    root = make_root(ROOT_CN, not_before=NOW - days(365), not_after=NOW + days(3650))
-    intermediate = make_intermediate(
-        root, INTERMEDIATE_CN, not_before=NOW - days(365), not_after=NOW + days(1825)
-    )
-    return Hierarchy(root, intermediate)
 
 
 @pytest.fixture(scope="module")

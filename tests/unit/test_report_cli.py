@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
-from tests.support.pki import Hierarchy, Issued, make_intermediate, make_leaf, make_root
+from tests.support.pki import (
+    FIXED_INTERMEDIATE_CN,
+    FIXED_ROOT_CN,
+    Hierarchy,
+    Issued,
+    make_leaf,
+)
+from tests.support.pki import FIXED_NOW as NOW
 from tlsprobe import report
 from tlsprobe.cli import main as cli
 from tlsprobe.model import (
@@ -34,7 +41,6 @@ from tlsprobe.model import (
 from tlsprobe.probe import prober as probe
 from tlsprobe.probe.evaluate import SYMPTOMS, TrustStore
 
-NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"
 TLS13 = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")
 POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
@@ -53,16 +59,6 @@ DESIGN_CHAIN_KEYS = {
     "signature_algorithm",
 }
 DESIGN_CHECK_KEYS = {"name", "status", "message"}
-
-
-@pytest.fixture(scope="module")
-def ca() -> Hierarchy:
-    year = timedelta(days=365)
-    root = make_root("Report Root CA", not_before=NOW - year, not_after=NOW + 10 * year)
-    intermediate = make_intermediate(
-        root, "Report Intermediate CA", not_before=NOW - year, not_after=NOW + 5 * year
-    )
-    return Hierarchy(root, intermediate)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +209,7 @@ def test_json_chain_is_leaf_first(good: ProbeResult, good_leaf: Issued) -> None:
     assert all(item.keys() >= DESIGN_CHAIN_KEYS for item in chain)
     first = chain[0]
     assert first["subject"] == f"CN={HOST},O=tlsprobe test server"
-    assert first["issuer"] == "CN=Report Intermediate CA,O=tlsprobe tests"
+    assert first["issuer"] == f"CN={FIXED_INTERMEDIATE_CN},O=tlsprobe tests"
     assert first["serial"] == f"{good_leaf.cert.serial_number:X}"
     assert first["not_before"] == "2026-05-02T00:00:00Z"
     assert first["not_after"] == "2026-07-31T00:00:00Z"
@@ -221,7 +217,7 @@ def test_json_chain_is_leaf_first(good: ProbeResult, good_leaf: Issued) -> None:
     assert first["dns_names"] == [HOST, "autodiscover.contoso.test"]
     assert first["key"] == "RSA 2048"
     assert first["signature_algorithm"] == "sha256WithRSAEncryption"
-    assert chain[1]["subject"] == "CN=Report Intermediate CA,O=tlsprobe tests"
+    assert chain[1]["subject"] == f"CN={FIXED_INTERMEDIATE_CN},O=tlsprobe tests"
 
 
 def test_json_checks(good: ProbeResult, expired: ProbeResult) -> None:
@@ -277,7 +273,7 @@ def test_human_report_of_a_good_result(good: ProbeResult, good_leaf: Issued) -> 
     assert "(60 days left)" in text
     assert good_leaf.sha256 in text
     assert (
-        "Set-SendConnector -TlsCertificateName '<I>CN=Report Intermediate CA, O=tlsprobe tests"
+        f"Set-SendConnector -TlsCertificateName '<I>CN={FIXED_INTERMEDIATE_CN}, O=tlsprobe tests"
         f"<S>CN={HOST}, O=tlsprobe test server'"
     ) in text
     assert "Office 365    ready" in text
@@ -288,8 +284,10 @@ def test_human_report_shows_the_chain_as_sent(expired: ProbeResult) -> None:
     lines = report.human(expired, NOW).splitlines()
     start = lines.index("Chain as sent")
     assert lines[start + 1].split() == ["0", "leaf", f"CN={HOST},O=tlsprobe", "test", "server"]
-    assert lines[start + 3].split()[:3] == ["1", "intermediate", "CN=Report"]
-    assert lines[start + 5].split()[:3] == ["2", "root", "CN=Report"]
+    # Subjects wrap at their spaces: the first word of each CA's name starts its line.
+    intermediate, root = (f"CN={cn.split()[0]}" for cn in (FIXED_INTERMEDIATE_CN, FIXED_ROOT_CN))
+    assert lines[start + 3].split()[:3] == ["1", "intermediate", intermediate]
+    assert lines[start + 5].split()[:3] == ["2", "root", root]
     assert lines[start + 7] == "  (root sent along: harmless)"
 
 
