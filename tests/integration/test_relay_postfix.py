@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gates import Gate, unavailable
 from tlsprobe.model import CanaryReason, Endpoint, Policy, ProbeResult, Status
 from tlsprobe.probe import canary, receiver
 from tlsprobe.probe.evaluate import TrustStore
@@ -47,10 +48,10 @@ def relay() -> RelayUnderTest:
     service = os.environ.get("TLSPROBE_TEST_RELAY")
     directory = os.environ.get("TLSPROBE_TEST_RELAY_DIR")
     if not service or not directory:
-        message = "TLSPROBE_TEST_RELAY / TLSPROBE_TEST_RELAY_DIR unset (run .ci/postfix-relay.sh)"
-        if os.environ.get("TLSPROBE_REQUIRE_POSTFIX") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(
+            Gate.POSTFIX,
+            "TLSPROBE_TEST_RELAY / TLSPROBE_TEST_RELAY_DIR unset (run .ci/postfix-relay.sh)",
+        )
     host, _, port = service.rpartition(":")
     trust = TrustStore.from_pem_file(Path(directory) / "certs" / "ca.pem")
     served = asyncio.run(
