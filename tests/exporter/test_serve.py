@@ -186,6 +186,51 @@ async def test_drift_survives_a_restart_and_sigterm_is_prompt(
 
 
 @pytest.mark.slow
+async def test_a_restart_serves_the_last_results_at_once(
+    tmp_path: Path, pki: Hierarchy, ca_file: Path
+) -> None:
+    """A restarted exporter shows every endpoint before its first probe, with its true age.
+
+    Between the runs the server turns silent and the second run probes it only after up to
+    10 s and then waits 30 s for it, so what /metrics shows right after start is the restored
+    result of the first run, not a new one.
+    """
+    leaf = pki.leaf([HOST])
+    port = unused_port()
+    async with SmtpTestServer(server_tls(pki, leaf)) as relay:
+        labels = {"target": "relay", "port": str(relay.port)}
+        config = write_config(
+            tmp_path / "tlsprobe.yml", port, [target("relay", relay.port)], ca_file
+        )
+        async with serving(config, port) as exporter:
+
+            async def probed() -> bool:
+                return bool(metric(await metrics(exporter), "tlsprobe_cert_info", **labels))
+
+            await eventually(probed, "a first result")
+            [first_taken] = metric(
+                await metrics(exporter), "tlsprobe_last_probe_timestamp_seconds", **labels
+            )
+            stopped = time.time()
+            code, _ = await exporter.stop(signal.SIGTERM)
+        assert code == 0, exporter.log_text()
+
+        relay.behaviour = Behaviour.SILENT
+        slow = target("relay", relay.port, interval="1h", timeout="30s")
+        write_config(tmp_path / "tlsprobe.yml", port, [slow], ca_file)
+        async with serving(config, port) as exporter:
+            text = await metrics(exporter)
+            code, _ = await exporter.stop(signal.SIGTERM)
+        assert code == 0, exporter.log_text()
+    assert metric(text, "tlsprobe_cert_info", fingerprint_sha256=leaf.sha256, **labels) == [1]
+    assert metric(text, "tlsprobe_status", **labels) == [0]
+    [taken] = metric(text, "tlsprobe_last_probe_timestamp_seconds", **labels)
+    assert first_taken <= taken <= stopped
+    assert metric(text, "tlsprobe_probe_interval_seconds", **labels) == [3600]
+    assert "last results restored" in exporter.log_text()
+
+
+@pytest.mark.slow
 async def test_sighup_with_a_broken_config_keeps_serving(
     tmp_path: Path, pki: Hierarchy, ca_file: Path
 ) -> None:

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from tlsprobe.exporter import links
 from tlsprobe.exporter.config import Config, ConfigError, TargetConfig, load_config
-from tlsprobe.exporter.metrics import ExporterStats
+from tlsprobe.exporter.lastresults import FLUSH_INTERVAL, RESULTS_FILENAME, ResultStore, restore
+from tlsprobe.exporter.metrics import EndpointState, ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.server import WebApp
@@ -52,11 +53,14 @@ class Exporter:
     results: LatestResults = field(default_factory=LatestResults)
     stats: ExporterStats = field(default_factory=ExporterStats)
     history: HistoryStore | None = None
+    last_results: ResultStore | None = None
+    started_at: float = field(default_factory=time.time)
     scheduler: Scheduler | None = None
     resolver: Any = None
     ready: bool = False
     web_config: WebConfig = field(default_factory=WebConfig)
     _runner: web.AppRunner | None = None
+    _flusher: asyncio.Task[None] | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _reloads: set[asyncio.Task[str | None]] = field(default_factory=set)
     bound: list[tuple[str, int]] = field(default_factory=list)
@@ -65,8 +69,14 @@ class Exporter:
         web_config = self.web_config = _web_config(self.config)
         try:
             self.history = HistoryStore(self.config.state_dir / HISTORY_FILE)
+            self.last_results = ResultStore(self.config.state_dir / RESULTS_FILENAME)
         except StateError as exc:
+            if self.history is not None:
+                self.history.close()
             raise StartupError(str(exc)) from exc
+        restored = restore(self.last_results, self.config, self.results, self.history)
+        if restored:
+            log.info("last results restored", extra={"fields": {"endpoints": restored}})
         self.resolver = discover.make_resolver(
             self.config.dns.nameservers, port=self.config.dns.port, timeout=self.config.dns.timeout
         )
@@ -76,6 +86,7 @@ class Exporter:
             stats=self.stats,
             history=self.history,
             resolver=self.resolver,
+            on_publish=self._remember,
         )
         self.stats.reload_successful = True
         self.stats.reload_success_at = time.time()
@@ -93,11 +104,13 @@ class Exporter:
         except OSError as exc:
             await self._runner.cleanup()
             self.history.close()
+            self.last_results.close()
             where = f"{self.config.web.listen_host or '*'}:{self.config.web.listen_port}"
             raise StartupError(f"web.listen {where}: {exc.strerror or exc}") from exc
         self.bound = _bound_addresses(site)
         self.stats.external_url = self.external_url
         self.scheduler.start()
+        self._flusher = asyncio.create_task(self._flush_last_results(), name="last results")
         self.ready = True
         log.info(
             "tlsprobe started",
@@ -111,6 +124,17 @@ class Exporter:
         scheme = "https" if self.web_config.tls else "http"
         host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{port}"
+
+    def _remember(self, state: EndpointState) -> None:
+        if self.last_results is not None:
+            self.last_results.put(state.label_values, state.result)  # type: ignore[arg-type]
+
+    async def _flush_last_results(self) -> None:
+        store = self.last_results
+        assert store is not None
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await asyncio.to_thread(store.flush)
 
     @property
     def external_url(self) -> str:
@@ -164,9 +188,13 @@ class Exporter:
             stopping.append(self.scheduler.stop(timeout=STOP_TIMEOUT))
         if self._runner is not None:
             stopping.append(self._runner.cleanup())
+        if self._flusher is not None:
+            self._flusher.cancel()
         await asyncio.gather(*stopping)
         if self.history is not None:
             self.history.close()
+        if self.last_results is not None:
+            self.last_results.close()
         log.info("tlsprobe stopped")
 
     async def run_until_signalled(self) -> None:

@@ -71,8 +71,10 @@ class Scheduler:
         wall: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        on_publish: Callable[[EndpointState], None] | None = None,
     ) -> None:
         self.results = results
+        self._on_publish = on_publish
         self.stats = stats
         self.history = history
         self._probe = probe
@@ -312,6 +314,8 @@ class Scheduler:
             self.stats.state_writable = self.history.writable
             self.stats.state_write_errors = self.history.write_errors
         self.results.put(state)
+        if self._on_publish is not None:
+            self._on_publish(state)
         self.stats.probes[result.status.label] += 1
         self._log_change(state)
         return state

@@ -1,0 +1,90 @@
+"""The last-results store: a result read back equals the one written; unchanged verdicts only
+move their timestamp; a row that cannot be read is skipped, never raised."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.support.pki import Hierarchy
+from tlsprobe.exporter.lastresults import ResultStore, decode, encode
+from tlsprobe.model import Capture, Endpoint, Policy, ProbeError, ProbeResult, Reason, TlsInfo
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.prober import judge
+
+NOW = datetime.now(UTC)
+KEY = ("contoso", "relay", "mail.contoso.test", "127.0.0.1", "25")
+POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
+ENDPOINT = Endpoint(host="mail.contoso.test", address="127.0.0.1", sni="mail.contoso.test")
+
+
+def result_for(
+    pki: Hierarchy, trust: TrustStore, *names: str, error: ProbeError | None = None
+) -> ProbeResult:
+    leaf = pki.leaf(names)
+    capture = Capture(
+        address="127.0.0.1",
+        chain_der=tuple(c.public_bytes(Encoding.DER) for c in pki.chain(leaf)) if not error else (),
+        tls=None if error else TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+        error=error,
+        phases=MappingProxyType({"connect": 0.001, "total": 0.02}),
+    )
+    return judge(ENDPOINT, capture, POLICY, trust, started_at=NOW.timestamp(), now=NOW)
+
+
+def test_a_result_reads_back_equal(pki: Hierarchy, trust: TrustStore) -> None:
+    for result in (
+        result_for(pki, trust, "mail.contoso.test"),
+        result_for(pki, trust, "www.fabrikam.example"),
+        result_for(pki, trust, "x", error=ProbeError(Reason.TIMEOUT, "no banner in 30 s")),
+    ):
+        back = decode(encode(result), result.started_at, '{"connect": 0.001, "total": 0.02}')
+        assert back is not None
+        assert replace(back, transcript=result.transcript) == result
+
+
+def test_unreadable_rows_are_skipped() -> None:
+    assert decode("{", 1.0, "{}") is None
+    assert decode('{"format": 99}', 1.0, "{}") is None
+    assert decode('{"format": 1, "endpoint": []}', 1.0, "{}") is None
+
+
+def test_an_unchanged_verdict_only_moves_its_timestamp(
+    tmp_path: Path, pki: Hierarchy, trust: TrustStore
+) -> None:
+    path = tmp_path / "results.sqlite3"
+    store = ResultStore(path)
+    first = result_for(pki, trust, "mail.contoso.test")
+    store.put(KEY, first)
+    store.flush()
+    later = replace(first, started_at=first.started_at + 300)
+    store.put(KEY, later)
+    store.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT started_at, body FROM last_result").fetchall()
+    assert rows == [(later.started_at, encode(first))]
+    again = ResultStore(path)
+    [(key, loaded)] = again.load()
+    assert key == KEY and loaded.started_at == later.started_at
+    again.prune([])
+    assert again.load() == []
+    again.close()
+
+
+def test_a_failed_write_is_kept_for_the_next_flush(
+    tmp_path: Path, pki: Hierarchy, trust: TrustStore
+) -> None:
+    store = ResultStore(tmp_path / "results.sqlite3")
+    store.put(KEY, result_for(pki, trust, "mail.contoso.test"))
+    store._conn.execute("PRAGMA query_only = ON")
+    store.flush()  # logged, not raised
+    assert store.load() == []
+    store._conn.execute("PRAGMA query_only = OFF")
+    store.flush()
+    assert [key for key, _ in store.load()] == [KEY]
+    store.close()

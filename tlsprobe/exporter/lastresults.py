@@ -1,0 +1,258 @@
+"""The last result of every endpoint on disk, so that a restarted exporter serves it at once.
+
+Without it a fresh exporter shows no endpoint series until its first cycle, Prometheus sees the
+series vanish, and pages that are still true resolve while `for:` timers start over. At start
+the exporter loads these results (for the targets still configured), publishes them unchanged
+(`tlsprobe_last_probe_timestamp_seconds` is the time each was taken, so their age is plain) and
+probes as usual; each new result replaces its restored one.
+
+`state_dir/results.sqlite3` holds one row per endpoint. Results are collected in memory and
+written every `FLUSH_INTERVAL` seconds and at stop, in one transaction, from a worker thread;
+a result whose verdict did not change since the last write only moves its timestamp, so the
+steady state writes a few bytes per probe. A kill -9 loses at most one interval of results
+(the certificate history, which drives the drift alerts, is written at once by `store`).
+A write that fails is logged and retried at the next flush; it never stops probing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from tlsprobe.exporter.config import Config
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.scheduler import state_for
+from tlsprobe.exporter.store import HistoryStore, StateError
+from tlsprobe.model import (
+    Check,
+    Endpoint,
+    Mode,
+    ProbeError,
+    ProbeResult,
+    Reason,
+    Status,
+    TlsInfo,
+)
+from tlsprobe.probe.certs import facts_from_der
+
+log = logging.getLogger("tlsprobe.exporter.lastresults")
+
+RESULTS_FILENAME = "results.sqlite3"
+FLUSH_INTERVAL = 15.0
+FORMAT = 1
+
+Key = tuple[str, str, str, str, str]
+"""EndpointState.label_values: (tenant, target, host, address, port)."""
+
+_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS last_result (
+        tenant TEXT NOT NULL, target TEXT NOT NULL, host TEXT NOT NULL,
+        address TEXT NOT NULL, port TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        phases TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (tenant, target, host, address, port)
+    ) WITHOUT ROWID
+"""
+_UPSERT = """
+    INSERT INTO last_result VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (tenant, target, host, address, port) DO UPDATE SET
+        started_at = excluded.started_at, phases = excluded.phases, body = excluded.body
+"""
+_TOUCH = """
+    UPDATE last_result SET started_at = ?, phases = ?
+    WHERE tenant = ? AND target = ? AND host = ? AND address = ? AND port = ?
+"""
+
+
+class ResultStore:
+    """Last results by endpoint: `put` on the event loop, `flush` from any thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._pending: dict[Key, ProbeResult] = {}
+        self._written: dict[Key, str] = {}
+        self._failing = False
+        try:
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot be used for last results ({exc})") from exc
+
+    def put(self, key: Key, result: ProbeResult) -> None:
+        self._pending[key] = result  # a dict assignment: atomic under the GIL
+
+    def load(self) -> list[tuple[Key, ProbeResult]]:
+        """Every stored result that can still be read (a row that cannot is skipped)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM last_result").fetchall()
+        loaded = []
+        for row in rows:
+            key: Key = tuple(row[:5])
+            result = decode(row[7], row[5], row[6])
+            if result is not None:
+                loaded.append((key, result))
+                self._written[key] = _digest(row[7])
+        return loaded
+
+    def prune(self, keep: Iterable[Key]) -> None:
+        """Drop the rows of endpoints no longer configured."""
+        wanted = set(keep)
+        with self._lock:
+            keys = self._conn.execute(
+                "SELECT tenant, target, host, address, port FROM last_result"
+            ).fetchall()
+            gone = [k for k in keys if tuple(k) not in wanted]
+            self._conn.executemany(
+                "DELETE FROM last_result WHERE tenant = ? AND target = ? AND host = ?"
+                " AND address = ? AND port = ?",
+                gone,
+            )
+
+    def flush(self) -> None:
+        """Write what was put since the last flush; on failure keep it for the next one."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            if not pending:
+                return
+            try:
+                self._write(pending)
+            except sqlite3.Error as exc:
+                for key, result in pending.items():
+                    self._pending.setdefault(key, result)
+                if not self._failing:
+                    log.warning("last results %s cannot be written: %s", self.path, exc)
+                self._failing = True
+                return
+            if self._failing:
+                log.info("last results %s are written again", self.path)
+            self._failing = False
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            self._conn.close()
+
+    def _write(self, pending: dict[Key, ProbeResult]) -> None:
+        upserts, touches, digests = [], [], {}
+        for key, result in pending.items():
+            body = encode(result)
+            digest = _digest(body)
+            phases = json.dumps(dict(result.phases))
+            if self._written.get(key) == digest:
+                touches.append((result.started_at, phases, *key))
+            else:
+                upserts.append((*key, result.started_at, phases, body))
+                digests[key] = digest
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(_UPSERT, upserts)
+            self._conn.executemany(_TOUCH, touches)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        self._written.update(digests)
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+# --- the record --------------------------------------------------------------------------------
+
+
+def encode(result: ProbeResult) -> str:
+    """The verdict of a result as JSON: everything but the time taken and the phase timings."""
+    endpoint = result.endpoint
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "endpoint": [
+            endpoint.host,
+            endpoint.port,
+            endpoint.mode.value,
+            endpoint.address,
+            endpoint.sni,
+            endpoint.ehlo_name,
+            endpoint.target,
+        ],
+        "address": result.address,
+        "status": int(result.status),
+        "error": [result.error.kind.value, result.error.message] if result.error else None,
+        "tls": [result.tls.version, result.tls.cipher] if result.tls else None,
+        "chain": [base64.b64encode(c.der).decode() for c in result.chain],
+        "checks": [
+            [str(c.name), int(c.status), c.message, c.symptom, c.reason] for c in result.checks
+        ],
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
+def decode(body: str, started_at: float, phases: str) -> ProbeResult | None:
+    """The result `encode` wrote, or None when it cannot be read back (logged)."""
+    try:
+        return _decode(json.loads(body), started_at, json.loads(phases))
+    except Exception as exc:  # a stored row must never stop the start
+        log.info("a stored last result cannot be read, skipped: %s", exc)
+        return None
+
+
+def _decode(record: dict[str, Any], started_at: float, phases: dict[str, float]) -> ProbeResult:
+    if record.get("format") != FORMAT:
+        raise ValueError(f"unknown format {record.get('format')!r}")
+    host, port, mode, address, sni, ehlo_name, target = record["endpoint"]
+    error = record["error"]
+    tls = record["tls"]
+    return ProbeResult(
+        endpoint=Endpoint(host, int(port), Mode(mode), address, sni, ehlo_name, target),
+        address=record["address"],
+        started_at=float(started_at),
+        status=Status(record["status"]),
+        error=ProbeError(Reason(error[0]), error[1]) if error else None,
+        tls=TlsInfo(tls[0], tls[1]) if tls else None,
+        chain=tuple(facts_from_der(base64.b64decode(der)) for der in record["chain"]),
+        checks=tuple(_checks(record["checks"])),
+        phases=MappingProxyType({str(k): float(v) for k, v in phases.items()}),
+    )
+
+
+def _checks(rows: list[list[Any]]) -> Iterator[Check]:
+    for name, status, message, symptom, reason in rows:
+        yield Check(name, Status(status), message, symptom, reason)
+
+
+# --- start-up -----------------------------------------------------------------------------------
+
+
+def restore(
+    store: ResultStore, config: Config, results: LatestResults, history: HistoryStore | None
+) -> int:
+    """Publish the stored results of the configured targets; returns how many."""
+    targets = {(t.tenant, t.name): t for t in config.targets}
+    restored: list[Key] = []
+    for key, result in store.load():
+        target = targets.get((key[0], key[1]))
+        if target is None:
+            continue
+        state = state_for(target, result)
+        if history is not None:
+            tenant, name, host, address, port = key
+            state = replace(state, drift=history.drift((tenant, name, host, address, int(port))))
+        results.put(state)
+        restored.append(key)
+    store.prune(restored)
+    return len(restored)
