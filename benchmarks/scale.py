@@ -38,6 +38,7 @@ from tlsprobe.exporter.config import parse_config
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats, TextRenderer
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
+from tlsprobe.exporter.statuspage import PAGE_TTL, StatusPage
 from tlsprobe.exporter.store import HistoryStore
 from tlsprobe.model import CertFacts, Endpoint, ProbeResult
 from tlsprobe.probe.evaluate import TrustStore
@@ -104,7 +105,25 @@ def measure_render(states: Sequence[EndpointState], repeats: int) -> dict[str, A
         "cold_ms": cold * 1e3,
         "warm_ms": statistics.median(warm) * 1e3,
         "warm_max_ms": max(warm) * 1e3,
+        **measure_status_page(states, repeats),
     }
+
+
+def measure_status_page(states: Sequence[EndpointState], repeats: int) -> dict[str, float]:
+    """GET / rendered from scratch, rebuilt from cached rows, and served within its TTL."""
+    now = time.time()
+    timings: dict[str, list[float]] = {"cold": [], "rows_cached": [], "within_ttl": []}
+    for _ in range(max(repeats // 4, 3)):
+        page = StatusPage()
+        for kind, moment in (
+            ("cold", now),
+            ("rows_cached", now + PAGE_TTL),
+            ("within_ttl", now + PAGE_TTL),
+        ):
+            started = time.perf_counter()
+            page.render(lambda: states, moment, started_at=0.0)
+            timings[kind].append(time.perf_counter() - started)
+    return {f"status_page_{k}_ms": statistics.median(v) * 1e3 for k, v in timings.items()}
 
 
 def rss_bytes() -> tuple[int, int]:

@@ -15,7 +15,9 @@ import asyncio
 import base64
 import contextlib
 import copy
+import html
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -414,8 +416,16 @@ async def test_status_page_shows_every_endpoint_and_escapes_names(
             assert response.status == 200
             assert response.content_type == "text/html"
             page = await response.text()
+        links = re.findall(r'href="(/endpoint\?[^"]+)"', page)
+        detail_link = html.unescape(next(link for link in links if "target=bad" in link))
+        async with http.get(f"{exporter.url}{detail_link}") as response:
+            assert response.status == 200
+            detail = await response.text()
+        async with http.get(f"{exporter.url}/endpoint?tenant=contoso&target=nope") as response:
+            assert response.status == 404
 
     rows, tags = table(page)
+    assert re.search(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
     assert set(rows) == {"good", "bad", "down"}
     ok, broken, down = rows["good"], rows["bad"], rows["down"]
     assert ok["Status"] == "OK"
@@ -423,12 +433,15 @@ async def test_status_page_shows_every_endpoint_and_escapes_names(
     assert ok["Days left"] == "90"  # the test leaf lives 90 days from an hour ago
     assert ok["Names"] == "mail.contoso.test"
     assert "Contoso Test Intermediate CA" in ok["Issuer"]
-    assert ok["Last change"].endswith("(0 changes)")
+    assert ok["Last change"].endswith("0 changes")
     assert ok["Failing checks"] == "none"
+    assert ok["Exchange Online symptom"] == "-"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", ok["Last probe"])
 
     assert broken["Status"] == "CRITICAL"
     assert broken["Names"] == "bad.contoso.test"
     assert broken["Failing checks"].startswith("chain_trusted:")
+    assert "4.4.317" in broken["Exchange Online symptom"]  # the NDR `tlsprobe check` prints
     # The payload is text on the page, never markup: the parser saw no <script> element.
     assert HOSTILE.replace("<", "\\<").replace(">", "\\>") in broken["Issuer"]
     assert "script" not in tags
@@ -439,6 +452,14 @@ async def test_status_page_shows_every_endpoint_and_escapes_names(
     assert down["Failing checks"].startswith("refused:")
     # Worst first, so the eye lands on what needs doing.
     assert list(rows) == ["down", "bad", "good"]
+
+    # The detail view an alert links to: checks with symptoms, the chain as sent, the history,
+    # and a link probing again with the transcript; hostile text stays text there too.
+    assert "<script>" not in detail
+    assert "Chain as sent" in detail and "bad.contoso.test" in detail
+    assert "chain_trusted" in detail and "4.4.317" in detail
+    assert "Certificate history" in detail and "(current)" in detail
+    assert 'href="/probe?target=bad&amp;tenant=contoso&amp;debug=true"' in detail
 
 
 # --- basic auth and TLS from web-config.yml ------------------------------------------------

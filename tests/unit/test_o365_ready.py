@@ -16,7 +16,7 @@ import pytest
 from tests.support.pki import Hierarchy, Issued, KeyKind
 from tlsprobe import report
 from tlsprobe.exporter.metrics import EndpointState, render_endpoint
-from tlsprobe.exporter.server import status_html
+from tlsprobe.exporter.statuspage import StatusPage
 from tlsprobe.model import (
     O365_RULES,
     Capture,
@@ -78,7 +78,7 @@ def outputs_say_ready(result: ProbeResult) -> dict[str, bool]:
     metrics = b"".join(render_endpoint(state).values()).decode()
     ready_lines = [ln for ln in metrics.splitlines() if ln.startswith("tlsprobe_o365_ready{")]
     assert len(ready_lines) == 1, metrics
-    page = status_html([state], NOW.timestamp())
+    page = StatusPage().render(lambda: [state], NOW.timestamp(), started_at=0.0).decode()
     return {
         "result": result.o365_ready,
         "json": report.to_json(result)["o365_ready"],

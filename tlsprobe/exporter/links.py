@@ -9,6 +9,7 @@ labels, so an alert can build the link from its own labels.
 
 from __future__ import annotations
 
+import re
 import socket
 import urllib.parse
 from collections.abc import Sequence
@@ -35,9 +36,17 @@ def default_external_url(port: int, *, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._-]*\Z")
+
+
 def detail_query(labels: Sequence[str]) -> str:
     """The query string of the detail view for (tenant, target, host, address, port)."""
-    return urllib.parse.urlencode(dict(zip(ENDPOINT_PARAMS, labels, strict=True)))
+    # Most values need no quoting; skipping quote_plus for them makes a status page of
+    # 18,000 rows several times cheaper.
+    return "&".join(
+        f"{name}={value if _PLAIN.match(value) else urllib.parse.quote_plus(value)}"
+        for name, value in zip(ENDPOINT_PARAMS, labels, strict=True)
+    )
 
 
 def detail_path(labels: Sequence[str]) -> str:

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import binascii
 import gzip
-import html
 import json
 import logging
 import time
@@ -26,11 +25,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tlsprobe import report
+from tlsprobe.exporter import links
 from tlsprobe.exporter.allowlist import AllowlistError, check_adhoc
 from tlsprobe.exporter.config import TargetConfig
+from tlsprobe.exporter.detail import detail_page
 from tlsprobe.exporter.metrics import EndpointState, TextRenderer
+from tlsprobe.exporter.statuspage import StatusPage
 from tlsprobe.exporter.webconfig import WebConfig
-from tlsprobe.model import ProbeResult, Status
+from tlsprobe.model import ProbeResult
 from tlsprobe.probe.prober import utcnow
 
 log = logging.getLogger("tlsprobe.exporter.server")
@@ -65,6 +67,7 @@ class WebApp:
         self.exporter = exporter
         self.web_config = web_config
         self.renderer = TextRenderer()
+        self.status = StatusPage()
         self._requests = asyncio.Semaphore(max_requests)
         self._probes = asyncio.Semaphore(PROBE_CONCURRENCY)
         self._probe_tasks: set[asyncio.Task[Any]] = set()
@@ -82,6 +85,7 @@ class WebApp:
         app.router.add_post("/-/reload", self.reload)
         app.router.add_put("/-/reload", self.reload)
         app.router.add_get("/", self.status_page)
+        app.router.add_get(links.DETAIL_PATH, self.detail)
         app.on_shutdown.append(self._cancel_probes)
         return app
 
@@ -199,8 +203,26 @@ class WebApp:
         return found[0] if found else None
 
     async def status_page(self, request: web.Request) -> web.StreamResponse:
-        states = self.exporter.results.snapshot()
-        return web.Response(text=status_html(states, time.time()), content_type="text/html")
+        snapshot = self.exporter.results.snapshot
+        body = self.status.render(snapshot, time.time(), self.exporter.started_at)
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    async def detail(self, request: web.Request) -> web.StreamResponse:
+        wanted = tuple(request.query.get(name, "")[:300] for name in links.ENDPOINT_PARAMS)
+        state = next(
+            (
+                s
+                for s in self.exporter.results.for_target(wanted[0], wanted[1])
+                if s.label_values == wanted
+            ),
+            None,
+        )
+        if state is None:
+            return web.Response(status=404, text="no such endpoint (it may have left the zone)\n")
+        page = await asyncio.to_thread(
+            detail_page, state, self.exporter.history, self.exporter.started_at
+        )
+        return web.Response(text=page, content_type="text/html")
 
 
 def _debug_text(target: TargetConfig, results: Sequence[ProbeResult], elapsed: float) -> str:
@@ -215,79 +237,3 @@ def _debug_text(target: TargetConfig, results: Sequence[ProbeResult], elapsed: f
     parts.append("Effective target configuration\n")
     parts.append(json.dumps(config, indent=2, default=str) + "\n")
     return "".join(parts)
-
-
-# --- status page ---------------------------------------------------------------------------
-
-_STATUS_COLOURS = {
-    Status.OK: "#2e7d32",
-    Status.WARNING: "#ef6c00",
-    Status.CRITICAL: "#c62828",
-    Status.UNKNOWN: "#616161",
-}
-
-
-def status_html(states: Sequence[EndpointState], now: float) -> str:
-    rows = sorted(states, key=lambda s: (-int(s.result.status), s.label_values))
-    body = "\n".join(_row(state, now) for state in rows) or (
-        '<tr><td colspan="9">No results yet: the first probes are running.</td></tr>'
-    )
-    counts = {s: sum(1 for x in states if x.result.status is s) for s in Status}
-    summary = ", ".join(f"{n} {s.label}" for s, n in counts.items() if n)
-    return _PAGE.format(rows=body, summary=html.escape(summary or "no endpoints yet"))
-
-
-def _row(state: EndpointState, now: float) -> str:
-    result = state.result
-    leaf = result.leaf
-    e = html.escape
-    tenant, target, host, address, port = state.label_values
-    colour = _STATUS_COLOURS[result.status]
-    if leaf is not None:
-        days = (leaf.not_after.timestamp() - now) / 86400
-        days_text = f"{days:.0f}" if days >= 1 else f"{days:.1f}"
-        names = ", ".join(leaf.dns_names) or ", ".join(leaf.common_names)
-        issuer = leaf.issuer
-    else:
-        days_text, names, issuer = "-", "-", "-"
-    changed = "-"
-    if state.drift is not None:
-        changed = time.strftime("%Y-%m-%d %H:%M", time.gmtime(state.drift.since))
-        changed += f" ({state.drift.changes_total} changes)"
-    problems = [
-        f"<b>{e(c.name)}</b>: {e(c.message)}"
-        for c in result.checks
-        if c.status in (Status.CRITICAL, Status.WARNING)
-    ]
-    if result.error is not None and not problems:
-        # A STARTTLS failure already reads as its check; other failures have no check.
-        problems.append(f"<b>{e(result.error.kind.value)}</b>: {e(result.error.message)}")
-    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    o365 = "yes" if result.o365_ready else "no"
-    return (
-        f"<tr><td>{e(tenant)}</td><td>{e(target)}</td><td>{e(host)}<br><small>{e(where)}</small>"
-        f'</td><td style="color:#fff;background:{colour}">{result.status.name}</td>'
-        f"<td>{e(days_text)}</td><td>{o365}</td><td>{e(names)}</td><td>{e(issuer)}</td>"
-        f"<td>{e(changed)}</td><td>{'<br>'.join(problems) or 'none'}</td></tr>"
-    )
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>tlsprobe</title>
-<meta http-equiv="refresh" content="30">
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
-table{{border-collapse:collapse;width:100%;font-size:14px}}
-th,td{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
-th{{background:#f0f0f0}} small{{color:#666}}
-</style></head><body>
-<h1>tlsprobe</h1>
-<p>SMTP certificates as Exchange Online sees them: {summary}.
-<a href="/metrics">/metrics</a></p>
-<table><thead><tr><th>Tenant</th><th>Target</th><th>Endpoint</th><th>Status</th>
-<th>Days left</th><th>O365 ready</th><th>Names</th><th>Issuer</th><th>Last change</th>
-<th>Failing checks</th></tr></thead>
-<tbody>
-{rows}
-</tbody></table></body></html>
-"""

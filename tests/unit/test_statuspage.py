@@ -1,0 +1,112 @@
+"""The status page's caches and the certificate timeline the detail view and history print.
+
+The page is cached like /metrics: within its TTL it is not rebuilt at all (not even a
+snapshot is taken), and a rebuild renders only the rows whose endpoint has a new result.
+The timeline is built from change events, so a rollback shows as its own span.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.support.pki import Hierarchy
+from tlsprobe.exporter import statuspage
+from tlsprobe.exporter.metrics import EndpointState
+from tlsprobe.exporter.statuspage import PAGE_TTL, StatusPage
+from tlsprobe.exporter.store import TimelineEntry
+from tlsprobe.exporter.timeline import changes, spans
+from tlsprobe.model import Capture, Endpoint, Policy, TlsInfo
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.prober import judge
+
+NOW = datetime.now(UTC)
+
+
+def states(pki: Hierarchy, trust: TrustStore, count: int) -> list[EndpointState]:
+    leaf = pki.leaf(["mail.contoso.test"])
+    capture = Capture(
+        address="127.0.0.1",
+        chain_der=tuple(c.public_bytes(Encoding.DER) for c in pki.chain(leaf)),
+        tls=TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+        phases=MappingProxyType({"total": 0.01}),
+    )
+    policy = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
+    out = []
+    for i in range(count):
+        endpoint = Endpoint(host="mail.contoso.test", address=f"127.0.0.{i + 1}")
+        result = judge(endpoint, capture, policy, trust, started_at=NOW.timestamp(), now=NOW)
+        out.append(EndpointState("contoso", f"relay{i}", result))
+    return out
+
+
+def test_the_page_is_rebuilt_once_per_ttl_and_only_new_rows_are_rendered(
+    pki: Hierarchy, trust: TrustStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = states(pki, trust, 5)
+    rendered: list[str] = []
+    real = statuspage.render_row
+
+    def counting(state: EndpointState, *args: object) -> str:
+        rendered.append(state.target)
+        return real(state, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(statuspage, "render_row", counting)
+    snapshots = 0
+
+    def snapshot() -> list[EndpointState]:
+        nonlocal snapshots
+        snapshots += 1
+        return fleet
+
+    page = StatusPage()
+    now = NOW.timestamp()
+    first = page.render(snapshot, now, started_at=0.0)
+    assert len(rendered) == 5 and snapshots == 1
+    assert page.render(snapshot, now + PAGE_TTL / 2, started_at=0.0) is first
+    assert snapshots == 1  # within the TTL not even a snapshot is taken
+
+    fleet[2] = replace(fleet[2], result=replace(fleet[2].result, started_at=now + 1))
+    rendered.clear()
+    again = page.render(snapshot, now + PAGE_TTL, started_at=0.0)
+    assert rendered == ["relay2"]  # the four unchanged rows came from the cache
+    assert again != first and b"relay2" in again
+
+
+def entry(fingerprint: str, first: float, last: float) -> TimelineEntry:
+    return TimelineEntry(
+        "contoso", "relay", "mail.contoso.test", "127.0.0.1", 25, fingerprint,
+        f"CN={fingerprint}", "CN=CA", ("mail.contoso.test",), 2e9, first, last,
+    )  # fmt: skip
+
+
+KEY = ("contoso", "relay", "mail.contoso.test", "127.0.0.1", 25)
+
+
+def test_a_rollback_is_a_span_of_its_own() -> None:
+    # A from 100, replaced by B at 200, A restored at 300 and last seen at 400: the served
+    # rows alone say "A 100 -> 400, B 200 -> 250", hiding the rollback.
+    served = [entry("a", 100, 400), entry("b", 200, 250)]
+    events = [(KEY, 200.0, "a", "b"), (KEY, 300.0, "b", "a")]
+    got = [
+        (s.cert.fingerprint, s.start, s.end, s.current, s.rollback) for s in spans(served, events)
+    ]
+    assert got == [
+        ("a", 100, 200, False, False),
+        ("b", 200, 300, False, False),
+        ("a", 300, 400, True, True),
+    ]
+    assert [(c.old, c.new, c.rollback) for c in changes(events)] == [
+        ("a", "b", False),
+        ("b", "a", True),
+    ]
+
+
+def test_without_changes_the_served_certificate_is_one_span() -> None:
+    [span] = spans([entry("a", 100, 400)], [])
+    assert (span.start, span.end, span.current, span.rollback) == (100, 400, True, False)
+    assert spans([], []) == []
