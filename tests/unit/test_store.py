@@ -466,16 +466,42 @@ def test_format_timeline_one_block_per_endpoint_with_current_marker() -> None:
     text = format_timeline(entries, now=ts("2024-02-20 12:00"))
     assert text.splitlines() == [
         "192.0.2.10:25  relay.contoso.test  (target contoso/relay)",
-        "  2024-01-01 10:00Z -> 2024-02-20 10:00Z  aaaaaaaaaaaaaaaa  CN=relay.contoso.test"
+        "  2024-01-01 10:00:00Z -> 2024-02-20 10:00:00Z  aaaaaaaaaaaaaaaa  CN=relay.contoso.test"
         "  names=relay.contoso.test,contoso.test  not_after=2024-03-01 (in 10 d)  (current)",
-        "  2024-01-20 08:30Z -> 2024-01-21 08:30Z  bbbbbbbbbbbbbbbb  CN=relay.contoso.test"
+        "  2024-01-20 08:30:00Z -> 2024-01-21 08:30:00Z  bbbbbbbbbbbbbbbb  CN=relay.contoso.test"
         "  names=-  not_after=2024-03-01 (in 10 d)",
         "[2001:db8::1]:25  relay.contoso.test  (target contoso/relay)",
-        "  2024-01-05 00:00Z -> 2024-02-20 00:00Z  cccccccccccccccc  CN=relay.contoso.test"
+        "  2024-01-05 00:00:00Z -> 2024-02-20 00:00:00Z  cccccccccccccccc  CN=relay.contoso.test"
         "  names=relay.contoso.test,contoso.test  not_after=2024-03-01 (in 10 d)  (current)",
     ]
     expired = format_timeline(entries[:1], now=ts("2024-03-04 00:00"))
     assert "not_after=2024-03-01 (expired 3 d ago)" in expired
+
+
+def test_history_prints_a_rollback_as_it_was(
+    tmp_path: Path, clock: FakeClock, leaves: Leaves, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replaced and later restored certificate: three spans and both changes, not one span
+    "first -> last (current)" that hides the replacement."""
+    a, b = leaves
+    history = open_store(history_path(tmp_path), clock)
+    history.observe(KEY, a, T0)
+    history.observe(KEY, b, T0 + 60)
+    history.observe(KEY, a, T0 + 120)
+    history.observe(KEY, a, T0 + 180)
+    history.close()
+    assert history_command(tmp_path, "relay.contoso.test") == 0
+    lines = capsys.readouterr().out.splitlines()
+    fingerprints = [line.split()[5] for line in lines if line.startswith("  20")]
+    assert fingerprints == [a.sha256[:16], b.sha256[:16], a.sha256[:16]]
+    assert lines[3].endswith("(current)  (rollback)")
+    assert "(current)" not in lines[1] + lines[2]
+    assert lines[4] == "  changes:"
+    assert lines[5].endswith(f"{a.sha256[:16]} -> {b.sha256[:16]}")
+    assert lines[6].endswith(
+        f"{b.sha256[:16]} -> {a.sha256[:16]}  (rollback to a certificate served before)"
+    )
+    assert len(lines) == 7
 
 
 def test_timeline_filters_by_host_target_and_tenant(

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from tlsprobe.exporter import timeline
 from tlsprobe.model import CertFacts
 
 log = logging.getLogger("tlsprobe.exporter.store")
@@ -634,7 +635,7 @@ def open_read_only(path: Path) -> sqlite3.Connection:
 
 
 def _when(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%MZ")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _expiry(not_after: float, now: float) -> str:
@@ -651,24 +652,36 @@ def _socket(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def format_timeline(entries: Sequence[TimelineEntry], now: float) -> str:
-    """One block per endpoint, one line per certificate; the newest one is marked (current)."""
+def format_timeline(
+    entries: Sequence[TimelineEntry], now: float, events: Sequence[ChangeEvent] = ()
+) -> str:
+    """One block per endpoint: its spans as they were (a rollback is a span of its own, the
+    current one is marked), then every change event."""
     blocks: dict[EndpointKey, list[TimelineEntry]] = {}
     for entry in entries:
         blocks.setdefault(entry.key, []).append(entry)
     lines: list[str] = []
-    for (tenant, target, host, address, port), served in blocks.items():
+    for key, served in blocks.items():
+        tenant, target, host, address, port = key
         scope = f"{tenant}/{target}" if tenant else target
         lines.append(f"{_socket(address, port)}  {host}  (target {scope})")
-        current = max(served, key=lambda e: (e.last_seen, e.first_seen))
-        for entry in served:
-            marker = "  (current)" if entry is current else ""
+        mine = [e for e in events if e[0] == key]
+        for span in timeline.spans(served, mine):
+            entry = span.cert
+            marker = "  (current)" if span.current else ""
+            marker += "  (rollback)" if span.rollback else ""
             lines.append(
-                f"  {_when(entry.first_seen)} -> {_when(entry.last_seen)}"
+                f"  {_when(span.start)} -> {_when(span.end)}"
                 f"  {entry.fingerprint[:16]}  {entry.subject}"
                 f"  names={','.join(entry.names) or '-'}"
                 f"  not_after={_expiry(entry.not_after, now)}{marker}"
             )
+        if mine:
+            lines.append("  changes:")
+            for change in timeline.changes(mine):
+                rollback = "  (rollback to a certificate served before)" if change.rollback else ""
+                old = (change.old or "?")[:16]
+                lines.append(f"    {_when(change.at)}  {old} -> {change.new[:16]}{rollback}")
     return "\n".join(lines)
 
 
@@ -682,6 +695,9 @@ def history_command(state_dir: Path, host: str) -> int:
         return 3
     try:
         entries = read_timeline(conn, host)
+        events = [
+            e for key in dict.fromkeys(e.key for e in entries) for e in _read_events(conn, key)
+        ]
     except sqlite3.Error as exc:
         print(f"tlsprobe history: {_describe(path, exc)}", file=sys.stderr)
         return 3
@@ -690,5 +706,5 @@ def history_command(state_dir: Path, host: str) -> int:
     if not entries:
         print(f"tlsprobe history: nothing recorded for {host} in {path}", file=sys.stderr)
         return 3
-    print(format_timeline(entries, time.time()))
+    print(format_timeline(entries, time.time(), events))
     return 0

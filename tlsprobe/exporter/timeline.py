@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tlsprobe.exporter.store import ChangeEvent, TimelineEntry
+if TYPE_CHECKING:  # store renders `tlsprobe history` with these functions
+    from tlsprobe.exporter.store import ChangeEvent, TimelineEntry
 
 
 @dataclass(frozen=True, slots=True)
