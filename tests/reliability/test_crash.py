@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.fleet import HOST, ROOT, FleetEndpoint, FleetProcess
+from tests.reliability.fleet import HOST, FleetEndpoint, FleetProcess
 from tests.reliability.harness import (
     check_consistent,
     exporter_config,
@@ -29,7 +28,7 @@ from tests.reliability.harness import (
     read_history,
     write_yaml,
 )
-from tests.support.exporter import command
+from tests.support.exporter import start_serve
 from tests.support.wait import poll
 from tlsprobe.exporter.store import HistoryStore
 
@@ -39,21 +38,6 @@ pytestmark = pytest.mark.slow
 KILLS = 3
 ENDPOINTS = 6
 STARTUP = 20.0
-
-
-def start_serve(config: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
-    with log.open("a") as stderr:
-        process = subprocess.Popen(
-            command("serve", "--config", str(config)),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # "tlsprobe serving http://.../metrics (status page ...)"
-    assert line.startswith("tlsprobe serving "), (line, log.read_text()[-2000:])
-    return process, line.split()[2]
 
 
 def scrape_changes(url: str) -> dict[str, float]:

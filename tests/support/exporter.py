@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,26 @@ ROOT = Path(__file__).resolve().parents[2]
 def command(*args: str) -> list[str]:
     """`tlsprobe ARGS...` with this interpreter."""
     return [sys.executable, "-m", "tlsprobe", *args]
+
+
+def start_serve(
+    config: Path, log: Path, preexec_fn: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`tlsprobe serve` as a plain child process (for tests that kill it or limit it); returns
+    it and its /metrics URL once it serves. `preexec_fn` runs in the child before exec."""
+    with log.open("a") as stderr:
+        process = subprocess.Popen(
+            command("serve", "--config", str(config)),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 (sets a resource limit, nothing else)
+        )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # "tlsprobe serving http://.../metrics (status page ...)"
+    assert line.startswith("tlsprobe serving "), (line, log.read_text()[-2000:])
+    return process, line.split()[2]
 
 
 @contextlib.asynccontextmanager

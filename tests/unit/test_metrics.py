@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -341,6 +342,29 @@ def test_collector_on_an_empty_snapshot() -> None:
     assert reg.get_sample_value("tlsprobe_config_last_reload_successful") == 1.0
     assert not _family_samples(reg, "tlsprobe_target_distinct_certificates")
     assert TextRenderer().render([], None) == b""
+
+
+def test_labelled_self_metrics_exist_at_zero_before_anything_happens() -> None:
+    # A dashboard's rate() and an alert on increase() need the series before the first event.
+    reg = registry_for([], ExporterStats())
+    transient = {"refused", "timeout", "dns", "throttled"}
+    retries = _series(reg, "tlsprobe_retries_total")
+    assert {s.labels["reason"]: s.value for s in retries} == dict.fromkeys(transient, 0.0)
+    expected = {
+        "tlsprobe_probes_total": ("result", {"ok", "warning", "critical", "unknown"}),
+        "tlsprobe_http_connections_closed_total": ("reason", {"limit", "header_timeout"}),
+        "tlsprobe_http_auth_attempts_total": ("outcome", {"ok", "failed", "throttled"}),
+    }
+    for name, (label, wanted) in expected.items():
+        found = {s.labels[label]: s.value for s in _series(reg, name)}
+        assert found == dict.fromkeys(wanted, 0.0), name
+    for metric in metrics.METRICS:
+        if metric.scope == "" and metric.labels and metric.name != "tlsprobe_build_info":
+            assert _series(reg, metric.sample_name), f"{metric.name} has no series"
+
+
+def _series(reg: CollectorRegistry, sample_name: str) -> list[Any]:
+    return [s for f in reg.collect() for s in f.samples if s.name == sample_name]
 
 
 # --- the text renderer agrees with the collector ------------------------------------------

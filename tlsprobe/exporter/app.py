@@ -23,6 +23,7 @@ from aiohttp import web
 
 from tlsprobe.exporter import links
 from tlsprobe.exporter.config import Config, ConfigError, TargetConfig, load_config
+from tlsprobe.exporter.connections import ConnectionGuard, GuardedSite, connection_budget
 from tlsprobe.exporter.lastresults import FLUSH_INTERVAL, RESULTS_FILENAME, ResultStore, restore
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats
 from tlsprobe.exporter.results import LatestResults
@@ -61,6 +62,7 @@ class Exporter:
     web_config: WebConfig = field(default_factory=WebConfig)
     _runner: web.AppRunner | None = None
     _flusher: asyncio.Task[None] | None = None
+    _webapp: WebApp | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _reloads: set[asyncio.Task[str | None]] = field(default_factory=set)
     bound: list[tuple[str, int]] = field(default_factory=list)
@@ -90,14 +92,28 @@ class Exporter:
         )
         self.stats.reload_successful = True
         self.stats.reload_success_at = time.time()
-        webapp = WebApp(self, web_config, max_requests=self.config.web.max_concurrent_requests)
+        settings = self.config.web
+        guard = _connection_guard(self.config)
+        webapp = self._webapp = WebApp(
+            self,
+            web_config,
+            max_requests=settings.max_concurrent_requests,
+            probe_min_interval=settings.probe_min_interval,
+            guard=guard,
+        )
         self._runner = web.AppRunner(
-            webapp.app(), access_log=None, handle_signals=False, shutdown_timeout=STOP_TIMEOUT
+            webapp.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=STOP_TIMEOUT,
+            # aiohttp's default keeps an idle connection (or one that never sends a request)
+            # for an hour; each holds a descriptor.
+            keepalive_timeout=settings.idle_timeout,
         )
         await self._runner.setup()
-        host = self.config.web.listen_host or None
-        site = web.TCPSite(
-            self._runner, host, self.config.web.listen_port, ssl_context=web_config.tls
+        host = settings.listen_host or None
+        site = GuardedSite(
+            self._runner, host, settings.listen_port, guard, ssl_context=web_config.tls
         )
         try:
             await site.start()
@@ -151,19 +167,20 @@ class Exporter:
             config = load_config(self.config_path)
             if self.shard:
                 config = config.shard(*self.shard)
-            _web_config(config)
+            web_config = _web_config(config)
         except (ConfigError, StartupError) as exc:
             self.stats.reload_successful = False
             log.error("config reload failed", extra={"fields": {"error": str(exc)}})
             return str(exc)
         if _restart_only(config) != _restart_only(self.config):
-            # The allowlist is read per request and takes effect now; the socket, its TLS,
-            # auth and request limit, and the open history database stay as started.
+            # The allowlist and the web config's users and headers apply now; the socket, its
+            # TLS, the HTTP limits and the open history database stay as started.
             log.warning(
-                "web.listen, web.config_file, web.max_concurrent_requests and state_dir "
-                "change only on restart",
+                "web.listen, web.max_concurrent_requests, web.max_connections, the web timeouts,"
+                " web.probe_min_interval and state_dir change only on restart",
                 extra={"fields": {"file": str(self.config_path)}},
             )
+        self._apply_web_config(web_config)
         self.config = config
         self.stats.external_url = self.external_url
         assert self.scheduler is not None
@@ -172,6 +189,23 @@ class Exporter:
         self.stats.reload_success_at = time.time()
         log.info("config reloaded", extra={"fields": {"targets": len(config.targets)}})
         return None
+
+    def _apply_web_config(self, web_config: WebConfig) -> None:
+        """Users and response headers apply from the next request on (a removed user is
+        refused at once: the new config starts with no remembered passwords). TLS settings
+        belong to the listening socket and change only on restart, which is logged loudly."""
+        if (web_config.tls is None) != (self.web_config.tls is None) or (
+            web_config.tls_source != self.web_config.tls_source
+        ):
+            log.warning(
+                "web.config_file: tls_server_config changed; TLS settings change only on"
+                " restart (users and headers are applied now)",
+                extra={"fields": {"file": str(self.config.web.config_file)}},
+            )
+            web_config = web_config.with_tls(self.web_config.tls, self.web_config.tls_source)
+        self.web_config = web_config
+        if self._webapp is not None:
+            self._webapp.web_config = web_config
 
     async def probe_now(self, target: TargetConfig) -> list[ProbeResult]:
         assert self.scheduler is not None
@@ -227,18 +261,38 @@ def _web_config(config: Config) -> WebConfig:
         raise StartupError(f"web.config_file: {exc}") from exc
 
 
+def _connection_guard(config: Config) -> ConnectionGuard:
+    budget = connection_budget(config.web.max_connections, config.concurrency)
+    if budget.lowered:
+        log.warning(
+            "web.max_connections lowered to fit the open-file limit",
+            extra={
+                "fields": {
+                    "configured": config.web.max_connections,
+                    "allowed": budget.connections,
+                    "nofile_limit": budget.descriptor_limit,
+                    "reserved_for_probes": budget.reserved,
+                }
+            },
+        )
+    return ConnectionGuard(budget.connections, config.web.header_timeout)
+
+
 def _restart_only(config: Config) -> tuple[object, ...]:
     web = config.web
     return (
         web.listen_host,
         web.listen_port,
-        web.config_file,
         web.max_concurrent_requests,
+        web.max_connections,
+        web.header_timeout,
+        web.idle_timeout,
+        web.probe_min_interval,
         config.state_dir,
     )
 
 
-def _bound_addresses(site: web.TCPSite) -> list[tuple[str, int]]:
+def _bound_addresses(site: web.BaseSite) -> list[tuple[str, int]]:
     server = site._server  # aiohttp keeps the asyncio server here; ports may be ephemeral
     sockets = getattr(server, "sockets", None) or []
     return [(s.getsockname()[0], s.getsockname()[1]) for s in sockets]

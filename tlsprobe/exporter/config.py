@@ -43,7 +43,17 @@ ADDRESSES: Final = ("all", "one")
 _T = TypeVar("_T")
 
 _TOP_KEYS = ("state_dir", "web", "dns", "defaults", "tenants", "targets")
-_WEB_KEYS = ("listen", "config_file", "probe_allowlist", "max_concurrent_requests", "external_url")
+_WEB_KEYS = (
+    "listen",
+    "config_file",
+    "probe_allowlist",
+    "max_concurrent_requests",
+    "max_connections",
+    "header_timeout",
+    "idle_timeout",
+    "probe_min_interval",
+    "external_url",
+)
 _DNS_KEYS = ("nameservers", "port", "timeout")
 _DEFAULT_KEYS = (
     "interval",
@@ -130,6 +140,15 @@ class WebSettings:
     external_url: str | None = None
     """Where users reach the exporter (Prometheus' --web.external-url convention: a reverse
     proxy's address); links in pages and alerts start with it. None: this host's name."""
+    max_connections: int = 512
+    """Open HTTP connections at most; at start lowered to fit the descriptor limit."""
+    header_timeout: float = 10.0
+    """Seconds a new connection has to send its request headers."""
+    idle_timeout: float = 15.0
+    """Seconds an idle keep-alive connection stays open."""
+    probe_min_interval: float = 10.0
+    """Seconds between two probes of one target through `/probe`; requests in between get
+    the last result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +480,10 @@ class _Parser:
                 web.get("max_concurrent_requests", 16), "web.max_concurrent_requests", 1, 10000
             ),
             external_url=_external_url(web.get("external_url")),
+            max_connections=_int(web.get("max_connections", 512), "web.max_connections", 8, 65536),
+            header_timeout=_bounded_duration(web, "header_timeout", 10.0, 0.1, 300),
+            idle_timeout=_bounded_duration(web, "idle_timeout", 15.0, 0.1, 3600),
+            probe_min_interval=_bounded_duration(web, "probe_min_interval", 10.0, 0, 86400),
         )
 
     def defaults(self, value: object) -> tuple[_Defaults, int]:
@@ -845,6 +868,16 @@ def _duration(value: object, where: str) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise ConfigError(where, str(exc)) from None
+
+
+def _bounded_duration(
+    section: Mapping[str, object], key: str, default: float, low: float, high: float
+) -> float:
+    where = f"web.{key}"
+    seconds = _duration(section.get(key, default), where)
+    if not low <= seconds <= high:
+        raise ConfigError(where, f"must be {low:g}s-{high:g}s")
+    return seconds
 
 
 def _choice(value: object, where: str, choices: Iterable[str]) -> str:

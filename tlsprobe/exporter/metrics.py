@@ -19,8 +19,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tlsprobe import __version__
+from tlsprobe.exporter.authgate import Verdict
+from tlsprobe.exporter.connections import Closed
 from tlsprobe.exporter.store import Drift
-from tlsprobe.model import PHASES, ProbeResult, Status
+from tlsprobe.model import PHASES, TRANSIENT_REASONS, ProbeResult, Status
 
 ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
 TARGET_LABELS = ("tenant", "target")
@@ -116,6 +118,29 @@ METRICS: tuple[MetricDef, ...] = (
         scope="",
     ),
     _c("retries", "Retries of transient probe failures, by reason.", "reason", scope=""),
+    _g("http_connections", "Open HTTP connections to the exporter.", scope=""),
+    _g(
+        "http_connection_limit",
+        "Open HTTP connections allowed (web.max_connections, fitted to the descriptor limit).",
+        scope="",
+    ),
+    _c(
+        "http_connections_closed",
+        "HTTP connections the exporter closed itself, by reason: limit, header_timeout.",
+        "reason",
+        scope="",
+    ),
+    _c(
+        "http_auth_attempts",
+        "Basic-auth checks by outcome: ok, failed, throttled (client over its failure budget).",
+        "outcome",
+        scope="",
+    ),
+    _c(
+        "probe_requests_shared",
+        "/probe requests answered with the probe of another request within the interval.",
+        scope="",
+    ),
     _g("state_writable", "1 while the certificate history can be written.", scope=""),
     _c("state_write_errors", "Failed writes to the certificate history.", scope=""),
     _g("targets_configured", "Targets in the configuration in force.", scope=""),
@@ -154,11 +179,19 @@ class ExporterStats:
     reload_successful: bool = True
     reload_success_at: float = 0.0
     probes: dict[str, int] = field(default_factory=lambda: {s.label: 0 for s in Status})
-    retries: dict[str, int] = field(default_factory=dict)
+    retries: dict[str, int] = field(
+        default_factory=lambda: {r.value: 0 for r in sorted(TRANSIENT_REASONS)}
+    )
+    """Every reason a retry can have, from zero: the series exist before the first retry."""
     state_writable: bool = True
     state_write_errors: int = 0
     targets_configured: int = 0
     external_url: str = ""
+    http_connections: int = 0
+    http_connection_limit: int = 0
+    http_closed: dict[str, int] = field(default_factory=lambda: {r.value: 0 for r in Closed})
+    auth_outcomes: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
+    probe_requests_shared: int = 0
 
 
 Sample = tuple[str, tuple[str, ...], float]
@@ -226,6 +259,13 @@ def exporter_samples(stats: ExporterStats, endpoints: int) -> Iterator[Sample]:
         yield "tlsprobe_probes", (status,), float(count)
     for reason, count in sorted(stats.retries.items()):
         yield "tlsprobe_retries", (reason,), float(count)
+    yield "tlsprobe_http_connections", (), float(stats.http_connections)
+    yield "tlsprobe_http_connection_limit", (), float(stats.http_connection_limit)
+    for reason, count in stats.http_closed.items():
+        yield "tlsprobe_http_connections_closed", (reason,), float(count)
+    for outcome, count in stats.auth_outcomes.items():
+        yield "tlsprobe_http_auth_attempts", (outcome,), float(count)
+    yield "tlsprobe_probe_requests_shared", (), float(stats.probe_requests_shared)
     yield "tlsprobe_state_writable", (), 1.0 if stats.state_writable else 0.0
     yield "tlsprobe_state_write_errors", (), float(stats.state_write_errors)
     yield "tlsprobe_targets_configured", (), float(stats.targets_configured)

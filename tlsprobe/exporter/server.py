@@ -3,16 +3,17 @@
 aiohttp serves on the same loop as the scheduler, so a scrape reads the in-memory snapshot
 directly. Every path sits behind the same guards: basic auth when the web config has users,
 a cap on concurrent requests (503 beyond it), bounded request bodies, and for `/probe` a
-separate cap (429) because a probe costs a connection to a mail server. `/probe` checks only
-configured targets, or hosts the configuration's allowlist names, so the exporter never
-becomes an open scanner.
+separate cap (429) because a probe costs a connection to a mail server. Authentication comes
+before the request cap and limits failed attempts per client (`authgate`), so wrong passwords
+never take the places of answered scrapes; open connections are capped before that
+(`connections`). `/probe` checks only configured targets, or hosts the configuration's allowlist
+names, so the exporter never becomes an open scanner, and probes a target at most once per
+`web.probe_min_interval` (`probelimit`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import gzip
 import json
 import logging
@@ -27,9 +28,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from tlsprobe import report
 from tlsprobe.exporter import links
 from tlsprobe.exporter.allowlist import AllowlistError, check_adhoc
+from tlsprobe.exporter.authgate import AuthGate, Verdict
 from tlsprobe.exporter.config import TargetConfig
+from tlsprobe.exporter.connections import ConnectionGuard
 from tlsprobe.exporter.detail import detail_page
-from tlsprobe.exporter.metrics import EndpointState, TextRenderer
+from tlsprobe.exporter.metrics import EndpointState, ExporterStats, TextRenderer
+from tlsprobe.exporter.probelimit import ProbeLimiter
 from tlsprobe.exporter.statuspage import StatusPage
 from tlsprobe.exporter.webconfig import WebConfig
 from tlsprobe.model import ProbeResult
@@ -63,14 +67,28 @@ if not any(isinstance(f, _QuietBadRequests) for f in _AIOHTTP_SERVER_LOG.filters
 class WebApp:
     """Routes and guards; the exporter supplies the data through `exporter`."""
 
-    def __init__(self, exporter: Any, web_config: WebConfig, *, max_requests: int = 16) -> None:
+    def __init__(
+        self,
+        exporter: Any,
+        web_config: WebConfig,
+        *,
+        max_requests: int = 16,
+        probe_min_interval: float = 0.0,
+        guard: ConnectionGuard | None = None,
+    ) -> None:
         self.exporter = exporter
         self.web_config = web_config
+        """Replaced on reload: users and headers apply from the next request on."""
+        self.guard = guard
         self.renderer = TextRenderer()
         self.status = StatusPage()
+        self.auth = AuthGate()
         self._requests = asyncio.Semaphore(max_requests)
         self._probes = asyncio.Semaphore(PROBE_CONCURRENCY)
         self._probe_tasks: set[asyncio.Task[Any]] = set()
+        self.probe_limiter: ProbeLimiter[tuple[list[ProbeResult], float]] = ProbeLimiter(
+            probe_min_interval
+        )
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -97,45 +115,48 @@ class WebApp:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        # The request cap comes first, so that a flood of bad passwords is capped too.
-        if self._requests.locked():
-            return web.Response(status=503, text="too many concurrent requests\n")
-        async with self._requests:
-            if request.body_exists and (
-                request.content_length is None or request.content_length > MAX_BODY
-            ):
-                # No handler reads a body; refuse large or unsized (chunked) ones outright.
+        web_config = self.web_config  # one request sees one web config, even across a reload
+        response = await self._guarded(request, handler, web_config)
+        for name, value in web_config.headers.items():
+            response.headers[name] = value
+        return response
+
+    async def _guarded(
+        self, request: web.Request, handler: Handler, web_config: WebConfig
+    ) -> web.StreamResponse:
+        if request.body_exists and (
+            request.content_length is None or request.content_length > MAX_BODY
+        ):
+            # No handler reads a body; refuse large or unsized (chunked) ones outright.
+            return web.Response(
+                status=413, text="request body too large\n", headers={"Connection": "close"}
+            )
+        if web_config.auth_required:
+            # Before the request cap: a flood of wrong passwords is limited by the auth gate
+            # (per client, and bcrypt's own slots) and never takes an answered scrape's place.
+            header = request.headers.get("Authorization", "")
+            verdict = await self.auth.check(web_config, header, request.remote)
+            if verdict is Verdict.THROTTLED:
                 return web.Response(
-                    status=413, text="request body too large\n", headers={"Connection": "close"}
+                    status=429,
+                    text="too many failed authentication attempts\n",
+                    headers={"Retry-After": "2"},
                 )
-            if self.web_config.auth_required and not await self._authorized(request):
+            if verdict is not Verdict.OK:
                 return web.Response(
                     status=401,
                     text="Unauthorized\n",
                     headers={"WWW-Authenticate": 'Basic realm="tlsprobe"'},
                 )
-            response = await handler(request)
-        for name, value in self.web_config.headers.items():
-            response.headers[name] = value
-        return response
-
-    async def _authorized(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic" or not value:
-            return False
-        try:
-            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        if not sep:
-            return False
-        # bcrypt is deliberately slow: run it off the loop so scrapes and probes go on.
-        return await asyncio.to_thread(self.web_config.check_password, user, password)
+        if self._requests.locked():
+            return web.Response(status=503, text="too many concurrent requests\n")
+        async with self._requests:
+            return await handler(request)
 
     # --- handlers --------------------------------------------------------------------------
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
+        self._refresh_stats(self.exporter.stats)
         body = self.renderer.render(self.exporter.results.snapshot(), self.exporter.stats)
         headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         if "gzip" in request.headers.get("Accept-Encoding", "") and len(body) > 4096:
@@ -144,6 +165,15 @@ class WebApp:
             body = await asyncio.to_thread(gzip.compress, body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)
+
+    def _refresh_stats(self, stats: ExporterStats) -> None:
+        """Copy the HTTP side's counters into the self-metrics just before a scrape renders."""
+        if self.guard is not None:
+            stats.http_connections = self.guard.open
+            stats.http_connection_limit = self.guard.limit
+            stats.http_closed.update(self.guard.closed)
+        stats.auth_outcomes.update(self.auth.outcomes)
+        stats.probe_requests_shared = self.probe_limiter.shared
 
     async def healthy(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="Healthy\n")
@@ -173,16 +203,14 @@ class WebApp:
                 target = await check_adhoc(name, self.exporter.config, self.exporter.resolver)
             except AllowlistError as exc:
                 return web.Response(status=403, text=f"forbidden: {exc}\n")
-        if self._probes.locked():
-            return web.Response(status=429, text="too many /probe requests in flight\n")
         task = asyncio.current_task()
         assert task is not None
         self._probe_tasks.add(task)
         try:
-            async with self._probes:
-                started = time.perf_counter()
-                results = await self.exporter.probe_now(target)
-                elapsed = time.perf_counter() - started
+            key = (target.tenant, target.name)
+            results, elapsed = await self.probe_limiter.run(key, lambda: self._probe_now(target))
+        except _ProbesBusy:
+            return web.Response(status=429, text="too many /probe requests in flight\n")
         finally:
             self._probe_tasks.discard(task)
         if debug:
@@ -190,6 +218,14 @@ class WebApp:
         states = [EndpointState(target.tenant, target.name, r) for r in results]
         body = TextRenderer().render(states, None)
         return web.Response(body=body, content_type="text/plain")
+
+    async def _probe_now(self, target: TargetConfig) -> tuple[list[ProbeResult], float]:
+        if self._probes.locked():
+            raise _ProbesBusy
+        async with self._probes:
+            started = time.perf_counter()
+            results = await self.exporter.probe_now(target)
+            return results, time.perf_counter() - started
 
     def _configured(self, name: str, tenant: str | None) -> TargetConfig | str | None:
         found = [
@@ -223,6 +259,10 @@ class WebApp:
             detail_page, state, self.exporter.history, self.exporter.started_at
         )
         return web.Response(text=page, content_type="text/html")
+
+
+class _ProbesBusy(Exception):
+    """Every /probe slot is taken: the request is refused (429), not queued."""
 
 
 def _debug_text(target: TargetConfig, results: Sequence[ProbeResult], elapsed: float) -> str:

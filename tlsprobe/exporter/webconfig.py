@@ -83,6 +83,8 @@ class WebConfig:
     tls: ssl.SSLContext | None = None
     users: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict)
+    tls_source: str = field(default="", repr=False)
+    """Digest of the TLS section and the files it names: tells a reload whether TLS changed."""
     _cache_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
     _good: set[bytes] = field(default_factory=set, repr=False, compare=False)
     _dummy: bytes = field(default=b"", repr=False, compare=False)
@@ -91,6 +93,10 @@ class WebConfig:
     def __post_init__(self) -> None:
         if self.users and not self._dummy:
             object.__setattr__(self, "_dummy", _dummy_hash(self.users.values()))
+
+    def with_tls(self, tls: ssl.SSLContext | None, tls_source: str) -> WebConfig:
+        """This configuration's users and headers with another TLS setting."""
+        return WebConfig(tls=tls, users=self.users, headers=self.headers, tls_source=tls_source)
 
     @property
     def auth_required(self) -> bool:
@@ -101,10 +107,10 @@ class WebConfig:
 
         Blocking (tens of milliseconds by design): call it off the event loop.
         """
+        if self.check_cached(user, password):
+            return True
         hashed = self.users.get(user)
         digest = self._digest(user, password)
-        if hashed is not None and any(hmac.compare_digest(digest, d) for d in self._good):
-            return True
         if not _slots.acquire(blocking=False):
             return False  # a flood of checks is under way: refuse rather than queue
         try:
@@ -116,6 +122,13 @@ class WebConfig:
         if ok and len(self._good) < 1024:
             self._good.add(digest)
         return ok
+
+    def check_cached(self, user: str, password: str) -> bool:
+        """True when this pair passed bcrypt before: cheap, safe on the event loop."""
+        if user not in self.users:
+            return False
+        digest = self._digest(user, password)
+        return any(hmac.compare_digest(digest, d) for d in self._good)
 
     def _digest(self, user: str, password: str) -> bytes:
         # Length-prefixed, so that no (user, password) pair can collide with another.
@@ -154,7 +167,21 @@ def load_web_config(path: str | Path) -> WebConfig:
     tls = _tls(data.get("tls_server_config"), base, f"{name}: tls_server_config")
     users = _users(data.get("basic_auth_users"), f"{name}: basic_auth_users")
     headers = _headers(data.get("http_server_config"), f"{name}: http_server_config")
-    return WebConfig(tls=tls, users=users, headers=headers)
+    source = _tls_source(data.get("tls_server_config"), base)
+    return WebConfig(tls=tls, users=users, headers=headers, tls_source=source)
+
+
+def _tls_source(section: Any, base: Path) -> str:
+    if section is None:
+        return ""
+    digest = hashlib.sha256(repr(sorted(section.items())).encode())
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        if key in section:
+            try:
+                digest.update((base / str(section[key])).read_bytes()[:MAX_FILE_BYTES])
+            except OSError:
+                digest.update(b"unreadable")
+    return digest.hexdigest()
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
