@@ -95,7 +95,8 @@ ERRORS: list[tuple[str, str]] = [
     (
         "web:\n  lisen: ':1'\n" + ONE,
         "web.lisen: unknown key 'lisen' (expected one of: "
-        "config_file, external_url, listen, max_concurrent_requests, probe_allowlist)",
+        "config_file, external_url, header_timeout, idle_timeout, listen, "
+        "max_concurrent_requests, max_connections, probe_allowlist, probe_min_interval)",
     ),
     (
         "web:\n  listen: '9825'\n" + ONE,
