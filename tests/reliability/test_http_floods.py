@@ -99,7 +99,9 @@ async def _hold(host: str, port: int, *, partial: bool, held: list[asyncio.Strea
             await writer.drain()
 
 
-async def _scrape_until_probed(http: aiohttp.ClientSession, url: str, text: str) -> Series:
+async def _scrape_until_probed(
+    http: aiohttp.ClientSession, url: str, text: str
+) -> dict[Series, float]:
     deadline = time.monotonic() + 20
     series = parse_exposition(text)
     while not values(series, "tlsprobe_probe_success", target="good"):
