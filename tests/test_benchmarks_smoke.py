@@ -157,7 +157,7 @@ def test_cached_verdicts_equal_fresh_ones_across_intermediate_expiry(store: Trus
     cached = [_cached(chain, anchor, t) for t in moments]
     fresh = [_fresh(chain, anchor, t) for t in moments]
     assert cached == fresh
-    assert {v.checks[2].reason for v in fresh} >= {"", "intermediate_expired"}
+    assert {v.checks[2].reason for v in fresh} >= {None, "intermediate_expired"}
 
 
 def test_cache_keys_on_host_policy_tls_and_trust_store(ca: Hierarchy, store: TrustStore) -> None:

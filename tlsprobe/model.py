@@ -73,21 +73,48 @@ class Mode(enum.StrEnum):
     IMPLICIT = "implicit"
 
 
-CHECK_NAMES: tuple[str, ...] = (
-    "starttls",
-    "tls_version",
-    "chain_trusted",
-    "not_expired",
-    "hostname",
-    "certificate_domain",
-    "accepted_domain",
-    "key_strength",
-    "signature_algorithm",
-    "expected_certificate",
-)
-"""Every check a result may carry, in report order. `expected_certificate` only when pinned."""
+class CheckName(enum.StrEnum):
+    """Every check a result may carry, in report order. `expected_certificate` only when pinned."""
 
-PHASES: tuple[str, ...] = ("connect", "banner", "ehlo", "starttls", "handshake", "total")
+    STARTTLS = "starttls"
+    TLS_VERSION = "tls_version"
+    CHAIN_TRUSTED = "chain_trusted"
+    NOT_EXPIRED = "not_expired"
+    HOSTNAME = "hostname"
+    CERTIFICATE_DOMAIN = "certificate_domain"
+    ACCEPTED_DOMAIN = "accepted_domain"
+    KEY_STRENGTH = "key_strength"
+    SIGNATURE_ALGORITHM = "signature_algorithm"
+    EXPECTED_CERTIFICATE = "expected_certificate"
+
+
+CHECK_NAMES: tuple[CheckName, ...] = tuple(CheckName)
+
+
+class ChainReason(enum.StrEnum):
+    """Why `chain_trusted` failed: the `reason` label of `tlsprobe_chain_untrusted_info`."""
+
+    SELF_SIGNED = "self_signed"
+    UNKNOWN_ROOT = "unknown_root"
+    INTERMEDIATE_MISSING = "intermediate_missing"
+    INTERMEDIATE_EXPIRED = "intermediate_expired"
+    LEAF_EXPIRED = "leaf_expired"
+    NOT_YET_VALID = "not_yet_valid"
+    INVALID = "invalid"
+
+
+class Phase(enum.StrEnum):
+    """Where a probe spent its time: the `phase` label of `tlsprobe_probe_duration_seconds`."""
+
+    CONNECT = "connect"
+    BANNER = "banner"
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    HANDSHAKE = "handshake"
+    TOTAL = "total"
+
+
+PHASES: tuple[Phase, ...] = tuple(Phase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +175,7 @@ class Capture:
     starttls_offered: bool | None = None
     """None for implicit TLS or when the dialogue ended before EHLO."""
     phases: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    """Seconds per step: every `Phase` reached, plus the SMTP client's other steps by name."""
     transcript: tuple[str, ...] = ()
     """SMTP dialogue, `C: ` / `S: ` prefixed, for /probe?debug=true and --verbose."""
 
@@ -189,13 +217,13 @@ class CertFacts:
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    name: str
+    name: CheckName
     status: Status
     message: str
     symptom: str = ""
     """What Exchange Online does when this check fails (empty when ok or not applicable)."""
-    reason: str = ""
-    """A bounded token for metrics (chain_trusted: self_signed, unknown_root, ...); else empty."""
+    reason: ChainReason | None = None
+    """Why chain_trusted failed (the metric label); None for every other outcome."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +251,7 @@ class ProbeResult:
     def leaf(self) -> CertFacts | None:
         return self.chain[0] if self.chain else None
 
-    def check(self, name: str) -> Check | None:
+    def check(self, name: CheckName | str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
 
     @property
@@ -268,12 +296,12 @@ def parse_host_port(value: str) -> tuple[str, int | None]:
 
 
 O365_RULES = (
-    "starttls",
-    "tls_version",
-    "chain_trusted",
-    "not_expired",
-    "certificate_domain",
-    "accepted_domain",
+    CheckName.STARTTLS,
+    CheckName.TLS_VERSION,
+    CheckName.CHAIN_TRUSTED,
+    CheckName.NOT_EXPIRED,
+    CheckName.CERTIFICATE_DOMAIN,
+    CheckName.ACCEPTED_DOMAIN,
 )
 """The checks that carry Exchange Online's connector rules (a TLS session on 1.2+, a trusted
 full chain, nothing expired, the connector name matched inside an accepted domain)."""
@@ -287,14 +315,14 @@ def o365_ready(checks: Iterable[Check]) -> bool:
     critical, so a 1024-bit key or a SHA-1 signature, or any check added later, clears it. A
     warning elsewhere (a CN-only name, a missing clientAuth EKU) does not.
     """
-    statuses: dict[str, Status] = {}
+    statuses: dict[CheckName, Status] = {}
     for check in checks:
         if check.status is Status.CRITICAL:
             return False
         statuses[check.name] = check.status
     return all(
         statuses.get(name) is Status.OK
-        or (name == "not_expired" and statuses.get(name) is Status.WARNING)
+        or (name is CheckName.NOT_EXPIRED and statuses.get(name) is Status.WARNING)
         for name in O365_RULES
     )
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from tlsprobe.model import CertFacts, ProbeResult, Status
+from tlsprobe.model import CertFacts, Phase, ProbeResult, Status
 from tlsprobe.probe.evaluate import days_left
 
 
@@ -79,7 +79,7 @@ def summary_line(result: ProbeResult, now: datetime) -> str:
         what = f"{where}: " + (
             "; ".join(f"{c.name}: {c.message}" for c in failing) if failing else "certificate OK"
         )
-    perf = [f"total={result.phases.get('total', 0.0):.3f}s"]
+    perf = [f"total={result.phases.get(Phase.TOTAL, 0.0):.3f}s"]
     if result.leaf is not None:
         perf.insert(0, f"days_left={days_left(result.leaf, now):.1f}")
     return f"TLSPROBE {result.status.name} - {what} | {' '.join(perf)}"

@@ -31,6 +31,7 @@ from tlsprobe.exporter.config import (
     parse_duration,
     shard_of,
 )
+from tlsprobe.exporter.config import schema as config_schema
 from tlsprobe.model import Mode, Policy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "tlsprobe.example.yml"
@@ -679,14 +680,14 @@ def test_example_configuration_loads_and_covers_every_key() -> None:
     assert cfg.targets and cfg.tenants
     assert all(t.ca_file is None for t in cfg.targets)
     raw = yaml.safe_load(EXAMPLE.read_text())
-    assert set(raw) == set(config_module._TOP_KEYS)
-    assert set(raw["web"]) == set(config_module._WEB_KEYS)
-    assert set(raw["dns"]) == set(config_module._DNS_KEYS)
-    assert set(raw["defaults"]) == set(config_module._DEFAULT_KEYS)
+    assert set(raw) == set(config_schema.TOP_KEYS)
+    assert set(raw["web"]) == set(config_schema.WEB_KEYS)
+    assert set(raw["dns"]) == set(config_schema.DNS_KEYS)
+    assert set(raw["defaults"]) == set(config_schema.DEFAULT_KEYS)
     tenant_keys = set().union(*(set(t) for t in raw["tenants"].values()))
-    assert tenant_keys == set(config_module._TENANT_KEYS)
+    assert tenant_keys == set(config_schema.TENANT_KEYS)
     target_keys = set().union(*(set(t) for t in raw["tenants"]["contoso"]["targets"]))
-    assert target_keys == set(config_module._TARGET_KEYS)
+    assert target_keys == set(config_schema.TARGET_KEYS)
 
 
 # --- durations --------------------------------------------------------------------------------
@@ -791,12 +792,12 @@ def test_invalid_shard(tmp_path: Path, index: int, count: int) -> None:
 
 _KEYS = sorted(
     {
-        *config_module._TOP_KEYS,
-        *config_module._WEB_KEYS,
-        *config_module._DNS_KEYS,
-        *config_module._DEFAULT_KEYS,
-        *config_module._TENANT_KEYS,
-        *config_module._TARGET_KEYS,
+        *config_schema.TOP_KEYS,
+        *config_schema.WEB_KEYS,
+        *config_schema.DNS_KEYS,
+        *config_schema.DEFAULT_KEYS,
+        *config_schema.TENANT_KEYS,
+        *config_schema.TARGET_KEYS,
         "contoso",
     }
 )
@@ -861,7 +862,7 @@ def test_arbitrary_structures_end_in_config_or_config_error(data: object) -> Non
     st.dictionaries(
         st.sampled_from(["targets", "tenants", "defaults"]),
         st.lists(
-            st.dictionaries(st.sampled_from(config_module._TARGET_KEYS), _SCALARS, max_size=5),
+            st.dictionaries(st.sampled_from(config_schema.TARGET_KEYS), _SCALARS, max_size=5),
             max_size=3,
         ),
         max_size=2,

@@ -132,7 +132,7 @@ def test_good_chain_passes_every_check_in_report_order(ca: Hierarchy, store: Tru
     assert {c.name: c.status for c in verdict.checks} == dict.fromkeys(
         (c.name for c in verdict.checks), Status.OK
     )
-    assert all(c.symptom == "" and c.reason == "" for c in verdict.checks)
+    assert all(c.symptom == "" and c.reason is None for c in verdict.checks)
     assert verdict.o365_ready is True
     assert overall_status(verdict.checks) is Status.OK
 
@@ -143,7 +143,7 @@ def test_good_chain_passes_every_check_in_report_order(ca: Hierarchy, store: Tru
 def test_trusted_chain_names_its_anchor(ca: Hierarchy, store: TrustStore) -> None:
     trusted = check_of(run(ca.chain(leaf(ca)), store), "chain_trusted")
     assert trusted.status is Status.OK
-    assert trusted.reason == ""
+    assert trusted.reason is None
     assert f"CN={ROOT_CN}" in trusted.message
     assert "evaluate root" in trusted.message
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.pki import Hierarchy
-from tlsprobe.exporter import store as store_module
+from tlsprobe.cli.history import format_timeline, history_command
+from tlsprobe.exporter import store_db
 from tlsprobe.exporter.store import (
     Drift,
     EndpointKey,
@@ -30,8 +31,6 @@ from tlsprobe.exporter.store import (
     StateError,
     StoredCert,
     TimelineEntry,
-    format_timeline,
-    history_command,
     history_path,
 )
 from tlsprobe.model import CertFacts
@@ -357,14 +356,14 @@ def test_read_only_database_at_start_is_a_state_error(
     db: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, leaves: Leaves
 ) -> None:
     open_store(db, clock).close()
-    real_connect = store_module._connect
+    real_connect = store_db._connect
 
     def read_only_connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
         conn = real_connect(path, read_only=read_only)
         conn.execute("PRAGMA query_only = ON")
         return conn
 
-    monkeypatch.setattr(store_module, "_connect", read_only_connect)
+    monkeypatch.setattr(store_db, "_connect", read_only_connect)
     with pytest.raises(StateError, match="cannot be written") as info:
         open_store(db, clock)
     assert str(db) in str(info.value)

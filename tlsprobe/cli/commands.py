@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from tlsprobe.exporter.store import history_command
+    from tlsprobe.cli.history import history_command
 
     state_dir = Path(args.state_dir) if args.state_dir else None
     if state_dir is None:

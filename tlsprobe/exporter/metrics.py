@@ -22,7 +22,7 @@ from tlsprobe import __version__
 from tlsprobe.exporter.authgate import Verdict
 from tlsprobe.exporter.connections import Closed
 from tlsprobe.exporter.store import Drift
-from tlsprobe.model import PHASES, TRANSIENT_REASONS, ProbeResult, Status
+from tlsprobe.model import PHASES, TRANSIENT_REASONS, CheckName, ProbeResult, Status
 
 ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
 TARGET_LABELS = ("tenant", "target")
@@ -213,7 +213,7 @@ def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
     yield "tlsprobe_status", (), float(result.status)
     for check in result.checks:
         yield "tlsprobe_check_status", (check.name,), float(check.status)
-        if check.name == "chain_trusted" and check.reason:
+        if check.name is CheckName.CHAIN_TRUSTED and check.reason is not None:
             yield "tlsprobe_chain_untrusted_info", (check.reason,), 1.0
     yield "tlsprobe_o365_ready", (), 1.0 if result.o365_ready else 0.0
     if result.tls is not None:

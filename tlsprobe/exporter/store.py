@@ -15,71 +15,48 @@ import json
 import logging
 import sqlite3
 import ssl
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeAlias
 
-from tlsprobe.exporter import timeline
+from tlsprobe.exporter.store_db import (
+    HISTORY_FILENAME,
+    ChangeEvent,
+    Drift,
+    EndpointKey,
+    StateError,
+    StoredCert,
+    TimelineEntry,
+    describe,
+    history_path,
+    load_state,
+    open_for_writing,
+    read_cert,
+    read_events,
+    read_timeline,
+    rollback,
+    stored,
+)
 from tlsprobe.model import CertFacts
+
+__all__ = [
+    "HISTORY_FILENAME",
+    "ChangeEvent",
+    "Drift",
+    "EndpointKey",
+    "HistoryStore",
+    "StateError",
+    "StoredCert",
+    "TimelineEntry",
+    "history_path",
+]
 
 log = logging.getLogger("tlsprobe.exporter.store")
 
-EndpointKey: TypeAlias = tuple[str, str, str, str, int]
-"""(tenant, target, host, address, port); address is "" when unknown."""
-
-ChangeEvent: TypeAlias = tuple[EndpointKey, float, str | None, str]
-"""(endpoint, at, old fingerprint, new fingerprint)."""
-
-HISTORY_FILENAME = "history.sqlite3"
-SCHEMA_VERSION = 1
 MAX_PENDING_EVENTS = 100_000
-
-# Each entry migrates the schema from version i to i + 1 (PRAGMA user_version holds i).
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE certificate (
-        fingerprint TEXT PRIMARY KEY,
-        subject     TEXT NOT NULL,
-        issuer      TEXT NOT NULL,
-        names       TEXT NOT NULL,  -- JSON array of SAN dNSNames
-        not_after   REAL NOT NULL,
-        pem         TEXT NOT NULL
-    ) WITHOUT ROWID;
-    CREATE TABLE endpoint (
-        id            INTEGER PRIMARY KEY,
-        tenant        TEXT NOT NULL,
-        target        TEXT NOT NULL,
-        host          TEXT NOT NULL,
-        address       TEXT NOT NULL,
-        port          INTEGER NOT NULL,
-        fingerprint   TEXT NOT NULL REFERENCES certificate (fingerprint),
-        since         REAL NOT NULL,
-        changes_total INTEGER NOT NULL,
-        UNIQUE (tenant, target, host, address, port)
-    );
-    CREATE INDEX endpoint_host ON endpoint (host);
-    CREATE TABLE served (
-        endpoint_id INTEGER NOT NULL REFERENCES endpoint (id),
-        fingerprint TEXT NOT NULL REFERENCES certificate (fingerprint),
-        first_seen  REAL NOT NULL,
-        last_seen   REAL NOT NULL,
-        PRIMARY KEY (endpoint_id, fingerprint)
-    ) WITHOUT ROWID;
-    CREATE TABLE change_event (
-        endpoint_id INTEGER NOT NULL REFERENCES endpoint (id),
-        at          REAL NOT NULL,
-        old         TEXT,
-        new         TEXT NOT NULL,
-        UNIQUE (endpoint_id, at, new)
-    );
-    """,
-)
 
 _UPSERT_ENDPOINT = """
     INSERT INTO endpoint (tenant, target, host, address, port, fingerprint, since, changes_total)
@@ -96,88 +73,6 @@ _UPSERT_SERVED = """
         first_seen = min(first_seen, excluded.first_seen),
         last_seen = max(last_seen, excluded.last_seen)
 """
-# Filters are `?n IS NULL OR column = ?n`, so one constant statement serves every call.
-_SELECT_EVENTS = """
-    SELECT e.tenant, e.target, e.host, e.address, e.port, c.at, c.old, c.new
-    FROM change_event c JOIN endpoint e ON e.id = c.endpoint_id
-    WHERE (?1 IS NULL OR e.tenant = ?1) AND (?2 IS NULL OR e.target = ?2)
-        AND (?3 IS NULL OR e.host = ?3) AND (?4 IS NULL OR e.address = ?4)
-        AND (?5 IS NULL OR e.port = ?5)
-    ORDER BY e.tenant, e.target, e.host, e.address, e.port, c.at
-"""
-# A host name matches case-insensitively and without its trailing dot; a target name exactly.
-_SELECT_TIMELINE = """
-    SELECT e.tenant, e.target, e.host, e.address, e.port, s.fingerprint, c.subject, c.issuer,
-        c.names, c.not_after, s.first_seen, s.last_seen
-    FROM served s
-    JOIN endpoint e ON e.id = s.endpoint_id
-    JOIN certificate c ON c.fingerprint = s.fingerprint
-    WHERE (e.host = ?1 COLLATE NOCASE OR e.target = ?4)
-        AND (?2 IS NULL OR e.tenant = ?2) AND (?3 IS NULL OR e.target = ?3)
-    ORDER BY e.tenant, e.target, e.host, e.address, e.port, s.first_seen
-"""
-
-
-_SELECT_CERT = (
-    "SELECT fingerprint, subject, issuer, names, not_after FROM certificate WHERE fingerprint = ?"
-)
-# The certificate each endpoint served before its latest change (rowid orders the events).
-_SELECT_PREVIOUS = """
-    SELECT c.endpoint_id, cert.fingerprint, cert.subject, cert.issuer, cert.names, cert.not_after
-    FROM change_event c JOIN certificate cert ON cert.fingerprint = c.old
-    WHERE c.rowid IN (SELECT max(rowid) FROM change_event GROUP BY endpoint_id)
-"""
-
-
-class StateError(Exception):
-    """The history database cannot be used; the message names the file and what is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCert:
-    """What the history keeps of a certificate (the alerts name the old one of a change)."""
-
-    fingerprint: str
-    subject: str
-    issuer: str
-    names: tuple[str, ...]
-    not_after: float
-
-
-@dataclass(frozen=True, slots=True)
-class Drift:
-    """What the exporter reports about leaf changes of one endpoint."""
-
-    fingerprint: str
-    """Current leaf SHA-256 (lower-case hex)."""
-    since: float
-    """Unix time the current leaf was first seen in its current run."""
-    changes_total: int
-    """How often the leaf changed; the first sighting is not a change."""
-    previous: StoredCert | None = None
-    """The leaf served before the current one; None before the first change (or unknown)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    """One certificate an endpoint has served, with when it was first and last seen."""
-
-    tenant: str
-    target: str
-    host: str
-    address: str
-    port: int
-    fingerprint: str
-    subject: str
-    issuer: str
-    names: tuple[str, ...]
-    not_after: float
-    first_seen: float
-    last_seen: float
-
-    @property
-    def key(self) -> EndpointKey:
-        return (self.tenant, self.target, self.host, self.address, self.port)
 
 
 @dataclass(slots=True)
@@ -210,10 +105,6 @@ class _Pending:
         self.events.clear()
 
 
-def history_path(state_dir: Path) -> Path:
-    return state_dir / HISTORY_FILENAME
-
-
 class HistoryStore:
     """Per-endpoint leaf history with drift counters kept in memory and persisted in SQLite.
 
@@ -234,12 +125,12 @@ class HistoryStore:
         self._flush_interval = flush_interval
         self._retry_interval = retry_interval
         self._lock = threading.RLock()
-        self._conn = _open_for_writing(path)
+        self._conn = open_for_writing(path)
         try:
-            self._drift, self._ids = _load_state(self._conn)
+            self._drift, self._ids = load_state(self._conn)
         except sqlite3.Error as exc:
             self._conn.close()
-            raise StateError(_describe(path, exc)) from exc
+            raise StateError(describe(path, exc)) from exc
         self._pending = _Pending()
         self._writable = True
         self._write_errors = 0
@@ -301,7 +192,7 @@ class HistoryStore:
         """Leaf changes, oldest first per endpoint; includes changes not yet written."""
         with self._lock:
             self._maybe_flush(urgent=True)
-            events = _read_events(self._conn, key)
+            events = read_events(self._conn, key)
             events.extend(e for e in self._pending.events if key is None or e[0] == key)
             return sorted(events, key=lambda e: (e[0], e[1]))
 
@@ -328,11 +219,11 @@ class HistoryStore:
         row = self._pending.certs.get(fingerprint)
         if row is None:
             try:
-                row = self._conn.execute(_SELECT_CERT, (fingerprint,)).fetchone()
+                row = read_cert(self._conn, fingerprint)
             except sqlite3.Error as exc:
                 log.info("history %s: cannot read certificate %s: %s", self.path, fingerprint, exc)
                 return None
-        return _stored(row) if row else None
+        return stored(row) if row else None
 
     def _recall(self, key: EndpointKey) -> Drift | None:
         """State of an endpoint dropped by `forget` and now seen again (pending, else disk)."""
@@ -350,7 +241,7 @@ class HistoryStore:
             return None
         if not row:
             return None
-        events = _read_events(self._conn, key)
+        events = read_events(self._conn, key)
         old = self._stored_cert(events[-1][2]) if events and events[-1][2] else None
         return Drift(row[0], row[1], row[2], old)
 
@@ -429,7 +320,7 @@ def _write(conn: sqlite3.Connection, pending: _Pending, ids: dict[EndpointKey, i
         )
         conn.execute("COMMIT")
     except BaseException:
-        _rollback(conn)
+        rollback(conn)
         raise
     ids.update(new_ids)
 
@@ -446,15 +337,6 @@ def _lookup_id(conn: sqlite3.Connection, key: EndpointKey) -> int:
     return int(row[0])
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    # SQLite rolls back by itself after some errors (SQLITE_FULL); a second rollback is harmless.
-    try:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        log.debug("rollback failed: %s", exc)
-
-
 def _cert_row(leaf: CertFacts) -> tuple[str, str, str, str, float, str]:
     return (
         leaf.sha256,
@@ -464,247 +346,3 @@ def _cert_row(leaf: CertFacts) -> tuple[str, str, str, str, float, str]:
         leaf.not_after.timestamp(),
         ssl.DER_cert_to_PEM_cert(leaf.der),
     )
-
-
-def _load_state(
-    conn: sqlite3.Connection,
-) -> tuple[dict[EndpointKey, Drift], dict[EndpointKey, int]]:
-    drift: dict[EndpointKey, Drift] = {}
-    ids: dict[EndpointKey, int] = {}
-    previous = {row[0]: _stored(row[1:]) for row in conn.execute(_SELECT_PREVIOUS)}
-    rows = conn.execute(
-        "SELECT id, tenant, target, host, address, port, fingerprint, since, changes_total"
-        " FROM endpoint"
-    )
-    for row in rows:
-        key: EndpointKey = (row[1], row[2], row[3], row[4], row[5])
-        ids[key] = row[0]
-        drift[key] = Drift(row[6], row[7], row[8], previous.get(row[0]))
-    return drift, ids
-
-
-def _stored(row: Sequence[Any]) -> StoredCert:
-    """(fingerprint, subject, issuer, names JSON, not_after, ...) -> StoredCert."""
-    return StoredCert(row[0], row[1], row[2], tuple(json.loads(row[3])), float(row[4]))
-
-
-def _read_events(conn: sqlite3.Connection, key: EndpointKey | None) -> list[ChangeEvent]:
-    tenant, target, host, address, port = key if key is not None else (None,) * 5
-    rows = conn.execute(_SELECT_EVENTS, (tenant, target, host, address, port))
-    return [((r[0], r[1], r[2], r[3], r[4]), r[5], r[6], r[7]) for r in rows]
-
-
-def read_timeline(
-    conn: sqlite3.Connection, host: str, *, tenant: str | None = None, target: str | None = None
-) -> list[TimelineEntry]:
-    """Timeline rows for a host name or a target name, by endpoint then first sighting."""
-    rows = conn.execute(_SELECT_TIMELINE, (host.rstrip("."), tenant, target, host))
-    return [_timeline_entry(row) for row in rows]
-
-
-def _timeline_entry(row: tuple[Any, ...]) -> TimelineEntry:
-    tenant, target, host, address, port, fingerprint, subject, issuer, names = row[:9]
-    not_after, first_seen, last_seen = row[9:12]
-    return TimelineEntry(
-        tenant,
-        target,
-        host,
-        address,
-        port,
-        fingerprint,
-        subject,
-        issuer,
-        tuple(json.loads(names)),
-        not_after,
-        first_seen,
-        last_seen,
-    )
-
-
-# --- opening -----------------------------------------------------------------------------------
-
-
-def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """The one place a connection is made (tests substitute it to simulate a read-only disk)."""
-    if read_only:
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-
-
-def _open_for_writing(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed), check, configure and migrate; any problem is a StateError."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"{path}: cannot create the state directory: {exc}") from exc
-    if path.is_dir():
-        raise StateError(f"{path}: is a directory, not a history database")
-    try:
-        conn = _connect(path)
-    except sqlite3.Error as exc:
-        raise StateError(_describe(path, exc)) from exc
-    try:
-        _check_integrity(conn, path)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            log.warning("history %s: WAL mode unavailable, using %s", path, mode)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        _migrate(conn, path)
-    except (sqlite3.Error, StateError) as exc:
-        conn.close()
-        if isinstance(exc, StateError):
-            raise
-        raise StateError(_describe(path, exc)) from exc
-    return conn
-
-
-def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
-    problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
-    if problems != ["ok"]:
-        # quick_check reports several lines; the StateError stays one line.
-        detail = " ".join("; ".join(problems).split())
-        raise StateError(
-            f"{path}: database is corrupt ({detail[:200]}); move it aside to start a new history"
-        )
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to SCHEMA_VERSION; always ends with a write, proving the file writable."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"{path}: written by a newer tlsprobe (schema {version}, this one knows"
-                f" {SCHEMA_VERSION})"
-            )
-        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
-            raise StateError(f"{path}: an SQLite database, but not a tlsprobe history")
-        for script in _MIGRATIONS[version:]:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        _rollback(conn)
-        raise
-
-
-_HINTS = {
-    "SQLITE_NOTADB": "not an SQLite database (corrupt, or another file); move it aside",
-    "SQLITE_CORRUPT": "database is corrupt; move it aside to start a new history",
-    "SQLITE_READONLY": "cannot be written (read-only file or file system)",
-    "SQLITE_CANTOPEN": "cannot be opened (missing directory, permissions?)",
-    "SQLITE_PERM": "permission denied",
-    "SQLITE_FULL": "disk full",
-    "SQLITE_BUSY": "locked by another process (is another tlsprobe using this state dir?)",
-    "SQLITE_IOERR": "I/O error",
-}
-
-
-def _describe(path: Path, exc: sqlite3.Error) -> str:
-    name = getattr(exc, "sqlite_errorname", "")
-    hint = next((h for prefix, h in _HINTS.items() if name.startswith(prefix)), "unusable")
-    return f"{path}: {hint} ({exc})"
-
-
-def open_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection for `tlsprobe history`, safe while the exporter writes."""
-    if not path.is_file():
-        raise StateError(f"{path}: no history database (has the exporter run with this state dir?)")
-    try:
-        conn = _connect(path, read_only=True)
-    except sqlite3.Error as exc:
-        raise StateError(_describe(path, exc)) from exc
-    try:
-        _check_integrity(conn, path)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StateError(_describe(path, exc)) from exc
-    if version != SCHEMA_VERSION:
-        conn.close()
-        raise StateError(f"{path}: unexpected schema version {version} (want {SCHEMA_VERSION})")
-    return conn
-
-
-# --- the history command -----------------------------------------------------------------------
-
-
-def _when(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _expiry(not_after: float, now: float) -> str:
-    days = (not_after - now) / 86400
-    date = datetime.fromtimestamp(not_after, UTC).strftime("%Y-%m-%d")
-    if days < 0:
-        return f"{date} (expired {-days:.0f} d ago)"
-    return f"{date} (in {days:.0f} d)"
-
-
-def _socket(address: str, port: int) -> str:
-    if not address:
-        return f"?:{port}"
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-def format_timeline(
-    entries: Sequence[TimelineEntry], now: float, events: Sequence[ChangeEvent] = ()
-) -> str:
-    """One block per endpoint: its spans as they were (a rollback is a span of its own, the
-    current one is marked), then every change event."""
-    blocks: dict[EndpointKey, list[TimelineEntry]] = {}
-    for entry in entries:
-        blocks.setdefault(entry.key, []).append(entry)
-    lines: list[str] = []
-    for key, served in blocks.items():
-        tenant, target, host, address, port = key
-        scope = f"{tenant}/{target}" if tenant else target
-        lines.append(f"{_socket(address, port)}  {host}  (target {scope})")
-        mine = [e for e in events if e[0] == key]
-        for span in timeline.spans(served, mine):
-            entry = span.cert
-            marker = "  (current)" if span.current else ""
-            marker += "  (rollback)" if span.rollback else ""
-            lines.append(
-                f"  {_when(span.start)} -> {_when(span.end)}"
-                f"  {entry.fingerprint[:16]}  {entry.subject}"
-                f"  names={','.join(entry.names) or '-'}"
-                f"  not_after={_expiry(entry.not_after, now)}{marker}"
-            )
-        if mine:
-            lines.append("  changes:")
-            for change in timeline.changes(mine):
-                rollback = "  (rollback to a certificate served before)" if change.rollback else ""
-                old = (change.old or "?")[:16]
-                lines.append(f"    {_when(change.at)}  {old} -> {change.new[:16]}{rollback}")
-    return "\n".join(lines)
-
-
-def history_command(state_dir: Path, host: str) -> int:
-    """`tlsprobe history HOST`: 0 when something is recorded, 3 when not (or no database)."""
-    path = history_path(state_dir)
-    try:
-        conn = open_read_only(path)
-    except StateError as exc:
-        print(f"tlsprobe history: {exc}", file=sys.stderr)
-        return 3
-    try:
-        entries = read_timeline(conn, host)
-        events = [
-            e for key in dict.fromkeys(e.key for e in entries) for e in _read_events(conn, key)
-        ]
-    except sqlite3.Error as exc:
-        print(f"tlsprobe history: {_describe(path, exc)}", file=sys.stderr)
-        return 3
-    finally:
-        conn.close()
-    if not entries:
-        print(f"tlsprobe history: nothing recorded for {host} in {path}", file=sys.stderr)
-        return 3
-    print(format_timeline(entries, time.time(), events))
-    return 0

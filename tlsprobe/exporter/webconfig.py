@@ -8,9 +8,10 @@ digest, so scrapes do not pay bcrypt's cost each time. An unknown user runs bcry
 dummy hash of the configured cost, so a wrong user name costs what a wrong password costs. At
 most `BCRYPT_SLOTS` checks run at once and a check beyond them fails at once: a flood of wrong
 passwords then costs two cores' worth of bcrypt, not every worker thread, and scrapes with
-cached credentials keep their answers fast. Nothing read from the file is ever echoed in an
-error message (a YAML error names its line and column only), because the file holds hashes and,
-by mistake, sometimes passwords.
+cached credentials keep their answers fast. The file is read by the shared bounded reader
+(`yamlfile`: size cap, safe loader, duplicate keys refused). Nothing read from the file is ever
+echoed in an error message (a YAML error names its line and column only, a duplicate key is not
+quoted), because the file holds hashes and, by mistake, sometimes passwords.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
+
+from tlsprobe.exporter.yamlfile import MAX_YAML_BYTES, YamlFileError, read_yaml
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -59,7 +61,7 @@ _TLS_KEYS = {
     "curve_preferences",
 }
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
-MAX_FILE_BYTES = 1 << 20
+MAX_FILE_BYTES = MAX_YAML_BYTES
 BCRYPT_SLOTS = 2
 """bcrypt checks running at once, process-wide; one more fails at once (401)."""
 _slots = threading.BoundedSemaphore(BCRYPT_SLOTS)
@@ -146,20 +148,9 @@ def load_web_config(path: str | Path) -> WebConfig:
     file = Path(path)
     name = str(file)
     try:
-        with file.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise WebConfigError(name, f"cannot read: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_FILE_BYTES:
-        raise WebConfigError(name, "larger than 1 MiB; refusing to parse it")
-    try:
-        data = yaml.safe_load(raw.decode("utf-8")) or {}
-    except UnicodeDecodeError:
-        raise WebConfigError(name, "not UTF-8 text") from None
-    except yaml.YAMLError as exc:
+        data = read_yaml(file, show_keys=False, max_bytes=MAX_FILE_BYTES) or {}
+    except YamlFileError as exc:
         raise WebConfigError(name, _yaml_problem(exc)) from None
-    except RecursionError:
-        raise WebConfigError(name, "YAML nesting is too deep") from None
     if not isinstance(data, dict):
         raise WebConfigError(name, "must be a mapping")
     _only(data, {"tls_server_config", "basic_auth_users", "http_server_config"}, name)
@@ -184,15 +175,12 @@ def _tls_source(section: Any, base: Path) -> str:
     return digest.hexdigest()
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: YamlFileError) -> str:
     """Where the YAML breaks, without PyYAML's snippet of the line (it may hold a secret)."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        if mark is not None:
-            return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
-        return f"not valid YAML: {problem}"
-    return "not valid YAML"
+    if not exc.syntax:
+        return exc.message
+    place = f" at {exc.where}" if exc.where else ""
+    return f"not valid YAML{place}: {exc.problem}" if exc.problem else f"not valid YAML{place}"
 
 
 def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:

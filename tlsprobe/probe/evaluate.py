@@ -24,22 +24,34 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification as xv
 
-from tlsprobe.model import CertFacts, Check, Policy, Status, TlsInfo, is_ip_literal, o365_ready
+from tlsprobe.model import (
+    CertFacts,
+    ChainReason,
+    Check,
+    CheckName,
+    Policy,
+    Status,
+    TlsInfo,
+    is_ip_literal,
+    o365_ready,
+)
 from tlsprobe.probe import certs, o365
 
-SYMPTOMS = {
-    "starttls": "no TLS session: a certificate-based connector can never match; "
+SYMPTOMS: dict[CheckName, str] = {
+    CheckName.STARTTLS: "no TLS session: a certificate-based connector can never match; "
     "Exchange Online defers the mail (451 4.4.0 TLS required)",
-    "tls_version": "Exchange Online accepts only TLS 1.2 and newer: the connection fails",
-    "chain_trusted": "450 4.4.317 UntrustedRoot / 550 5.7.64 TenantAttribution: relay refused",
-    "not_expired": "Exchange Online rejects an expired certificate: relay stops "
+    CheckName.TLS_VERSION: "Exchange Online accepts only TLS 1.2 and newer: the connection fails",
+    CheckName.CHAIN_TRUSTED: "450 4.4.317 UntrustedRoot / 550 5.7.64 TenantAttribution: "
+    "relay refused",
+    CheckName.NOT_EXPIRED: "Exchange Online rejects an expired certificate: relay stops "
     "(550 5.7.64 TenantAttribution)",
-    "hostname": "senders that verify the host name (MTA-STS, DANE, strict TLS) refuse this host",
-    "key_strength": "weak keys are refused by current TLS stacks, Exchange Online included",
-    "signature_algorithm": "SHA-1/MD5 signatures are refused by current TLS stacks, "
+    CheckName.HOSTNAME: "senders that verify the host name (MTA-STS, DANE, strict TLS) "
+    "refuse this host",
+    CheckName.KEY_STRENGTH: "weak keys are refused by current TLS stacks, Exchange Online included",
+    CheckName.SIGNATURE_ALGORITHM: "SHA-1/MD5 signatures are refused by current TLS stacks, "
     "Exchange Online included",
-    "expected_certificate": "the served certificate is not the one pinned for the connector: "
-    "relay breaks if Exchange expects the pinned one",
+    CheckName.EXPECTED_CERTIFICATE: "the served certificate is not the one pinned for the "
+    "connector: relay breaks if Exchange expects the pinned one",
 }
 
 _OLD_TLS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"})
@@ -200,7 +212,7 @@ def _static_checks(
         else None
     )
     checks = [
-        Check("starttls", Status.OK, "TLS session established"),
+        Check(CheckName.STARTTLS, Status.OK, "TLS session established"),
         check_tls_version(tls),
         # A sender (a TLS client) has no name that was dialled: no hostname check for it.
         *([check_hostname(host, leaf)] if host is not None else []),
@@ -214,18 +226,20 @@ def _static_checks(
     return _Static(sent, tuple(checks))
 
 
-def _fail(name: str, status: Status, message: str, reason: str = "") -> Check:
+def _fail(
+    name: CheckName, status: Status, message: str, reason: ChainReason | None = None
+) -> Check:
     return Check(name, status, message, SYMPTOMS.get(name, ""), reason)
 
 
 def check_tls_version(tls: TlsInfo) -> Check:
     if tls.version in _OLD_TLS:
         return _fail(
-            "tls_version",
+            CheckName.TLS_VERSION,
             Status.CRITICAL,
             f"{tls.version} negotiated; TLS 1.2 or newer is required",
         )
-    return Check("tls_version", Status.OK, f"{tls.version} ({tls.cipher})")
+    return Check(CheckName.TLS_VERSION, Status.OK, f"{tls.version} ({tls.cipher})")
 
 
 # --- trust ---------------------------------------------------------------------------------
@@ -242,7 +256,9 @@ def check_trust(
         return _diagnose(chain, trust, now, str(exc)), []
     path = list(verified.chain)
     anchor = certs.facts(path[-1])
-    return Check("chain_trusted", Status.OK, f"chains to {anchor.subject} ({trust.source})"), path
+    return Check(
+        CheckName.CHAIN_TRUSTED, Status.OK, f"chains to {anchor.subject} ({trust.source})"
+    ), path
 
 
 _TrustVerdict = tuple[Check, tuple[CertFacts, ...]]
@@ -340,7 +356,7 @@ def _diagnose(
     leaf = chain[0]
     if leaf.subject == leaf.issuer and _signed_by(leaf, leaf) and not trust.contains(leaf):
         return _untrusted(
-            "self_signed", "self-signed certificate; Exchange Online needs a public CA"
+            ChainReason.SELF_SIGNED, "self-signed certificate; Exchange Online needs a public CA"
         )
     path, anchored = _walk(chain, trust)
     if not anchored:
@@ -348,7 +364,7 @@ def _diagnose(
         issuer = top.issuer.rfc4514_string()
         if len(path) == 1 and not certs.is_ca(top):
             return _untrusted(
-                "intermediate_missing",
+                ChainReason.INTERMEDIATE_MISSING,
                 f"intermediate missing: issuer '{issuer}' was not sent and is not a trusted root; "
                 "install the full chain on the server (Exchange Online fetches no intermediates)",
             )
@@ -359,26 +375,27 @@ def _diagnose(
         else:
             reason = f"issuer '{issuer}' is not in the trust store ({trust.source})"
         return _untrusted(
-            "unknown_root", f"unknown root: {reason}; a private CA fails in Exchange Online"
+            ChainReason.UNKNOWN_ROOT,
+            f"unknown root: {reason}; a private CA fails in Exchange Online",
         )
     for position, cert in enumerate(path):
         facts = certs.facts(cert)
         what = "leaf" if position == 0 else ("root" if facts.self_issued else "intermediate")
         if now >= facts.not_after:
             return _untrusted(
-                "leaf_expired" if position == 0 else "intermediate_expired",
+                ChainReason.LEAF_EXPIRED if position == 0 else ChainReason.INTERMEDIATE_EXPIRED,
                 f"{what} '{facts.subject}' expired on {facts.not_after:%Y-%m-%d}",
             )
         if now < facts.not_before:
             return _untrusted(
-                "not_yet_valid",
+                ChainReason.NOT_YET_VALID,
                 f"{what} '{facts.subject}' not valid before {facts.not_before:%Y-%m-%d}",
             )
-    return _untrusted("invalid", f"chain rejected: {detail}")
+    return _untrusted(ChainReason.INVALID, f"chain rejected: {detail}")
 
 
-def _untrusted(reason: str, message: str) -> Check:
-    return _fail("chain_trusted", Status.CRITICAL, message, reason)
+def _untrusted(reason: ChainReason, message: str) -> Check:
+    return _fail(CheckName.CHAIN_TRUSTED, Status.CRITICAL, message, reason)
 
 
 def _walk(
@@ -437,13 +454,13 @@ def check_expiry(chain: Sequence[CertFacts], policy: Policy, now: datetime) -> C
         if now >= facts.not_after:
             days = (now - facts.not_after).total_seconds() / _SECONDS_PER_DAY
             return _fail(
-                "not_expired",
+                CheckName.NOT_EXPIRED,
                 Status.CRITICAL,
                 f"{what} expired {_days(days)} ago ({facts.not_after:%Y-%m-%d %H:%M} UTC)",
             )
         if now < facts.not_before:
             return _fail(
-                "not_expired",
+                CheckName.NOT_EXPIRED,
                 Status.CRITICAL,
                 f"{what} not valid before {facts.not_before:%Y-%m-%d %H:%M} UTC",
             )
@@ -453,13 +470,17 @@ def check_expiry(chain: Sequence[CertFacts], policy: Policy, now: datetime) -> C
     message = f"expires in {_days(days_left)} on {_date(earliest.not_after)}{whose}"
     if days_left < policy.crit_days:
         return _fail(
-            "not_expired", Status.CRITICAL, f"{message}; critical under {policy.crit_days:g} days"
+            CheckName.NOT_EXPIRED,
+            Status.CRITICAL,
+            f"{message}; critical under {policy.crit_days:g} days",
         )
     if days_left < policy.warn_days:
         return _fail(
-            "not_expired", Status.WARNING, f"{message}; warning under {policy.warn_days:g} days"
+            CheckName.NOT_EXPIRED,
+            Status.WARNING,
+            f"{message}; warning under {policy.warn_days:g} days",
         )
-    return Check("not_expired", Status.OK, message)
+    return Check(CheckName.NOT_EXPIRED, Status.OK, message)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -485,27 +506,27 @@ def check_hostname(host: str, leaf: CertFacts) -> Check:
     """RFC 9525: SAN dNSName only; CN-only matches are a warning (Exchange accepts CN)."""
     if is_ip_literal(host.strip("[]")):
         return Check(
-            "hostname", Status.UNKNOWN, f"probed by IP address {host}; host name not judged"
+            CheckName.HOSTNAME, Status.UNKNOWN, f"probed by IP address {host}; host name not judged"
         )
     if leaf.dns_names:
         matched = o365.hostname_matches(host, leaf.dns_names)
         if matched:
-            return Check("hostname", Status.OK, f"'{host}' matches SAN '{matched}'")
+            return Check(CheckName.HOSTNAME, Status.OK, f"'{host}' matches SAN '{matched}'")
         return _fail(
-            "hostname",
+            CheckName.HOSTNAME,
             Status.CRITICAL,
             f"'{host}' not in the certificate's SAN ({_names(leaf.dns_names)})",
         )
     matched = o365.hostname_matches(host, leaf.common_names)
     if matched:
         return _fail(
-            "hostname",
+            CheckName.HOSTNAME,
             Status.WARNING,
             f"'{host}' matches only the CN '{matched}': the certificate has no SAN "
             "(RFC 9525 and MTA-STS need a SAN)",
         )
     return _fail(
-        "hostname",
+        CheckName.HOSTNAME,
         Status.CRITICAL,
         f"'{host}' does not match: no SAN, CN {_names(leaf.common_names) or 'absent'}",
     )
@@ -527,9 +548,11 @@ def check_key_strength(chain: Sequence[CertFacts]) -> Check:
         if minimum is not None and facts.key_bits < minimum:
             who = "leaf" if position == 0 else f"intermediate '{facts.subject}'"
             return _fail(
-                "key_strength", Status.CRITICAL, f"{who} key {facts.key} is under {minimum} bits"
+                CheckName.KEY_STRENGTH,
+                Status.CRITICAL,
+                f"{who} key {facts.key} is under {minimum} bits",
             )
-    return Check("key_strength", Status.OK, f"leaf key {chain[0].key}")
+    return Check(CheckName.KEY_STRENGTH, Status.OK, f"leaf key {chain[0].key}")
 
 
 def check_signature(chain: Sequence[CertFacts]) -> Check:
@@ -539,11 +562,11 @@ def check_signature(chain: Sequence[CertFacts]) -> Check:
         if facts.signature_hash in _WEAK_HASHES:
             who = "leaf" if position == 0 else f"intermediate '{facts.subject}'"
             return _fail(
-                "signature_algorithm",
+                CheckName.SIGNATURE_ALGORITHM,
                 Status.CRITICAL,
                 f"{who} signed with {facts.signature_algorithm} ({facts.signature_hash.upper()})",
             )
-    return Check("signature_algorithm", Status.OK, chain[0].signature_algorithm)
+    return Check(CheckName.SIGNATURE_ALGORITHM, Status.OK, chain[0].signature_algorithm)
 
 
 def normalize_pin(pin: str) -> str:
@@ -557,9 +580,11 @@ def normalize_pin(pin: str) -> str:
 def check_expected(leaf: CertFacts, expected: Sequence[str]) -> Check:
     served = {normalize_pin(leaf.sha256), normalize_pin(leaf.exchange_name)}
     if any(normalize_pin(pin) in served for pin in expected):
-        return Check("expected_certificate", Status.OK, "served certificate is the pinned one")
+        return Check(
+            CheckName.EXPECTED_CERTIFICATE, Status.OK, "served certificate is the pinned one"
+        )
     return _fail(
-        "expected_certificate",
+        CheckName.EXPECTED_CERTIFICATE,
         Status.CRITICAL,
         f"served certificate {leaf.sha256[:16]}... ({leaf.exchange_name}) is not the pinned one",
     )

@@ -16,10 +16,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tlsprobe.model import Check, Status
+from tlsprobe.model import Check, CheckName, Status
 
-CERTIFICATE_DOMAIN = "certificate_domain"
-ACCEPTED_DOMAIN = "accepted_domain"
+CERTIFICATE_DOMAIN = CheckName.CERTIFICATE_DOMAIN
+ACCEPTED_DOMAIN = CheckName.ACCEPTED_DOMAIN
 
 SYMPTOM_CERTIFICATE_DOMAIN = "550 5.7.64 TenantAttribution: Relay Access Denied"
 SYMPTOM_ACCEPTED_DOMAIN = (
@@ -379,7 +379,7 @@ def _normalized(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(n for n in map(normalize_name, names) if n))
 
 
-def _check(name: str, status: Status, message: str) -> Check:
+def _check(name: CheckName, status: Status, message: str) -> Check:
     symptom = ""
     if status in (Status.CRITICAL, Status.WARNING):
         symptom = (

@@ -16,6 +16,7 @@ from tlsprobe.model import (
     Capture,
     CertFacts,
     Check,
+    CheckName,
     Endpoint,
     Mode,
     Policy,
@@ -78,7 +79,10 @@ def judge(
     )
     checks = verdict.checks
     if endpoint.mode is Mode.IMPLICIT:
-        checks = (Check("starttls", Status.OK, "implicit TLS: no STARTTLS needed"), *checks[1:])
+        checks = (
+            Check(CheckName.STARTTLS, Status.OK, "implicit TLS: no STARTTLS needed"),
+            *checks[1:],
+        )
     return ProbeResult(
         endpoint=endpoint,
         address=captured.address,
@@ -105,7 +109,9 @@ def _failed(
     checks: tuple[Check, ...] = ()
     if error.kind in _STARTTLS_FAILURES:
         message = f"{_STARTTLS_FAILURES[error.kind]}: {error.message}"
-        checks = (Check("starttls", Status.CRITICAL, message, SYMPTOMS["starttls"]),)
+        checks = (
+            Check(CheckName.STARTTLS, Status.CRITICAL, message, SYMPTOMS[CheckName.STARTTLS]),
+        )
     return ProbeResult(
         endpoint=endpoint,
         address=captured.address,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from tlsprobe.model import Capture, Endpoint, Mode, ProbeError, Reason, TlsInfo
+from tlsprobe.model import Capture, Endpoint, Mode, Phase, ProbeError, Reason, TlsInfo
 from tlsprobe.probe import smtp
 
 _READ_CHUNK = 65536
@@ -161,7 +161,7 @@ class _Recorder:
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
 
     def capture(self, error: ProbeError | None) -> Capture:
-        self.phases["total"] = time.perf_counter() - self.started
+        self.phases[Phase.TOTAL] = time.perf_counter() - self.started
         transcript = self.client.transcript if self.client else ()
         if self.client is not None and self.starttls_offered is None:
             self.starttls_offered = self.client.starttls_offered
@@ -214,7 +214,7 @@ class _Failure(Exception):
 async def _run(rec: _Recorder) -> None:
     endpoint = rec.endpoint
     loop = asyncio.get_running_loop()
-    with rec.phase("connect"):
+    with rec.phase(Phase.CONNECT):
         transport, pipe = await _connect(rec)
     try:
         if endpoint.mode is Mode.IMPLICIT:
@@ -307,8 +307,8 @@ async def _handshake(
     loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, pipe: _Pipe, rec: _Recorder
 ) -> asyncio.Transport:
     endpoint = rec.endpoint
-    rec.phases.setdefault("handshake", 0.0)
-    with rec.phase("handshake"):
+    rec.phases.setdefault(Phase.HANDSHAKE, 0.0)
+    with rec.phase(Phase.HANDSHAKE):
         tls_transport = await loop.start_tls(
             transport,
             pipe,
@@ -328,13 +328,13 @@ async def _handshake(
 
 
 def _in_handshake(rec: _Recorder) -> bool:
-    return "handshake" in rec.phases and rec.tls is None
+    return Phase.HANDSHAKE in rec.phases and rec.tls is None
 
 
 def _where(rec: _Recorder) -> str:
     if rec.address is None and not rec.endpoint.address:
         return "resolving"
-    if "connect" not in rec.phases:
+    if Phase.CONNECT not in rec.phases:
         return "connecting"
     if _in_handshake(rec):
         return "during TLS handshake"
@@ -358,7 +358,7 @@ def _os_error(exc: OSError, rec: _Recorder) -> ProbeError:
         return ProbeError(Reason.REFUSED, f"connection refused by {_addr(rec)}")
     if _in_handshake(rec):
         return ProbeError(Reason.TLS_HANDSHAKE, f"TLS handshake failed: {exc}")
-    if "connect" not in rec.phases or (rec.client is None and rec.tls is None):
+    if Phase.CONNECT not in rec.phases or (rec.client is None and rec.tls is None):
         return ProbeError(Reason.UNREACHABLE, f"{_addr(rec)}: {exc.strerror or exc}")
     return ProbeError(Reason.PROTOCOL, f"{_where(rec)}: {exc.strerror or exc}")
 

@@ -1,0 +1,182 @@
+"""Readers for the configuration's structured fields: where a target connects and how, the
+`/probe` allowlist entries, the listen address, pinned certificates, the connector name.
+
+Each returns the normalized value or raises a `ConfigError` at the key path it was given.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from tlsprobe.exporter import links
+from tlsprobe.exporter.config.schema import ConfigError
+from tlsprobe.exporter.config.values import (
+    choice,
+    domain_name,
+    host_value,
+    kind,
+    listing,
+    string_of,
+    valid_host_name,
+)
+from tlsprobe.exporter.yamlfile import show
+from tlsprobe.model import HostPortError, Mode, is_ip_literal, parse_host_port
+from tlsprobe.probe import o365
+
+_FINGERPRINT = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def host_or_mx(section: Mapping[str, object], where: str) -> tuple[str | None, str | None]:
+    if "host" in section and "mx" in section:
+        raise ConfigError(where, "give either host or mx, not both")
+    if "host" in section:
+        return host_value(section["host"], f"{where}.host"), None
+    if "mx" in section:
+        return None, domain_name(section["mx"], f"{where}.mx")
+    raise ConfigError(where, "needs host (a server) or mx (a mail domain whose MX hosts to probe)")
+
+
+def mode_setting(section: Mapping[str, object], where: str, port: int) -> Mode:
+    if "mode" not in section:
+        return Mode.IMPLICIT if port == 465 else Mode.STARTTLS
+    return Mode(choice(section["mode"], f"{where}.mode", tuple(m.value for m in Mode)))
+
+
+def sni_setting(
+    section: Mapping[str, object], where: str, host: str | None
+) -> tuple[str | None, bool]:
+    """(name to send, whether to send one); `sni: false` sends none."""
+    value = section.get("sni")
+    if value is False:
+        return None, False
+    if value is None:
+        return (None if host is None or is_ip_literal(host) else host), True
+    at = f"{where}.sni"
+    if not isinstance(value, str):
+        raise ConfigError(at, f"must be a server name, or false to send none; got {kind(value)}")
+    if is_ip_literal(value):
+        raise ConfigError(at, "an IP address cannot be sent as SNI; give a host name or false")
+    return domain_name(value, at), True
+
+
+def connector(section: Mapping[str, object], where: str) -> str | None:
+    if "certificate_domain" not in section:
+        return None
+    at = f"{where}.certificate_domain"
+    text = string_of(section["certificate_domain"], at)
+    try:
+        return str(o365.ConnectorPattern.parse(text))
+    except o365.ConnectorPatternError as exc:
+        raise ConfigError(at, str(exc)) from None
+
+
+def expected_pins(value: object, where: str) -> tuple[str, ...]:
+    at = f"{where}.expected_certificate"
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (pin(value, at),)
+    items = listing(value, at, "a string or a list of strings")
+    return tuple(dict.fromkeys(pin(v, f"{at}[{i}]") for i, v in enumerate(items)))
+
+
+def pin(value: object, where: str) -> str:
+    """A SHA-256 fingerprint (stored as bare lower-case hex) or `<I>issuer<S>subject`."""
+    text = string_of(value, where).strip()
+    bare = text.replace(":", "")
+    if _FINGERPRINT.fullmatch(bare):
+        return bare.lower()
+    issuer, sep, subject = text.removeprefix("<I>").partition("<S>")
+    if text.startswith("<I>") and sep and issuer.strip() and subject.strip():
+        return text
+    raise ConfigError(
+        where,
+        "must be a SHA-256 fingerprint (64 hex digits, colons allowed) or Exchange's "
+        "'<I>issuer<S>subject'",
+    )
+
+
+def listen_address(value: object, where: str) -> tuple[str, int]:
+    text = string_of(value, where)
+    host, sep, port = text.rpartition(":")
+    usage = f"must be HOST:PORT, [IPv6]:PORT or :PORT, got {show(text)}"
+    if not sep:
+        raise ConfigError(where, usage)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not is_ip_literal(host) or ":" not in host:
+            raise ConfigError(where, usage)
+    elif ":" in host:
+        raise ConfigError(
+            where, f"write an IPv6 address in brackets ([::1]:PORT), got {show(text)}"
+        )
+    elif host and not is_ip_literal(host) and not valid_host_name(o365.normalize_name(host)):
+        raise ConfigError(where, usage)
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(where, f"port must be 1-65535, got {show(port)}")
+    return host, int(port)
+
+
+def allow_entry(value: object, where: str) -> str:
+    """A CIDR network, or an IP / host name / `*.domain` with an optional `:PORT`."""
+    text = string_of(value, where).strip()
+    if "/" in text:
+        return allow_network(text, where)
+    usage = (
+        f"{show(text)} is not a CIDR network, or HOST[:PORT] where HOST is a host name, "
+        "'*.domain' or IP address"
+    )
+    try:
+        host, port = parse_host_port(text)
+    except HostPortError:
+        raise ConfigError(where, usage) from None
+    if is_ip_literal(host):
+        address = ipaddress.ip_address(host)
+        if port is None:
+            return str(ipaddress.ip_network(address))
+        return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+    if host == "*":
+        raise ConfigError(where, "a bare '*' would allow probing any host; list hosts or domains")
+    rest = host.removeprefix("*.")
+    name = o365.normalize_name(rest)
+    if not valid_host_name(name):
+        raise ConfigError(where, usage)
+    pattern = name if rest == host else f"*.{name}"
+    return pattern if port is None else f"{pattern}:{port}"
+
+
+def allow_network(text: str, where: str) -> str:
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(where, f"{show(text)} is not an IP network") from None
+    if network.prefixlen == 0:
+        raise ConfigError(where, f"{show(text)} would allow probing any address")
+    return str(network)
+
+
+def external_url(value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        return links.parse_external_url(string_of(value, "web.external_url"))
+    except ValueError as exc:
+        raise ConfigError("web.external_url", str(exc)) from exc
+
+
+def check_readable(path: Path, where: str) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False

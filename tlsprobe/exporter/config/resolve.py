@@ -1,0 +1,356 @@
+"""Resolution of a parsed document into a `Config`: defaults, then tenant, then target.
+
+Per-target values override the tenant's, which override `defaults`, so the scheduler reads
+finished `TargetConfig` values and never consults a default again.  Independent units (each
+section, tenant and target) are parsed separately, so one run reports every problem found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tlsprobe.exporter.config import fields
+from tlsprobe.exporter.config.schema import (
+    ADDRESSES,
+    DEFAULT_KEYS,
+    DEFAULT_LISTEN_PORT,
+    DEFAULT_PORT,
+    DNS_KEYS,
+    TARGET_KEYS,
+    TENANT_KEYS,
+    TOP_KEYS,
+    WEB_KEYS,
+    Config,
+    ConfigError,
+    DnsSettings,
+    TargetConfig,
+    TenantConfig,
+    WebSettings,
+)
+from tlsprobe.exporter.config.values import (
+    choice,
+    days,
+    display_name,
+    domain_name,
+    duration,
+    ehlo_value,
+    format_duration,
+    integer,
+    ip_text,
+    kind,
+    listing,
+    mapping,
+    mapping_of_any,
+    show_key,
+    string_of,
+)
+from tlsprobe.exporter.yamlfile import show
+from tlsprobe.model import Policy
+from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
+
+_T = TypeVar("_T")
+_TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def resolve(data: dict[Any, Any], *, base_dir: Path, source: Path | None) -> Config:
+    """The Config a top-level mapping describes; raises ConfigError with every problem."""
+    return _Parser(base_dir).config(data, source)
+
+
+@dataclass(frozen=True, slots=True)
+class _Defaults:
+    """The `defaults:` section; every target starts from these."""
+
+    interval: float = 300.0
+    timeout: float = 30.0
+    warn_days: float = 21.0
+    crit_days: float = 7.0
+    retries: int = 2
+    ca_file: Path | None = None
+    addresses: str = "all"
+    ehlo_name: str | None = None
+    port: int = DEFAULT_PORT
+
+
+class _Parser:
+    """Walks the document, collecting one problem per independent unit."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.errors: list[ConfigError] = []
+        self._trust_checked: set[Path] = set()
+
+    def attempt(self, parse: Callable[[], _T]) -> _T | None:
+        """Run one unit's parse; record its problem and carry on with the next unit."""
+        try:
+            return parse()
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return None
+
+    def config(self, data: dict[Any, Any], source: Path | None) -> Config:
+        top = mapping(data, "", TOP_KEYS)
+        state_dir = self.attempt(lambda: self.state_dir(top.get("state_dir", "./state")))
+        web = self.attempt(lambda: self.web(top.get("web")))
+        dns = self.attempt(lambda: dns_settings(top.get("dns")))
+        defaults_and_concurrency = self.attempt(lambda: self.defaults(top.get("defaults")))
+        defaults, concurrency = defaults_and_concurrency or (_Defaults(), 50)
+        tenants_data = self.attempt(lambda: mapping_of_any(top.get("tenants"), "tenants"))
+        tenants: list[TenantConfig] = []
+        targets: list[TargetConfig] = []
+        for key, value in (tenants_data or {}).items():
+            parsed = self.attempt(functools.partial(self.tenant, key, value, defaults))
+            if parsed is not None:
+                tenants.append(parsed[0])
+                targets.extend(parsed[1])
+        loose = self.attempt(lambda: listing(top.get("targets"), "targets"))
+        tenant = TenantConfig(name="", accepted_domains=(), certificate_domain=None)
+        targets.extend(self.targets(loose or [], "targets", tenant, defaults))
+        if not targets and not self.errors:
+            where = "targets" if "targets" in top and "tenants" not in top else "tenants"
+            self.errors.append(ConfigError(where, "no targets configured"))
+        if self.errors:
+            first = self.errors[0]
+            first.problems = tuple(self.errors)
+            raise first
+        assert state_dir is not None and web is not None and dns is not None
+        return Config(
+            source=source,
+            state_dir=state_dir,
+            web=web,
+            dns=dns,
+            concurrency=concurrency,
+            tenants=tuple(tenants),
+            targets=tuple(targets),
+            defaults_port=defaults.port,
+            defaults_interval=defaults.interval,
+            defaults_timeout=defaults.timeout,
+            defaults_ca_file=defaults.ca_file,
+        )
+
+    def path(self, value: object, where: str) -> Path:
+        text = string_of(value, where)
+        if not text:
+            raise ConfigError(where, "must not be empty")
+        return self.base_dir / text
+
+    def state_dir(self, value: object) -> Path:
+        path = self.path(value, "state_dir")
+        if fields.exists(path) and not path.is_dir():
+            raise ConfigError("state_dir", f"{path} exists and is not a directory")
+        return path
+
+    def web(self, value: object) -> WebSettings:
+        web = mapping(value, "web", WEB_KEYS)
+        host, port = fields.listen_address(
+            web.get("listen", f":{DEFAULT_LISTEN_PORT}"), "web.listen"
+        )
+        config_file = None
+        if "config_file" in web:
+            config_file = self.path(web["config_file"], "web.config_file")
+            fields.check_readable(config_file, "web.config_file")
+        allowlist = listing(web.get("probe_allowlist"), "web.probe_allowlist")
+        return WebSettings(
+            listen_host=host,
+            listen_port=port,
+            config_file=config_file,
+            probe_allowlist=tuple(
+                fields.allow_entry(v, f"web.probe_allowlist[{i}]") for i, v in enumerate(allowlist)
+            ),
+            max_concurrent_requests=integer(
+                web.get("max_concurrent_requests", 16), "web.max_concurrent_requests", 1, 10000
+            ),
+            external_url=fields.external_url(web.get("external_url")),
+            max_connections=integer(
+                web.get("max_connections", 512), "web.max_connections", 8, 65536
+            ),
+            header_timeout=_bounded_duration(web, "header_timeout", 10.0, 0.1, 300),
+            idle_timeout=_bounded_duration(web, "idle_timeout", 15.0, 0.1, 3600),
+            probe_min_interval=_bounded_duration(web, "probe_min_interval", 10.0, 0, 86400),
+        )
+
+    def defaults(self, value: object) -> tuple[_Defaults, int]:
+        section = mapping(value, "defaults", DEFAULT_KEYS)
+        concurrency = integer(section.pop("concurrency", 50), "defaults.concurrency", 1, 10000)
+        return self.overrides(section, "defaults", _Defaults()), concurrency
+
+    def overrides(self, section: Mapping[str, object], where: str, base: _Defaults) -> _Defaults:
+        """Apply the settings a defaults or target section may override to `base`."""
+        readers: dict[str, Callable[[object, str], Any]] = {
+            "interval": duration,
+            "timeout": duration,
+            "warn_days": days,
+            "crit_days": days,
+            "retries": lambda value, at: integer(value, at, 0, 10),
+            "ca_file": self.ca_file,
+            "addresses": lambda value, at: choice(value, at, ADDRESSES),
+            "ehlo_name": ehlo_value,
+            "port": lambda value, at: integer(value, at, 1, 65535),
+        }
+        changes: dict[str, Any] = {
+            key: readers[key](value, f"{where}.{key}")
+            for key, value in section.items()
+            if key in readers
+        }
+        result = dataclasses.replace(base, **changes)
+        _check_consistent(result, section, where)
+        return result
+
+    def ca_file(self, value: object, where: str) -> Path:
+        path = self.path(value, where)
+        if path not in self._trust_checked:
+            try:
+                TrustStore.from_pem_file(path)
+            except TrustStoreError as exc:
+                raise ConfigError(where, str(exc)) from None
+            self._trust_checked.add(path)
+        return path
+
+    def tenant(
+        self, key: object, value: object, defaults: _Defaults
+    ) -> tuple[TenantConfig, list[TargetConfig]]:
+        where = f"tenants.{show_key(key)}"
+        if not isinstance(key, str):
+            raise ConfigError(where, f"tenant name must be a string (quote it), got {kind(key)}")
+        if not _TENANT_NAME.fullmatch(key):
+            raise ConfigError(where, "tenant name must be 1-100 letters, digits, '_', '.' or '-'")
+        section = mapping(value, where, TENANT_KEYS)
+        domains = listing(section.get("accepted_domains"), f"{where}.accepted_domains")
+        tenant = TenantConfig(
+            name=key,
+            accepted_domains=tuple(
+                dict.fromkeys(
+                    domain_name(d, f"{where}.accepted_domains[{i}]") for i, d in enumerate(domains)
+                )
+            ),
+            certificate_domain=fields.connector(section, where),
+        )
+        raw_targets = listing(section.get("targets"), f"{where}.targets")
+        return tenant, self.targets(raw_targets, f"{where}.targets", tenant, defaults)
+
+    def targets(
+        self, items: Sequence[object], where: str, tenant: TenantConfig, defaults: _Defaults
+    ) -> list[TargetConfig]:
+        parsed: list[TargetConfig] = []
+        first_index: dict[str, int] = {}
+        for index, item in enumerate(items):
+            at = f"{where}[{index}]"
+            target = self.attempt(functools.partial(self.target, item, at, tenant, defaults))
+            if target is None:
+                continue
+            if target.name in first_index:
+                named = isinstance(item, dict) and item.get("name") is not None
+                self.errors.append(
+                    ConfigError(
+                        f"{at}.name" if named else at,
+                        f"duplicate target name {show(target.name)} (also "
+                        f"{where}[{first_index[target.name]}]); give each target its own name",
+                    )
+                )
+                continue
+            first_index[target.name] = index
+            parsed.append(target)
+        return parsed
+
+    def target(
+        self, value: object, where: str, tenant: TenantConfig, defaults: _Defaults
+    ) -> TargetConfig:
+        section = mapping(value, where, TARGET_KEYS)
+        host, mx = fields.host_or_mx(section, where)
+        settings = self.overrides(section, where, defaults)
+        address = None
+        if "address" in section:
+            if mx is not None:
+                raise ConfigError(
+                    f"{where}.address", "not allowed with mx (the MX hosts are discovered)"
+                )
+            address = ip_text(section["address"], f"{where}.address")
+        sni, send_sni = fields.sni_setting(section, where, host)
+        certificate_domain = fields.connector(section, where) or tenant.certificate_domain
+        name = section.get("name", host or mx)
+        return TargetConfig(
+            tenant=tenant.name,
+            name=display_name(name, f"{where}.name"),
+            host=host,
+            mx=mx,
+            port=settings.port,
+            mode=fields.mode_setting(section, where, settings.port),
+            address=address,
+            sni=sni,
+            ehlo_name=settings.ehlo_name,
+            addresses=settings.addresses,
+            interval=settings.interval,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            ca_file=settings.ca_file,
+            policy=Policy(
+                certificate_domain=certificate_domain,
+                accepted_domains=tenant.accepted_domains,
+                warn_days=settings.warn_days,
+                crit_days=settings.crit_days,
+                expected=fields.expected_pins(section.get("expected_certificate"), where),
+            ),
+            send_sni=send_sni,
+        )
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def dns_settings(value: object) -> DnsSettings:
+    section = mapping(value, "dns", DNS_KEYS)
+    nameservers = listing(section.get("nameservers"), "dns.nameservers")
+    if "nameservers" in section and not nameservers:
+        raise ConfigError(
+            "dns.nameservers", "must not be empty (omit it to use the system resolver)"
+        )
+    timeout = duration(section.get("timeout", 5.0), "dns.timeout")
+    if timeout <= 0:
+        raise ConfigError("dns.timeout", "must be greater than 0")
+    return DnsSettings(
+        nameservers=tuple(ip_text(v, f"dns.nameservers[{i}]") for i, v in enumerate(nameservers)),
+        port=integer(section.get("port", 53), "dns.port", 1, 65535),
+        timeout=timeout,
+    )
+
+
+def _check_consistent(settings: _Defaults, section: Mapping[str, object], where: str) -> None:
+    """Cross-field rules, reported at whichever key this section set."""
+    if settings.interval < 1:
+        raise ConfigError(f"{where}.interval", "must be at least 1s")
+    if settings.timeout <= 0:
+        raise ConfigError(f"{where}.timeout", "must be greater than 0")
+    if settings.timeout >= settings.interval:
+        if "timeout" in section or "interval" not in section:
+            raise ConfigError(
+                f"{where}.timeout",
+                f"must be less than interval ({format_duration(settings.interval)})",
+            )
+        raise ConfigError(
+            f"{where}.interval",
+            f"must be greater than timeout ({format_duration(settings.timeout)})",
+        )
+    if settings.crit_days > settings.warn_days:
+        if "crit_days" in section or "warn_days" not in section:
+            raise ConfigError(
+                f"{where}.crit_days", f"must not exceed warn_days ({settings.warn_days:g})"
+            )
+        raise ConfigError(
+            f"{where}.warn_days", f"must not be less than crit_days ({settings.crit_days:g})"
+        )
+
+
+def _bounded_duration(
+    section: Mapping[str, object], key: str, default: float, low: float, high: float
+) -> float:
+    where = f"web.{key}"
+    seconds = duration(section.get(key, default), where)
+    if not low <= seconds <= high:
+        raise ConfigError(where, f"must be {low:g}s-{high:g}s")
+    return seconds

@@ -1,0 +1,236 @@
+"""Readers for the configuration's scalar values: each returns a checked value or raises a
+`ConfigError` at the key path it was given, with a message fit to follow that path.
+
+Durations are Prometheus-style text (`30s`, `1h30m`) or seconds; host names are LDH labels
+after IDNA normalization.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+
+from tlsprobe.exporter.config.schema import MAX_DAYS, MAX_DURATION, ConfigError
+from tlsprobe.exporter.yamlfile import show
+from tlsprobe.model import is_ip_literal
+from tlsprobe.probe import o365
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_DURATION = re.compile(
+    r"(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)s)?(?:(?P<ms>\d+(?:\.\d+)?)ms)?",
+    re.ASCII,
+)
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+# --- durations -----------------------------------------------------------------------------
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in `value`: a number of seconds, or text like 30s, 5m, 1h30m, 250ms, 2d.
+
+    Units go from largest to smallest, each at most once (as in Prometheus).  Raises
+    ValueError with a message fit to follow a key path.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(
+            f"must be a duration such as 30s, 5m or 1h30m, or a number of seconds, "
+            f"got {kind(value)}"
+        )
+    seconds = _duration_seconds(value) if isinstance(value, str) else float(value)
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite duration")
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most {format_duration(MAX_DURATION)}")
+    return seconds
+
+
+def _duration_seconds(text: str) -> float:
+    stripped = text.strip()
+    if _PLAIN_NUMBER.fullmatch(stripped):
+        return float(stripped)
+    match = _DURATION.fullmatch(stripped)
+    if match is None or not any(match.groupdict().values()):
+        raise ValueError(
+            f"invalid duration {show(text)}: use a number of seconds or a value like "
+            "30s, 5m, 1h30m, 250ms"
+        )
+    return sum(float(v) * _UNIT_SECONDS[unit] for unit, v in match.groupdict().items() if v)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest unit form: 300 -> "5m", 5400 -> "1h30m", 0.25 -> "250ms", 0 -> "0s"."""
+    remaining = round(seconds * 1000)
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if remaining:
+        parts.append(f"{remaining}ms")
+    return "".join(parts) or "0s"
+
+
+# --- scalars -------------------------------------------------------------------------------
+
+
+def mapping(value: object, where: str, allowed: Sequence[str]) -> dict[str, object]:
+    """A mapping with only `allowed` keys; null values count as absent."""
+    section = mapping_of_any(value, where)
+    for key in section:
+        if not isinstance(key, str) or key not in allowed:
+            raise ConfigError(
+                join_path(where, show_key(key)),
+                f"unknown key {show(key)} (expected one of: {', '.join(sorted(allowed))})",
+            )
+    return {str(k): v for k, v in section.items() if v is not None}
+
+
+def mapping_of_any(value: object, where: str) -> dict[object, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(where, f"must be a mapping, got {kind(value)}")
+    return value
+
+
+def listing(value: object, where: str, expected: str = "a list") -> list[object]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(where, f"must be {expected}, got {kind(value)}")
+    return value
+
+
+def string_of(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(where, f"must be a string, got {kind(value)}")
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ConfigError(where, "must not contain control characters")
+    return value
+
+
+def integer(value: object, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(where, f"must be an integer, got {kind(value)}")
+    if not low <= value <= high:
+        raise ConfigError(where, f"must be {low}-{high}")
+    return value
+
+
+def days(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(where, f"must be a number of days, got {kind(value)}")
+    if not (math.isfinite(value) and 0 <= value <= MAX_DAYS):
+        raise ConfigError(where, f"must be 0-{MAX_DAYS}")
+    return float(value)
+
+
+def duration(value: object, where: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(where, str(exc)) from None
+
+
+def choice(value: object, where: str, choices: Iterable[str]) -> str:
+    text = string_of(value, where)
+    options = tuple(choices)
+    if text not in options:
+        raise ConfigError(where, f"must be one of: {', '.join(options)}; got {show(text)}")
+    return text
+
+
+def display_name(value: object, where: str) -> str:
+    text = string_of(value, where)
+    if not text.strip() or len(text) > 253:
+        raise ConfigError(where, "must be 1-253 characters, not only spaces")
+    return text
+
+
+def ip_text(value: object, where: str) -> str:
+    text = string_of(value, where)
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ConfigError(where, f"{show(text)} is not an IP address") from None
+
+
+def host_value(value: object, where: str) -> str:
+    text = string_of(value, where).strip()
+    if is_ip_literal(text):
+        return str(ipaddress.ip_address(text))
+    name = o365.normalize_name(text)
+    if not valid_host_name(name):
+        raise ConfigError(where, f"{show(text)} is not a valid host name or IP address")
+    return name
+
+
+def domain_name(value: object, where: str) -> str:
+    text = string_of(value, where).strip()
+    name = o365.normalize_name(text)
+    if not valid_host_name(name):
+        raise ConfigError(where, f"{show(text)} is not a valid domain name")
+    return name
+
+
+def ehlo_value(value: object, where: str) -> str:
+    """A host name, or an address literal as RFC 5321 writes it: [192.0.2.1], [IPv6:...]."""
+    text = string_of(value, where).strip()
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1]
+        tagged = inner[:5].lower() == "ipv6:"
+        address = inner[5:] if tagged else inner
+        if is_ip_literal(address) and tagged == (":" in address):
+            return text
+        raise ConfigError(where, f"{show(text)}: write [192.0.2.1] or [IPv6:2001:db8::1]")
+    name = o365.normalize_name(text)
+    if not valid_host_name(name):
+        raise ConfigError(where, f"{show(text)} is not a host name or address literal")
+    return name
+
+
+def valid_host_name(name: str) -> bool:
+    """LDH labels of 1-63 characters, at most 253 in all; the last label not all digits."""
+    labels = name.split(".")
+    return (
+        0 < len(name) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+def kind(value: object) -> str:
+    """The YAML name of a value's type, for "must be X, got Y"."""
+    names: list[tuple[type, str]] = [
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "number"),
+        (str, "string"),
+        (list, "list"),
+        (dict, "mapping"),
+        (bytes, "binary"),
+        (type(None), "null"),
+    ]
+    for type_, name in names:
+        if isinstance(value, type_):
+            return name
+    return type(value).__name__
+
+
+def show_key(key: object) -> str:
+    return show(key)[1:-1]
+
+
+def join_path(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

@@ -1,0 +1,119 @@
+"""The bounded YAML reader both configuration files share (tlsprobe.yml and web-config.yml).
+
+A file is read up to a size cap and refused beyond it, decoded as UTF-8, and parsed with
+PyYAML's safe loader extended by a duplicate-key check: PyYAML silently keeps the last of two
+equal keys, and a silently overridden key is a lost setting (or, in web-config.yml, a lost
+user).  Every failure is one `YamlFileError` whose message is a single line naming the place
+(line and column) and never quoting the document, unless the caller allows keys to be shown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+MAX_YAML_BYTES: Final = 1 << 20
+"""Larger files are refused before parsing: no real configuration comes close."""
+
+_MAX_SHOWN_CHARS = 80
+
+
+class YamlFileError(ValueError):
+    """The file cannot be read or is not acceptable YAML; `message` is one line.
+
+    For a syntax error (`syntax` true), `where` is the "line L, column C" the parser points at
+    ("" when it gave none) and `problem` its complaint without any quoted text ("" when the
+    complaint could quote the document).
+    """
+
+    def __init__(
+        self, message: str, *, syntax: bool = False, where: str = "", problem: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.syntax = syntax
+        self.where = where
+        self.problem = problem
+
+
+def show(value: object) -> str:
+    """Quote a value for a one-line message: escape unprintables, cut long text."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    if len(text) > _MAX_SHOWN_CHARS:
+        text = text[: _MAX_SHOWN_CHARS - 3] + "..."
+    return f"'{text}'"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys (which it would silently override)."""
+
+    show_keys = True
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` then a key of its own is an override, not a duplicate
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key; the safe loader reports it itself
+            if duplicate:
+                shown = f" {show(key)}" if self.show_keys else ""
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key{shown}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+class _QuietLoader(_StrictLoader):
+    """The strict loader for files holding secrets: a duplicate key is not quoted."""
+
+    show_keys = False
+
+
+def read_yaml(path: Path, *, show_keys: bool = True, max_bytes: int = MAX_YAML_BYTES) -> object:
+    """The document in `path` as plain dicts, lists and scalars; any problem a YamlFileError."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise YamlFileError(f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise YamlFileError(f"larger than {_size(max_bytes)}; refusing to parse it")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise YamlFileError(f"not UTF-8 text (line {line})") from None
+    loader = _StrictLoader if show_keys else _QuietLoader
+    try:
+        # A subclass of SafeLoader: only plain YAML types, never arbitrary Python objects.
+        return yaml.load(text, Loader=loader)  # noqa: S506
+    except yaml.MarkedYAMLError as exc:
+        raise _marked(exc) from None
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise YamlFileError(f"YAML error: {detail}", syntax=True) from None
+    except RecursionError:
+        raise YamlFileError("YAML nesting is too deep") from None
+
+
+def _marked(exc: yaml.MarkedYAMLError) -> YamlFileError:
+    """Where the YAML breaks, without PyYAML's snippet of the line (it may hold a secret)."""
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or exc.context or "invalid YAML"
+    if mark is None:
+        return YamlFileError(f"YAML error: {problem}", syntax=True, problem=problem)
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    message = f"YAML error at {where}: {problem}"
+    return YamlFileError(message, syntax=True, where=where, problem=problem)
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
