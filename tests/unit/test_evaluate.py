@@ -26,7 +26,7 @@ from tests.support.pki import (
     make_leaf,
     make_root,
 )
-from tlsprobe.model import Check, Policy, Status, TlsInfo, overall_status
+from tlsprobe.model import Check, CheckName, Policy, Status, TlsInfo, overall_status
 from tlsprobe.probe import certs
 from tlsprobe.probe.evaluate import (
     SYMPTOMS,
@@ -186,7 +186,7 @@ def test_self_signed_leaf(store: TrustStore) -> None:
     trusted = check_of(run((leaf(None).cert,), store), "chain_trusted")
     assert (trusted.status, trusted.reason) == (Status.CRITICAL, "self_signed")
     assert "self-signed" in trusted.message
-    assert trusted.symptom == SYMPTOMS["chain_trusted"]
+    assert trusted.symptom == SYMPTOMS[CheckName.CHAIN_TRUSTED]
     assert "4.4.317 UntrustedRoot" in trusted.symptom
 
 
@@ -289,7 +289,7 @@ def test_expiry_thresholds(ca: Hierarchy, ends: float, status: Status, words: st
     result = expiry(leaf(ca, starts=-90, ends=ends))
     assert result.status is status
     assert words in result.message
-    assert result.symptom == SYMPTOMS["not_expired"]
+    assert result.symptom == SYMPTOMS[CheckName.NOT_EXPIRED]
 
 
 def test_expiry_thresholds_come_from_the_policy(ca: Hierarchy) -> None:
@@ -358,7 +358,7 @@ def test_hostname_cn_only_is_a_warning(ca: Hierarchy) -> None:
     assert result.status is Status.WARNING
     assert "only the CN" in result.message
     assert "no SAN" in result.message
-    assert result.symptom == SYMPTOMS["hostname"]
+    assert result.symptom == SYMPTOMS[CheckName.HOSTNAME]
 
 
 def test_hostname_cn_is_ignored_when_a_san_exists(ca: Hierarchy) -> None:
@@ -449,7 +449,7 @@ def test_sha1_signature_is_critical(ca: Hierarchy, store: TrustStore) -> None:
     result = check_of(run(ca.chain(leaf(ca, signature_hash="sha1")), store), "signature_algorithm")
     assert result.status is Status.CRITICAL
     assert "sha1WithRSAEncryption (SHA1)" in result.message
-    assert result.symptom == SYMPTOMS["signature_algorithm"]
+    assert result.symptom == SYMPTOMS[CheckName.SIGNATURE_ALGORITHM]
 
 
 def test_sha256_signature_is_ok(ca: Hierarchy) -> None:
@@ -472,7 +472,7 @@ def test_tls_version(version: str, status: Status) -> None:
     assert version in result.message
     if status is Status.CRITICAL:
         assert "TLS 1.2 or newer is required" in result.message
-        assert result.symptom == SYMPTOMS["tls_version"]
+        assert result.symptom == SYMPTOMS[CheckName.TLS_VERSION]
 
 
 # --- expected_certificate ------------------------------------------------------------------
@@ -515,7 +515,7 @@ def test_pin_mismatch(ca: Hierarchy) -> None:
     assert "not the pinned one" in result.message
     assert served.sha256[:16] in result.message
     assert served.exchange_name in result.message
-    assert result.symptom == SYMPTOMS["expected_certificate"]
+    assert result.symptom == SYMPTOMS[CheckName.EXPECTED_CERTIFICATE]
 
 
 # --- o365_ready ----------------------------------------------------------------------------
@@ -608,5 +608,5 @@ def test_overall_status_of_evaluated_chains(ca: Hierarchy, store: TrustStore) ->
     ],
 )
 def test_overall_status(statuses: tuple[Status, ...], overall: Status) -> None:
-    checks = [Check(f"c{i}", status, "") for i, status in enumerate(statuses)]
+    checks = [Check(list(CheckName)[i], status, "") for i, status in enumerate(statuses)]
     assert overall_status(checks) is overall

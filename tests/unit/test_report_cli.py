@@ -29,6 +29,7 @@ from tlsprobe import report
 from tlsprobe.cli import main as cli
 from tlsprobe.model import (
     Capture,
+    CheckName,
     Endpoint,
     Mode,
     Policy,
@@ -304,7 +305,7 @@ def test_human_report_gives_the_exchange_symptom_under_failing_checks(
     failing = next(
         i for i, line in enumerate(lines) if line.split()[:2] == ["CRITICAL", "not_expired"]
     )
-    assert lines[failing + 1].strip() == f"Exchange Online: {SYMPTOMS['not_expired']}"
+    assert lines[failing + 1].strip() == f"Exchange Online: {SYMPTOMS[CheckName.NOT_EXPIRED]}"
     ok_line = next(i for i, line in enumerate(lines) if line.split()[:2] == ["OK", "hostname"])
     assert not lines[ok_line + 1].strip().startswith("Exchange Online:")
 
@@ -315,7 +316,7 @@ def test_human_report_of_an_error(store: TrustStore) -> None:
     assert text.startswith(f"TLSPROBE CRITICAL - {HOST}:25: no_starttls: EHLO lacks STARTTLS")
     assert "no TLS session" in text
     assert "Chain as sent" not in text
-    assert f"Exchange Online: {SYMPTOMS['starttls']}" in text
+    assert f"Exchange Online: {SYMPTOMS[CheckName.STARTTLS]}" in text
 
 
 # --- command line --------------------------------------------------------------------------

@@ -26,7 +26,17 @@ from tlsprobe.exporter.config import Config, TargetConfig, parse_config
 from tlsprobe.exporter.metrics import ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
-from tlsprobe.model import Check, Endpoint, Policy, ProbeError, ProbeResult, Reason, Status, TlsInfo
+from tlsprobe.model import (
+    Check,
+    CheckName,
+    Endpoint,
+    Policy,
+    ProbeError,
+    ProbeResult,
+    Reason,
+    Status,
+    TlsInfo,
+)
 from tlsprobe.probe.evaluate import TrustStore
 
 EPOCH = 1_700_000_000.0
@@ -388,7 +398,7 @@ async def test_no_retries_when_configured_off(ca_file: Path) -> None:
     assert sleeps == []
 
 
-EXPIRED = Check("not_expired", Status.CRITICAL, "expired 3 days ago")
+EXPIRED = Check(CheckName.NOT_EXPIRED, Status.CRITICAL, "expired 3 days ago")
 
 
 @pytest.mark.parametrize(
