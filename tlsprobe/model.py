@@ -86,9 +86,14 @@ class CheckName(enum.StrEnum):
     KEY_STRENGTH = "key_strength"
     SIGNATURE_ALGORITHM = "signature_algorithm"
     EXPECTED_CERTIFICATE = "expected_certificate"
+    CLIENT_AUTH_EKU = "client_auth_eku"
+    """Send side only: the leaf a relay sends with allows TLS client authentication."""
+    SAME_AS_SERVER = "same_as_server"
+    """Send side only: the relay sends with the certificate it serves."""
 
 
-CHECK_NAMES: tuple[CheckName, ...] = tuple(CheckName)
+CHECK_NAMES: tuple[CheckName, ...] = tuple(CheckName)[:10]
+"""The checks of a server probe, in report order (each has its runbook heading in the README)."""
 
 
 class ChainReason(enum.StrEnum):
@@ -101,6 +106,8 @@ class ChainReason(enum.StrEnum):
     LEAF_EXPIRED = "leaf_expired"
     NOT_YET_VALID = "not_yet_valid"
     INVALID = "invalid"
+    NO_CERTIFICATE = "no_certificate"
+    """Send side only: the relay negotiated TLS without presenting a client certificate."""
 
 
 class Phase(enum.StrEnum):

@@ -29,7 +29,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tlsprobe.model import (
     CertFacts,
+    ChainReason,
     Check,
+    CheckName,
     Endpoint,
     Policy,
     ProbeError,
@@ -43,16 +45,18 @@ from tlsprobe.probe import certs
 from tlsprobe.probe.evaluate import TrustStore, evaluate_der
 from tlsprobe.probe.smtpserver import Message
 
-SYMPTOMS = {
-    "starttls": "the relay did not start TLS: a certificate-based connector never matches; "
-    "Exchange Online rejects the mail (451 4.4.0 / 550 5.7.64 TenantAttribution)",
-    "no_certificate": "TLS negotiation failed with error NoCredentials: the connector cannot "
-    "match; 550 5.7.64 TenantAttribution",
-    "client_auth_eku": "Exchange Online judges the chain and the name, not the EKU; receivers "
-    "that verify client certificates with OpenSSL's purpose check refuse this leaf",
-    "same_as_server": "the certificate pinned or named for the connector may be the server's, "
-    "not the one the relay sends with: relay breaks when they differ in name or issuer",
+SYMPTOMS: dict[CheckName, str] = {
+    CheckName.STARTTLS: "the relay did not start TLS: a certificate-based connector never "
+    "matches; Exchange Online rejects the mail (451 4.4.0 / 550 5.7.64 TenantAttribution)",
+    CheckName.CLIENT_AUTH_EKU: "Exchange Online judges the chain and the name, not the EKU; "
+    "receivers that verify client certificates with OpenSSL's purpose check refuse this leaf",
+    CheckName.SAME_AS_SERVER: "the certificate pinned or named for the connector may be the "
+    "server's, not the one the relay sends with: relay breaks when they differ in name or issuer",
 }
+_NO_CERTIFICATE = (
+    "TLS negotiation failed with error NoCredentials: the connector cannot match; "
+    "550 5.7.64 TenantAttribution"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +131,7 @@ def judge_session(
 
 
 def _client_starttls(session: Session) -> Check:
-    return Check("starttls", Status.OK, f"client started TLS (EHLO {session.helo or '-'})")
+    return Check(CheckName.STARTTLS, Status.OK, f"client started TLS (EHLO {session.helo or '-'})")
 
 
 def _without_tls(endpoint: Endpoint, session: Session) -> ProbeResult:
@@ -139,20 +143,26 @@ def _without_tls(endpoint: Endpoint, session: Session) -> ProbeResult:
         error = ProbeError(Reason.NO_STARTTLS, "client ended the session without STARTTLS")
     checks: tuple[Check, ...] = ()
     if error.kind is Reason.NO_STARTTLS:
-        checks = (Check("starttls", Status.CRITICAL, error.message, SYMPTOMS["starttls"]),)
+        checks = (
+            Check(CheckName.STARTTLS, Status.CRITICAL, error.message, SYMPTOMS[CheckName.STARTTLS]),
+        )
     return _result(endpoint, session, error.kind.status, error=error, checks=checks)
 
 
 def _without_certificate(endpoint: Endpoint, session: Session, tls: TlsInfo) -> ProbeResult:
     check = Check(
-        "chain_trusted",
+        CheckName.CHAIN_TRUSTED,
         Status.CRITICAL,
         "no certificate presented: the relay sent no client certificate "
         "(Postfix: smtp_tls_chain_files; Exchange: the send connector's TlsCertificateName)",
-        SYMPTOMS["no_certificate"],
-        "no_certificate",
+        _NO_CERTIFICATE,
+        ChainReason.NO_CERTIFICATE,
     )
-    checks = (_client_starttls(session), Check("tls_version", Status.OK, tls.version), check)
+    checks = (
+        _client_starttls(session),
+        Check(CheckName.TLS_VERSION, Status.OK, tls.version),
+        check,
+    )
     return _result(endpoint, session, Status.CRITICAL, checks=checks)
 
 
@@ -202,27 +212,27 @@ _SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string
 def check_client_auth_eku(leaf: CertFacts) -> Check:
     usages = _extended_key_usages(leaf.der)
     if usages is None:
-        return Check("client_auth_eku", Status.OK, "no EKU extension: every usage allowed")
+        return Check(CheckName.CLIENT_AUTH_EKU, Status.OK, "no EKU extension: every usage allowed")
     if _CLIENT_AUTH in usages or _ANY_EKU in usages:
-        return Check("client_auth_eku", Status.OK, "leaf allows TLS client authentication")
+        return Check(CheckName.CLIENT_AUTH_EKU, Status.OK, "leaf allows TLS client authentication")
     shown = "serverAuth only" if usages == {_SERVER_AUTH} else ", ".join(sorted(usages)) or "none"
     return Check(
-        "client_auth_eku",
+        CheckName.CLIENT_AUTH_EKU,
         Status.WARNING,
         f"leaf EKU lacks clientAuth ({shown}): receivers that verify client certificates "
         "(OpenSSL purpose check: Postfix smtpd_tls_req_ccert / permit_tls_clientcerts, Exim "
         "tls_verify_hosts, Sendmail) refuse it; public CAs stop issuing clientAuth in 2026",
-        SYMPTOMS["client_auth_eku"],
+        SYMPTOMS[CheckName.CLIENT_AUTH_EKU],
     )
 
 
 def check_same_as_server(leaf: CertFacts, server_sha256: str) -> Check:
     if leaf.sha256 == server_sha256.lower():
-        return Check("same_as_server", Status.OK, "sends with the certificate it serves")
+        return Check(CheckName.SAME_AS_SERVER, Status.OK, "sends with the certificate it serves")
     return Check(
-        "same_as_server",
+        CheckName.SAME_AS_SERVER,
         Status.WARNING,
         f"sends with {leaf.sha256} but serves {server_sha256.lower()} "
         "(Postfix: smtp_tls_chain_files differs from smtpd_tls_chain_files)",
-        SYMPTOMS["same_as_server"],
+        SYMPTOMS[CheckName.SAME_AS_SERVER],
     )
