@@ -7,18 +7,27 @@ evaluates a copy of deploy/prometheus/tlsprobe.rules.yml in which every `for:` i
 an hour, and which alert fires does not depend on them); a real Alertmanager runs the shipped
 routing and inhibition with every receiver pointed at a webhook this test serves.
 
-The tests prove, in order (they share the fleet, and the last one changes it):
+The tests prove, in order (they share the fleet, and the last ones change it):
 1. exactly the expected alerts fire for each endpoint, none for the healthy one and none about
    the exporter itself;
 2. every query of the Grafana dashboard returns data;
 3. every tlsprobe_* name in deploy/ and grafana/ is in the exporter's live /metrics;
-4. renewing the healthy endpoint's certificate pages through Alertmanager to the webhook.
+4. renewing the healthy endpoint's certificate pages through Alertmanager to the webhook;
+5. three rotations of another endpoint within a minute (a renewal, a rollback, a certificate
+   that fails the connector rule) are three pages, each naming the old and the new certificate,
+   the failing one saying so at once (its check alert's own page is inhibited), each linking to
+   a detail view that answers;
+6. restarting the exporter while those pages fire sends no `resolved`;
+7. `tlsprobe history` shows the rollback.
 
 Without Prometheus or Alertmanager the module skips, and fails under TLSPROBE_REQUIRE_PROMETHEUS=1.
 """
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +36,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.harness import (
     ROOT,
@@ -99,6 +109,8 @@ def fleet_plan(pki: Hierarchy) -> list[Endpoint]:
     not_ready = "TlsprobeNotO365Ready"
     return [
         Endpoint("healthy", f"relay.{DOMAIN}", served(f"relay.{DOMAIN}"), frozenset()),
+        # Rotated three times by the last tests (renewal, rollback, a wrong name).
+        Endpoint("rotating", f"rotate.{DOMAIN}", served(f"rotate.{DOMAIN}"), frozenset()),
         Endpoint(
             "expiring",
             f"relay2.{DOMAIN}",
@@ -194,6 +206,7 @@ class Stack:
     servers: dict[str, SmtpTestServer]
     loop: LoopThread
     pki: Hierarchy
+    daemons: Daemons
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +218,10 @@ def stack(pki: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with LoopThread() as loop, Webhook() as webhook:
         servers = start_servers(loop, plan)
         try:
-            with Daemons(tmp, pki, plan, servers, webhook, prometheus, alertmanager) as urls:
-                yield Stack(*urls, webhook, {e.name: e for e in plan}, servers, loop, pki)
+            daemons = Daemons(tmp, pki, plan, servers, webhook, prometheus, alertmanager)
+            with daemons as urls:
+                endpoints = {e.name: e for e in plan}
+                yield Stack(*urls, webhook, endpoints, servers, loop, pki, daemons)
         finally:
             for server in servers.values():
                 loop.run(server.__aexit__(None, None, None))
@@ -236,6 +251,8 @@ class Daemons:
         self.tmp, self.pki, self.plan, self.servers = tmp, pki, plan, servers
         self.webhook, self.binaries = webhook, (prometheus, alertmanager)
         self.daemons: list[Daemon] = []
+        self.config = tmp / "tlsprobe.yml"
+        self.exporter_ready = ""
 
     def __enter__(self) -> tuple[str, str, str]:
         try:
@@ -263,10 +280,19 @@ class Daemons:
         ca_file.write_bytes(self.pki.ca_pem)
         port = unused_port()
         config = exporter_config(self.plan, self.servers, ca_file, self.tmp / "state", port)
-        path = self.tmp / "tlsprobe.yml"
-        path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        argv = command("serve", "--config", str(path))
-        return self.start("tlsprobe", argv, f"http://127.0.0.1:{port}/-/ready")
+        self.config = self.tmp / "tlsprobe.yml"
+        self.config.write_text(yaml.safe_dump(config), encoding="utf-8")
+        self.exporter_ready = f"http://127.0.0.1:{port}/-/ready"
+        argv = command("serve", "--config", str(self.config))
+        return self.start("tlsprobe", argv, self.exporter_ready)
+
+    def restart_exporter(self) -> None:
+        """SIGTERM the exporter and start it again on the same port and state directory."""
+        old = next(d for d in self.daemons if d.name.startswith("tlsprobe"))
+        old.stop()
+        self.daemons.remove(old)
+        argv = command("serve", "--config", str(self.config))
+        self.start(f"tlsprobe-{len(self.daemons)}", argv, self.exporter_ready)
 
     def alertmanager(self) -> str:
         config = self.tmp / "alertmanager.yml"
@@ -317,7 +343,8 @@ def exporter_config(
     ]
     return {
         "state_dir": str(state_dir),
-        "web": {"listen": f"127.0.0.1:{port}"},
+        # The links in pages (detail_url) start with it; the test follows them.
+        "web": {"listen": f"127.0.0.1:{port}", "external_url": f"http://127.0.0.1:{port}"},
         "defaults": {
             "interval": PROBE_INTERVAL,
             "timeout": PROBE_TIMEOUT,
@@ -490,3 +517,174 @@ def test_every_dashboard_query_returns_data(stack: Stack, renewal: Issued) -> No
         ]
 
     assert poll(empty, lambda missing: not missing, timeout=SETTLE_SECONDS) == []
+
+
+# --- rotations, a restart, the history -----------------------------------------------------------
+
+
+def pager_payloads(stack: Stack) -> list[dict[str, Any]]:
+    return [p for p in stack.webhook.payloads() if p["receiver"] == "pager"]
+
+
+def drift_alerts(stack: Stack, target: str) -> dict[str, dict[str, Any]]:
+    """Firing drift alerts the pager received for `target`, by new fingerprint (first one)."""
+    found: dict[str, dict[str, Any]] = {}
+    for payload in pager_payloads(stack):
+        for alert in payload["alerts"]:
+            labels = alert["labels"]
+            if (
+                payload["status"] == "firing"
+                and labels["alertname"] == "TlsprobeCertificateChanged"
+                and labels.get("target") == target
+            ):
+                found.setdefault(labels["fingerprint_sha256"], alert)
+    return found
+
+
+def fingerprint(tls: ServerTls) -> str:
+    return hashlib.sha256(tls.chain[0].public_bytes(Encoding.DER)).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def rotations(stack: Stack) -> list[tuple[str, str, float]]:
+    """Rotate `rotating` three times, each once the previous change has paged.
+
+    Returns (old fingerprint, new fingerprint, seconds from the swap to the page) per rotation.
+    """
+    changes = 'tlsprobe_cert_changes_total{target="rotating"}'
+    before = poll(lambda: query(stack, changes), bool, timeout=SETTLE_SECONDS)
+    assert [sample["value"][1] for sample in before] == ["0"]
+    original = stack.endpoints["rotating"].tls
+    assert original is not None
+    renewed_leaf = stack.pki.leaf([f"rotate.{DOMAIN}"])
+    wrong_leaf = stack.pki.leaf(["www.fabrikam.example"])
+    sequence = [
+        ServerTls(stack.pki.chain(renewed_leaf), renewed_leaf.key),
+        original,  # the rollback
+        ServerTls(stack.pki.chain(wrong_leaf), wrong_leaf.key),
+    ]
+    done = []
+    old = fingerprint(original)
+    for tls in sequence:
+        new = fingerprint(tls)
+        swapped = time.monotonic()
+        stack.servers["rotating"].present(tls)
+        paged = poll(
+            lambda new=new: drift_alerts(stack, "rotating").get(new),  # type: ignore[misc]
+            bool,
+            timeout=SETTLE_SECONDS,
+        )
+        assert paged, f"no page for {new}; pager got {pager_payloads(stack)}"
+        done.append((old, new, time.monotonic() - swapped))
+        old = new
+    return done
+
+
+def test_every_rotation_pages_naming_old_and_new(
+    stack: Stack, rotations: list[tuple[str, str, float]]
+) -> None:
+    pages = drift_alerts(stack, "rotating")
+    assert [new for _, new, _ in rotations] == list(pages)  # three pages, in order
+    for old, new, _ in rotations:
+        alert = pages[new]
+        description = alert["annotations"]["description"]
+        assert "The old one was CN=" in description and f"SHA-256 {old}" in description
+        assert "The new one is CN=" in description and f"SHA-256 {new}" in description
+        assert "valid until" in description
+        # The link leads to the exporter's view of this endpoint, which names the new leaf.
+        link = alert["annotations"]["detail_url"]
+        assert link.startswith(f"{stack.exporter}/endpoint?tenant={TENANT}&target=rotating&")
+        assert new[:16] in http_get(link).decode()  # in the history, if not current
+    # Each change was its own notification: one alert per payload.
+    payloads = [
+        p
+        for p in pager_payloads(stack)
+        if p["groupLabels"].get("alertname") == "TlsprobeCertificateChanged"
+        and p["groupLabels"].get("target") == "rotating"
+    ]
+    assert all(len(p["alerts"]) == 1 for p in payloads)
+    assert {p["groupLabels"]["fingerprint_sha256"] for p in payloads} == set(pages)
+
+
+def test_a_rotation_to_a_failing_certificate_pages_at_once(
+    stack: Stack, rotations: list[tuple[str, str, float]]
+) -> None:
+    """The drift page carries the verdict; the check alert's own page is inhibited.
+
+    Bound: one probe interval (3 s) plus one scrape, one evaluation and Alertmanager's group
+    wait (1 s each), with slack for a loaded two-core CI runner; the shipped check alerts would
+    have waited 10 minutes (`for: 10m`).
+    """
+    _, failing, took = rotations[-1]
+    alert = drift_alerts(stack, "rotating")[failing]
+    # The name matches neither the connector nor the host: both checks fail, both are named.
+    summary, description = alert["annotations"]["summary"], alert["annotations"]["description"]
+    assert summary.endswith("FAILS certificate_domain hostname")
+    assert "Verdict: the new certificate FAILS certificate_domain hostname;" in description
+    assert "Connector certificate domain (TlsSenderCertificateName): *.contoso.test" in description
+    assert took < 3 + 1 + 1 + 1 + 15, f"the failing certificate paged after {took:.1f} s"
+
+    def mismatch_firing() -> bool:
+        return "TlsprobeCertificateDomainMismatch" in alerts_by_target(stack)["rotating"]
+
+    assert poll(mismatch_firing, bool, timeout=SETTLE_SECONDS)
+    time.sleep(3)  # group_wait and group_interval are 1 s: a page would be out by now
+    assert not [
+        p
+        for p in pager_payloads(stack)
+        if p["groupLabels"].get("alertname") == "TlsprobeCertificateDomainMismatch"
+        and p["groupLabels"].get("target") == "rotating"
+    ]
+
+
+def test_a_restart_while_pages_fire_sends_no_resolved(
+    stack: Stack, rotations: list[tuple[str, str, float]]
+) -> None:
+    firing = {
+        a["labels"]["fingerprint_sha256"]
+        for a in api(stack.prometheus, "/api/v1/alerts")["alerts"]
+        if a["labels"]["alertname"] == "TlsprobeCertificateChanged"
+        and a["labels"].get("target") == "rotating"
+        and a["state"] == "firing"
+    }
+    assert firing == {new for _, new, _ in rotations}
+    seen = len(stack.webhook.payloads())
+    stack.daemons.restart_exporter()
+    # The restarted exporter serves the endpoint before its first probe: the restored result.
+    restored = http_get(f"{stack.exporter}/metrics").decode()
+    assert f'fingerprint_sha256="{rotations[-1][1]}"' in restored
+
+    def scraped_again() -> list[dict[str, Any]]:
+        return query(stack, 'up{job="tlsprobe"} == 1 and time() - timestamp(up) < 2')
+
+    assert poll(scraped_again, bool, timeout=SETTLE_SECONDS)
+    time.sleep(8)  # many evaluations and group intervals: a resolved would have been sent
+    resolved = [
+        p
+        for p in stack.webhook.payloads()[seen:]
+        if p["receiver"] == "pager" and p["status"] == "resolved"
+    ]
+    assert not resolved, resolved
+
+
+def test_history_shows_the_rollback(stack: Stack, rotations: list[tuple[str, str, float]]) -> None:
+    result = subprocess.run(
+        command("history", f"rotate.{DOMAIN}", "--config", str(stack.daemons.config)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    spans = [line for line in lines if line.startswith("  20")]
+    original, renewed = rotations[0][0], rotations[0][1]
+    failing = rotations[2][1]
+    assert [line.split()[5] for line in spans] == [
+        original[:16],
+        renewed[:16],
+        original[:16],
+        failing[:16],
+    ]
+    assert spans[2].endswith("(rollback)") and spans[3].endswith("(current)")
+    assert sum("(rollback to a certificate served before)" in line for line in lines) == 1
