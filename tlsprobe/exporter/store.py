@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tlsprobe.exporter import retention
 from tlsprobe.exporter.store_db import (
     HISTORY_FILENAME,
     ChangeEvent,
@@ -57,6 +58,9 @@ __all__ = [
 log = logging.getLogger("tlsprobe.exporter.store")
 
 MAX_PENDING_EVENTS = 100_000
+MAX_PENDING_CERT_BYTES = 16 << 20
+"""Certificates waiting for an unwritable disk, in PEM bytes; beyond it those no endpoint
+serves now are dropped (history cannot be complete until the disk comes back anyway)."""
 
 _UPSERT_ENDPOINT = """
     INSERT INTO endpoint (tenant, target, host, address, port, fingerprint, since, changes_total)
@@ -84,10 +88,28 @@ class _Pending:
     served: dict[tuple[EndpointKey, str], tuple[float, float]] = field(default_factory=dict)
     events: deque[ChangeEvent] = field(default_factory=lambda: deque(maxlen=MAX_PENDING_EVENTS))
     dropped_events: int = 0
+    cert_bytes: int = 0
+    dropped_certs: int = 0
 
     @property
     def empty(self) -> bool:
         return not (self.certs or self.states or self.served or self.events)
+
+    def add_cert(self, leaf: CertFacts) -> None:
+        if leaf.sha256 not in self.certs:
+            row = _cert_row(leaf)
+            self.certs[leaf.sha256] = row
+            self.cert_bytes += len(row[5])
+        if self.cert_bytes > MAX_PENDING_CERT_BYTES:
+            self._shed({drift.fingerprint for drift in self.states.values()})
+
+    def _shed(self, current: set[str]) -> None:
+        gone = {fp for fp in self.certs if fp not in current}
+        for fingerprint in gone:
+            self.cert_bytes -= len(self.certs.pop(fingerprint)[5])
+        for key in [k for k in self.served if k[1] in gone]:
+            del self.served[key]
+        self.dropped_certs += len(gone)
 
     def add_event(self, event: ChangeEvent) -> None:
         if len(self.events) == self.events.maxlen:
@@ -99,6 +121,7 @@ class _Pending:
         self.served[key, fingerprint] = (min(first, seen_at), max(last, seen_at))
 
     def clear(self) -> None:
+        self.cert_bytes = 0
         self.certs.clear()
         self.states.clear()
         self.served.clear()
@@ -163,10 +186,10 @@ class HistoryStore:
             else:
                 current = previous
             self._drift[key] = current
-            if urgent:
-                self._pending.certs.setdefault(leaf.sha256, _cert_row(leaf))
-                self._pending.states[key] = current
             self._pending.see(key, leaf.sha256, seen_at)
+            if urgent:
+                self._pending.states[key] = current
+                self._pending.add_cert(leaf)
             self._maybe_flush(urgent=urgent)
             return current
 
@@ -318,6 +341,8 @@ def _write(conn: sqlite3.Connection, pending: _Pending, ids: dict[EndpointKey, i
             "INSERT OR IGNORE INTO change_event (endpoint_id, at, old, new) VALUES (?, ?, ?, ?)",
             [(endpoint_id(k), at, old, new) for k, at, old, new in pending.events],
         )
+        for key in pending.states:  # only an endpoint whose certificate changed can grow
+            retention.prune(conn, endpoint_id(key))
         conn.execute("COMMIT")
     except BaseException:
         rollback(conn)

@@ -25,7 +25,7 @@ ChangeEvent: TypeAlias = tuple[EndpointKey, float, str | None, str]
 """(endpoint, at, old fingerprint, new fingerprint)."""
 
 HISTORY_FILENAME = "history.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version holds i).
 _MIGRATIONS: tuple[str, ...] = (
@@ -65,6 +65,10 @@ _MIGRATIONS: tuple[str, ...] = (
         new         TEXT NOT NULL,
         UNIQUE (endpoint_id, at, new)
     );
+    """,
+    # Finding certificates no endpoint keeps any more (retention.py).
+    """
+    CREATE INDEX served_fingerprint ON served (fingerprint);
     """,
 )
 

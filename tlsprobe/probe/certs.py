@@ -8,7 +8,6 @@ certificate at all raises `CertificateParseError`.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from tlsprobe.model import CertFacts
+from tlsprobe.probe.bytecache import ByteLRU
 
 
 class CertificateParseError(ValueError):
@@ -31,15 +31,19 @@ def load(der: bytes) -> x509.Certificate:
 
 def facts(cert: x509.Certificate) -> CertFacts:
     """Facts of one certificate. Cached by DER: fleets serve the same chain many times."""
-    return _facts_cached(cert.public_bytes(Encoding.DER))
+    return facts_from_der(cert.public_bytes(Encoding.DER))
+
+
+FACTS_CACHE_BYTES = 32 << 20
+"""Bytes of certificates whose facts are remembered (DER plus the parsed facts, estimated)."""
+_FACTS: ByteLRU[bytes, CertFacts] = ByteLRU(max_bytes=FACTS_CACHE_BYTES, max_entries=4096)
 
 
 def facts_from_der(der: bytes) -> CertFacts:
-    return _facts_cached(der)
+    return _FACTS.memoize(der, lambda: _facts(der), 2 * len(der) + 1024)
 
 
-@lru_cache(maxsize=4096)
-def _facts_cached(der: bytes) -> CertFacts:
+def _facts(der: bytes) -> CertFacts:
     cert = load(der)
     key_type, key_bits = key_description(cert)
     sig_hash = cert.signature_hash_algorithm

@@ -12,7 +12,6 @@ the same chain probe after probe) and gives the same verdict as a fresh evaluati
 from __future__ import annotations
 
 import ssl
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from tlsprobe.model import (
     o365_ready,
 )
 from tlsprobe.probe import certs, o365
+from tlsprobe.probe.bytecache import ByteLRU
 
 SYMPTOMS: dict[CheckName, str] = {
     CheckName.STARTTLS: "no TLS session: a certificate-based connector can never match; "
@@ -197,10 +197,29 @@ class _Static:
 
 _CACHE_SIZE = 16384
 """Chains remembered: enough for a large fleet's distinct (chain, host) pairs."""
+CACHE_BYTES = 64 << 20
+"""Bytes of chains each verdict cache may hold (estimated by `_chain_bytes`): a fleet of
+servers rotating large chains must not grow memory beyond it."""
+_STATIC: ByteLRU[tuple[tuple[bytes, ...], str | None, TlsInfo, Policy], _Static] = ByteLRU(
+    max_bytes=CACHE_BYTES, max_entries=_CACHE_SIZE
+)
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
+def _chain_bytes(chain_der: tuple[bytes, ...]) -> int:
+    # DER plus the parsed facts and checks derived from it, about as large again.
+    return 2 * sum(len(der) for der in chain_der) + 2048
+
+
 def _static_checks(
+    chain_der: tuple[bytes, ...], host: str | None, tls: TlsInfo, policy: Policy
+) -> _Static:
+    key = (chain_der, host, tls, policy)
+    return _STATIC.memoize(
+        key, lambda: _judge_static(chain_der, host, tls, policy), _chain_bytes(chain_der)
+    )
+
+
+def _judge_static(
     chain_der: tuple[bytes, ...], host: str | None, tls: TlsInfo, policy: Policy
 ) -> _Static:
     sent = tuple(certs.facts_from_der(der) for der in chain_der)
@@ -273,10 +292,9 @@ class _TrustCache:
     used first out."""
 
     def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: OrderedDict[
+        self._entries: ByteLRU[
             tuple[tuple[bytes, ...], TrustStore], tuple[datetime, datetime, _TrustVerdict]
-        ] = OrderedDict()
+        ] = ByteLRU(max_bytes=CACHE_BYTES, max_entries=size)
 
     def get(
         self,
@@ -288,17 +306,13 @@ class _TrustCache:
         key = (chain_der, trust)
         entry = self._entries.get(key)
         if entry is not None and entry[0] < now < entry[1]:
-            self._entries.move_to_end(key)
             return entry[2]
         chain = [certs.load(der) for der in chain_der]
         trusted, path = check_trust(chain, trust, now)
         verdict = (trusted, tuple(certs.facts(c) for c in path))
         window = _stable_window(chain, sent, trust, now)
         if window is not None:
-            self._entries[key] = (*window, verdict)
-            self._entries.move_to_end(key)
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            self._entries.put(key, (*window, verdict), _chain_bytes(chain_der))
         return verdict
 
     def clear(self) -> None:
@@ -329,7 +343,7 @@ _TRUST_CACHE = _TrustCache(_CACHE_SIZE)
 
 def clear_caches() -> None:
     """Forget cached verdicts (tests that rebuild certificates with the same DER use this)."""
-    _static_checks.cache_clear()
+    _STATIC.clear()
     _TRUST_CACHE.clear()
 
 
