@@ -14,6 +14,7 @@ import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,6 +25,7 @@ from tests.support.pki import Hierarchy, Issued, KeyKind
 from tests.support.servers import ServerTls, SmtpTestServer
 from tlsprobe.exporter import retention, store
 from tlsprobe.probe import certs, evaluate
+from tlsprobe.probe.bytecache import ByteLRU
 
 HOST = "mail.contoso.test"
 PROBES = 40
@@ -41,7 +43,11 @@ def big_leaf(pki: Hierarchy, serial: int) -> Issued:
 def small_bounds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(retention, "MAX_CERTIFICATES_PER_ENDPOINT", KEEP)
     monkeypatch.setattr(retention, "MAX_EVENTS_PER_ENDPOINT", EVENTS)
-    caches = [evaluate._STATIC, evaluate._TRUST_CACHE._entries, certs._FACTS]
+    caches: list[ByteLRU[Any, Any]] = [
+        evaluate._STATIC,
+        evaluate._TRUST_CACHE._entries,
+        certs._FACTS,
+    ]
     for cache in caches:
         monkeypatch.setattr(cache, "max_bytes", CACHE)
         cache.clear()
