@@ -184,6 +184,12 @@ async def test_silent_server_stops_on_time_with_a_shorter_timeout(
     assert result.error is not None
     assert result.error.kind is Reason.TIMEOUT
     assert 0.4 < elapsed < 1.5
+    # An implicit-TLS probe gets no hint about implicit TLS.
+    async with serving([good_leaf], behaviour=Behaviour.SILENT) as server:
+        implicit = await probe_endpoint(
+            endpoint(server.port, mode=Mode.IMPLICIT), POLICY, trust, timeout=0.3
+        )
+    assert implicit.error is not None and "implicit" not in implicit.error.message
 
 
 # -- healthy and broken certificates -----------------------------------------------------------
@@ -422,10 +428,12 @@ async def test_starttls_probe_of_implicit_port_fails(
 ) -> None:
     async with serving([good_leaf, pki.intermediate], implicit=True) as server:
         result = await probe_endpoint(endpoint(server.port), POLICY, trust, timeout=0.5)
-    # The server waits for a ClientHello and the probe for a greeting: nothing is learnt.
+    # The server waits for a ClientHello and the probe for a greeting: nothing is learnt, but
+    # the verdict says what the silence most likely means.
     assert result.error is not None
     assert result.error.kind is Reason.TIMEOUT
     assert result.chain == ()
+    assert "may expect implicit TLS (target `mode: implicit`" in result.error.message
 
 
 async def test_chain_out_of_order_with_root_is_trusted_and_shown_as_sent(

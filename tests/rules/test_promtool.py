@@ -510,6 +510,24 @@ def test_dashboard_endpoint_queries_honour_the_variables() -> None:
                 assert 'tenant=~"$tenant"' in selector and 'target=~"$target"' in selector, query
 
 
+def test_dashboard_panels_without_endpoint_labels_say_so() -> None:
+    """The probe and retry counters carry no tenant or target: their panels cannot honour the
+    variables, so they must not look as if they did."""
+    board = dashboard()
+    unfiltered = [
+        panel
+        for panel in board["panels"]
+        if any(
+            re.search(r"tlsprobe_(probes|retries)_total", target.get("expr", ""))
+            for target in panel.get("targets", [])
+        )
+    ]
+    assert len(unfiltered) == 2
+    for panel in unfiltered:
+        assert panel["title"].endswith("(all tenants)")
+        assert "Tenant and Target selections do not apply" in panel["description"]
+
+
 def test_dashboard_overview_table_merges_instant_queries() -> None:
     table = next(
         p for p in dashboard()["panels"] if p["type"] == "table" and p["title"] == "Endpoints"

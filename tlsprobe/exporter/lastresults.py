@@ -34,6 +34,7 @@ from tlsprobe.exporter.scheduler import state_for
 from tlsprobe.exporter.store import HistoryStore, StateError
 from tlsprobe.model import (
     Check,
+    CheckName,
     Endpoint,
     Mode,
     ProbeError,
@@ -232,7 +233,7 @@ def _decode(record: dict[str, Any], started_at: float, phases: dict[str, float])
 
 def _checks(rows: list[list[Any]]) -> Iterator[Check]:
     for name, status, message, symptom, reason in rows:
-        yield Check(name, Status(status), message, symptom, reason)
+        yield Check(CheckName(name), Status(status), message, symptom, reason)
 
 
 # --- start-up -----------------------------------------------------------------------------------

@@ -188,9 +188,7 @@ async def capture(endpoint: Endpoint, *, timeout: float) -> Capture:
         async with asyncio.timeout(timeout):
             await _run(rec)
     except TimeoutError:
-        return rec.capture(
-            ProbeError(Reason.TIMEOUT, f"no answer within {timeout:g} s ({_where(rec)})")
-        )
+        return rec.capture(_timeout(rec, timeout))
     except _Failure as failure:
         return rec.capture(failure.error)
     except ssl.SSLError as exc:
@@ -329,6 +327,20 @@ async def _handshake(
 
 def _in_handshake(rec: _Recorder) -> bool:
     return Phase.HANDSHAKE in rec.phases and rec.tls is None
+
+
+def _timeout(rec: _Recorder, timeout: float) -> ProbeError:
+    message = f"no answer within {timeout:g} s ({_where(rec)})"
+    client = rec.client
+    silent = client is not None and client.phase == Phase.BANNER and not client.transcript
+    if silent and rec.endpoint.mode is Mode.STARTTLS:
+        # An implicit-TLS server (465, or 587/2465 set up that way) waits for a ClientHello
+        # exactly as a STARTTLS client waits for a banner: nothing ever arrives.
+        message += (
+            "; a server that stays silent instead of greeting may expect implicit TLS"
+            " (target `mode: implicit`, or `tlsprobe check --mode implicit`)"
+        )
+    return ProbeError(Reason.TIMEOUT, message)
 
 
 def _where(rec: _Recorder) -> str:
