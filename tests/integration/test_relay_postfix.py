@@ -11,16 +11,14 @@ tests skip, unless TLSPROBE_REQUIRE_POSTFIX=1 says this run must have them.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from tests.support.gates import Gate, unavailable
+from tests.support.smtpclients import relay_from_env
 from tlsprobe.model import CanaryReason, Endpoint, Policy, ProbeResult, Status
 from tlsprobe.probe import canary, receiver
 from tlsprobe.probe.evaluate import TrustStore
@@ -45,25 +43,18 @@ class RelayUnderTest:
 
 @pytest.fixture(scope="module")
 def relay() -> RelayUnderTest:
-    service = os.environ.get("TLSPROBE_TEST_RELAY")
-    directory = os.environ.get("TLSPROBE_TEST_RELAY_DIR")
-    if not service or not directory:
-        unavailable(
-            Gate.POSTFIX,
-            "TLSPROBE_TEST_RELAY / TLSPROBE_TEST_RELAY_DIR unset (run .ci/postfix-relay.sh)",
-        )
-    host, _, port = service.rpartition(":")
-    trust = TrustStore.from_pem_file(Path(directory) / "certs" / "ca.pem")
+    host, port, directory = relay_from_env()
+    trust = TrustStore.from_pem_file(directory / "certs" / "ca.pem")
     served = asyncio.run(
         probe_endpoint(
-            Endpoint(host="relay.contoso.test", port=int(port), address=host),
+            Endpoint(host="relay.contoso.test", port=port, address=host),
             POLICY,
             trust,
             timeout=10,
         )
     )
     assert served.leaf is not None, served.error
-    return RelayUnderTest(host, int(port), trust, served.leaf.sha256)
+    return RelayUnderTest(host, port, trust, served.leaf.sha256)
 
 
 class Arrivals:

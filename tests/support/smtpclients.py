@@ -4,11 +4,13 @@ sockets for hostile ones. Loopback only; every call is bounded by a timeout."""
 from __future__ import annotations
 
 import asyncio
+import os
 import smtplib
 import socket
 import ssl
 from pathlib import Path
 
+from tests.support.gates import Gate, unavailable
 from tlsprobe.model import Check, ProbeResult
 
 CANARY_RCPT = "canary@receiver.tlsprobe.test"
@@ -75,3 +77,17 @@ def check_named(result: ProbeResult, name: str) -> Check:
     check = result.check(name)
     assert check is not None, f"no {name} check in {[c.name for c in result.checks]}"
     return check
+
+
+def relay_from_env() -> tuple[str, int, Path]:
+    """The send-side relay of .ci/postfix-relay.sh: (address, port, its directory). Skips
+    without TLSPROBE_TEST_RELAY, unless TLSPROBE_REQUIRE_POSTFIX=1 says this run must have it."""
+    service = os.environ.get("TLSPROBE_TEST_RELAY")
+    directory = os.environ.get("TLSPROBE_TEST_RELAY_DIR")
+    if not service or not directory:
+        unavailable(
+            Gate.POSTFIX,
+            "TLSPROBE_TEST_RELAY / TLSPROBE_TEST_RELAY_DIR unset (run .ci/postfix-relay.sh)",
+        )
+    host, _, port = service.rpartition(":")
+    return host, int(port), Path(directory)

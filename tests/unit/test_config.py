@@ -80,7 +80,8 @@ ERRORS: list[tuple[str, str]] = [
     # top level
     (
         "foo: 1\n" + ONE,
-        "foo: unknown key 'foo' (expected one of: defaults, dns, state_dir, targets, tenants, web)",
+        "foo: unknown key 'foo' "
+        "(expected one of: defaults, dns, receiver, state_dir, targets, tenants, web)",
     ),
     ("{}\n", "tenants: no targets configured"),
     ("tenants: {}\n", "tenants: no targets configured"),
@@ -210,7 +211,7 @@ ERRORS: list[tuple[str, str]] = [
     (
         tenant("accepted_domain: [contoso.com]"),
         "tenants.contoso.accepted_domain: unknown key 'accepted_domain' "
-        "(expected one of: accepted_domains, certificate_domain, targets)",
+        "(expected one of: accepted_domains, certificate_domain, senders, targets)",
     ),
     (
         tenant("accepted_domains: contoso.com\ntargets: [{host: a.contoso.com}]"),

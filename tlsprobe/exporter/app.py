@@ -28,6 +28,7 @@ from tlsprobe.exporter.lastresults import FLUSH_INTERVAL, RESULTS_FILENAME, Resu
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
+from tlsprobe.exporter.senders import SendSide
 from tlsprobe.exporter.server import WebApp
 from tlsprobe.exporter.store import HistoryStore, StateError
 from tlsprobe.exporter.webconfig import WebConfig, WebConfigError, load_web_config
@@ -60,6 +61,7 @@ class Exporter:
     resolver: Any = None
     ready: bool = False
     web_config: WebConfig = field(default_factory=WebConfig)
+    send_side: SendSide | None = None
     _runner: web.AppRunner | None = None
     _flusher: asyncio.Task[None] | None = None
     _webapp: WebApp | None = None
@@ -125,6 +127,7 @@ class Exporter:
             raise StartupError(f"web.listen {where}: {exc.strerror or exc}") from exc
         self.bound = _bound_addresses(site)
         self.stats.external_url = self.external_url
+        await self._start_send_side()
         self.scheduler.start()
         self._flusher = asyncio.create_task(self._flush_last_results(), name="last results")
         self.ready = True
@@ -132,6 +135,34 @@ class Exporter:
             "tlsprobe started",
             extra={"fields": {"targets": len(self.config.targets), "listen": self.url}},
         )
+
+    async def _start_send_side(self) -> None:
+        """The receiver, when configured (`receiver:`); off by default."""
+        send = self.config.send
+        if send is None:
+            return
+        assert self.scheduler is not None
+        self.send_side = SendSide(
+            send,
+            history=self.history,
+            trust_for=self.scheduler.trust_store,
+            server_leaf=self.server_leaf,
+        )
+        try:
+            await self.send_side.start()
+        except (OSError, ValueError) as exc:
+            assert self._runner is not None and self.history is not None
+            await self._runner.cleanup()
+            self.history.close()
+            where = f"{send.receiver.listen_host}:{send.receiver.listen_port}"
+            raise StartupError(f"receiver.listen {where}: {exc}") from exc
+
+    def server_leaf(self, tenant: str, target: str) -> str | None:
+        """The leaf the server probe of a target sees now (for `same_as_server`)."""
+        for state in self.results.for_target(tenant, target):
+            if state.result.leaf is not None:
+                return state.result.leaf.sha256
+        return None
 
     @property
     def url(self) -> str:
@@ -185,6 +216,8 @@ class Exporter:
         self.stats.external_url = self.external_url
         assert self.scheduler is not None
         self.scheduler.apply(config)
+        if self.send_side is not None and config.send is not None:
+            self.send_side.apply(config.send)
         self.stats.reload_successful = True
         self.stats.reload_success_at = time.time()
         log.info("config reloaded", extra={"fields": {"targets": len(config.targets)}})
@@ -224,6 +257,8 @@ class Exporter:
             stopping.append(self._runner.cleanup())
         if self._flusher is not None:
             self._flusher.cancel()
+        if self.send_side is not None:
+            stopping.append(self.send_side.stop())
         await asyncio.gather(*stopping)
         if self.history is not None:
             self.history.close()

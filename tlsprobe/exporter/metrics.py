@@ -26,6 +26,8 @@ from tlsprobe.model import PHASES, TRANSIENT_REASONS, CheckName, ProbeResult, St
 
 ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
 TARGET_LABELS = ("tenant", "target")
+SENDER_LABELS = ("tenant", "sender")
+_SCOPE_LABELS = {"endpoint": ENDPOINT_LABELS, "target": TARGET_LABELS, "sender": SENDER_LABELS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ class MetricDef:
 
     @property
     def all_labels(self) -> tuple[str, ...]:
-        base = {"endpoint": ENDPOINT_LABELS, "target": TARGET_LABELS}.get(self.scope, ())
+        base = _SCOPE_LABELS.get(self.scope, ())
         return (*base, *self.labels)
 
 
@@ -55,6 +57,74 @@ def _g(name: str, help_: str, *labels: str, scope: str = "endpoint") -> MetricDe
 def _c(name: str, help_: str, *labels: str, scope: str = "endpoint") -> MetricDef:
     return MetricDef(f"tlsprobe_{name}", "counter", help_, labels, scope)
 
+
+def _s(name: str, help_: str, *labels: str, kind: str = "gauge") -> MetricDef:
+    """A send-side series: labelled by tenant and sender (a configured relay node)."""
+    return MetricDef(f"tlsprobe_{name}", kind, help_, labels, "sender")
+
+
+SEND_SIDE_METRICS: tuple[MetricDef, ...] = (
+    _s(
+        "sender_status",
+        "Sender's client certificate, overall: 0 ok, 1 warning, 2 critical, 3 unknown.",
+    ),
+    _s("sender_check_status", "Sender status per check, same scale.", "check"),
+    _s("sender_o365_ready", "1 when the sender's client certificate meets every connector rule."),
+    _s(
+        "sender_chain_untrusted_info",
+        "1 with the reason the client chain is not trusted.",
+        "reason",
+    ),
+    _s("sender_session_error_info", "1 for the failure reason of the last session.", "reason"),
+    _s(
+        "sender_tls_info",
+        "TLS version and cipher of the sender's last session.",
+        "version",
+        "cipher",
+    ),
+    _s("sender_cert_not_after_timestamp_seconds", "Sender's client leaf notAfter."),
+    _s(
+        "sender_cert_info",
+        "Sender's client leaf identity; names are the SAN dNSNames, comma-joined.",
+        "fingerprint_sha256",
+        "subject",
+        "issuer",
+        "serial",
+        "names",
+    ),
+    _s(
+        "sender_cert_changes",
+        "Client leaf changes seen; persisted across restarts.",
+        kind="counter",
+    ),
+    _s("sender_last_session_timestamp_seconds", "Unix time of the sender's last session."),
+    _s("sender_sessions", "Sessions received from the sender since start.", kind="counter"),
+    _s("canary_success", "1 when the sender's last canary arrived, 0 when it failed."),
+    _s("canary_round_trip_seconds", "Submission to arrival of the last canary that arrived."),
+    _s("canary_last_success_timestamp_seconds", "Unix time the last canary arrived."),
+    _s(
+        "canary_failure_info",
+        "1 for the reason the last canary failed; absent on success.",
+        "reason",
+    ),
+    _s("canary_failures", "Canary failures since start, by reason.", "reason", kind="counter"),
+    MetricDef(
+        "tlsprobe_receiver_unknown_peer_sessions",
+        "counter",
+        "Receiver sessions from peers that are no configured sender (refused at RCPT).",
+        scope="",
+    ),
+    MetricDef(
+        "tlsprobe_receiver_refused_sessions",
+        "counter",
+        "Receiver connections answered 421 (session cap or per-peer rate).",
+        scope="",
+    ),
+    MetricDef(
+        "tlsprobe_receiver_active_sessions", "gauge", "Receiver sessions open now.", scope=""
+    ),
+    MetricDef("tlsprobe_senders_configured", "gauge", "Senders in the configuration.", scope=""),
+)
 
 METRICS: tuple[MetricDef, ...] = (
     _g("probe_success", "1 when a TLS session was established and the chain captured."),
@@ -147,6 +217,7 @@ METRICS: tuple[MetricDef, ...] = (
     _g("endpoints", "Endpoints (host, address, port) currently probed.", scope=""),
     _g("build_info", "Build information.", "version", "python", scope=""),
     _g("external_url_info", "Where users reach this exporter (web.external_url).", "url", scope=""),
+    *SEND_SIDE_METRICS,
 )
 
 BY_NAME: Mapping[str, MetricDef] = {m.name: m for m in METRICS}
@@ -325,8 +396,14 @@ class TextRenderer:
             for m in METRICS
         }
 
-    def render(self, states: Sequence[EndpointState], stats: ExporterStats | None) -> bytes:
-        """The exposition text; `stats` None leaves out the exporter's self-metrics."""
+    def render(
+        self,
+        states: Sequence[EndpointState],
+        stats: ExporterStats | None,
+        extra: Iterable[Sample] = (),
+    ) -> bytes:
+        """The exposition text; `stats` None leaves out the exporter's self-metrics. `extra`
+        samples carry all their label values (the send side's)."""
         keys = [state.label_values for state in states]
         fragments = [self._fragments(key, state) for key, state in zip(keys, states, strict=True)]
         self._evict(set(keys))
@@ -337,8 +414,10 @@ class TextRenderer:
         for name, values, value in target_samples(states):
             groups[name].append(_line(BY_NAME[name], values, value).encode())
         if stats is not None:
-            for name, extra, value in exporter_samples(stats, len(states)):
-                groups[name].append(_line(BY_NAME[name], extra, value).encode())
+            for name, values, value in exporter_samples(stats, len(states)):
+                groups[name].append(_line(BY_NAME[name], values, value).encode())
+        for name, values, value in extra:
+            groups[name].append(_line(BY_NAME[name], values, value).encode())
         out: list[bytes] = []
         for metric in METRICS:
             body = groups[metric.name]
@@ -376,9 +455,11 @@ class TlsprobeCollector(Collector):
         self,
         snapshot: Callable[[], Sequence[EndpointState]],
         stats: ExporterStats | None = None,
+        extra: Callable[[], Iterable[Sample]] | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._stats = stats
+        self._extra = extra
 
     def collect(self) -> Iterator[Metric]:
         states = self._snapshot()
@@ -392,6 +473,8 @@ class TlsprobeCollector(Collector):
         if self._stats is not None:
             for name, extra, value in exporter_samples(self._stats, len(states)):
                 families[name].add_metric(list(extra), value)
+        for name, values, value in self._extra() if self._extra else ():
+            families[name].add_metric(list(values), value)
         yield from (f for f in families.values() if f.samples)
 
 

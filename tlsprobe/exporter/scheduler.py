@@ -17,6 +17,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import tenacity
@@ -289,7 +290,11 @@ class Scheduler:
                 self.in_flight -= 1
 
     def _trust_for(self, target: TargetConfig) -> TrustStore:
-        path = str(target.ca_file) if target.ca_file else None
+        return self.trust_store(target.ca_file)
+
+    def trust_store(self, ca_file: Path | None) -> TrustStore:
+        """The trust store of a CA file (None: the system's), loaded once per reload."""
+        path = str(ca_file) if ca_file else None
         store = self._trust.get(path)
         if store is None:
             store = TrustStore.from_pem_file(path) if path else TrustStore.system()

@@ -34,7 +34,9 @@ from tlsprobe.exporter.connections import ConnectionGuard
 from tlsprobe.exporter.detail import detail_page
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats, TextRenderer
 from tlsprobe.exporter.probelimit import ProbeLimiter
-from tlsprobe.exporter.statuspage import StatusPage
+from tlsprobe.exporter.senderpage import senders_section
+from tlsprobe.exporter.sendmetrics import send_side_samples
+from tlsprobe.exporter.statuspage import STATUS_COLOURS, StatusPage
 from tlsprobe.exporter.webconfig import WebConfig
 from tlsprobe.model import ProbeResult
 from tlsprobe.probe.prober import utcnow
@@ -157,7 +159,11 @@ class WebApp:
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         self._refresh_stats(self.exporter.stats)
-        body = self.renderer.render(self.exporter.results.snapshot(), self.exporter.stats)
+        body = self.renderer.render(
+            self.exporter.results.snapshot(),
+            self.exporter.stats,
+            send_side_samples(self.exporter.send_side),
+        )
         headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         if "gzip" in request.headers.get("Accept-Encoding", "") and len(body) > 4096:
             # zlib releases the GIL: compressing in a thread keeps probes running, and level 1
@@ -241,6 +247,10 @@ class WebApp:
     async def status_page(self, request: web.Request) -> web.StreamResponse:
         snapshot = self.exporter.results.snapshot
         body = self.status.render(snapshot, time.time(), self.exporter.started_at)
+        side = self.exporter.send_side
+        if side is not None:  # the send side's own section, beside the servers' table
+            section = senders_section(side.snapshot(), time.time(), STATUS_COLOURS)
+            body = body.replace(b"</body>", section.encode() + b"</body>")
         return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     async def detail(self, request: web.Request) -> web.StreamResponse:

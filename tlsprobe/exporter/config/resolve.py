@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tlsprobe.exporter import sendparse
 from tlsprobe.exporter.config import fields
 from tlsprobe.exporter.config.schema import (
     ADDRESSES,
@@ -50,6 +51,7 @@ from tlsprobe.exporter.config.values import (
     show_key,
     string_of,
 )
+from tlsprobe.exporter.sendconfig import SenderConfig
 from tlsprobe.exporter.yamlfile import show
 from tlsprobe.model import Policy
 from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
@@ -109,6 +111,12 @@ class _Parser:
             if parsed is not None:
                 tenants.append(parsed[0])
                 targets.extend(parsed[1])
+        senders = [
+            sender
+            for key, value in (tenants_data or {}).items()
+            for sender in self.attempt(functools.partial(self.senders, key, value, defaults)) or []
+        ]
+        send = self.attempt(lambda: sendparse.send_side(top, senders, self.base_dir))
         loose = self.attempt(lambda: listing(top.get("targets"), "targets"))
         tenant = TenantConfig(name="", accepted_domains=(), certificate_domain=None)
         targets.extend(self.targets(loose or [], "targets", tenant, defaults))
@@ -132,6 +140,30 @@ class _Parser:
             defaults_interval=defaults.interval,
             defaults_timeout=defaults.timeout,
             defaults_ca_file=defaults.ca_file,
+            send=send,
+        )
+
+    def senders(self, key: object, value: object, defaults: _Defaults) -> list[SenderConfig]:
+        """A tenant's `senders:` (the tenant itself is judged by `tenant`)."""
+        if not isinstance(key, str) or not isinstance(value, dict) or "senders" not in value:
+            return []
+        where = f"tenants.{key}"
+        domains = listing(value.get("accepted_domains"), f"{where}.accepted_domains")
+        policy = Policy(
+            certificate_domain=fields.connector(value, where),
+            accepted_domains=tuple(
+                domain_name(d, f"{where}.accepted_domains[{i}]") for i, d in enumerate(domains)
+            ),
+            warn_days=defaults.warn_days,
+            crit_days=defaults.crit_days,
+        )
+        return sendparse.senders(
+            key,
+            value["senders"],
+            f"{where}.senders",
+            policy,
+            self.base_dir,
+            default_ca=defaults.ca_file,
         )
 
     def path(self, value: object, where: str) -> Path:

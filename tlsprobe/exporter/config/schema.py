@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from tlsprobe.exporter.sendconfig import SendSideConfig
 from tlsprobe.model import Mode, Policy
 
 DEFAULT_PORT: Final = 25
@@ -20,7 +21,7 @@ MAX_DURATION: Final = 365 * 86400.0
 MAX_DAYS: Final = 3650
 ADDRESSES: Final = ("all", "one")
 
-TOP_KEYS = ("state_dir", "web", "dns", "defaults", "tenants", "targets")
+TOP_KEYS = ("state_dir", "web", "dns", "defaults", "tenants", "targets", "receiver")
 WEB_KEYS = (
     "listen",
     "config_file",
@@ -45,7 +46,7 @@ DEFAULT_KEYS = (
     "ehlo_name",
     "port",
 )
-TENANT_KEYS = ("accepted_domains", "certificate_domain", "targets")
+TENANT_KEYS = ("accepted_domains", "certificate_domain", "targets", "senders")
 TARGET_KEYS = (
     "name",
     "host",
@@ -195,6 +196,8 @@ class Config:
     defaults_interval: float = 300.0
     defaults_timeout: float = 30.0
     defaults_ca_file: Path | None = None
+    send: SendSideConfig | None = None
+    """The receiver and the tenants' senders (`receiver:`); None: the send side is off."""
 
     def shard(self, index: int, count: int) -> Config:
         """Keep only the targets this shard owns (`--shard index/count`).

@@ -1,0 +1,304 @@
+"""The send side inside `tlsprobe serve`: configuration, the receiver, sender metrics, the
+status page, the drift history, unknown peers, and canaries through a real Postfix relay.
+
+The sender tests deliver with a Python client presenting a test certificate (swaks --tls-cert
+style); the canary tests use the second Postfix of .ci/postfix-relay.sh (marker `postfix`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.pki import Hierarchy, Issued, write_server_files
+from tests.support.servers import unused_port
+from tests.support.smtpclients import relay_from_env, send_canary
+from tlsprobe.exporter import sendparse
+from tlsprobe.exporter.app import Exporter
+from tlsprobe.exporter.config import ConfigError, load_config
+from tlsprobe.exporter.metrics import METRIC_NAMES
+
+CANARY_RCPT = "canary@receiver.tlsprobe.test"
+RELAY_RECEIVER_PORT = 10027
+WAIT = 15.0
+
+
+def config_data(
+    tmp_path: Path, ca_file: Path, *, receiver_port: int, **sender: Any
+) -> dict[str, Any]:
+    relay_1 = {"name": "relay-1", "peers": ["127.0.0.1"], **sender}
+    return {
+        "state_dir": str(tmp_path / "state"),
+        "web": {"listen": f"127.0.0.1:{unused_port()}"},
+        "defaults": {"interval": "1h", "timeout": "2s", "retries": 0, "ca_file": str(ca_file)},
+        "receiver": {"listen": f"127.0.0.1:{receiver_port}", "recipients": [CANARY_RCPT]},
+        "tenants": {
+            "contoso": {
+                "accepted_domains": ["contoso.test"],
+                "certificate_domain": "*.contoso.test",
+                "targets": [
+                    {
+                        "name": "mx",
+                        "host": "mx.contoso.test",
+                        "address": "127.0.0.1",
+                        "port": unused_port(),
+                    }
+                ],
+                "senders": [relay_1],
+            }
+        },
+    }
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, data: dict[str, Any]) -> AsyncIterator[Exporter]:
+    path = tmp_path / "tlsprobe.yml"
+    path.write_text(yaml.safe_dump(data))
+    exporter = Exporter(load_config(path), path)
+    await exporter.start()
+    try:
+        yield exporter
+    finally:
+        await exporter.stop()
+
+
+async def get(exporter: Exporter, path: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(exporter.url + path) as response:
+        assert response.status == 200
+        return await response.text()
+
+
+def values(text: str, name: str, **labels: str) -> list[float]:
+    return [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+async def eventually(check: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def client_files(tmp_path: Path, pki: Hierarchy, leaf: Issued) -> tuple[Path, Path]:
+    return write_server_files(tmp_path, leaf.key, pki.chain(leaf), stem="relay")
+
+
+def tlsprobe_history(name: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tlsprobe", "history", name, "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def test_the_receiver_is_off_by_default_and_loopback_when_on(tmp_path: Path, ca_file: Path) -> None:
+    data = config_data(tmp_path, ca_file, receiver_port=2525)
+    data["receiver"] = {}
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(data))
+    send = load_config(path).send
+    assert send is not None and send.receiver.listen_host == "127.0.0.1"
+    assert send.senders[0].peers == ("127.0.0.1/32",)
+    assert send.senders[0].policy.certificate_domain == "*.contoso.test"
+    del data["receiver"]
+    del data["tenants"]["contoso"]["senders"]
+    path.write_text(yaml.safe_dump(data))
+    assert load_config(path).send is None
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"peers": ["not-an-ip"]}, "tenants.contoso.senders[0].peers[0]"),
+        ({"peers": []}, "tenants.contoso.senders[0].peers"),
+        ({"bogus": 1}, "tenants.contoso.senders[0].bogus"),
+        ({"canary": {"relay": "127.0.0.1:25"}}, "tenants.contoso.senders[0].canary"),
+        (
+            {"canary": {"relay": "127.0.0.1:25", "recipient": "x@y.test", "username": "u"}},
+            "tenants.contoso.senders[0].canary",
+        ),
+    ],
+)
+def test_bad_sender_configuration_names_the_key(
+    tmp_path: Path, ca_file: Path, change: dict[str, Any], key: str
+) -> None:
+    data = config_data(tmp_path, ca_file, receiver_port=2525, **change)
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.path == key, str(caught.value)
+
+
+def test_senders_without_a_receiver_are_an_error(tmp_path: Path, ca_file: Path) -> None:
+    data = config_data(tmp_path, ca_file, receiver_port=2525)
+    del data["receiver"]
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.path == "receiver"
+
+
+def test_a_canary_password_is_read_from_its_file_and_never_shown(
+    tmp_path: Path, ca_file: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cr3t-canary-pass\n")
+    canary = {
+        "relay": "127.0.0.1:25",
+        "recipient": "c@x.test",
+        "username": "u",
+        "password_file": "password",
+    }
+    data = config_data(tmp_path, ca_file, receiver_port=2525, canary=canary)
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(data))
+    send = load_config(path).send
+    assert send is not None and send.senders[0].canary is not None
+    assert send.senders[0].canary.relay.password == "s3cr3t-canary-pass"
+    assert "s3cr3t" not in repr(send)
+    secret.write_text("one\ntwo\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "s3cr3t" not in str(caught.value) and "two" not in str(caught.value)
+
+
+# --- serving -------------------------------------------------------------------------------
+
+
+async def test_a_sender_session_becomes_metrics_a_status_row_and_history(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy
+) -> None:
+    leaf = pki.leaf(("relay.contoso.test",), client_auth=False)
+    certfile, keyfile = client_files(tmp_path, pki, leaf)
+    port = unused_port()
+    async with running(tmp_path, config_data(tmp_path, ca_file, receiver_port=port)) as exporter:
+        await asyncio.to_thread(
+            send_canary, port, certfile=certfile, keyfile=keyfile, rcpt=CANARY_RCPT
+        )
+        side = exporter.send_side
+        assert side is not None
+        await eventually(lambda: side.snapshot()[0].result is not None, "the sender's verdict")
+        text = await get(exporter, "/metrics")
+        page = await get(exporter, "/")
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    assert values(text, "tlsprobe_sender_status", **labels) == [1.0]  # warning: no clientAuth
+    assert values(text, "tlsprobe_sender_check_status", check="client_auth_eku", **labels) == [1.0]
+    assert values(text, "tlsprobe_sender_o365_ready", **labels) == [1.0]
+    assert values(text, "tlsprobe_sender_cert_info", fingerprint_sha256=leaf.sha256, **labels) == [
+        1.0
+    ]
+    assert values(text, "tlsprobe_sender_sessions_total", **labels) == [1.0]
+    assert "relay-1" in page and leaf.sha256[:16] in page and "client_auth_eku" in page
+    history = await asyncio.to_thread(tlsprobe_history, "relay-1", tmp_path / "state")
+    assert history.returncode == 0, history.stderr
+    assert leaf.sha256[:16] in history.stdout and "sender:relay-1" in history.stdout
+
+
+async def test_unknown_peers_are_refused_at_rcpt_and_only_counted(
+    tmp_path: Path, ca_file: Path
+) -> None:
+    port = unused_port()
+    data = config_data(tmp_path, ca_file, receiver_port=port)
+    data["tenants"]["contoso"]["senders"][0]["peers"] = ["127.0.0.2"]
+    async with running(tmp_path, data) as exporter:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            await asyncio.to_thread(send_canary, port, rcpt=CANARY_RCPT)
+        side = exporter.send_side
+        assert side is not None
+        await eventually(lambda: side.unknown_peer_sessions == 1, "the unknown peer counted")
+        text = await get(exporter, "/metrics")
+    assert values(text, "tlsprobe_receiver_unknown_peer_sessions_total") == [1.0]
+    assert values(text, "tlsprobe_sender_status") == []  # no verdict for relay-1 yet
+
+
+def test_every_send_side_series_is_in_the_metric_table() -> None:
+    for name in (
+        "tlsprobe_sender_status",
+        "tlsprobe_canary_success",
+        "tlsprobe_canary_failures_total",
+        "tlsprobe_receiver_unknown_peer_sessions_total",
+    ):
+        assert name in METRIC_NAMES
+
+
+# --- canaries through a real Postfix relay --------------------------------------------------
+
+
+def canary_data(tmp_path: Path, case: str, deadline: str) -> dict[str, Any]:
+    host, port, directory = relay_from_env()
+    service = f"{host}:{port}"
+    ca = str(directory / "certs" / "ca.pem")
+    canary = {
+        "relay": service,
+        "recipient": f"canary@{case}.canary.tlsprobe.test",
+        "mail_from": "probe@contoso.test",
+        "interval": "1h",
+        "deadline": deadline,
+    }
+    return config_data(tmp_path, Path(ca), receiver_port=RELAY_RECEIVER_PORT, canary=canary)
+
+
+@pytest.mark.postfix
+async def test_a_canary_through_postfix_arrives_and_is_timed(tmp_path: Path) -> None:
+    async with running(tmp_path, canary_data(tmp_path, "good", "40s")) as exporter:
+        side = exporter.send_side
+        assert side is not None
+        await eventually(lambda: side.snapshot()[0].canary is not None, "the canary", timeout=45)
+        text = await get(exporter, "/metrics")
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    assert values(text, "tlsprobe_canary_success", **labels) == [1.0]
+    [round_trip] = values(text, "tlsprobe_canary_round_trip_seconds", **labels)
+    assert 0 < round_trip < 40
+    assert values(text, "tlsprobe_sender_status", **labels) == [0.0]
+
+
+@pytest.mark.postfix
+async def test_a_canary_that_never_arrives_fails_at_its_deadline(tmp_path: Path) -> None:
+    async with running(tmp_path, canary_data(tmp_path, "broken", "4s")) as exporter:
+        side = exporter.send_side
+        assert side is not None
+        started = time.monotonic()
+        await eventually(lambda: side.snapshot()[0].canary is not None, "the canary", timeout=20)
+        waited = time.monotonic() - started
+        text = await get(exporter, "/metrics")
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    assert values(text, "tlsprobe_canary_success", **labels) == [0.0]
+    assert values(text, "tlsprobe_canary_failure_info", reason="missing", **labels) == [1.0]
+    assert values(text, "tlsprobe_canary_failures_total", reason="missing", **labels) == [1.0]
+    assert waited < 4 + 5
+
+
+def test_the_example_configuration_covers_every_send_side_key() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "tlsprobe.example.yml"
+    raw = yaml.safe_load(example.read_text())
+    assert set(raw["receiver"]) == set(sendparse.RECEIVER_KEYS)
+    [relay] = raw["tenants"]["contoso"]["senders"]
+    assert set(relay) == set(sendparse.SENDER_KEYS)
+    assert set(relay["canary"]) == set(sendparse.CANARY_KEYS)

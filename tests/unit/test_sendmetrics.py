@@ -1,0 +1,60 @@
+"""The send side's series: every family of SEND_SIDE_METRICS is emitted from sender states,
+with label values from the configuration and closed enums only. No sockets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.pki import Hierarchy
+from tlsprobe.exporter.metrics import SEND_SIDE_METRICS, TextRenderer
+from tlsprobe.exporter.sendconfig import CanaryConfig, SenderConfig
+from tlsprobe.exporter.senders import CanaryState, SenderState
+from tlsprobe.exporter.sendmetrics import receiver_samples, sender_samples
+from tlsprobe.exporter.store import Drift
+from tlsprobe.model import CanaryReason, Policy, ProbeError, Reason, TlsInfo
+from tlsprobe.probe import canary
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.sender import Session, judge_session
+
+NOW = datetime.now(UTC)
+TLS = TlsInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256")
+CANARY = CanaryConfig(canary.Relay("127.0.0.1", recipient="c@x.test"), interval=60, deadline=30)
+
+
+def sender(name: str) -> SenderConfig:
+    return SenderConfig("contoso", name, ("127.0.0.1/32",), Policy(), canary=CANARY)
+
+
+def states(pki: Hierarchy, trust: TrustStore) -> list[SenderState]:
+    leaf = pki.leaf(("relay.contoso.test",))
+    good = Session("127.0.0.1", 2525, NOW.timestamp(), helo="r", tls=TLS, chain_der=(leaf.der,))
+    plain = Session("127.0.0.1", 2525, NOW.timestamp(), error=ProbeError(Reason.PROTOCOL, "x"))
+    ok = judge_session(good, Policy(), trust, now=NOW, name="relay-1")
+    failed = judge_session(plain, Policy(), trust, now=NOW, name="relay-2")
+    arrived = CanaryState(True, NOW.timestamp(), 1.5, last_success_at=NOW.timestamp())
+    missing = CanaryState(False, NOW.timestamp(), None, CanaryReason.MISSING, "late", 0.0)
+    return [
+        SenderState(sender("relay-1"), ok, Drift(leaf.sha256, 1.0, 2), 3, arrived),
+        SenderState(sender("relay-2"), failed, None, 1, missing, ((CanaryReason.MISSING, 4),)),
+    ]
+
+
+def test_every_send_side_family_is_emitted(pki: Hierarchy, trust: TrustStore) -> None:
+    extra = [s for state in states(pki, trust) for s in sender_samples(state)]
+    extra += list(receiver_samples(unknown_peers=2, refused=1, active=0, senders=2))
+    text = TextRenderer().render([], None, extra).decode()
+    emitted = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert emitted == {m.sample_name for m in SEND_SIDE_METRICS}
+
+
+def test_sender_labels_are_tenant_and_sender(pki: Hierarchy, trust: TrustStore) -> None:
+    text = TextRenderer().render([], None, sender_samples(states(pki, trust)[1])).decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            assert sample.labels["tenant"] == "contoso" and sample.labels["sender"] == "relay-2"
+    assert (
+        'tlsprobe_canary_failure_info{tenant="contoso",sender="relay-2",reason="missing"} 1.0'
+        in text
+    )

@@ -1,0 +1,262 @@
+"""The send side inside `tlsprobe serve`: the receiver loop, sender verdicts and canaries.
+
+`SendSide` runs the receiver (`probe.receiver`) when the configuration has a `receiver:`
+section, matches every ended session to a configured sender by its peer address, judges the
+client chain (`probe.sender.judge_session`, with `same_as_server` against the server probe of
+the sender's `server_target`), records the leaf in the drift history, and keeps the latest
+`SenderState` per sender for `/metrics` and the status page. Sessions from unknown peers are
+only counted (refused at RCPT by the receiver, never given a series of their own). Per sender
+with a `canary:`, a task submits a canary every interval; `CanaryBook` pairs arrivals and
+expires the missing. Everything runs on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tlsprobe.exporter.sendconfig import SenderConfig, SendSideConfig
+from tlsprobe.exporter.store import Drift, HistoryStore, StateError
+from tlsprobe.model import CanaryReason, ProbeResult
+from tlsprobe.probe import canary, receiver, smtpserver
+from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
+from tlsprobe.probe.sender import Session, judge_session
+
+log = logging.getLogger("tlsprobe.senders")
+
+_EXPIRY_TICK = 1.0
+"""Seconds between checks for canaries past their deadline."""
+
+TrustFor = Callable[[Path | None], TrustStore]
+ServerLeaf = Callable[[str, str], str | None]
+"""(tenant, target) -> SHA-256 of the leaf the server probe of that target sees now."""
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryState:
+    """The latest canary outcome of a sender."""
+
+    success: bool
+    at: float
+    round_trip: float | None = None
+    reason: CanaryReason | None = None
+    message: str = ""
+    last_success_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SenderState:
+    """What is known of one sender now: its latest judged session and canary."""
+
+    sender: SenderConfig
+    result: ProbeResult | None = None
+    drift: Drift | None = None
+    sessions: int = 0
+    canary: CanaryState | None = None
+    canary_failures: tuple[tuple[CanaryReason, int], ...] = ()
+
+
+class SendSide:
+    def __init__(
+        self,
+        config: SendSideConfig,
+        *,
+        history: HistoryStore | None,
+        trust_for: TrustFor,
+        server_leaf: ServerLeaf,
+    ) -> None:
+        self.config = config
+        self._history = history
+        self._trust_for = trust_for
+        self._server_leaf = server_leaf
+        self._states: dict[tuple[str, str], SenderState] = {
+            s.key: SenderState(s) for s in config.senders
+        }
+        self._book = canary.CanaryBook()
+        self._tokens: dict[str, tuple[str, str]] = {}
+        """Canary token in flight -> sender key; each leaves when its outcome is recorded."""
+        self._receiver: receiver.Receiver | None = None
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._expiry: asyncio.Task[None] | None = None
+        self.unknown_peer_sessions = 0
+        self.bound: tuple[str, int] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.config.receiver
+        context = receiver.tls_context(
+            str(settings.tls_cert_file) if settings.tls_cert_file else None,
+            str(settings.tls_key_file) if settings.tls_key_file else None,
+            hostname=settings.hostname,
+        )
+        limits = receiver.ReceiverLimits(
+            session_timeout=settings.session_timeout,
+            max_sessions=settings.max_sessions,
+            per_peer_per_minute=settings.per_peer_per_minute,
+            smtp=smtpserver.Limits(max_message=settings.max_message_bytes),
+        )
+        self._receiver = receiver.Receiver(
+            context=context,
+            hostname=settings.hostname,
+            accept_recipient=self._accepts,
+            on_session=self.on_session,
+            on_message=self.on_message,
+            limits=limits,
+        )
+        self.bound = await self._receiver.start(settings.listen_host, settings.listen_port)
+        self._start_canaries()
+        self._expiry = asyncio.get_running_loop().create_task(self._expire_loop())
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks.values(), *([self._expiry] if self._expiry else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._receiver is not None:
+            await self._receiver.close()
+
+    def apply(self, config: SendSideConfig) -> None:
+        """A reload: new senders and canaries now; the listener itself only on restart."""
+        self.config = config
+        self._states = {
+            s.key: replace(self._states[s.key], sender=s)
+            if s.key in self._states
+            else SenderState(s)
+            for s in config.senders
+        }
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        self._start_canaries()
+
+    # --- sessions ------------------------------------------------------------------------
+
+    def _accepts(self, peer: str, recipient: str) -> bool:
+        sender = self.config.sender_for(peer)
+        return sender is not None and self.config.accepts(sender, recipient)
+
+    def on_session(self, session: Session) -> None:
+        sender = self.config.sender_for(session.peer)
+        if sender is None:
+            self.unknown_peer_sessions += 1
+            return
+        server = (
+            self._server_leaf(sender.tenant, sender.server_target) if sender.server_target else None
+        )
+        try:
+            trust = self._trust_for(sender.ca_file)
+        except TrustStoreError as exc:  # validated at load; the file may have gone since
+            log.error("trust store unusable", extra={"fields": {"error": str(exc)}})
+            return
+        result = judge_session(
+            session,
+            sender.policy,
+            trust,
+            now=datetime.now(UTC),
+            name=sender.name,
+            server_sha256=server,
+        )
+        state = self._states.get(sender.key) or SenderState(sender)
+        drift = self._observe(sender, result) or state.drift
+        self._states[sender.key] = replace(
+            state, result=result, drift=drift, sessions=state.sessions + 1
+        )
+        log.info(
+            "sender session",
+            extra={"fields": {"sender": sender.name, "status": result.status.label}},
+        )
+
+    def _observe(self, sender: SenderConfig, result: ProbeResult) -> Drift | None:
+        if self._history is None or result.leaf is None:
+            return None
+        key = history_key(sender, result.address or "", self.config.receiver.listen_port)
+        try:
+            return self._history.observe(key, result.leaf, result.started_at)
+        except StateError as exc:
+            log.error("history write failed", extra={"fields": {"error": str(exc)}})
+            return None
+
+    def on_message(self, peer: str, message: smtpserver.Message) -> None:
+        outcome = self._book.arrived(message.token, message.received_at)
+        if outcome is not None:
+            self._canary_outcome(outcome)
+
+    # --- canaries ------------------------------------------------------------------------
+
+    def _start_canaries(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sender in self.config.senders:
+            if sender.canary is not None:
+                self._tasks[sender.key] = loop.create_task(self._canary_loop(sender))
+
+    async def _canary_loop(self, sender: SenderConfig) -> None:
+        assert sender.canary is not None
+        settings = sender.canary
+        while True:
+            token = canary.new_token()
+            failure = await canary.submit(settings.relay, token, timeout=settings.deadline)
+            if failure is None:
+                self._book.submitted(sender.name, token, deadline=settings.deadline)
+                self._tokens[token] = sender.key
+            else:
+                self._record_canary(sender.key, replace(failure, sender=sender.name))
+            await asyncio.sleep(settings.interval)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_EXPIRY_TICK)
+            for outcome in self._book.expired():
+                self._canary_outcome(outcome)
+
+    def _canary_outcome(self, outcome: canary.Outcome) -> None:
+        key = self._tokens.pop(outcome.token, None)
+        if key is not None:
+            self._record_canary(key, outcome)
+
+    def _record_canary(self, key: tuple[str, str], outcome: canary.Outcome) -> None:
+        state = self._states.get(key)
+        if state is None:
+            return  # the sender was removed by a reload
+        now = time.time()
+        previous = state.canary
+        last_success = previous.last_success_at if previous else 0.0
+        if outcome.reason is None:
+            current = CanaryState(True, now, outcome.round_trip, last_success_at=now)
+        else:
+            current = CanaryState(
+                False, now, None, outcome.reason, outcome.message, last_success_at=last_success
+            )
+            failures = dict(state.canary_failures)
+            failures[outcome.reason] = failures.get(outcome.reason, 0) + 1
+            state = replace(state, canary_failures=tuple(sorted(failures.items())))
+            log.warning(
+                "canary failed",
+                extra={"fields": {"sender": key[1], "reason": outcome.reason.value}},
+            )
+        self._states[key] = replace(state, canary=current)
+
+    # --- views ---------------------------------------------------------------------------
+
+    def snapshot(self) -> list[SenderState]:
+        return list(self._states.values())
+
+    @property
+    def refused_sessions(self) -> int:
+        return self._receiver.refused_sessions if self._receiver else 0
+
+    @property
+    def active_sessions(self) -> int:
+        return self._receiver.active_sessions if self._receiver else 0
+
+
+def history_key(sender: SenderConfig, peer: str, port: int) -> tuple[str, str, str, str, int]:
+    """Sender certificates share the drift history with servers; `tlsprobe history NAME`
+    finds them by the sender's name (the host column), the target column says `sender:`."""
+    return (sender.tenant, f"sender:{sender.name}", sender.name, peer, port)
