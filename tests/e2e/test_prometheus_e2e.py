@@ -19,6 +19,9 @@ The tests prove, in order (they share the fleet, and the last ones change it):
    a detail view that answers;
 6. restarting the exporter while those pages fire sends no `resolved`;
 7. `tlsprobe history` shows the rollback.
+8. the send side: a sender (a Python client presenting a client certificate to the receiver,
+   swaks --tls-cert style) has its series, its canary (to a relay that is not there) fails, and
+   swapping its client certificate pages TlsprobeSenderCertificateChanged (before the restart).
 
 Without Prometheus or Alertmanager the module skips, and fails under TLSPROBE_REQUIRE_PROMETHEUS=1.
 """
@@ -54,8 +57,9 @@ from tests.e2e.harness import (
 )
 from tests.support.exporter import command
 from tests.support.gates import prometheus_tool
-from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf, make_root
+from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf, make_root, write_server_files
 from tests.support.servers import Behaviour, ServerTls, SmtpTestServer, unused_port
+from tests.support.smtpclients import send_canary
 from tests.support.wait import poll
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
@@ -76,6 +80,12 @@ DOMAIN = "contoso.test"
 CHANGES_OF_HEALTHY = 'tlsprobe_cert_changes_total{target="healthy"}'
 PIN = "00" * 32
 """A SHA-256 fingerprint no certificate of the fleet has."""
+SENDER = "relay-1"
+SENDER_KEY = f"sender:{SENDER}"
+SENDER_ALERTS = frozenset({"TlsprobeCanaryMissing/submit_unreachable"})
+"""The sender presents a good client certificate; its canary's relay does not exist."""
+CANARY_RCPT = "canary@receiver.contoso.test"
+CHANGES_OF_SENDER = f'tlsprobe_sender_cert_changes_total{{sender="{SENDER}"}}'
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,7 @@ def stack(pki: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         try:
             daemons = Daemons(tmp, pki, plan, servers, webhook, prometheus, alertmanager)
             with daemons as urls:
+                send_as_sender(pki, tmp, daemons.receiver_port, "first")
                 endpoints = {e.name: e for e in plan}
                 yield Stack(*urls, webhook, endpoints, servers, loop, pki, daemons)
         finally:
@@ -253,6 +264,7 @@ class Daemons:
         self.daemons: list[Daemon] = []
         self.config = tmp / "tlsprobe.yml"
         self.exporter_ready = ""
+        self.receiver_port = unused_port()
 
     def __enter__(self) -> tuple[str, str, str]:
         try:
@@ -280,6 +292,9 @@ class Daemons:
         ca_file.write_bytes(self.pki.ca_pem)
         port = unused_port()
         config = exporter_config(self.plan, self.servers, ca_file, self.tmp / "state", port)
+        send = send_side_config(self.receiver_port)
+        config["receiver"] = send["receiver"]
+        config["tenants"][TENANT]["senders"] = send["tenants"][TENANT]["senders"]
         self.config = self.tmp / "tlsprobe.yml"
         self.config.write_text(yaml.safe_dump(config), encoding="utf-8")
         self.exporter_ready = f"http://127.0.0.1:{port}/-/ready"
@@ -362,6 +377,36 @@ def exporter_config(
     }
 
 
+def send_side_config(receiver_port: int) -> dict[str, Any]:
+    """The receiver, and sender relay-1 on loopback whose canary goes to a relay that is not
+    there (so it fails, and TlsprobeCanaryMissing must fire)."""
+    canary = {
+        "relay": f"127.0.0.1:{unused_port()}",
+        "recipient": CANARY_RCPT,
+        "interval": PROBE_INTERVAL,
+        "deadline": PROBE_TIMEOUT,
+    }
+    sender = {"name": SENDER, "peers": ["127.0.0.0/8"], "canary": canary}
+    return {
+        "receiver": {"listen": f"127.0.0.1:{receiver_port}", "recipients": [CANARY_RCPT]},
+        "tenants": {
+            TENANT: {
+                "accepted_domains": [DOMAIN],
+                "certificate_domain": f"*.{DOMAIN}",
+                "senders": [sender],
+            }
+        },
+    }
+
+
+def send_as_sender(pki: Hierarchy, tmp: Path, receiver_port: int, stem: str) -> Issued:
+    """Deliver one message to the receiver presenting a fresh client certificate; returns it."""
+    leaf = pki.leaf([f"relay.{DOMAIN}"])
+    certfile, keyfile = write_server_files(tmp, leaf.key, pki.chain(leaf), stem=stem)
+    send_canary(receiver_port, certfile=certfile, keyfile=keyfile, rcpt=CANARY_RCPT)
+    return leaf
+
+
 def prometheus_config(exporter: str, alertmanager: str, rules: Path) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -407,12 +452,14 @@ def alerts_by_target(stack: Stack) -> dict[str, set[str]]:
         key = labels["alertname"] + (f"/{labels['reason']}" if "reason" in labels else "")
         if alert["state"] != "firing":
             key += " (pending)"
-        found.setdefault(labels.get("target", ""), set()).add(key)
+        where = labels.get("target") or (f"sender:{labels['sender']}" if "sender" in labels else "")
+        found.setdefault(where, set()).add(key)
     return found
 
 
 def expected_alerts(stack: Stack) -> dict[str, set[str]]:
-    return {name: set(endpoint.alerts) for name, endpoint in stack.endpoints.items()}
+    expected = {name: set(endpoint.alerts) for name, endpoint in stack.endpoints.items()}
+    return expected | {SENDER_KEY: set(SENDER_ALERTS)}
 
 
 def query(stack: Stack, expr: str) -> list[dict[str, Any]]:
@@ -517,6 +564,33 @@ def test_every_dashboard_query_returns_data(stack: Stack, renewal: Issued) -> No
         ]
 
     assert poll(empty, lambda missing: not missing, timeout=SETTLE_SECONDS) == []
+
+
+def test_swapped_sender_certificate_pages_through_alertmanager(stack: Stack) -> None:
+    """The relay presents another client certificate: the sender drift page reaches the
+    webhook (after the sender's first session was seen with no change)."""
+    before = poll(lambda: query(stack, CHANGES_OF_SENDER), bool, timeout=SETTLE_SECONDS)
+    assert [sample["value"][1] for sample in before] == ["0"]
+    swapped = send_as_sender(stack.pki, stack.daemons.tmp, stack.daemons.receiver_port, "second")
+
+    def sender_pages() -> list[dict[str, Any]]:
+        return [
+            payload
+            for payload in stack.webhook.payloads()
+            if payload["status"] == "firing"
+            and any(
+                alert["labels"].get("alertname") == "TlsprobeSenderCertificateChanged"
+                for alert in payload["alerts"]
+            )
+        ]
+
+    pages = poll(sender_pages, bool, timeout=SETTLE_SECONDS)
+    assert pages, f"no sender drift page; webhook got {stack.webhook.payloads()}"
+    assert pages[0]["receiver"] == "pager"
+    (alert,) = [a for a in pages[0]["alerts"] if a["labels"]["alertname"].endswith("Changed")]
+    assert alert["labels"]["sender"] == SENDER and alert["labels"]["tenant"] == TENANT
+    (identity,) = query(stack, f'tlsprobe_sender_cert_info{{sender="{SENDER}"}}')
+    assert identity["metric"]["fingerprint_sha256"] == swapped.sha256
 
 
 # --- rotations, a restart, the history -----------------------------------------------------------
