@@ -12,9 +12,8 @@ import contextlib
 import os
 import smtplib
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.exporter import command, in_process
 from tests.support.pki import Hierarchy, Issued, write_server_files
 from tests.support.servers import unused_port
 from tests.support.smtpclients import relay_from_env, send_canary
+from tests.support.wait import eventually
 from tlsprobe.exporter import sendparse
 from tlsprobe.exporter.app import Exporter
 from tlsprobe.exporter.config import ConfigError, load_config
@@ -67,12 +68,8 @@ def config_data(
 async def running(tmp_path: Path, data: dict[str, Any]) -> AsyncIterator[Exporter]:
     path = tmp_path / "tlsprobe.yml"
     path.write_text(yaml.safe_dump(data))
-    exporter = Exporter(load_config(path), path)
-    await exporter.start()
-    try:
+    async with in_process(path) as exporter:
         yield exporter
-    finally:
-        await exporter.stop()
 
 
 async def get(exporter: Exporter, path: str) -> str:
@@ -90,21 +87,13 @@ def values(text: str, name: str, **labels: str) -> list[float]:
     ]
 
 
-async def eventually(check: Callable[[], object], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def client_files(tmp_path: Path, pki: Hierarchy, leaf: Issued) -> tuple[Path, Path]:
     return write_server_files(tmp_path, leaf.key, pki.chain(leaf), stem="relay")
 
 
 def tlsprobe_history(name: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tlsprobe", "history", name, "--state-dir", str(state_dir)],
+        command("history", name, "--state-dir", str(state_dir)),
         capture_output=True,
         text=True,
         timeout=30,
