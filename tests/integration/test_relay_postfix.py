@@ -11,13 +11,18 @@ tests skip, unless TLSPROBE_REQUIRE_POSTFIX=1 says this run must have them.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from tests.support.exporter import command
 from tests.support.smtpclients import relay_from_env
 from tlsprobe.model import CanaryReason, Endpoint, Policy, ProbeResult, Status
 from tlsprobe.probe import canary, receiver
@@ -188,3 +193,34 @@ async def test_canary_never_arrives_when_routing_is_broken(relay: RelayUnderTest
     [outcome] = outcomes
     assert outcome.reason is CanaryReason.MISSING and outcome.sender == "relay-broken"
     assert deadline - 1 <= waited <= deadline + 5
+
+
+def test_tlsprobe_listen_reports_postfix_client_certificate(relay: RelayUnderTest) -> None:
+    """The one-shot form: `tlsprobe listen` on the receiver port, one canary through Postfix."""
+    _, _, directory = relay_from_env()
+    proc = subprocess.Popen(
+        [
+            *command("listen", f"127.0.0.1:{RECEIVER_PORT}", "--json", "--timeout", "60"),
+            *("--ca-file", str(directory / "certs" / "ca.pem")),
+            *("--certificate-domain", "*.contoso.test", "--accepted-domain", "contoso.test"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        assert proc.stderr is not None
+        assert "waiting on" in proc.stderr.readline()
+        outcome = asyncio.run(canary.submit(_relay(relay, "noeku"), canary.new_token(), timeout=10))
+        assert outcome is None, outcome
+        out, _ = proc.communicate(timeout=DELIVERY + 10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, out  # warning: the leaf lacks clientAuth
+    report = json.loads(out)
+    assert report["chain"][0]["dns_names"] == ["relay.contoso.test"]
+    checks = {c["name"]: c["status"] for c in report["checks"]}
+    assert checks["client_auth_eku"] == "warning" and checks["chain_trusted"] == "ok"
+    assert report["sender"]["helo"] == "relay.tlsprobe.test"
