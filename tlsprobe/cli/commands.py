@@ -51,6 +51,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for problem in exc.problems or (exc,):
             print(_problem(args.config, problem), file=sys.stderr)
         return 2
+    if config.web.config_file is not None:
+        from tlsprobe.exporter.webconfig import WebConfigError, load_web_config
+
+        try:
+            load_web_config(config.web.config_file)
+        except WebConfigError as exc:
+            print(f"{args.config}: web.config_file: {exc}", file=sys.stderr)
+            return 2
     tenants = len(config.tenants)
     print(f"{args.config}: OK ({len(config.targets)} targets in {tenants} tenants)")
     return 0

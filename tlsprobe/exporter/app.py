@@ -203,6 +203,12 @@ class Exporter:
             self.stats.reload_successful = False
             log.error("config reload failed", extra={"fields": {"error": str(exc)}})
             return str(exc)
+        except Exception as exc:  # a bug must not pass for a good reload
+            # A reader bug: the old configuration stays, the failure shows in the metric and
+            # in one log line without the exception text (it might quote the file).
+            self.stats.reload_successful = False
+            log.error("config reload failed", extra={"fields": {"error": type(exc).__name__}})
+            return f"cannot load the configuration ({type(exc).__name__})"
         if _restart_only(config) != _restart_only(self.config):
             # The allowlist and the web config's users and headers apply now; the socket, its
             # TLS, the HTTP limits and the open history database stay as started.

@@ -61,6 +61,7 @@ _TLS_KEYS = {
     "curve_preferences",
 }
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_USER_NAME = re.compile(r"[^\s:]{1,128}")
 MAX_FILE_BYTES = MAX_YAML_BYTES
 BCRYPT_SLOTS = 2
 """bcrypt checks running at once, process-wide; one more fails at once (401)."""
@@ -184,10 +185,13 @@ def _yaml_problem(exc: YamlFileError) -> str:
 
 
 def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in data:
+    for number, key in enumerate(data, 1):
         if key not in allowed:
+            # Not echoed: a key of this file may be a secret pasted on the wrong line.
             expected = ", ".join(sorted(allowed))
-            raise WebConfigError(where, f"unknown key {key!r} (expected one of: {expected})")
+            raise WebConfigError(
+                where, f"key number {number} is unknown (expected one of: {expected})"
+            )
 
 
 def _tls(section: Any, base: Path, where: str) -> ssl.SSLContext | None:
@@ -249,11 +253,18 @@ def _users(section: Any, where: str) -> dict[str, bytes]:
     if not isinstance(section, dict):
         raise WebConfigError(where, "must be a mapping of user name to bcrypt hash")
     users: dict[str, bytes] = {}
-    for user, hashed in section.items():
+    for number, (user, hashed) in enumerate(section.items(), 1):
+        name = str(user)
+        if not _USER_NAME.fullmatch(name):
+            # `user password:` makes the password part of the key: never echo such a key.
+            raise WebConfigError(
+                f"{where} (user number {number})",
+                "a user name is one word without spaces or ':' (is a password in the key?)",
+            )
         if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
             # Never echo the value: it may be a plaintext password typed by mistake.
-            raise WebConfigError(f"{where}.{user}", "must be a bcrypt hash ($2a$/$2b$/$2y$)")
-        users[str(user)] = hashed.encode()
+            raise WebConfigError(f"{where}.{name}", "must be a bcrypt hash ($2a$/$2b$/$2y$)")
+        users[name] = hashed.encode()
     return users
 
 

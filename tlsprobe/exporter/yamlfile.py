@@ -9,6 +9,7 @@ user).  Every failure is one `YamlFileError` whose message is a single line nami
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -70,6 +71,27 @@ class _StrictLoader(yaml.SafeLoader):
                 )
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return int(super().construct_yaml_int(node))
+        except ValueError:
+            # Python refuses integers over 4,300 digits; PyYAML lets the ValueError escape.
+            raise yaml.constructor.ConstructorError(
+                None, None, "integer too large", node.start_mark
+            ) from None
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):
+            raise yaml.constructor.ConstructorError(
+                None, None, "not a valid date or time (quote it if it is text)", node.start_mark
+            ) from None
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader.construct_yaml_timestamp)
+
 
 class _QuietLoader(_StrictLoader):
     """The strict loader for files holding secrets: a duplicate key is not quoted."""
@@ -96,18 +118,38 @@ def read_yaml(path: Path, *, show_keys: bool = True, max_bytes: int = MAX_YAML_B
         # A subclass of SafeLoader: only plain YAML types, never arbitrary Python objects.
         return yaml.load(text, Loader=loader)  # noqa: S506
     except yaml.MarkedYAMLError as exc:
-        raise _marked(exc) from None
+        raise _marked(exc, quiet=not show_keys) from None
     except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise YamlFileError(f"YAML error: {detail}", syntax=True) from None
+        detail = "" if not show_keys else ": " + " ".join(str(exc).split())
+        raise YamlFileError(f"YAML error{detail}", syntax=True) from None
+    except (ValueError, OverflowError):
+        # A scalar PyYAML cannot convert, beyond those the loader catches itself.
+        raise YamlFileError("YAML error: a value cannot be read", syntax=True) from None
     except RecursionError:
         raise YamlFileError("YAML nesting is too deep") from None
 
 
-def _marked(exc: yaml.MarkedYAMLError) -> YamlFileError:
-    """Where the YAML breaks, without PyYAML's snippet of the line (it may hold a secret)."""
+_HINTS = {
+    "while scanning an alias": "a value starting with '*' must be quoted, e.g. \"*.contoso.com\"",
+    "found undefined alias": "a value starting with '*' must be quoted",
+    "while scanning a tag": "a value starting with '!' must be quoted",
+    "could not determine a constructor for the tag": "a value starting with '!' must be quoted",
+}
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _marked(exc: yaml.MarkedYAMLError, *, quiet: bool = False) -> YamlFileError:
+    """Where the YAML breaks, without PyYAML's snippet of the line (it may hold a secret).
+
+    `quiet` also drops what the complaint quotes from the document (an alias or tag name is
+    the rest of an unquoted value: a password starting with `*` or `!`)."""
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or exc.context or "invalid YAML"
+    if quiet:
+        problem = _QUOTED.sub("(not shown)", problem)
+    hint = next((h for k, h in _HINTS.items() if k in f"{exc.context} {exc.problem}"), None)
+    if hint is not None:
+        problem = f"{problem}: {hint}"
     if mark is None:
         return YamlFileError(f"YAML error: {problem}", syntax=True, problem=problem)
     where = f"line {mark.line + 1}, column {mark.column + 1}"

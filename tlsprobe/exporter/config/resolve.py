@@ -95,6 +95,17 @@ class _Parser:
         except ConfigError as exc:
             self.errors.append(exc)
             return None
+        except _Reported:
+            return None  # its problems are recorded already
+
+    def each(self, parses: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+        """Run every field's parse, recording every problem (not only the first); raise
+        `_Reported` when any failed, so the unit holding them is dropped."""
+        before = len(self.errors)
+        values = {name: self.attempt(parse) for name, parse in parses.items()}
+        if len(self.errors) > before:
+            raise _Reported
+        return values
 
     def config(self, data: dict[Any, Any], source: Path | None) -> Config:
         top = mapping(data, "", TOP_KEYS)
@@ -225,13 +236,19 @@ class _Parser:
             "ehlo_name": ehlo_value,
             "port": lambda value, at: integer(value, at, 1, 65535),
         }
-        changes: dict[str, Any] = {
-            key: readers[key](value, f"{where}.{key}")
+        before = len(self.errors)
+        changes = {
+            key: self.attempt(functools.partial(readers[key], value, f"{where}.{key}"))
             for key, value in section.items()
             if key in readers
         }
-        result = dataclasses.replace(base, **changes)
-        _check_consistent(result, section, where)
+        # The cross-field rules are checked on the keys that did parse, so that `port: 0` with
+        # `interval: 0s` reports both.
+        valid = {key: value for key, value in changes.items() if value is not None}
+        result = dataclasses.replace(base, **valid)
+        self.attempt(lambda: _check_consistent(result, section, where))
+        if len(self.errors) > before:
+            raise _Reported
         return result
 
     def ca_file(self, value: object, where: str) -> Path:
@@ -295,25 +312,30 @@ class _Parser:
     ) -> TargetConfig:
         section = mapping(value, where, TARGET_KEYS)
         host, mx = fields.host_or_mx(section, where)
-        settings = self.overrides(section, where, defaults)
-        address = None
-        if "address" in section:
-            if mx is not None:
-                raise ConfigError(
-                    f"{where}.address", "not allowed with mx (the MX hosts are discovered)"
-                )
-            address = ip_text(section["address"], f"{where}.address")
-        sni, send_sni = fields.sni_setting(section, where, host)
-        certificate_domain = fields.connector(section, where) or tenant.certificate_domain
-        name = section.get("name", host or mx)
+        parsed = self.each(
+            {
+                "settings": lambda: self.overrides(section, where, defaults),
+                "address": lambda: _address(section, where, mx),
+                "sni": lambda: fields.sni_setting(section, where, host),
+                "connector": lambda: fields.connector(section, where),
+                "name": lambda: display_name(section.get("name", host or mx), f"{where}.name"),
+                "pins": lambda: fields.expected_pins(section.get("expected_certificate"), where),
+            }
+        )
+        settings: _Defaults = parsed["settings"]
+        if isinstance(value, dict) and "ca_file" in value and value["ca_file"] is None:
+            # An explicit null is the system store, not "inherit defaults.ca_file".
+            settings = dataclasses.replace(settings, ca_file=None)
+        sni, send_sni = parsed["sni"]
+        certificate_domain = parsed["connector"] or tenant.certificate_domain
         return TargetConfig(
             tenant=tenant.name,
-            name=display_name(name, f"{where}.name"),
+            name=parsed["name"],
             host=host,
             mx=mx,
             port=settings.port,
             mode=fields.mode_setting(section, where, settings.port),
-            address=address,
+            address=parsed["address"],
             sni=sni,
             ehlo_name=settings.ehlo_name,
             addresses=settings.addresses,
@@ -326,10 +348,22 @@ class _Parser:
                 accepted_domains=tenant.accepted_domains,
                 warn_days=settings.warn_days,
                 crit_days=settings.crit_days,
-                expected=fields.expected_pins(section.get("expected_certificate"), where),
+                expected=parsed["pins"],
             ),
             send_sni=send_sni,
         )
+
+
+class _Reported(Exception):
+    """A unit whose problems `_Parser.each` has recorded: drop it, report nothing more."""
+
+
+def _address(section: Mapping[str, object], where: str, mx: str | None) -> str | None:
+    if "address" not in section:
+        return None
+    if mx is not None:
+        raise ConfigError(f"{where}.address", "not allowed with mx (the MX hosts are discovered)")
+    return ip_text(section["address"], f"{where}.address")
 
 
 # --- sections ------------------------------------------------------------------------------
