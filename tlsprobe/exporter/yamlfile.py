@@ -133,7 +133,8 @@ _HINTS = {
     "while scanning an alias": "a value starting with '*' must be quoted, e.g. \"*.contoso.com\"",
     "found undefined alias": "a value starting with '*' must be quoted",
     "while scanning a tag": "a value starting with '!' must be quoted",
-    "could not determine a constructor for the tag": "a value starting with '!' must be quoted",
+    # Only a local tag (`!word`): `!!python/...` is an attack, not an unquoted value.
+    "could not determine a constructor for the tag '!": "a value starting with '!' must be quoted",
 }
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
@@ -145,9 +146,9 @@ def _marked(exc: yaml.MarkedYAMLError, *, quiet: bool = False) -> YamlFileError:
     the rest of an unquoted value: a password starting with `*` or `!`)."""
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or exc.context or "invalid YAML"
+    hint = next((h for k, h in _HINTS.items() if k in f"{exc.context} {exc.problem}"), None)
     if quiet:
         problem = _QUOTED.sub("(not shown)", problem)
-    hint = next((h for k, h in _HINTS.items() if k in f"{exc.context} {exc.problem}"), None)
     if hint is not None:
         problem = f"{problem}: {hint}"
     if mark is None:
