@@ -43,9 +43,6 @@ _TRANSCRIPT_LINES_PER_REPLY = 30
 _MAX_QUEUED_REPLIES = 16
 """Lock-step dialogue: more than one queued reply is already an error; this only bounds memory."""
 
-# Code, then either nothing or a separator and text. DOTALL: a stray CR inside is text.
-_LINE = re.compile(rb"([2-5][0-9]{2})(?:([ -])(.*))?", re.DOTALL)
-_PIECES = re.compile(rb"[^\n]*\n|[^\n]+")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
@@ -109,30 +106,52 @@ class ReplyParser:
         """Bytes received but not yet part of a complete reply."""
         return bytes(self._raw + self._buffer)
 
+    @property
+    def has_buffered(self) -> bool:
+        """Whether any byte was received that is not yet part of a complete reply."""
+        return bool(self._raw or self._buffer)
+
     def feed(self, data: bytes) -> list[Reply]:
-        if self._error is not None:
-            raise SmtpError(self._error.reason, self._error.message)
-        self._buffer += data
+        replies, error = self.take(data)
+        if error is None:
+            return replies
         try:
-            return self._drain()
+            raise error
+        finally:
+            del error  # no cycle exception -> traceback -> this frame -> exception
+
+    def take(self, data: bytes) -> tuple[list[Reply], SmtpError | None]:
+        """Like `feed`, but an error comes back with the replies completed before it (a 421
+        followed by garbage in the same read still counts), instead of being raised."""
+        if self._error is not None:
+            return [], SmtpError(self._error.reason, self._error.message)
+        self._buffer += data
+        replies: list[Reply] = []
+        try:
+            self._drain(replies)
         except SmtpError as exc:
-            self._error = exc
+            # Kept without its traceback: the frames would hold on to the bytes just read.
+            self._error = SmtpError(exc.reason, exc.message)
             self._buffer.clear()
             self._raw.clear()
             self._lines.clear()
-            raise
+            return replies, exc.with_traceback(None)
+        return replies, None
 
-    def _drain(self) -> list[Reply]:
-        replies: list[Reply] = []
-        start = 0
-        while (end := self._buffer.find(b"\n", start)) >= 0:
-            reply = self._take_line(bytes(self._buffer[start : end + 1]))
-            start = end + 1
-            if reply is not None:
-                replies.append(reply)
-        del self._buffer[:start]
+    def _drain(self, replies: list[Reply]) -> None:
+        # Every complete line in one pass: a reply arrives in one read as a rule, so this is
+        # one copy and one split per read rather than per line.
+        buffer = self._buffer
+        end = buffer.rfind(b"\n")
+        if end >= 0:
+            lines = bytes(buffer[: end + 1]).split(b"\n")
+            del buffer[: end + 1]
+            lines.pop()  # the empty piece after the last terminator
+            for raw in lines:
+                reply = self._take_line(raw)
+                if reply is not None:
+                    replies.append(reply)
         self._check_partial()
-        return replies
 
     def _check_partial(self) -> None:
         # A trailing CR may be the first half of CRLF, so it does not count yet.
@@ -144,12 +163,13 @@ class ReplyParser:
             )
 
     def _take_line(self, raw: bytes) -> Reply | None:
-        line = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+        """One line without its LF (a CR before it is still there)."""
+        line = raw[:-1] if raw.endswith(b"\r") else raw
         if len(line) > self._max_line:
             raise SmtpError(
                 Reason.PROTOCOL, f"reply line of {len(line)} bytes exceeds {self._max_line}"
             )
-        if len(self._raw) + len(raw) > self._max_reply:
+        if len(self._raw) + len(raw) + 1 > self._max_reply:
             raise SmtpError(Reason.PROTOCOL, f"reply larger than {self._max_reply} bytes")
         code, final, text = _split_line(line)
         if self._lines and code != self._code:
@@ -161,6 +181,7 @@ class ReplyParser:
         self._lines.append(text)
         if not final:
             self._raw += raw
+            self._raw += b"\n"
             return None
         reply = Reply(code, tuple(self._lines))
         self._lines.clear()
@@ -168,15 +189,27 @@ class ReplyParser:
         return reply
 
 
+_CODE_FIRST = b"2345"
+_SEPARATORS = b" -"
+
+
 def _split_line(line: bytes) -> tuple[int, bool, str]:
-    """(code, is the final line, text) of one reply line without its terminator."""
-    match = _LINE.fullmatch(line)
-    if match is None:
+    """(code, is the final line, text) of one reply line without its terminator.
+
+    `ddd`, `ddd text` or `ddd-text` with the first digit 2 to 5; a stray CR is text. Checked by
+    hand rather than with a regular expression: this runs for every line of every reply.
+    """
+    if (
+        len(line) < 3
+        or line[0] not in _CODE_FIRST
+        or not line[1:3].isdigit()
+        or (len(line) > 3 and line[3] not in _SEPARATORS)
+    ):
         shown = clip(line[:60].decode("ascii", "replace"), 60)
         raise SmtpError(Reason.PROTOCOL, f"malformed reply line {shown!r}")
-    separator = match.group(2)
-    text = (match.group(3) or b"").decode("utf-8", "replace")
-    return int(match.group(1)), separator != b"-", text
+    if len(line) == 3:
+        return int(line), True, ""
+    return int(line[:3]), line[3] == 32, line[4:].decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,19 +366,17 @@ class SmtpClient:
         return NeedData()
 
     def _feed(self, data: bytes) -> None:
-        # Line by line, so a reply before garbage in the same read (a 421, say) still counts.
-        for piece in _PIECES.finditer(data):
-            try:
-                replies = self._parser.feed(piece.group())
-            except SmtpError as exc:
-                self._parse_error = exc
-                return
-            for reply in replies:
-                self._transcript.add_reply(reply)
-            self._replies.extend(replies)
-            if len(self._replies) > _MAX_QUEUED_REPLIES:
-                self._parse_error = SmtpError(Reason.PROTOCOL, "server sent unsolicited replies")
-                return
+        # Replies completed before garbage in the same read (a 421, say) still count.
+        replies, error = self._parser.take(data)
+        room = _MAX_QUEUED_REPLIES + 1 - len(self._replies)
+        if len(replies) > room:
+            replies = replies[:room]
+            error = SmtpError(Reason.PROTOCOL, "server sent unsolicited replies")
+        for reply in replies:
+            self._transcript.add_reply(reply)
+        self._replies.extend(replies)
+        if error is not None:
+            self._parse_error = error
 
     def _on_data_before_handshake(self, data: bytes) -> None:
         if not data:
@@ -375,7 +406,7 @@ class SmtpClient:
         return Reason.PROTOCOL
 
     def _has_more_input(self) -> bool:
-        return bool(self._replies or self._parser.buffered or self._parse_error)
+        return bool(self._replies or self._parser.has_buffered or self._parse_error)
 
     def _unsolicited_message(self, label: str) -> str:
         extra = f"{len(self._replies)} more replies, {len(self._parser.buffered)} more bytes"
@@ -433,7 +464,7 @@ class SmtpClient:
 
 def _keywords(reply: Reply) -> frozenset[str]:
     """EHLO keywords: the first word of every line after the greeting line."""
-    return frozenset(line.split()[0].upper() for line in reply.lines[1:] if line.split())
+    return frozenset(words[0].upper() for line in reply.lines[1:] if (words := line.split()))
 
 
 class Transcript:
