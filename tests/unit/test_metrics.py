@@ -331,7 +331,7 @@ def test_exporter_stats(good: EndpointState, stats: ExporterStats) -> None:
     assert reg.get_sample_value("tlsprobe_targets_configured") == 5.0
     assert reg.get_sample_value("tlsprobe_endpoints") == 1.0
     python = ".".join(map(str, sys.version_info[:3]))
-    build = {"version": __version__, "python": python}
+    build = {"version": __version__, "python": python, "event_loop": "asyncio"}
     assert reg.get_sample_value("tlsprobe_build_info", build) == 1.0
 
 

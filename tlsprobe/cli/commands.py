@@ -29,6 +29,7 @@ def _problem(file: str, error: ConfigError) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from tlsprobe.exporter import eventloop
     from tlsprobe.exporter.app import serve, setup_logging
 
     setup_logging(args.log_level)
@@ -41,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.shard:
         config = config.shard(*args.shard)
-    return asyncio.run(serve(config, Path(args.config), args.shard))
+    return eventloop.run(serve(config, Path(args.config), args.shard))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tlsprobe.exporter import links
+from tlsprobe.exporter import eventloop, links
 from tlsprobe.exporter.config import Config, ConfigError, TargetConfig, load_config
 from tlsprobe.exporter.connections import ConnectionGuard, GuardedSite, connection_budget
 from tlsprobe.exporter.lastresults import FLUSH_INTERVAL, RESULTS_FILENAME, ResultStore, restore
@@ -94,6 +94,7 @@ class Exporter:
         )
         self.stats.reload_successful = True
         self.stats.reload_success_at = time.time()
+        self.stats.event_loop = eventloop.running_loop()
         settings = self.config.web
         guard = _connection_guard(self.config)
         webapp = self._webapp = WebApp(

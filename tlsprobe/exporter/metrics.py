@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from tlsprobe import __version__
 from tlsprobe.exporter.authgate import Verdict
 from tlsprobe.exporter.connections import Closed
+from tlsprobe.exporter.eventloop import EventLoop
 from tlsprobe.exporter.store import Drift
 from tlsprobe.model import PHASES, TRANSIENT_REASONS, CheckName, ProbeResult, Status
 
@@ -215,7 +216,14 @@ METRICS: tuple[MetricDef, ...] = (
     _c("state_write_errors", "Failed writes to the certificate history.", scope=""),
     _g("targets_configured", "Targets in the configuration in force.", scope=""),
     _g("endpoints", "Endpoints (host, address, port) currently probed.", scope=""),
-    _g("build_info", "Build information.", "version", "python", scope=""),
+    _g(
+        "build_info",
+        "Build information; event_loop is uvloop or asyncio.",
+        "version",
+        "python",
+        "event_loop",
+        scope="",
+    ),
     _g("external_url_info", "Where users reach this exporter (web.external_url).", "url", scope=""),
     *SEND_SIDE_METRICS,
 )
@@ -263,6 +271,7 @@ class ExporterStats:
     http_closed: dict[str, int] = field(default_factory=lambda: {r.value: 0 for r in Closed})
     auth_outcomes: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
     probe_requests_shared: int = 0
+    event_loop: EventLoop = EventLoop.ASYNCIO
 
 
 Sample = tuple[str, tuple[str, ...], float]
@@ -342,7 +351,7 @@ def exporter_samples(stats: ExporterStats, endpoints: int) -> Iterator[Sample]:
     yield "tlsprobe_targets_configured", (), float(stats.targets_configured)
     yield "tlsprobe_endpoints", (), float(endpoints)
     python = ".".join(map(str, sys.version_info[:3]))
-    yield "tlsprobe_build_info", (__version__, python), 1.0
+    yield "tlsprobe_build_info", (__version__, python, stats.event_loop.value), 1.0
     if stats.external_url:
         yield "tlsprobe_external_url_info", (stats.external_url,), 1.0
 
