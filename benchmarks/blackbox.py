@@ -131,7 +131,13 @@ async def sweep_blackbox(
                 body = await response.read()
             return b"\nprobe_success 1\n" in body
 
-        return await run_workers(probe, probes, concurrency, cpu=lambda: process_cpu_seconds(pid))
+        return await run_workers(
+            probe,
+            probes,
+            concurrency,
+            cpu=lambda: process_cpu_seconds(pid),
+            fleet_pid=fleet.master_pid,
+        )
 
 
 def run(fleet: Fleet, probes: int, concurrency: int) -> dict[str, Any]:

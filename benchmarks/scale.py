@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.sweep import fleet_config, run_workers, tlsprobe_prober
+from benchmarks.sweep import fleet_config, run_on, run_workers, tlsprobe_prober
 from tlsprobe.exporter.app import Exporter
 from tlsprobe.exporter.config import parse_config
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats, TextRenderer
@@ -240,9 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--listen-port", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--loop", default="asyncio", help="event loop of the served exporter")
     args = parser.parse_args(argv)
     if args.what == "serve":
-        asyncio.run(serve(args))
+        run_on(args.loop, serve(args))
         return 0
     template = asyncio.run(template_result(args.addresses[0], args.port, args.ca_file, args.host))
     if args.what == "render":

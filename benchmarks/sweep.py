@@ -26,21 +26,26 @@ import asyncio
 import contextlib
 import cProfile
 import json
+import os
 import ssl
+import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from benchmarks.fleet import FLEET_NAME
+from benchmarks.fleet import FLEET_NAME, fleet_cpu_seconds
+from tlsprobe.exporter import eventloop
 from tlsprobe.exporter.config import parse_config
+from tlsprobe.exporter.eventloop import EventLoop
 from tlsprobe.exporter.metrics import ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.store import HistoryStore
 
 ProbeOnce = Callable[[int], Awaitable[bool]]
+T = TypeVar("T")
 
 
 async def run_workers(
@@ -48,10 +53,12 @@ async def run_workers(
     probes: int,
     concurrency: int,
     cpu: Callable[[], float] = time.process_time,
+    fleet_pid: int = 0,
 ) -> dict[str, Any]:
     """`probe(worker)` `probes` times over `concurrency` workers; wall and CPU of the sweep.
 
-    `cpu` reads the prober's CPU seconds: this process by default.
+    `cpu` reads the prober's CPU seconds: this process by default. With `fleet_pid` (the Postfix
+    master) the fleet's CPU seconds over the same span are reported too.
     """
     await asyncio.gather(*(probe(i) for i in range(concurrency)))  # warm-up, not counted
     shares = [probes // concurrency + (i < probes % concurrency) for i in range(concurrency)]
@@ -63,10 +70,25 @@ async def run_workers(
             succeeded = await probe(index)
             ok += succeeded
 
-    cpu0, wall0 = cpu(), time.perf_counter()
+    _callgrind("on")
+    fleet0 = fleet_cpu_seconds(fleet_pid) if fleet_pid else 0.0
+    times0, cpu0, wall0 = os.times(), cpu(), time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    wall, used = time.perf_counter() - wall0, cpu() - cpu0
-    return {"probes": probes, "ok": ok, "wall_s": wall, "cpu_s": used}
+    wall, used, times = time.perf_counter() - wall0, cpu() - cpu0, os.times()
+    fleet = fleet_cpu_seconds(fleet_pid) - fleet0 if fleet_pid else None
+    _callgrind("off")
+    result = {"probes": probes, "ok": ok, "wall_s": wall, "cpu_s": used, "fleet_cpu_s": fleet}
+    if cpu is time.process_time:  # this process: user and system time apart, for profiling
+        result |= {"user_s": times.user - times0.user, "system_s": times.system - times0.system}
+    return result
+
+
+def _callgrind(state: str) -> None:
+    """Under `valgrind --tool=callgrind --instr-atstart=no` with TLSPROBE_BENCH_CALLGRIND=1,
+    count instructions of the sweep alone: a load-independent figure for profiling."""
+    if os.environ.get("TLSPROBE_BENCH_CALLGRIND") == "1":
+        command = ["callgrind_control", "--instr", state, str(os.getpid())]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
 
 
 # --- tlsprobe ------------------------------------------------------------------------------
@@ -121,7 +143,10 @@ async def sweep_tlsprobe(args: argparse.Namespace) -> dict[str, Any]:
         )
         try:
             return await run_workers(
-                tlsprobe_prober(scheduler, config.targets), args.probes, args.concurrency
+                tlsprobe_prober(scheduler, config.targets),
+                args.probes,
+                args.concurrency,
+                fleet_pid=args.fleet_pid,
             )
         finally:
             history.close()
@@ -168,7 +193,7 @@ async def sweep_bare(args: argparse.Namespace) -> dict[str, Any]:
     async def probe(worker: int) -> bool:
         return await bare_handshake(args.addresses[worker], args.port, ctx)
 
-    return await run_workers(probe, args.probes, args.concurrency)
+    return await run_workers(probe, args.probes, args.concurrency, fleet_pid=args.fleet_pid)
 
 
 SWEEPS = {"tlsprobe": sweep_tlsprobe, "bare": sweep_bare}
@@ -182,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ca-file", required=True)
     parser.add_argument("--probes", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
+    parser.add_argument("--fleet-pid", type=int, default=0, help="Postfix master, for its CPU")
+    parser.add_argument("--loop", choices=[e.value for e in EventLoop], default="asyncio")
     parser.add_argument("--profile", help="write a cProfile of the sweep to this file")
     args = parser.parse_args(argv)
     if len(args.addresses) < args.concurrency:
@@ -189,12 +216,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep = SWEEPS[args.prober]
     if args.profile:
         with cProfile.Profile() as profile:
-            result = asyncio.run(sweep(args))
+            result = run_on(args.loop, sweep(args))
         profile.dump_stats(args.profile)
     else:
-        result = asyncio.run(sweep(args))
-    print(json.dumps(result))
+        result = run_on(args.loop, sweep(args))
+    print(json.dumps(result | {"loop": args.loop}))
     return 0
+
+
+def run_on(loop: str, main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on asyncio's default loop or on uvloop (which must be installed)."""
+    factory = eventloop.loop_factory() if loop == EventLoop.UVLOOP else None
+    if loop == EventLoop.UVLOOP and factory is None:
+        raise SystemExit("--loop uvloop: uvloop is not installed (pip install tlsprobe[uvloop])")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def available_loop() -> str:
+    """The loop tlsprobe serve would use here: uvloop when installed."""
+    return EventLoop.UVLOOP if eventloop.loop_factory() else EventLoop.ASYNCIO
 
 
 if __name__ == "__main__":

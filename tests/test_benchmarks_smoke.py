@@ -47,7 +47,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -58,17 +58,18 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 @pytest.mark.postfix
 @pytest.mark.slow
-def test_every_prober_swept_the_fleet_without_a_failed_probe(short_run: dict[str, Any]) -> None:
-    sweep = short_run["sweep"]
+def test_every_prober_swept_both_fleets_without_a_failed_probe(short_run: dict[str, Any]) -> None:
     probers = ["tlsprobe", "bare"]
     if prometheus_tool_or_none("blackbox_exporter"):
         probers.append("blackbox")
     else:
-        assert "skipped" in sweep["blackbox"]
-    for name in probers:
-        row = sweep[name]
-        assert row["ok"] == row["probes"] == 200, name
-        assert row["probes_per_s"] > 0 and row["cpu_ms_per_probe"] > 0, name
+        assert "skipped" in short_run["sweep"]["blackbox"]
+    for fleet in ("sweep", "sweep_rsa"):  # ECDSA P-256 leaf, then RSA-2048
+        for name in probers:
+            row = short_run[fleet][name]
+            assert row["ok"] == row["probes"] == 200, (fleet, name)
+            assert row["probes_per_s"] > 0 and row["cpu_ms_per_probe"] > 0, (fleet, name)
+            assert row["cores"] > 0 and row["fleet_cpu_ms_per_probe"] > 0, (fleet, name)
 
 
 @pytest.mark.postfix
@@ -80,9 +81,21 @@ def test_ratios_and_targets_are_computed(short_run: dict[str, Any]) -> None:
     if prometheus_tool_or_none("blackbox_exporter"):
         assert ratios["throughput_tlsprobe_vs_blackbox"] > 0
     targets = short_run["targets"]
-    assert len(targets) == 5
+    assert len(targets) == 6
     for row in targets:
         assert row["met"] is None or row["met"] == _holds(row["limit"], row["measured"])
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
+def test_a_fleet_bound_sweep_judges_no_throughput(short_run: dict[str, Any]) -> None:
+    check = short_run["fleet_check"]
+    bare_cores = short_run["sweep"]["bare"]["cores"]
+    assert check["fleet_bound"] == (bare_cores < 0.9)
+    assert check["note"].startswith("fleet-bound" if check["fleet_bound"] else "prober-bound")
+    throughput = next(t for t in short_run["targets"] if t["target"].startswith("throughput"))
+    if check["fleet_bound"]:
+        assert throughput["measured"] is None and throughput["met"] is None
 
 
 def _holds(limit: str, measured: float) -> bool:

@@ -382,11 +382,14 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def write_server_set(out: Path, name: str) -> None:
-    """Files for a real server: ca.pem, intermediate.pem, leaf.pem, key.pem, chain.pem."""
+def write_server_set(out: Path, name: str, key: KeyKind = KeyKind.RSA2048) -> None:
+    """Files for a real server: ca.pem, intermediate.pem, leaf.pem, key.pem, chain.pem.
+
+    `key` is the leaf's key (the CAs stay RSA): the one the server signs every handshake with.
+    """
     out.mkdir(parents=True, exist_ok=True)
     hierarchy = make_hierarchy("tlsprobe Postfix Test")
-    leaf = hierarchy.leaf((name,), days=365)
+    leaf = hierarchy.leaf((name,), key=key, days=365)
     (out / "ca.pem").write_bytes(hierarchy.ca_pem)
     (out / "intermediate.pem").write_bytes(hierarchy.intermediate.cert_pem)
     (out / "leaf.pem").write_bytes(leaf.cert_pem)
