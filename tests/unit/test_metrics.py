@@ -8,7 +8,9 @@ parsing its output and comparing samples with `generate_latest` for the same sta
 
 from __future__ import annotations
 
+import gzip
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,7 @@ from tlsprobe.exporter.metrics import (
     TextRenderer,
     TlsprobeCollector,
 )
+from tlsprobe.exporter.scrape import Scrape
 from tlsprobe.exporter.store import Drift, StoredCert
 from tlsprobe.model import (
     Capture,
@@ -472,3 +475,49 @@ def test_label_values_are_escaped(good: EndpointState) -> None:
 
 def _family_samples(reg: CollectorRegistry, name: str) -> list[object]:
     return [s for f in reg.collect() if f.name == name for s in f.samples]
+
+
+# --- /metrics off the loop (scrape.py) -----------------------------------------------------
+
+
+async def test_scrape_renders_and_compresses_off_the_loop_thread(
+    monkeypatch: pytest.MonkeyPatch, everything: list[EndpointState], stats: ExporterStats
+) -> None:
+    threads: list[int] = []
+    real = metrics.render_endpoint
+
+    def noting(s: EndpointState) -> dict[str, bytes]:
+        threads.append(threading.get_ident())
+        return real(s)
+
+    monkeypatch.setattr(metrics, "render_endpoint", noting)
+    body, gzipped = await Scrape().body(everything, stats.snapshot(), gzip_ok=True)
+    assert threads and threading.get_ident() not in threads
+    assert gzipped and gzip.decompress(body) == TextRenderer().render(everything, stats)
+    plain, gzipped = await Scrape().body(everything[:1], stats, gzip_ok=False)
+    assert not gzipped and plain == TextRenderer().render(everything[:1], stats)
+
+
+def test_stats_snapshot_does_not_follow_later_counts() -> None:
+    live = ExporterStats()
+    live.probes["ok"] = 3
+    copy = live.snapshot()
+    live.probes["ok"] += 1
+    live.retries["dns"] = 1
+    assert copy.probes["ok"] == 3 and copy.retries == {}
+    assert copy.event_loop is live.event_loop
+
+
+def test_renderer_target_lines_follow_a_changed_leaf(
+    pki: Hierarchy, trust: TrustStore, good: EndpointState
+) -> None:
+    renderer = TextRenderer()
+    other = state(
+        judged(trust, [pki.leaf(("mail.contoso.test", "x.contoso.test")), pki.intermediate])
+    )
+    second = replace(other, result=replace(other.result, address="127.0.0.9"))
+    distinct = "tlsprobe_target_distinct_certificates"
+    key = frozenset({"tenant": good.tenant, "target": good.target}.items())
+    assert (distinct, key, 1.0) in parsed(renderer.render([good], None).decode())
+    assert (distinct, key, 2.0) in parsed(renderer.render([good, second], None).decode())
+    assert (distinct, key, 1.0) in parsed(renderer.render([good], None).decode())

@@ -14,7 +14,6 @@ names, so the exporter never becomes an open scanner, and probes a target at mos
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import logging
 import time
@@ -34,6 +33,7 @@ from tlsprobe.exporter.connections import ConnectionGuard
 from tlsprobe.exporter.detail import detail_page
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats, TextRenderer
 from tlsprobe.exporter.probelimit import ProbeLimiter
+from tlsprobe.exporter.scrape import Scrape
 from tlsprobe.exporter.senderpage import senders_section
 from tlsprobe.exporter.sendmetrics import send_side_samples
 from tlsprobe.exporter.statuspage import STATUS_COLOURS, StatusPage
@@ -82,7 +82,7 @@ class WebApp:
         self.web_config = web_config
         """Replaced on reload: users and headers apply from the next request on."""
         self.guard = guard
-        self.renderer = TextRenderer()
+        self.scrape = Scrape()
         self.status = StatusPage()
         self.auth = AuthGate()
         self._requests = asyncio.Semaphore(max_requests)
@@ -159,16 +159,15 @@ class WebApp:
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         self._refresh_stats(self.exporter.stats)
-        body = self.renderer.render(
+        # A snapshot here, the formatting and compression in a worker thread (scrape.py).
+        body, gzipped = await self.scrape.body(
             self.exporter.results.snapshot(),
-            self.exporter.stats,
-            send_side_samples(self.exporter.send_side),
+            self.exporter.stats.snapshot(),
+            list(send_side_samples(self.exporter.send_side)),
+            gzip_ok="gzip" in request.headers.get("Accept-Encoding", ""),
         )
         headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
-        if "gzip" in request.headers.get("Accept-Encoding", "") and len(body) > 4096:
-            # zlib releases the GIL: compressing in a thread keeps probes running, and level 1
-            # is several times faster than the default for about the same size on this text.
-            body = await asyncio.to_thread(gzip.compress, body, compresslevel=1)
+        if gzipped:
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)
 
