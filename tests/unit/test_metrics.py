@@ -501,10 +501,11 @@ async def test_scrape_renders_and_compresses_off_the_loop_thread(
 def test_stats_snapshot_does_not_follow_later_counts() -> None:
     live = ExporterStats()
     live.probes["ok"] = 3
+    live.retries["dns"] = 1
     copy = live.snapshot()
     live.probes["ok"] += 1
-    live.retries["dns"] = 1
-    assert copy.probes["ok"] == 3 and copy.retries == {}
+    live.retries["dns"] += 1
+    assert copy.probes["ok"] == 3 and copy.retries["dns"] == 1
     assert copy.event_loop is live.event_loop
 
 
