@@ -171,7 +171,20 @@ class ReplyParser:
             )
         if len(self._raw) + len(raw) + 1 > self._max_reply:
             raise SmtpError(Reason.PROTOCOL, f"reply larger than {self._max_reply} bytes")
-        code, final, text = _split_line(line)
+        # `ddd`, `ddd text` or `ddd-text`, first digit 2 to 5, a stray CR is text; checked by
+        # hand rather than with a regular expression: this runs for every line of every reply.
+        size = len(line)
+        if (
+            size < 3
+            or line[0] not in _CODE_FIRST
+            or not line[1:3].isdigit()
+            or (size > 3 and line[3] not in _SEPARATORS)
+        ):
+            shown = clip(line[:60].decode("ascii", "replace"), 60)
+            raise SmtpError(Reason.PROTOCOL, f"malformed reply line {shown!r}")
+        code = int(line[:3])
+        final = size == 3 or line[3] == 32
+        text = line[4:].decode("utf-8", "replace") if size > 4 else ""
         if self._lines and code != self._code:
             raise SmtpError(
                 Reason.PROTOCOL,
@@ -191,25 +204,6 @@ class ReplyParser:
 
 _CODE_FIRST = b"2345"
 _SEPARATORS = b" -"
-
-
-def _split_line(line: bytes) -> tuple[int, bool, str]:
-    """(code, is the final line, text) of one reply line without its terminator.
-
-    `ddd`, `ddd text` or `ddd-text` with the first digit 2 to 5; a stray CR is text. Checked by
-    hand rather than with a regular expression: this runs for every line of every reply.
-    """
-    if (
-        len(line) < 3
-        or line[0] not in _CODE_FIRST
-        or not line[1:3].isdigit()
-        or (len(line) > 3 and line[3] not in _SEPARATORS)
-    ):
-        shown = clip(line[:60].decode("ascii", "replace"), 60)
-        raise SmtpError(Reason.PROTOCOL, f"malformed reply line {shown!r}")
-    if len(line) == 3:
-        return int(line), True, ""
-    return int(line[:3]), line[3] == 32, line[4:].decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,11 +475,24 @@ class Transcript:
             self._dropped += 1
 
     def add_reply(self, reply: Reply) -> None:
-        last = len(reply.lines) - 1
-        for index, text in enumerate(reply.lines[:_TRANSCRIPT_LINES_PER_REPLY]):
-            self.add(f"S: {reply.code}{' ' if index == last else '-'}{text}".rstrip())
-        if last >= _TRANSCRIPT_LINES_PER_REPLY:
-            self.add(f"S: ... {last + 1 - _TRANSCRIPT_LINES_PER_REPLY} more lines of this reply")
+        texts = reply.lines[:_TRANSCRIPT_LINES_PER_REPLY]
+        code, last = reply.code, len(reply.lines) - 1
+        lines = [f"S: {code}-{text}".rstrip() for text in texts]
+        if last < len(lines):
+            lines[last] = f"S: {code} {texts[last]}".rstrip()
+        else:
+            lines.append(
+                f"S: ... {last + 1 - _TRANSCRIPT_LINES_PER_REPLY} more lines of this reply"
+            )
+        self._extend(lines)
+
+    def _extend(self, lines: list[str]) -> None:
+        kept = lines[: max(_TRANSCRIPT_LINES - len(self._lines), 0)]
+        self._dropped += len(lines) - len(kept)
+        if kept and max(map(len, kept)) <= _TRANSCRIPT_CHARS and "".join(kept).isprintable():
+            self._lines.extend(kept)  # the common case: one check for the whole reply
+        else:
+            self._lines.extend(clip(line, _TRANSCRIPT_CHARS) for line in kept)
 
     def lines(self) -> tuple[str, ...]:
         if not self._dropped:
