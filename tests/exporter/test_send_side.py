@@ -24,13 +24,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.exporter import command, in_process
 from tests.support.pki import Hierarchy, Issued, write_server_files
-from tests.support.servers import unused_port
-from tests.support.smtpclients import relay_from_env, send_canary
+from tests.support.servers import ServerTls, SmtpTestServer, unused_port
+from tests.support.smtpclients import check_named, relay_from_env, send_canary
 from tests.support.wait import eventually
 from tlsprobe.exporter import sendparse
 from tlsprobe.exporter.app import Exporter
 from tlsprobe.exporter.config import ConfigError, load_config
 from tlsprobe.exporter.metrics import METRIC_NAMES
+from tlsprobe.model import Status
 
 CANARY_RCPT = "canary@receiver.tlsprobe.test"
 RELAY_RECEIVER_PORT = 10027
@@ -291,3 +292,37 @@ def test_the_example_configuration_covers_every_send_side_key() -> None:
     [relay] = raw["tenants"]["contoso"]["senders"]
     assert set(relay) == set(sendparse.SENDER_KEYS)
     assert set(relay["canary"]) == set(sendparse.CANARY_KEYS)
+
+
+async def test_same_as_server_compares_with_the_server_probe_of_the_target(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy
+) -> None:
+    """The sender's `server_target` is probed as a server; its leaf differs from the one the
+    sender presents as a client, so same_as_server warns and names both fingerprints."""
+    served = pki.leaf(("relay.contoso.test",))
+    presented = pki.leaf(("relay.contoso.test",))
+    certfile, keyfile = client_files(tmp_path, pki, presented)
+    port = unused_port()
+    async with SmtpTestServer(ServerTls(pki.chain(served), served.key)) as server:
+        data = config_data(tmp_path, ca_file, receiver_port=port, server_target="relay")
+        data["tenants"]["contoso"]["targets"] = [
+            {
+                "name": "relay",
+                "host": "relay.contoso.test",
+                "address": "127.0.0.1",
+                "port": server.port,
+            }
+        ]
+        async with running(tmp_path, data) as exporter:
+            await eventually(lambda: exporter.server_leaf("contoso", "relay"), "the server probe")
+            await asyncio.to_thread(
+                send_canary, port, certfile=certfile, keyfile=keyfile, rcpt=CANARY_RCPT
+            )
+            side = exporter.send_side
+            assert side is not None
+            await eventually(lambda: side.snapshot()[0].result is not None, "the verdict")
+            result = side.snapshot()[0].result
+    assert result is not None
+    check = check_named(result, "same_as_server")
+    assert check.status is Status.WARNING
+    assert served.sha256 in check.message and presented.sha256 in check.message
