@@ -74,10 +74,12 @@ class Mode(enum.StrEnum):
 
 
 class CheckName(enum.StrEnum):
-    """Every check a result may carry, in report order. `expected_certificate` only when pinned."""
+    """Every check a result may carry, in report order. `expected_certificate` only when pinned,
+    `certificate_format` only when a certificate could not be read strictly."""
 
     STARTTLS = "starttls"
     TLS_VERSION = "tls_version"
+    CERTIFICATE_FORMAT = "certificate_format"
     CHAIN_TRUSTED = "chain_trusted"
     NOT_EXPIRED = "not_expired"
     HOSTNAME = "hostname"
@@ -92,7 +94,7 @@ class CheckName(enum.StrEnum):
     """Send side only: the relay sends with the certificate it serves."""
 
 
-CHECK_NAMES: tuple[CheckName, ...] = tuple(CheckName)[:10]
+CHECK_NAMES: tuple[CheckName, ...] = tuple(CheckName)[:11]
 """The checks of a server probe, in report order (each has its runbook heading in the README)."""
 
 
@@ -105,6 +107,9 @@ class ChainReason(enum.StrEnum):
     INTERMEDIATE_EXPIRED = "intermediate_expired"
     LEAF_EXPIRED = "leaf_expired"
     NOT_YET_VALID = "not_yet_valid"
+    MALFORMED = "malformed"
+    """A certificate that cannot be parsed, or whose signature algorithm or extensions the
+    verifier refuses (see the `certificate_format` check)."""
     INVALID = "invalid"
     NO_CERTIFICATE = "no_certificate"
     """Send side only: the relay negotiated TLS without presenting a client certificate."""
@@ -187,6 +192,39 @@ class Capture:
     """SMTP dialogue, `C: ` / `S: ` prefixed, for /probe?debug=true and --verbose."""
 
 
+class CertPart(enum.StrEnum):
+    """The part of a certificate a `CertProblem` is about."""
+
+    ENCODING = "encoding"
+    """The certificate as a whole: strict DER parsing failed, fields were read leniently."""
+    SERIAL = "serial"
+    SIGNATURE = "signature"
+    ISSUER = "issuer"
+    SUBJECT = "subject"
+    VALIDITY = "validity"
+    KEY = "key"
+    EXTENSIONS = "extensions"
+
+
+_CRITICAL_PARTS = frozenset(
+    {CertPart.ENCODING, CertPart.SIGNATURE, CertPart.VALIDITY, CertPart.KEY, CertPart.EXTENSIONS}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CertProblem:
+    """Something in a certificate that strict parsers refuse or that could not be read."""
+
+    part: CertPart
+    detail: str
+
+    @property
+    def critical(self) -> bool:
+        """Strict verifiers (Exchange Online's included) refuse such a certificate; a name in
+        a legacy string type is only a warning, because it is read and verified regardless."""
+        return self.part in _CRITICAL_PARTS
+
+
 @dataclass(frozen=True, slots=True)
 class CertFacts:
     """Parsed facts of one certificate, independent of any verdict."""
@@ -216,10 +254,16 @@ class CertFacts:
     """Subject equals issuer (a root, or a self-signed leaf)."""
     exchange_name: str
     """`<I>issuer<S>subject` as Exchange's TlsCertificateName wants it."""
+    problems: tuple[CertProblem, ...] = ()
+    """What could not be read strictly. A field whose part has a problem holds what a lenient
+    reading found, or a placeholder ("(unreadable)", the Unix epoch for dates)."""
 
     @property
     def key(self) -> str:
         return f"{self.key_type} {self.key_bits}"
+
+    def unreadable(self, part: CertPart) -> bool:
+        return any(p.part is part for p in self.problems)
 
 
 @dataclass(frozen=True, slots=True)

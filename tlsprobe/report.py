@@ -12,6 +12,7 @@ from typing import Any
 
 from tlsprobe.model import CertFacts, Phase, ProbeResult, Status
 from tlsprobe.probe.evaluate import days_left
+from tlsprobe.probe.software import MailServer, identify
 
 
 def _iso(moment: datetime) -> str:
@@ -90,7 +91,7 @@ def human(result: ProbeResult, now: datetime, *, sender: bool = False) -> str:
     lines = [summary_line(result, now), ""]
     lines += _sender(result) if sender else _connection(result)
     if result.leaf is not None:
-        lines += _leaf(result.leaf, now)
+        lines += _leaf(result.leaf, now, identify(result.transcript))
         lines += _chain(result.chain)
     lines += _checks(result)
     return "\n".join(lines) + "\n"
@@ -124,7 +125,7 @@ def _sender(result: ProbeResult) -> list[str]:
     ]
 
 
-def _leaf(leaf: CertFacts, now: datetime) -> list[str]:
+def _leaf(leaf: CertFacts, now: datetime, server: MailServer) -> list[str]:
     left = days_left(leaf, now)
     remaining = f"{left:.0f} days left" if left >= 0 else f"EXPIRED {-left:.0f} days ago"
     return [
@@ -137,9 +138,28 @@ def _leaf(leaf: CertFacts, now: datetime) -> list[str]:
         f"  key         {leaf.key}, {leaf.signature_algorithm}",
         f"  sha256      {leaf.sha256}",
         f"  serial      {leaf.serial}",
-        f"  Exchange    Set-SendConnector -TlsCertificateName '{leaf.exchange_name}'",
+        *_install(leaf, server),
         "",
     ]
+
+
+_CHAIN_FILE = "a file with this certificate, then its intermediates"
+_INSTALL = {
+    MailServer.POSTFIX: "  Postfix     smtp_tls_chain_files (relaying) / smtpd_tls_chain_files "
+    "(receiving): the key, this certificate, then its intermediates",
+    MailServer.EXIM: f"  Exim        tls_certificate = {_CHAIN_FILE} (remote_smtp transport "
+    "for relaying, main section for receiving)",
+}
+
+
+def _install(leaf: CertFacts, server: MailServer) -> list[str]:
+    """How to bind this certificate, for the server the banner names (all when it names none)."""
+    exchange = f"  Exchange    Set-SendConnector -TlsCertificateName '{leaf.exchange_name}'"
+    if server is MailServer.EXCHANGE:
+        return [exchange]
+    if server is MailServer.UNKNOWN:
+        return [exchange, *_INSTALL.values()]
+    return [_INSTALL[server]]
 
 
 def _chain(chain: Iterable[CertFacts]) -> list[str]:

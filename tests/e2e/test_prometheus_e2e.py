@@ -39,7 +39,6 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.harness import (
     ROOT,
@@ -616,7 +615,7 @@ def drift_alerts(stack: Stack, target: str) -> dict[str, dict[str, Any]]:
 
 
 def fingerprint(tls: ServerTls) -> str:
-    return hashlib.sha256(tls.chain[0].public_bytes(Encoding.DER)).hexdigest()
+    return hashlib.sha256(tls.leaf_der).hexdigest()
 
 
 @pytest.fixture(scope="module")

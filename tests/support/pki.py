@@ -14,6 +14,7 @@ harness uses it): `python3 tests/support/pki.py --out DIR --name mail.tlsprobe.t
 from __future__ import annotations
 
 import argparse
+import base64
 import enum
 import functools
 import hashlib
@@ -77,11 +78,7 @@ class Issued:
 
     @property
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return key_pem(self.key)
 
     @property
     def der(self) -> bytes:
@@ -91,6 +88,14 @@ class Issued:
     def sha256(self) -> str:
         """Lower-case hex fingerprint, as `CertFacts.sha256` reports it."""
         return hashlib.sha256(self.der).hexdigest()
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _name(common_name: str | None, organization: str = "tlsprobe tests") -> x509.Name:
@@ -353,16 +358,29 @@ def fixed_hierarchy() -> Hierarchy:
     return Hierarchy(root, intermediate)
 
 
-def pem_bundle(certs: Iterable[x509.Certificate | Issued]) -> bytes:
-    """Concatenated PEM, in the given order."""
-    return b"".join(
-        (c.cert if isinstance(c, Issued) else c).public_bytes(serialization.Encoding.PEM)
-        for c in certs
+def pem_bundle(certs: Iterable[x509.Certificate | Issued | bytes]) -> bytes:
+    """Concatenated PEM, in the given order. Bytes are DER, PEM-armoured as they are, so a
+    certificate `cryptography` cannot load can still be served (OpenSSL is more lenient)."""
+    return b"".join(_pem(c) for c in certs)
+
+
+def _pem(cert: x509.Certificate | Issued | bytes) -> bytes:
+    if isinstance(cert, bytes):
+        body = base64.encodebytes(cert).replace(b"\n", b"")
+        lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+        return (
+            b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
+        )
+    return (cert.cert if isinstance(cert, Issued) else cert).public_bytes(
+        serialization.Encoding.PEM
     )
 
 
 def write_server_files(
-    directory: Path, key: PrivateKey, chain: Sequence[x509.Certificate], stem: str = "server"
+    directory: Path,
+    key: PrivateKey,
+    chain: Sequence[x509.Certificate | bytes],
+    stem: str = "server",
 ) -> tuple[Path, Path]:
     """Write `chain` (leaf first, then exactly what the server should send) and the key.
 
@@ -372,7 +390,7 @@ def write_server_files(
     certfile = directory / f"{stem}-chain.pem"
     keyfile = directory / f"{stem}-key.pem"
     certfile.write_bytes(pem_bundle(chain))
-    _write_private(keyfile, Issued(chain[0], key).key_pem)
+    _write_private(keyfile, key_pem(key))
     return certfile, keyfile
 
 

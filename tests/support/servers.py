@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Self
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import PrivateKey, write_server_files
 
@@ -59,10 +60,16 @@ class Behaviour(enum.Enum):
 class ServerTls:
     """What the server presents: `chain` (leaf first, then whatever it should send, in order)."""
 
-    chain: Sequence[x509.Certificate]
+    chain: Sequence[x509.Certificate | bytes]
+    """Certificates, or raw DER for what `cryptography` cannot load."""
     key: PrivateKey
     minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
     maximum_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED
+
+    @property
+    def leaf_der(self) -> bytes:
+        leaf = self.chain[0]
+        return leaf if isinstance(leaf, bytes) else leaf.public_bytes(Encoding.DER)
 
     def context(self, server_names: list[str | None]) -> ssl.SSLContext:
         """A server context; the SNI of every handshake is appended to `server_names`."""

@@ -28,8 +28,8 @@ from tests.support.pki import (
     pooled_key,
 )
 from tests.support.pki import FIXED_NOW as NOW
-from tlsprobe.model import CertFacts
-from tlsprobe.probe.certs import CertificateParseError, facts, facts_from_der
+from tlsprobe.model import CertFacts, CertPart
+from tlsprobe.probe.certs import CertificateParseError, facts, facts_from_der, load
 
 HOST = "mail.contoso.test"
 
@@ -248,17 +248,22 @@ def test_exchange_name_lists_the_most_specific_attribute_first() -> None:
         pytest.param(b"-----BEGIN CERTIFICATE-----\n", id="pem-not-der"),
     ],
 )
-def test_garbage_is_a_parse_error(data: bytes) -> None:
+def test_garbage_yields_facts_with_an_encoding_problem(data: bytes) -> None:
+    facts = facts_from_der(data)
+    assert facts.sha256 == hashlib.sha256(data).hexdigest()
+    assert facts.unreadable(CertPart.ENCODING)
+    assert facts.unreadable(CertPart.VALIDITY)  # no dates invented
+    assert facts.subject == "(unreadable)"
+
+
+def test_truncated_der_yields_facts_with_an_encoding_problem(ca: Hierarchy) -> None:
+    facts = facts_from_der(leaf(ca).der[:-20])
+    assert facts.unreadable(CertPart.ENCODING)
+
+
+def test_load_raises_a_parse_error_that_is_a_value_error() -> None:
     with pytest.raises(CertificateParseError, match="not a DER certificate"):
-        facts_from_der(data)
-
-
-def test_truncated_der_is_a_parse_error(ca: Hierarchy) -> None:
-    with pytest.raises(CertificateParseError):
-        facts_from_der(leaf(ca).der[:-20])
-
-
-def test_parse_error_is_a_value_error() -> None:
+        load(b"\x30\x03not")
     assert issubclass(CertificateParseError, ValueError)
 
 

@@ -122,9 +122,12 @@ def test_a_self_signed_client_certificate_is_captured_and_judged(trust: TrustSto
     assert check is not None and check.reason == "self_signed"
 
 
-def test_an_unparseable_client_certificate_is_a_protocol_failure(trust: TrustStore) -> None:
+def test_an_unparseable_client_certificate_is_a_critical_verdict(trust: TrustStore) -> None:
     result = judge_session(session([b"not a certificate"]), POLICY, trust, now=NOW)
-    assert result.error is not None and result.error.kind is Reason.PROTOCOL
+    assert result.status is Status.CRITICAL
+    assert result.error is None  # judged on what was sent, with its fingerprint
+    finding = result.check("certificate_format")
+    assert finding is not None and finding.status is Status.CRITICAL
 
 
 def test_a_leaf_without_any_eku_extension_allows_client_use(

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from tlsprobe import report
+from tlsprobe.cli import options
 from tlsprobe.cli.main import UsageError, add_policy_arguments, build_policy
 from tlsprobe.model import HostPortError, Policy, Status, parse_host_port
 from tlsprobe.probe import receiver
@@ -135,7 +136,12 @@ def register(sub: Any) -> None:
     add_policy_arguments(p)
     p.add_argument("--tls-cert", help="PEM chain the receiver presents (default: self-signed)")
     p.add_argument("--tls-key", help="PEM key for --tls-cert (default: in the same file)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a session")
+    p.add_argument(
+        "--timeout",
+        type=options.bounded(0.0, options.MAX_WAIT, low_open=True, unit="seconds"),
+        default=300.0,
+        help=f"seconds to wait for a session (at most {options.MAX_WAIT:g})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the SMTP transcript")
     p.set_defaults(func=cmd_listen)

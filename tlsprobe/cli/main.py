@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from tlsprobe import __version__
+from tlsprobe.cli import options
 from tlsprobe.model import (
     Endpoint,
     HostPortError,
@@ -41,10 +42,9 @@ class UsageError(Exception):
 
 def build_policy(args: argparse.Namespace) -> tuple[Policy, TrustStore]:
     """The connector policy and trust store of `check` and `listen` (same options)."""
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
-    if args.crit_days < 0 or args.warn_days < args.crit_days:
-        raise UsageError("--crit-days must be >= 0 and no greater than --warn-days")
+    # Each number's own range is checked by its argparse type (tlsprobe.cli.options).
+    if args.warn_days < args.crit_days:
+        raise UsageError("--crit-days must be no greater than --warn-days")
     if args.certificate_domain:
         try:
             o365.ConnectorPattern.parse(args.certificate_domain)
@@ -123,7 +123,12 @@ def _add_check(sub: argparse._SubParsersAction[_Parser]) -> None:
     sni.add_argument("--no-sni", action="store_true", help="send no server name")
     add_policy_arguments(p)
     p.add_argument("--ehlo-name", help="name sent in EHLO (default: this machine's FQDN)")
-    p.add_argument("--timeout", type=float, default=30.0, help="overall deadline in seconds")
+    p.add_argument(
+        "--timeout",
+        type=options.timeout_seconds,
+        default=30.0,
+        help=f"overall deadline in seconds (default 30, at most {options.MAX_TIMEOUT:g})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the SMTP transcript")
     p.set_defaults(func=cmd_check)
@@ -150,8 +155,8 @@ def add_policy_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PIN",
         help="pinned certificate: SHA-256 fingerprint or <I>issuer<S>subject",
     )
-    p.add_argument("--warn-days", type=float, default=21.0)
-    p.add_argument("--crit-days", type=float, default=7.0)
+    p.add_argument("--warn-days", type=options.days, default=21.0, help="default 21")
+    p.add_argument("--crit-days", type=options.days, default=7.0, help="default 7")
 
 
 def make_parser() -> _Parser:

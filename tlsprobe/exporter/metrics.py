@@ -23,7 +23,7 @@ from tlsprobe.exporter.authgate import Verdict
 from tlsprobe.exporter.connections import Closed
 from tlsprobe.exporter.eventloop import EventLoop
 from tlsprobe.exporter.store import Drift
-from tlsprobe.model import PHASES, TRANSIENT_REASONS, CheckName, ProbeResult, Status
+from tlsprobe.model import PHASES, TRANSIENT_REASONS, CertPart, CheckName, ProbeResult, Status
 
 ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
 TARGET_LABELS = ("tenant", "target")
@@ -309,11 +309,15 @@ def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
         yield "tlsprobe_tls_info", (result.tls.version, result.tls.cipher), 1.0
     leaf = result.leaf
     if leaf is not None:
-        yield "tlsprobe_cert_not_after_timestamp_seconds", (), leaf.not_after.timestamp()
-        yield "tlsprobe_cert_not_before_timestamp_seconds", (), leaf.not_before.timestamp()
-        earliest = min(c.not_after for c in result.chain).timestamp()
-        yield "tlsprobe_chain_earliest_not_after_timestamp_seconds", (), earliest
-        info = (leaf.sha256, leaf.subject, leaf.issuer, leaf.serial, ",".join(leaf.dns_names))
+        # Dates that could not be read are not exported as the epoch (an "expired in 1970").
+        if not leaf.unreadable(CertPart.VALIDITY):
+            yield "tlsprobe_cert_not_after_timestamp_seconds", (), leaf.not_after.timestamp()
+            yield "tlsprobe_cert_not_before_timestamp_seconds", (), leaf.not_before.timestamp()
+        if not any(c.unreadable(CertPart.VALIDITY) for c in result.chain):
+            earliest = min(c.not_after for c in result.chain).timestamp()
+            yield "tlsprobe_chain_earliest_not_after_timestamp_seconds", (), earliest
+        names = ",".join(leaf.dns_names)
+        info = (leaf.sha256, *map(_clip, (leaf.subject, leaf.issuer, leaf.serial, names)))
         yield "tlsprobe_cert_info", info, 1.0
     if state.drift is not None:
         previous = state.drift.previous
@@ -537,3 +541,12 @@ def _family(metric: MetricDef) -> GaugeMetricFamily | CounterMetricFamily:
     if metric.kind == "counter":
         return CounterMetricFamily(metric.name, metric.help, labels=metric.all_labels)
     return GaugeMetricFamily(metric.name, metric.help, labels=metric.all_labels)
+
+
+_MAX_LABEL = 256
+"""Characters of a label value taken from a certificate: a 60 KB subject must not become a
+60 KB label on every scrape."""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."

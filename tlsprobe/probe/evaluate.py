@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from pathlib import Path
@@ -25,6 +25,7 @@ from cryptography.x509 import verification as xv
 
 from tlsprobe.model import (
     CertFacts,
+    CertPart,
     ChainReason,
     Check,
     CheckName,
@@ -34,25 +35,28 @@ from tlsprobe.model import (
     is_ip_literal,
     o365_ready,
 )
-from tlsprobe.probe import certs, o365
+from tlsprobe.probe import bundle, certs, o365, readable
 from tlsprobe.probe.bytecache import ByteLRU
 
 SYMPTOMS: dict[CheckName, str] = {
-    CheckName.STARTTLS: "no TLS session: a certificate-based connector can never match; "
-    "Exchange Online defers the mail (451 4.4.0 TLS required)",
-    CheckName.TLS_VERSION: "Exchange Online accepts only TLS 1.2 and newer: the connection fails",
+    CheckName.STARTTLS: "defers the mail (451 4.4.0 TLS required): without a TLS session no "
+    "certificate-based connector can match",
+    CheckName.TLS_VERSION: "accepts only TLS 1.2 and newer: the connection fails",
     CheckName.CHAIN_TRUSTED: "450 4.4.317 UntrustedRoot / 550 5.7.64 TenantAttribution: "
     "relay refused",
-    CheckName.NOT_EXPIRED: "Exchange Online rejects an expired certificate: relay stops "
+    CheckName.NOT_EXPIRED: "rejects an expired certificate: relay stops "
     "(550 5.7.64 TenantAttribution)",
-    CheckName.HOSTNAME: "senders that verify the host name (MTA-STS, DANE, strict TLS) "
-    "refuse this host",
-    CheckName.KEY_STRENGTH: "weak keys are refused by current TLS stacks, Exchange Online included",
-    CheckName.SIGNATURE_ALGORITHM: "SHA-1/MD5 signatures are refused by current TLS stacks, "
-    "Exchange Online included",
+    CheckName.HOSTNAME: "judges the connector name, not this; but senders that verify the host "
+    "name (MTA-STS, DANE, strict TLS) refuse this host",
+    CheckName.KEY_STRENGTH: "refuses weak keys, as current TLS stacks do",
+    CheckName.SIGNATURE_ALGORITHM: "refuses SHA-1/MD5 signatures, as current TLS stacks do",
     CheckName.EXPECTED_CERTIFICATE: "the served certificate is not the one pinned for the "
     "connector: relay breaks if Exchange expects the pinned one",
+    CheckName.CERTIFICATE_FORMAT: readable.SYMPTOM,
 }
+"""What Exchange Online does when a check fails. Every output shows it after an "Exchange
+Online" label (the report's `Exchange Online:` line, the JSON key `exchange_online`), so the
+texts never name Exchange Online again at their start."""
 
 _OLD_TLS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"})
 _WEAK_HASHES = frozenset({"sha1", "md5", "md2", "md4"})
@@ -67,33 +71,39 @@ class TrustStoreError(ValueError):
 class TrustStore:
     """Trust anchors: the system store or a PEM bundle. Built once, shared by every probe."""
 
-    __slots__ = ("_by_subject", "anchors", "source", "store")
+    __slots__ = ("_by_subject", "anchors", "skipped", "source", "store")
 
-    def __init__(self, anchors: Sequence[x509.Certificate], source: str) -> None:
+    def __init__(self, anchors: Sequence[x509.Certificate], source: str, skipped: int = 0) -> None:
         if not anchors:
             raise TrustStoreError(f"{source}: holds no certificate")
         self.anchors = tuple(anchors)
         self.source = source
+        self.skipped = skipped
+        """Certificates in the bundle that could not be loaded (see `bundle`)."""
         # The cryptography Store is built once; it is immutable and safe to share.
         self.store = xv.Store(list(self.anchors))
         self._by_subject: dict[x509.Name, list[x509.Certificate]] = {}
         for cert in self.anchors:
-            self._by_subject.setdefault(cert.subject, []).append(cert)
+            self._by_subject.setdefault(_quiet_subject(cert), []).append(cert)
 
     @classmethod
     def from_pem(cls, pem: bytes, source: str = "PEM") -> TrustStore:
-        try:
-            anchors = x509.load_pem_x509_certificates(pem)
-        except ValueError as exc:
-            raise TrustStoreError(f"{source}: no PEM certificate could be read ({exc})") from exc
-        return cls(anchors, source)
+        """Every certificate of a PEM bundle that loads; the others are skipped and counted."""
+        anchors, skipped = bundle.read_bundle(pem)
+        if not anchors:
+            why = f"{skipped} could not be loaded" if skipped else "none found"
+            raise TrustStoreError(f"{source}: no PEM certificate could be read ({why})")
+        return cls(anchors, source, skipped)
 
     @classmethod
     def from_pem_file(cls, path: str | Path) -> TrustStore:
         try:
-            data = Path(path).read_bytes()
+            with Path(path).open("rb") as handle:
+                data = handle.read(bundle.MAX_BUNDLE_BYTES + 1)
         except OSError as exc:
             raise TrustStoreError(f"{path}: {exc.strerror or exc}") from exc
+        if len(data) > bundle.MAX_BUNDLE_BYTES:
+            raise TrustStoreError(f"{path}: larger than {bundle.MAX_BUNDLE_BYTES >> 20} MiB")
         return cls.from_pem(data, str(path))
 
     @classmethod
@@ -108,6 +118,11 @@ class TrustStore:
 
     def contains(self, cert: x509.Certificate) -> bool:
         return cert in self._by_subject.get(cert.subject, [])
+
+
+def _quiet_subject(cert: x509.Certificate) -> x509.Name:
+    # A root's long or odd name makes the library warn; the user never sees library warnings.
+    return certs.quiet(lambda: cert.subject)
 
 
 @cache
@@ -171,19 +186,40 @@ def evaluate_der(
     function of (chain, host, TLS, policy) and is cached on exactly that; the trust verdict is
     cached per (chain, trust store) while no certificate it involves crosses a validity boundary.
     The verdict is identical to one computed from scratch. `host=None` judges a client's chain
-    (the send side): every check but `hostname`. Raises `CertificateParseError` when a
-    certificate cannot be parsed.
+    (the send side): every check but `hostname`. Never raises for what a peer sent: a
+    certificate that cannot be read strictly is judged on what can be read, and the rest is a
+    `certificate_format` finding. Only the first `MAX_CHAIN` certificates are judged, which
+    bounds the work of the verifier and of the diagnosis walk.
     """
+    sent_count = len(chain_der)
+    chain_der = judged_part(chain_der)
     static = _static_checks(chain_der, host, tls, policy)
     trusted, path = _TRUST_CACHE.get(chain_der, static.sent, trust, now)
+    if sent_count > len(chain_der):
+        trusted = replace(trusted, message=f"{trusted.message} {_beyond(sent_count)}")
     expiry_chain = path or static.sent
+    head = 3 if static.checks[2].name == readable.CHECK else 2
     checks = [
-        *static.checks[:2],
+        *static.checks[:head],
         trusted,
         check_expiry(expiry_chain, policy, now),
-        *static.checks[2:],
+        *static.checks[head:],
     ]
     return Verdict(tuple(checks))
+
+
+MAX_CHAIN = 10
+"""Certificates judged per chain, leaf first. Real chains have two to five; a server that sends
+hundreds (373 fit under OpenSSL's 100 KiB cap) must not cost seconds of path walking."""
+
+
+def judged_part(chain_der: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The certificates that are judged: the first `MAX_CHAIN` the server sent."""
+    return chain_der[:MAX_CHAIN]
+
+
+def _beyond(sent: int) -> str:
+    return f"(the server sent {sent} certificates; the first {MAX_CHAIN} were judged)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +228,8 @@ class _Static:
 
     sent: tuple[CertFacts, ...]
     checks: tuple[Check, ...]
-    """starttls and tls_version, then hostname through expected_certificate (report order)."""
+    """starttls, tls_version and certificate_format (only when a certificate has problems),
+    then hostname through expected_certificate (report order)."""
 
 
 _CACHE_SIZE = 16384
@@ -233,6 +270,7 @@ def _judge_static(
     checks = [
         Check(CheckName.STARTTLS, Status.OK, "TLS session established"),
         check_tls_version(tls),
+        *filter(None, [readable.check_format(sent)]),
         # A sender (a TLS client) has no name that was dialled: no hostname check for it.
         *([check_hostname(host, leaf)] if host is not None else []),
         o365.check_certificate_domain(names, pattern, policy.accepted_domains),
@@ -265,14 +303,25 @@ def check_tls_version(tls: TlsInfo) -> Check:
 
 
 def check_trust(
-    chain: Sequence[x509.Certificate], trust: TrustStore, now: datetime
+    chain: Sequence[x509.Certificate],
+    trust: TrustStore,
+    now: datetime,
+    sent: Sequence[CertFacts] = (),
 ) -> tuple[Check, list[x509.Certificate]]:
-    """chain_trusted, and the verified path (leaf to anchor) when there is one."""
+    """chain_trusted, and the verified path (leaf to anchor) when there is one. `sent` are the
+    facts of `chain` when the caller has them (their problems name a malformed chain)."""
     leaf, intermediates = chain[0], list(chain[1:])
     try:
         verified = _verifier(trust, now).verify(leaf, intermediates)
-    except xv.VerificationError as exc:
-        return _diagnose(chain, trust, now, str(exc)), []
+    except (xv.VerificationError, *certs.READ_ERRORS) as exc:
+        malformed = readable.first_critical(sent or [certs.facts(c) for c in chain])
+        if malformed is not None:
+            return _untrusted(readable.MALFORMED, f"chain rejected: {malformed}"), []
+        try:
+            return _diagnose(chain, trust, now, str(exc)), []
+        except certs.READ_ERRORS:
+            # A name the walk cannot compare (a legacy string type): the verifier's word stands.
+            return _untrusted(ChainReason.INVALID, f"chain rejected: {exc}"), []
     path = list(verified.chain)
     anchor = certs.facts(path[-1])
     return Check(
@@ -307,10 +356,19 @@ class _TrustCache:
         entry = self._entries.get(key)
         if entry is not None and entry[0] < now < entry[1]:
             return entry[2]
+        unparsed = readable.unparsed(sent)
+        if unparsed is not None:
+            # Nothing to give the verifier; a chain that cannot be parsed is never trusted.
+            return _untrusted(
+                readable.MALFORMED,
+                f"{readable.describe(*unparsed)} cannot be parsed, so the chain cannot be "
+                f"verified ({unparsed[1].problems[0].detail})",
+            ), ()
         chain = [certs.load(der) for der in chain_der]
-        trusted, path = check_trust(chain, trust, now)
+        # Facts already hold the library's warnings as problems; they are not printed again.
+        trusted, path = certs.quiet(lambda: check_trust(chain, trust, now, sent))
         verdict = (trusted, tuple(certs.facts(c) for c in path))
-        window = _stable_window(chain, sent, trust, now)
+        window = certs.quiet(lambda: _stable_window(chain, sent, trust, now))
         if window is not None:
             self._entries.put(key, (*window, verdict), _chain_bytes(chain_der))
         return verdict
@@ -327,7 +385,10 @@ def _stable_window(
 ) -> tuple[datetime, datetime] | None:
     """The open interval around `now` in which no relevant certificate starts or ends being
     valid, shrunk by a margin; None when `now` is too close to a boundary to reuse anything."""
-    issuers = {c.issuer for c in chain}
+    try:
+        issuers = {c.issuer for c in chain}
+    except certs.READ_ERRORS:
+        return None  # an issuer name that cannot be parsed: judge afresh every time
     anchors = [certs.facts(a) for name in issuers for a in trust.anchors_named(name)]
     bounds = [b for f in (*sent, *anchors) for b in (f.not_before, f.not_after)]
     lower = max((b for b in bounds if b <= now), default=datetime.min.replace(tzinfo=UTC))
@@ -465,6 +526,10 @@ def _key_ids_agree(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 def check_expiry(chain: Sequence[CertFacts], policy: Policy, now: datetime) -> Check:
     for position, facts in enumerate(chain):
         what = "certificate" if position == 0 else f"chain certificate '{facts.subject}'"
+        if facts.unreadable(CertPart.VALIDITY):
+            return _fail(
+                CheckName.NOT_EXPIRED, Status.CRITICAL, f"{what}: validity dates cannot be read"
+            )
         if now >= facts.not_after:
             days = (now - facts.not_after).total_seconds() / _SECONDS_PER_DAY
             return _fail(
@@ -559,8 +624,12 @@ def check_key_strength(chain: Sequence[CertFacts]) -> Check:
         if position and facts.self_issued:
             continue  # a root sent along is not judged: the store's copy is what counts
         minimum = _MIN_BITS.get(facts.key_type)
+        who = "leaf" if position == 0 else f"intermediate '{facts.subject}'"
+        if facts.key_type == "unknown":
+            return _fail(
+                CheckName.KEY_STRENGTH, Status.CRITICAL, f"{who} key algorithm is not supported"
+            )
         if minimum is not None and facts.key_bits < minimum:
-            who = "leaf" if position == 0 else f"intermediate '{facts.subject}'"
             return _fail(
                 CheckName.KEY_STRENGTH,
                 Status.CRITICAL,
@@ -573,8 +642,14 @@ def check_signature(chain: Sequence[CertFacts]) -> Check:
     for position, facts in enumerate(chain):
         if position and facts.self_issued:
             continue  # a root's self-signature carries no trust
+        who = "leaf" if position == 0 else f"intermediate '{facts.subject}'"
+        if facts.unreadable(CertPart.SIGNATURE):
+            return _fail(
+                CheckName.SIGNATURE_ALGORITHM,
+                Status.CRITICAL,
+                f"{who} signed with {facts.signature_algorithm}, which is not supported",
+            )
         if facts.signature_hash in _WEAK_HASHES:
-            who = "leaf" if position == 0 else f"intermediate '{facts.subject}'"
             return _fail(
                 CheckName.SIGNATURE_ALGORITHM,
                 Status.CRITICAL,

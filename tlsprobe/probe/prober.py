@@ -2,19 +2,21 @@
 
 `probe_endpoint` is the single probe function every caller uses (the CLI, the scheduler, the
 exporter's `/probe`, the benchmarks). It never raises for anything the endpoint does: network
-trouble and protocol errors come back as data with a `Reason`, and a chain that cannot be parsed
-is a `protocol` failure. Retries live in the scheduler, not here.
+trouble and protocol errors come back as data with a `Reason`, and every chain a server sends
+ends in a verdict: what cannot be read strictly is a `certificate_format` finding, and the facts
+(fingerprint of the raw DER included) are reported regardless. Retries live in the scheduler.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from tlsprobe.model import (
     Capture,
-    CertFacts,
     Check,
     CheckName,
     Endpoint,
@@ -26,8 +28,10 @@ from tlsprobe.model import (
     Status,
     overall_status,
 )
-from tlsprobe.probe import certs, transport
-from tlsprobe.probe.evaluate import SYMPTOMS, TrustStore, evaluate_der
+from tlsprobe.probe import certs, readable, transport
+from tlsprobe.probe.evaluate import SYMPTOMS, TrustStore, Verdict, evaluate_der, judged_part
+
+log = logging.getLogger("tlsprobe.probe")
 
 Clock = Callable[[], datetime]
 
@@ -44,10 +48,32 @@ async def probe_endpoint(
     timeout: float = 30.0,
     now: Clock | None = None,
 ) -> ProbeResult:
-    """Probe one endpoint once and judge what it served."""
+    """Probe one endpoint once and judge what it served, within the same deadline.
+
+    Judging a chain seen for the first time parses and verifies certificates: that runs in a
+    worker thread, so the event loop keeps answering scrapes meanwhile, and whatever the
+    transport left of `timeout` bounds it.
+    """
     started_at = time.time()
+    deadline = time.monotonic() + timeout
     captured = await transport.capture(endpoint, timeout=timeout)
-    return judge(endpoint, captured, policy, trust, started_at=started_at, now=(now or utcnow)())
+    when = (now or utcnow)()
+    if captured.error is not None or not captured.chain_der:
+        return judge(endpoint, captured, policy, trust, started_at=started_at, now=when)
+    work = asyncio.to_thread(
+        judge, endpoint, captured, policy, trust, started_at=started_at, now=when
+    )
+    try:
+        return await asyncio.wait_for(work, max(deadline - time.monotonic(), JUDGE_MINIMUM))
+    except TimeoutError:
+        # The thread finishes on its own (the work is bounded) and fills the caches, so the
+        # next probe of this chain is quick; this one reports the deadline it missed.
+        error = ProbeError(Reason.TIMEOUT, f"judging the chain exceeded the {timeout:g} s deadline")
+        return _failed(endpoint, captured, error, started_at)
+
+
+JUDGE_MINIMUM = 0.25
+"""Seconds judging may take when the transport used up the whole deadline."""
 
 
 def judge(
@@ -60,23 +86,25 @@ def judge(
     now: datetime,
 ) -> ProbeResult:
     """Turn a capture into a result. Pure apart from certificate parsing (cached by DER)."""
-    chain: tuple[CertFacts, ...] = ()
+    chain = tuple(certs.facts_from_der(der) for der in judged_part(captured.chain_der))
     error = captured.error
-    try:
-        chain = tuple(certs.facts_from_der(der) for der in captured.chain_der)
-    except certs.CertificateParseError as exc:
-        error = ProbeError(Reason.PROTOCOL, f"server sent an unparseable certificate: {exc}")
     if error is not None or not chain or captured.tls is None:
         error = error or ProbeError(Reason.TLS_HANDSHAKE, "no certificate captured")
         return _failed(endpoint, captured, error, started_at)
-    verdict = evaluate_der(
-        captured.chain_der,
-        host=endpoint.host,
-        tls=captured.tls,
-        policy=policy,
-        trust=trust,
-        now=now,
-    )
+    try:
+        verdict = evaluate_der(
+            captured.chain_der,
+            host=endpoint.host,
+            tls=captured.tls,
+            policy=policy,
+            trust=trust,
+            now=now,
+        )
+    except Exception as exc:
+        # Last resort, for a bug the fuzzer has not found: the endpoint still gets a verdict
+        # that replaces its previous one, instead of a traceback and a stale OK.
+        log.exception("cannot judge the chain of %s", endpoint.name)
+        verdict = _unjudged(exc)
     checks = verdict.checks
     if endpoint.mode is Mode.IMPLICIT:
         checks = (
@@ -97,10 +125,17 @@ def judge(
     )
 
 
-_STARTTLS_FAILURES = {
-    Reason.NO_STARTTLS: "server does not offer STARTTLS",
-    Reason.STARTTLS_REJECTED: "server rejected STARTTLS",
-}
+def _unjudged(exc: Exception) -> Verdict:
+    message = f"tlsprobe could not judge this chain ({type(exc).__name__}: {exc}); please report"
+    return Verdict(
+        (
+            Check(CheckName.STARTTLS, Status.OK, "TLS session established"),
+            Check(readable.CHECK, Status.CRITICAL, message, SYMPTOMS[readable.CHECK]),
+        )
+    )
+
+
+_STARTTLS_FAILURES = frozenset({Reason.NO_STARTTLS, Reason.STARTTLS_REJECTED})
 
 
 def _failed(
@@ -108,10 +143,10 @@ def _failed(
 ) -> ProbeResult:
     checks: tuple[Check, ...] = ()
     if error.kind in _STARTTLS_FAILURES:
-        message = f"{_STARTTLS_FAILURES[error.kind]}: {error.message}"
-        checks = (
-            Check(CheckName.STARTTLS, Status.CRITICAL, message, SYMPTOMS[CheckName.STARTTLS]),
-        )
+        # The SMTP client's message already says what happened ("server does not offer
+        # STARTTLS (EHLO: ...)", "STARTTLS refused: 454 ..."); prefixing it said it twice.
+        symptom = SYMPTOMS[CheckName.STARTTLS]
+        checks = (Check(CheckName.STARTTLS, Status.CRITICAL, error.message, symptom),)
     return ProbeResult(
         endpoint=endpoint,
         address=captured.address,

@@ -42,7 +42,7 @@ from tlsprobe.model import (
     overall_status,
 )
 from tlsprobe.probe import certs
-from tlsprobe.probe.evaluate import TrustStore, evaluate_der
+from tlsprobe.probe.evaluate import TrustStore, evaluate_der, judged_part
 from tlsprobe.probe.smtpserver import Message
 
 SYMPTOMS: dict[CheckName, str] = {
@@ -107,11 +107,8 @@ def judge_session(
         return _without_tls(endpoint, session)
     if not session.chain_der:
         return _without_certificate(endpoint, session, session.tls)
-    try:
-        chain = tuple(certs.facts_from_der(der) for der in session.chain_der)
-    except certs.CertificateParseError as exc:
-        error = ProbeError(Reason.PROTOCOL, f"client sent an unparseable certificate: {exc}")
-        return _result(endpoint, session, error.kind.status, error=error)
+    # Facts never fail: what cannot be read strictly is a certificate_format finding.
+    chain = tuple(certs.facts_from_der(der) for der in judged_part(session.chain_der))
     verdict = evaluate_der(
         session.chain_der, host=None, tls=session.tls, policy=policy, trust=trust, now=now
     )
@@ -199,8 +196,10 @@ def _extended_key_usages(der: bytes) -> frozenset[str] | None:
         extension = certs.load(der).extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     except x509.ExtensionNotFound:
         return None
-    except ValueError:
-        return frozenset()  # a malformed EKU allows nothing a verifier can rely on
+    except certs.READ_ERRORS:
+        # Unparseable, or extensions that cannot be read (one twice): allows nothing a
+        # verifier can rely on.
+        return frozenset()
     return frozenset(oid.dotted_string for oid in extension.value)
 
 
