@@ -208,6 +208,22 @@ def evaluate_der(
     return Verdict(tuple(checks))
 
 
+def verdict_cached(
+    chain_der: tuple[bytes, ...],
+    *,
+    host: str | None,
+    tls: TlsInfo,
+    policy: Policy,
+    trust: TrustStore,
+    now: datetime,
+) -> bool:
+    """Whether `evaluate_der` would answer from its caches, without parsing or verifying: then
+    judging is cheap enough for the event loop."""
+    chain_der = judged_part(chain_der)
+    static = _STATIC.get((chain_der, host, tls, policy))
+    return static is not None and _TRUST_CACHE.fresh(chain_der, trust, now)
+
+
 MAX_CHAIN = 10
 """Certificates judged per chain, leaf first. Real chains have two to five; a server that sends
 hundreds (373 fit under OpenSSL's 100 KiB cap) must not cost seconds of path walking."""
@@ -372,6 +388,10 @@ class _TrustCache:
         if window is not None:
             self._entries.put(key, (*window, verdict), _chain_bytes(chain_der))
         return verdict
+
+    def fresh(self, chain_der: tuple[bytes, ...], trust: TrustStore, now: datetime) -> bool:
+        entry = self._entries.get((chain_der, trust))
+        return entry is not None and entry[0] < now < entry[1]
 
     def clear(self) -> None:
         self._entries.clear()

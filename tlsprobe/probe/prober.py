@@ -29,7 +29,14 @@ from tlsprobe.model import (
     overall_status,
 )
 from tlsprobe.probe import certs, readable, transport
-from tlsprobe.probe.evaluate import SYMPTOMS, TrustStore, Verdict, evaluate_der, judged_part
+from tlsprobe.probe.evaluate import (
+    SYMPTOMS,
+    TrustStore,
+    Verdict,
+    evaluate_der,
+    judged_part,
+    verdict_cached,
+)
 
 log = logging.getLogger("tlsprobe.probe")
 
@@ -52,13 +59,14 @@ async def probe_endpoint(
 
     Judging a chain seen for the first time parses and verifies certificates: that runs in a
     worker thread, so the event loop keeps answering scrapes meanwhile, and whatever the
-    transport left of `timeout` bounds it.
+    transport left of `timeout` (at least `JUDGE_MINIMUM`) bounds it. A chain judged before
+    is answered from the caches, on the loop: no thread hop, nothing to wait for.
     """
     started_at = time.time()
     deadline = time.monotonic() + timeout
     captured = await transport.capture(endpoint, timeout=timeout)
     when = (now or utcnow)()
-    if captured.error is not None or not captured.chain_der:
+    if _cheap(endpoint, captured, policy, trust, when):
         return judge(endpoint, captured, policy, trust, started_at=started_at, now=when)
     work = asyncio.to_thread(
         judge, endpoint, captured, policy, trust, started_at=started_at, now=when
@@ -72,8 +80,24 @@ async def probe_endpoint(
         return _failed(endpoint, captured, error, started_at)
 
 
-JUDGE_MINIMUM = 0.25
-"""Seconds judging may take when the transport used up the whole deadline."""
+JUDGE_MINIMUM = 1.0
+"""Seconds judging a new chain may take when the transport used up the whole deadline: a
+bounded chain takes milliseconds, but a loaded machine queues worker threads."""
+
+
+def _cheap(
+    endpoint: Endpoint, captured: Capture, policy: Policy, trust: TrustStore, now: datetime
+) -> bool:
+    if captured.error is not None or not captured.chain_der or captured.tls is None:
+        return True
+    return verdict_cached(
+        captured.chain_der,
+        host=endpoint.host,
+        tls=captured.tls,
+        policy=policy,
+        trust=trust,
+        now=now,
+    )
 
 
 def judge(
