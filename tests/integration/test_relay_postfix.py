@@ -174,6 +174,7 @@ async def test_client_certificate_without_client_auth_eku(relay: RelayUnderTest)
     assert result.status is Status.WARNING
 
 
+@pytest.mark.slow
 async def test_canary_never_arrives_when_routing_is_broken(relay: RelayUnderTest) -> None:
     deadline = 6.0
     book = canary.CanaryBook()

@@ -27,6 +27,8 @@ from tlsprobe.exporter import retention, store
 from tlsprobe.probe import certs, evaluate
 from tlsprobe.probe.bytecache import ByteLRU
 
+pytestmark = pytest.mark.slow
+
 HOST = "mail.contoso.test"
 PROBES = 40
 KEEP = 6

@@ -42,6 +42,8 @@ from tests.support.servers import ServerTls, SmtpTestServer
 from tests.support.wait import eventually
 from tlsprobe.exporter.connections import RESERVED_BASE, connection_budget
 
+pytestmark = pytest.mark.slow
+
 HOST = "mail.contoso.test"
 NOFILE = 256
 

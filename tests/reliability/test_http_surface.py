@@ -366,6 +366,7 @@ def test_unknown_user_costs_what_a_wrong_password_costs(tmp_path: Path, cost: in
     assert known / 3 < unknown < known * 3, (known, unknown)
 
 
+@pytest.mark.slow
 async def test_a_flood_of_wrong_passwords_does_not_starve_scrapes(
     tmp_path: Path, ca_file: Path, good: SmtpTestServer
 ) -> None:
