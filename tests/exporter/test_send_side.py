@@ -270,6 +270,7 @@ async def test_a_canary_through_postfix_arrives_and_is_timed(tmp_path: Path) -> 
 
 
 @pytest.mark.postfix
+@pytest.mark.slow
 async def test_a_canary_that_never_arrives_fails_at_its_deadline(tmp_path: Path) -> None:
     async with running(tmp_path, canary_data(tmp_path, "broken", "4s")) as exporter:
         side = exporter.send_side
