@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gates import Gate, importable
 from tests.support.pki import Hierarchy
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tlsprobe import __version__
@@ -110,7 +111,7 @@ def _config(tmp_path: Path) -> Config:
 
 
 def test_a_probe_on_real_uvloop_captures_and_judges_the_chain(pki: Hierarchy) -> None:
-    pytest.importorskip("uvloop")
+    importable("uvloop", Gate.UVLOOP)
     leaf = pki.leaf((HOST,))
     tls = ServerTls([leaf.cert, pki.intermediate.cert], leaf.key)
 

@@ -7,9 +7,11 @@ installs or is (root), so CI cannot go green by skipping; README.md lists the ga
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from enum import StrEnum
+from types import ModuleType
 from typing import NoReturn
 
 import pytest
@@ -32,6 +34,8 @@ class Gate(StrEnum):
     """A bindable ::1."""
     MDWE = "TLSPROBE_REQUIRE_MDWE"
     """The kernel's PR_SET_MDWE (Linux 6.3 or newer)."""
+    UVLOOP = "TLSPROBE_REQUIRE_UVLOOP"
+    """uvloop, the optional event loop (`pip install -e '.[uvloop]'`)."""
 
 
 def required(gate: Gate) -> bool:
@@ -82,6 +86,15 @@ def prometheus_tool_or_none(name: str) -> str | None:
         return prometheus_tool(name)
     executables, _ = _PROMETHEUS_TOOLS[name]
     return next((path for path in map(find_tool, executables) if path is not None), None)
+
+
+def importable(module: str, gate: Gate) -> ModuleType:
+    """An optional third-party module; skips (fails when `gate` is required) without it. Never
+    for the project's own modules: those must import, or the test fails."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        unavailable(gate, f"could not import {module!r}: {exc}")
 
 
 def system_tool(name: str, gate: Gate) -> str:
