@@ -15,11 +15,13 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.gates import Gate, unavailable
 from tests.support.pki import (
@@ -434,6 +436,37 @@ async def test_starttls_probe_of_implicit_port_fails(
     assert result.error.kind is Reason.TIMEOUT
     assert result.chain == ()
     assert "may expect implicit TLS (target `mode: implicit`" in result.error.message
+
+
+@dataclass(frozen=True)
+class DemandsClientCertificate(ServerTls):
+    """A server that fails the handshake after sending its own certificate: it requires a
+    client certificate the probe does not have (TLS 1.2: the failure comes inside the
+    handshake, after the server's Certificate message)."""
+
+    def context(self, server_names: list[str | None]) -> ssl.SSLContext:
+        ctx = super().context(server_names)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=self.chain[-1].public_bytes(Encoding.PEM).decode())
+        return ctx
+
+
+async def test_chain_is_reported_when_the_server_fails_the_handshake_after_sending_it(
+    pki: Hierarchy, good_leaf: Issued, trust: TrustStore
+) -> None:
+    tls = DemandsClientCertificate(
+        [good_leaf.cert, pki.intermediate.cert],
+        good_leaf.key,
+        maximum_version=ssl.TLSVersion.TLSv1_2,
+    )
+    async with SmtpTestServer(tls) as server:
+        result = await probe(server, trust)
+    assert result.error is not None
+    assert result.error.kind is Reason.TLS_HANDSHAKE
+    assert result.status is Status.CRITICAL
+    assert not result.success
+    # What the server sent before failing, as `openssl s_client` would show it.
+    assert fingerprints(result) == sent(good_leaf, pki.intermediate)
 
 
 async def test_chain_out_of_order_with_root_is_trusted_and_shown_as_sent(

@@ -114,7 +114,8 @@ def judge(
     error = captured.error
     if error is not None or not chain or captured.tls is None:
         error = error or ProbeError(Reason.TLS_HANDSHAKE, "no certificate captured")
-        return _failed(endpoint, captured, error, started_at)
+        # A chain sent before the server failed the handshake is still reported.
+        return _failed(endpoint, captured, error, started_at, chain)
     try:
         verdict = evaluate_der(
             captured.chain_der,
@@ -163,7 +164,11 @@ _STARTTLS_FAILURES = frozenset({Reason.NO_STARTTLS, Reason.STARTTLS_REJECTED})
 
 
 def _failed(
-    endpoint: Endpoint, captured: Capture, error: ProbeError, started_at: float
+    endpoint: Endpoint,
+    captured: Capture,
+    error: ProbeError,
+    started_at: float,
+    chain: tuple[CertFacts, ...] = (),
 ) -> ProbeResult:
     checks: tuple[Check, ...] = ()
     if error.kind in _STARTTLS_FAILURES:
@@ -178,7 +183,7 @@ def _failed(
         status=error.kind.status,
         error=error,
         tls=captured.tls,
-        chain=(),
+        chain=chain,
         checks=checks,
         phases=captured.phases,
         transcript=captured.transcript,

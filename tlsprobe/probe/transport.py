@@ -5,12 +5,18 @@ so a silent or drip-feeding server ends in `timeout` on time. Reads go through a
 whose buffer is bounded (reading pauses when it fills) and the SMTP parser bounds lines and
 replies. Low-level exceptions (OSError, ssl.SSLError, TimeoutError) are translated to `Reason`
 tokens here, once. The handshake never verifies: broken chains must be captured, not refused.
+
+A server may still fail the handshake itself after sending its certificate; Python hands out
+the chain only after a completed handshake, so the context's message callback keeps each
+probe's Certificate message (in a context variable set per probe) and `certmsg` reads the
+chain out of it for such failures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import functools
 import socket
@@ -22,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tlsprobe.model import Capture, Endpoint, Mode, Phase, ProbeError, Reason, TlsInfo
-from tlsprobe.probe import smtp
+from tlsprobe.probe import certmsg, smtp
 
 _READ_CHUNK = 65536
 QUIT_GRACE = 0.5
@@ -62,7 +68,29 @@ def _make_context() -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     ctx.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
     ctx.set_ciphers("ALL:!aNULL:!eNULL:@SECLEVEL=0")
+    # The C-level attribute, not ssl.py's property: that wrapper converts three enums on every
+    # TLS record; this callback costs one call and two integer comparisons per message.
+    raw = getattr(getattr(ssl, "_ssl", None), "_SSLContext", None)
+    descriptor = getattr(raw, "_msg_callback", None)
+    if descriptor is not None:
+        descriptor.__set__(ctx, _on_tls_message)
     return ctx
+
+
+_CERTIFICATE_MESSAGES: contextvars.ContextVar[list[tuple[int, bytes]] | None] = (
+    contextvars.ContextVar("tlsprobe_certificate_messages", default=None)
+)
+_TLS_HANDSHAKE = 22
+
+
+def _on_tls_message(  # noqa: PLR0917 - CPython passes these six positionally
+    conn: object, direction: str, version: int, content_type: int, msg_type: int, data: bytes
+) -> None:
+    """OpenSSL's message callback: keep the server's Certificate message for this probe."""
+    if content_type == _TLS_HANDSHAKE and msg_type == certmsg.CERTIFICATE and direction == "read":
+        kept = _CERTIFICATE_MESSAGES.get()
+        if kept is not None and len(kept) < 2:
+            kept.append((version, bytes(data)))
 
 
 _CONTEXT = _make_context()
@@ -184,9 +212,24 @@ class _Recorder:
 async def capture(endpoint: Endpoint, *, timeout: float) -> Capture:
     """Connect, speak SMTP up to TLS, capture the chain. Never raises for network trouble."""
     rec = _Recorder(endpoint)
+    # Set before the connection exists: the transport's callbacks run in a copy of this
+    # task's context, so the message callback finds this probe's list and no other.
+    kept: list[tuple[int, bytes]] = []
+    token = _CERTIFICATE_MESSAGES.set(kept)
+    try:
+        return await _capture(rec, timeout, kept)
+    finally:
+        _CERTIFICATE_MESSAGES.reset(token)
+
+
+async def _capture(rec: _Recorder, timeout: float, kept: list[tuple[int, bytes]]) -> Capture:
     try:
         async with asyncio.timeout(timeout):
-            await _run(rec)
+            try:
+                await _run(rec)
+            except BaseException:
+                _chain_sent_before_failure(rec, kept)
+                raise
     except TimeoutError:
         return rec.capture(_timeout(rec, timeout))
     except _Failure as failure:
@@ -327,6 +370,14 @@ async def _handshake(
 
 def _in_handshake(rec: _Recorder) -> bool:
     return Phase.HANDSHAKE in rec.phases and rec.tls is None
+
+
+def _chain_sent_before_failure(rec: _Recorder, kept: list[tuple[int, bytes]]) -> None:
+    """A handshake that failed after the server's Certificate message: keep what it sent."""
+    if rec.chain or not kept or not _in_handshake(rec):
+        return
+    version, message = kept[-1]
+    rec.chain = certmsg.certificates(version, message)
 
 
 def _timeout(rec: _Recorder, timeout: float) -> ProbeError:
