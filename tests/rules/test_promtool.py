@@ -217,6 +217,7 @@ def test_certificate_change_pages_at_once_with_the_new_fingerprint() -> None:
     )
     assert "fingerprint_sha256" in route["group_by"]
     assert route["receiver"] == "pager"
+    assert route["group_wait"] == "0s"  # one alert per group: nothing to wait for
 
 
 def test_endpoint_alerts_say_where() -> None:
