@@ -182,7 +182,11 @@ class Exporter:
         assert store is not None
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            await asyncio.to_thread(store.flush)
+            try:
+                await asyncio.to_thread(store.flush)
+            except Exception:
+                # A bug here must not end persistence for the rest of the run.
+                log.exception("writing the last results failed")
 
     @property
     def external_url(self) -> str:

@@ -81,6 +81,7 @@ class ResultStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._swap = threading.Lock()
         self._pending: dict[Key, ProbeResult] = {}
         self._written: dict[Key, str] = {}
         self._failing = False
@@ -94,7 +95,10 @@ class ResultStore:
             raise StateError(f"{path}: cannot be used for last results ({exc})") from exc
 
     def put(self, key: Key, result: ProbeResult) -> None:
-        self._pending[key] = result  # a dict assignment: atomic under the GIL
+        # A lock of its own, held for a dict operation only: the event loop never waits for a
+        # flush's disk write, and a flush never iterates a dict the loop is adding to.
+        with self._swap:
+            self._pending[key] = result
 
     def load(self) -> list[tuple[Key, ProbeResult]]:
         """Every stored result that can still be read (a row that cannot is skipped)."""
@@ -126,14 +130,15 @@ class ResultStore:
     def flush(self) -> None:
         """Write what was put since the last flush; on failure keep it for the next one."""
         with self._lock:
-            pending, self._pending = self._pending, {}
+            with self._swap:
+                pending, self._pending = self._pending, {}
             if not pending:
                 return
             try:
                 self._write(pending)
             except sqlite3.Error as exc:
-                for key, result in pending.items():
-                    self._pending.setdefault(key, result)
+                with self._swap:
+                    self._pending = pending | self._pending
                 if not self._failing:
                     log.warning("last results %s cannot be written: %s", self.path, exc)
                 self._failing = True
