@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.gates import Gate, unavailable
@@ -447,7 +448,9 @@ class DemandsClientCertificate(ServerTls):
     def context(self, server_names: list[str | None]) -> ssl.SSLContext:
         ctx = super().context(server_names)
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=self.chain[-1].public_bytes(Encoding.PEM).decode())
+        last = self.chain[-1]
+        assert isinstance(last, x509.Certificate)
+        ctx.load_verify_locations(cadata=last.public_bytes(Encoding.PEM).decode())
         return ctx
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from tlsprobe.model import (
     Capture,
+    CertFacts,
     Check,
     CheckName,
     Endpoint,
