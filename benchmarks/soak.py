@@ -10,6 +10,12 @@ bounds the test suite applies, and exits 1 if any bound was broken.
 
     python -m benchmarks.soak --duration 3600          # the hour-long run
     python -m benchmarks.soak --duration 180 --report-every 30
+    python -m benchmarks.soak --floods --duration 600  # connection, auth, rotating-cert floods
+
+`--floods` runs tests/reliability/floods.py instead: `tlsprobe serve` as a child with 512
+descriptors under 500 idle and slow-header connections, 48 clients guessing passwords and a
+server with a new 45 KiB certificate before every /probe, and prints the exporter's descriptors,
+RSS, history database size and the scrapes answered, a line every `--report-every` seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tests.reliability.fleet import FleetEndpoint, FleetProcess
+from tests.reliability.floods import NOFILE, Sample, flood_problems, run_floods
 from tests.reliability.harness import (
     MAX_FD_GROWTH,
     MAX_RSS_GROWTH,
@@ -49,6 +56,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--retries", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--report-every", type=float, default=60.0, help="seconds between lines")
+    parser.add_argument(
+        "--floods", action="store_true", help="the flood fleets instead of the hostile fleet"
+    )
     return parser.parse_args(argv)
 
 
@@ -120,8 +130,36 @@ def _summary(
     return 1 if problems else 0
 
 
+async def floods(args: argparse.Namespace) -> int:
+    last = -args.report_every
+
+    def report(sample: Sample) -> None:
+        nonlocal last
+        if sample.at - last >= args.report_every:
+            last = sample.at
+            print(sample.line(), flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="tlsprobe-floods-") as tmp:
+        samples, counters = await run_floods(Path(tmp), args.duration, report)
+    print(f"last   {samples[-1].line()}")
+    print(
+        f"max fds {max(s.fds for s in samples)} (limit {NOFILE}),"
+        f" max db {max(s.db_bytes for s in samples) / 2**10:.0f} KiB,"
+        f" rss {samples[len(samples) // 3].rss / 2**20:.1f} -> {samples[-1].rss / 2**20:.1f} MiB,"
+        f" guesses refused {counters.refused_guesses}"
+    )
+    problems = flood_problems(samples, counters)
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    print("OK" if not problems else "FAILED")
+    return 1 if problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.floods:
+        setup_logging("error")
+        return asyncio.run(floods(args))
     setup_logging("error")  # outcome changes of 200 hostile endpoints would drown the figures
     with tempfile.TemporaryDirectory(prefix="tlsprobe-soak-ca-") as tmp:
         ca = Path(tmp) / "ca.pem"

@@ -2,14 +2,18 @@
 
 A correct password is remembered (a keyed digest, `WebConfig.check_cached`), so a scraper pays
 bcrypt once. Everything else costs a bcrypt check, and that cost is what a flood of wrong
-passwords aims at. The gate limits it three ways, none of which touches the request cap that
-answered scrapes use: at most `BCRYPT_SLOTS` checks run at once (others wait their turn in
-arrival order), a client has at most one check under way (more at once are told 429), and each
-client has a budget of failed checks (`FAILURE_BURST`, refilled one per `FAILURE_REFILL`
-seconds) beyond which it is told 429 without any check. A request without credentials costs no
-check and is simply 401. A client is an IPv4 address or an IPv6 /64, the smallest network a
-single host can be expected to hold. The table of clients is bounded (`MAX_CLIENTS`, least
-recently failing out).
+passwords aims at. The gate limits it, apart from the request cap that answered scrapes use:
+- at most `BCRYPT_SLOTS` checks run at once, the others wait in arrival order; clients that
+  failed recently share one slot among themselves, so a client with a clean record (a
+  scraper's first request) waits for one check at most, not for a queue of guesses;
+- a client has one check under way and at most `MAX_WAITING_PER_CLIENT` requests checking or
+  waiting (more are told 429); a waiting request whose password the check ahead proved passes
+  without a check of its own;
+- a client has a budget of failed checks (`FAILURE_BURST`, refilled one per `FAILURE_REFILL`
+  seconds) beyond which it is told 429 without any check.
+A request without credentials costs no check and is simply 401. A client is an IPv4 address or
+an IPv6 /64, the smallest network a single host can be expected to hold. The table of clients is
+bounded (`MAX_CLIENTS`, least recently failing out).
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import enum
 import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tlsprobe.exporter.webconfig import BCRYPT_SLOTS, WebConfig
 
 FAILURE_BURST = 60
 FAILURE_REFILL = 2.0
+MAX_WAITING_PER_CLIENT = 4
 MAX_CLIENTS = 4096
 
 
@@ -44,13 +50,20 @@ class _Client:
     key: str
     tokens: float
     stamp: float
-    checking: bool = False
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One check at a time per client; its other requests wait in order."""
+    waiting: int = 0
+    """Requests of this client checking or waiting to (at most MAX_WAITING_PER_CLIENT)."""
 
 
 class AuthGate:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._slots = asyncio.Semaphore(BCRYPT_SLOTS)
+        # Clients that failed recently share one bcrypt slot among themselves, so a client with
+        # a clean record (a scraper's first request) waits for one check at most, not for a
+        # queue of guesses.
+        self._suspect = asyncio.Semaphore(max(1, BCRYPT_SLOTS - 1))
         self._clients: OrderedDict[str, _Client] = OrderedDict()
         self.outcomes: dict[str, int] = dict.fromkeys(map(str, Verdict), 0)
 
@@ -66,18 +79,33 @@ class AuthGate:
         if credentials is None:
             return Verdict.FAILED  # no password, no bcrypt: nothing to limit (a browser's 1st)
         client = self._client(client_key(peer))
-        if client.checking or not self._has_budget(client):
+        if client.waiting >= MAX_WAITING_PER_CLIENT or not self._has_budget(client):
             return Verdict.THROTTLED
-        client.checking = True
+        client.waiting += 1
         try:
-            async with self._slots:
-                ok = await asyncio.to_thread(web_config.check_password, *credentials)
+            async with client.turn:
+                # The check ahead may have been this very password (a scraper's parallel
+                # first requests): then it is remembered now and costs nothing.
+                if web_config.check_cached(*credentials):
+                    return Verdict.OK
+                if not self._has_budget(client):
+                    return Verdict.THROTTLED
+                ok = await self._bcrypt(
+                    web_config, credentials, suspect=client.tokens < FAILURE_BURST
+                )
         finally:
-            client.checking = False
+            client.waiting -= 1
         if ok:
             return Verdict.OK
         self._spend(client)
         return Verdict.FAILED
+
+    async def _bcrypt(
+        self, web_config: WebConfig, credentials: tuple[str, str], *, suspect: bool
+    ) -> bool:
+        lane = self._suspect if suspect else contextlib.nullcontext()
+        async with lane, self._slots:
+            return await asyncio.to_thread(web_config.check_password, *credentials)
 
     def _client(self, key: str) -> _Client:
         client = self._clients.get(key)
@@ -90,7 +118,7 @@ class AuthGate:
     def _evict_one(self) -> None:
         # A client with a check under way stays: its state is needed when the check ends.
         for key, client in self._clients.items():
-            if not client.checking:
+            if not client.waiting:
                 del self._clients[key]
                 return
 
