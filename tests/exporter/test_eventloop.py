@@ -14,6 +14,7 @@ import sys
 import types
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.gates import Gate, importable
@@ -126,3 +127,25 @@ def test_a_probe_on_real_uvloop_captures_and_judges_the_chain(pki: Hierarchy) ->
     assert kind is EventLoop.UVLOOP
     assert result.status is Status.OK, result  # type: ignore[attr-defined]
     assert [c.sha256 for c in result.chain] == [leaf.sha256, pki.intermediate.sha256]  # type: ignore[attr-defined]
+
+
+def test_serve_answers_http_on_real_uvloop(tmp_path: Path) -> None:
+    """uvloop's transports do not derive from asyncio.Transport; the connection guard once
+    asserted they did and reset every HTTP connection on uvloop."""
+    pytest.importorskip("uvloop")
+
+    async def scrape() -> tuple[int, str]:
+        exporter = app.Exporter(_config(tmp_path))
+        await exporter.start()
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{exporter.url}/metrics") as response,
+            ):
+                return response.status, await response.text()
+        finally:
+            await exporter.stop()
+
+    status, text = eventloop.run(scrape())
+    assert status == 200
+    assert 'event_loop="uvloop"' in text

@@ -20,7 +20,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -124,10 +124,11 @@ class _Guarded(asyncio.Protocol):
         return bool(self._handler._request_in_progress)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports have the whole asyncio.Transport
+        # interface without deriving from it, and an assert here refused every connection.
+        self._transport = cast(asyncio.Transport, transport)
         if not self._guard.admit(self):
-            transport.abort()
+            self._transport.abort()
             return
         self._arm()
         self._handler.connection_made(transport)
