@@ -10,28 +10,21 @@ banner: Exchange's `Set-SendConnector`, Postfix's `smtp_tls_chain_files`, Exim's
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
-from tests.support.pki import Hierarchy, KeyKind, make_intermediate, make_leaf, make_root
+from tests.support.pki import FIXED_NOW as NOW
+from tests.support.pki import Hierarchy, KeyKind, make_leaf, make_root
 from tlsprobe import report
 from tlsprobe.model import Capture, Endpoint, Policy, ProbeError, Reason, TlsInfo
 from tlsprobe.probe.evaluate import SYMPTOMS, TrustStore
 from tlsprobe.probe.prober import judge
 from tlsprobe.probe.software import MailServer, identify
 
-NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"
 POLICY = Policy(certificate_domain="*.fabrikam.test", accepted_domains=("fabrikam.test",))
 TLS10 = TlsInfo("TLSv1", "ECDHE-RSA-AES128-SHA")
-
-
-@pytest.fixture(scope="module")
-def ca() -> Hierarchy:
-    year = timedelta(days=365)
-    root = make_root("Text Root CA", not_before=NOW - year, not_after=NOW + 10 * year)
-    return Hierarchy(root, make_intermediate(root, "Text Intermediate CA", not_before=NOW - year))
 
 
 def repeated_phrases(text: str, words: int = 4) -> list[str]:

@@ -9,13 +9,14 @@ refuse the certificate. A library warning never reaches the user: it becomes a f
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from tests.support import der as D
 from tests.support.broken import MAKERS
-from tests.support.pki import Hierarchy, Issued, make_intermediate, make_root
+from tests.support.pki import FIXED_NOW as NOW
+from tests.support.pki import Hierarchy, Issued
 from tlsprobe import report
 from tlsprobe.exporter.metrics import EndpointState, endpoint_samples
 from tlsprobe.model import CHECK_NAMES, Capture, Endpoint, Policy, ProbeResult, Status, TlsInfo
@@ -24,7 +25,6 @@ from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import judge
 from tlsprobe.probe.sender import Session, judge_session
 
-NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"
 POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
 
@@ -42,16 +42,6 @@ REFUSED = {
 }
 # Kinds read in full and verified anyway (a legacy string type, a long name): a warning.
 WARNED = {"t61-8bit-subject", "ia5-8bit-subject", "utf8-invalid-subject", "huge-subject"}
-
-
-@pytest.fixture(scope="module")
-def ca() -> Hierarchy:
-    year = timedelta(days=365)
-    root = make_root("Unreadable Root CA", not_before=NOW - year, not_after=NOW + 10 * year)
-    intermediate = make_intermediate(
-        root, "Unreadable Intermediate CA", not_before=NOW - year, not_after=NOW + 5 * year
-    )
-    return Hierarchy(root, intermediate)
 
 
 @pytest.fixture(scope="module")
