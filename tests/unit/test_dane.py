@@ -1,0 +1,212 @@
+"""DANE judging: TLSA records against chains built in the test, every usage/selector/type."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.support.pki import Hierarchy, Issued, KeyKind
+from tlsprobe.model import DnssecStatus, Status, Tlsa, TlsaMatch
+from tlsprobe.probe import dane
+from tlsprobe.probe.dane import TlsaAnswer, association, parse_tlsa
+
+HOST = "mail.contoso.test"
+NAME = "_25._tcp.mail.contoso.test"
+
+
+def record(usage: int, selector: int, mtype: int, cert: x509.Certificate) -> Tlsa:
+    data = association(cert, selector, mtype)
+    assert data is not None
+    return Tlsa(usage, selector, mtype, data)
+
+
+def judge(
+    records: list[Tlsa],
+    chain: tuple[x509.Certificate, ...],
+    *,
+    status: DnssecStatus = DnssecStatus.SECURE,
+    mx_status: DnssecStatus | None = DnssecStatus.SECURE,
+    host: str = HOST,
+    next_hop: str | None = "contoso.test",
+) -> tuple[dane.Check | None, tuple[TlsaMatch, ...]]:
+    answer = TlsaAnswer(NAME, status, tuple(records), base=host)
+    check, findings = dane.judge(
+        answer,
+        [c.public_bytes(Encoding.DER) for c in chain],
+        host=host,
+        next_hop=next_hop,
+        mx_status=mx_status,
+        now=datetime.now(UTC),
+    )
+    return check, tuple(v.match for v in findings.records)
+
+
+@pytest.fixture(scope="module")
+def leaf(pki: Hierarchy) -> Issued:
+    return pki.leaf([HOST])
+
+
+@pytest.fixture(scope="module")
+def rotated(pki: Hierarchy) -> Issued:
+    """The same name under a new key: what a renewal with a fresh key serves."""
+    return pki.leaf([HOST], key=KeyKind.EC_P256)
+
+
+def test_3_1_1_matching_with_a_staged_next_key_is_ok(
+    pki: Hierarchy, leaf: Issued, rotated: Issued
+) -> None:
+    records = [record(3, 1, 1, leaf.cert), record(3, 1, 1, rotated.cert)]
+    check, matches = judge(records, pki.chain(leaf))
+    assert check is not None and check.status is Status.OK, check
+    assert matches == (TlsaMatch.MATCHED, TlsaMatch.NEXT_KEY)
+    assert "next key staged" in check.message
+
+
+def test_a_single_matching_key_warns_about_rollover(pki: Hierarchy, leaf: Issued) -> None:
+    check, matches = judge([record(3, 1, 1, leaf.cert)], pki.chain(leaf))
+    assert check is not None and check.status is Status.WARNING
+    assert "only one key covered" in check.message
+    assert matches == (TlsaMatch.MATCHED,)
+
+
+def test_rotated_key_without_tlsa_update_is_critical_and_names_record_and_served_key(
+    pki: Hierarchy, leaf: Issued, rotated: Issued
+) -> None:
+    published = record(3, 1, 1, leaf.cert)
+    check, matches = judge([published], pki.chain(rotated))
+    assert check is not None and check.status is Status.CRITICAL
+    assert published.data.hex()[:10] in check.message
+    served = association(rotated.cert, 1, 1)
+    assert served is not None and served.hex() in check.message
+    assert check.symptom
+    assert matches == (TlsaMatch.NO_MATCH,)
+
+
+def test_3_1_1_survives_a_renewal_with_the_same_key(pki: Hierarchy, leaf: Issued) -> None:
+    renewed = pki.leaf([HOST], days=120)
+    assert renewed.der != leaf.der
+    check, _ = judge(
+        [record(3, 1, 1, leaf.cert), record(2, 1, 1, pki.intermediate.cert)], pki.chain(renewed)
+    )
+    assert check is not None and check.status is Status.OK
+
+
+def test_3_0_1_hashes_the_whole_certificate_so_a_renewal_breaks_it(
+    pki: Hierarchy, leaf: Issued
+) -> None:
+    """RFC 7671 5.1: selector 0 pins the certificate; a same-key renewal no longer matches."""
+    renewed = pki.leaf([HOST], days=120)
+    check, matches = judge([record(3, 0, 1, leaf.cert)], pki.chain(renewed))
+    assert check is not None and check.status is Status.CRITICAL
+    assert matches == (TlsaMatch.NO_MATCH,)
+
+
+def test_2_1_1_on_the_intermediate_plus_3_1_1_is_ok(pki: Hierarchy, leaf: Issued) -> None:
+    records = [record(3, 1, 1, leaf.cert), record(2, 1, 1, pki.intermediate.cert)]
+    check, matches = judge(records, pki.chain(leaf))
+    assert check is not None and check.status is Status.OK, check
+    assert matches == (TlsaMatch.MATCHED, TlsaMatch.MATCHED)
+
+
+@pytest.mark.parametrize(("selector", "mtype"), [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2)])
+def test_every_selector_and_matching_type_of_dane_ta(
+    pki: Hierarchy, leaf: Issued, selector: int, mtype: int
+) -> None:
+    check, matches = judge([record(2, selector, mtype, pki.intermediate.cert)], pki.chain(leaf))
+    assert matches == (TlsaMatch.MATCHED,)
+    assert check is not None and check.status is Status.WARNING  # one key: no rollover
+
+
+def test_dane_ta_checks_the_name_against_mx_and_next_hop(pki: Hierarchy) -> None:
+    other = pki.leaf(["relay.fabrikam.test"])
+    check, matches = judge([record(2, 1, 1, pki.intermediate.cert)], pki.chain(other))
+    assert matches == (TlsaMatch.NO_MATCH,)
+    assert check is not None and check.status is Status.CRITICAL
+    # The next-hop domain is a reference identifier (RFC 7672 3.2.3) when the MX is secure.
+    domain_cert = pki.leaf(["contoso.test"])
+    _, ok = judge([record(2, 1, 1, pki.intermediate.cert)], pki.chain(domain_cert))
+    assert ok == (TlsaMatch.MATCHED,)
+
+
+def test_dane_ta_needs_the_anchor_in_the_chain_sent(pki: Hierarchy, leaf: Issued) -> None:
+    check, matches = judge([record(2, 1, 1, pki.intermediate.cert)], (leaf.cert,))
+    assert matches == (TlsaMatch.NO_MATCH,)
+    assert check is not None and check.status is Status.CRITICAL
+
+
+def test_dane_ee_ignores_names_and_dates(pki: Hierarchy) -> None:
+    expired = pki.leaf(
+        ["elsewhere.test"],
+        not_before=datetime(2020, 1, 1, tzinfo=UTC),
+        not_after=datetime(2021, 1, 1, tzinfo=UTC),
+    )
+    _, matches = judge([record(3, 1, 1, expired.cert)], pki.chain(expired))
+    assert matches == (TlsaMatch.MATCHED,)
+
+
+def test_only_pkix_usages_is_a_warning_not_a_match(pki: Hierarchy, leaf: Issued) -> None:
+    records = [record(1, 1, 1, leaf.cert), record(0, 1, 1, pki.root.cert)]
+    check, matches = judge(records, pki.chain(leaf))
+    assert matches == (TlsaMatch.UNUSABLE, TlsaMatch.UNUSABLE)
+    assert check is not None and check.status is Status.WARNING
+    assert "no usable TLSA record" in check.message
+
+
+def test_malformed_records_are_unusable(pki: Hierarchy, leaf: Issued) -> None:
+    records = [Tlsa(3, 1, 1, b"\x01" * 20), Tlsa(3, 2, 1, b"\x01" * 32), Tlsa(3, 1, 1, b"")]
+    check, matches = judge(records, pki.chain(leaf))
+    assert matches == (TlsaMatch.UNUSABLE,) * 3
+    assert check is not None and check.status is Status.WARNING
+
+
+def test_a_malformed_record_beside_a_good_one_does_not_hide_the_match(
+    pki: Hierarchy, leaf: Issued
+) -> None:
+    records = [Tlsa(3, 1, 1, b"\x01" * 20), record(3, 1, 1, leaf.cert), record(3, 1, 2, leaf.cert)]
+    check, matches = judge(records, pki.chain(leaf))
+    assert matches == (TlsaMatch.UNUSABLE, TlsaMatch.MATCHED, TlsaMatch.MATCHED)
+    # Two records for the same key are still one key: no rollover scheme.
+    assert check is not None and check.status is Status.WARNING
+
+
+def test_bogus_is_unknown_with_the_extended_error(pki: Hierarchy, leaf: Issued) -> None:
+    answer = TlsaAnswer(NAME, DnssecStatus.BOGUS, detail="EDE 6 (DNSSEC Bogus)")
+    check, findings = dane.judge(
+        answer, [leaf.der], host=HOST, next_hop=None, mx_status=None, now=datetime.now(UTC)
+    )
+    assert check is not None and check.status is Status.UNKNOWN
+    assert "bogus" in check.message and "EDE 6" in check.message
+    assert not findings.applicable
+
+
+def test_no_records_is_not_applicable(leaf: Issued) -> None:
+    answer = TlsaAnswer(NAME, DnssecStatus.SECURE)
+    check, findings = dane.judge(
+        answer, [leaf.der], host=HOST, next_hop=None, mx_status=None, now=datetime.now(UTC)
+    )
+    assert check is None and not findings.applicable
+
+
+@pytest.mark.parametrize(
+    ("status", "mx_status"),
+    [(DnssecStatus.INSECURE, DnssecStatus.SECURE), (DnssecStatus.SECURE, DnssecStatus.INSECURE)],
+)
+def test_tlsa_in_an_insecure_zone_or_behind_an_insecure_mx_is_a_warning(
+    pki: Hierarchy, leaf: Issued, status: DnssecStatus, mx_status: DnssecStatus
+) -> None:
+    check, _ = judge(
+        [record(3, 1, 1, leaf.cert)], pki.chain(leaf), status=status, mx_status=mx_status
+    )
+    assert check is not None and check.status is Status.WARNING
+    assert "senders" in check.message
+
+
+def test_parse_tlsa() -> None:
+    assert parse_tlsa("3 1 1 ab CD") == Tlsa(3, 1, 1, b"\xab\xcd")
+    for bad in ("3 1 1", "3 1 x ab", "300 1 1 ab", "3 1 1 abc"):
+        with pytest.raises(ValueError):
+            parse_tlsa(bad)
+    assert Tlsa(3, 1, 1, b"\xab").text == "3 1 1 ab"

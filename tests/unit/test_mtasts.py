@@ -1,0 +1,121 @@
+"""MTA-STS parsing, MX pattern matching, the per-endpoint check and id/policy drift."""
+
+from __future__ import annotations
+
+import pytest
+
+from tlsprobe.model import Check, CheckName, Status
+from tlsprobe.probe import mtasts
+from tlsprobe.probe.mtasts import DomainPolicy, PolicyError, StsMode
+
+ENFORCE = (
+    b"version: STSv1\r\nmode: enforce\r\nmx: mail.contoso.test\r\n"
+    b"mx: *.mx.contoso.test\r\nmax_age: 86400\r\n"
+)
+GOOD_CHECKS = (
+    Check(CheckName.CHAIN_TRUSTED, Status.OK, "chains"),
+    Check(CheckName.HOSTNAME, Status.OK, "matches"),
+)
+
+
+def domain(body: bytes = ENFORCE, policy_id: str = "20261130") -> DomainPolicy:
+    return DomainPolicy("contoso.test", policy_id, mtasts.parse_policy(body))
+
+
+def test_parse_policy() -> None:
+    policy = mtasts.parse_policy(ENFORCE)
+    assert policy.mode is StsMode.ENFORCE
+    assert policy.max_age == 86400
+    assert policy.mx == ("mail.contoso.test", "*.mx.contoso.test")
+    # LF line endings and unknown fields are accepted, as senders accept them.
+    lf = mtasts.parse_policy(b"version: STSv1\nmode: testing\nfoo: bar\nmx: a.test\nmax_age: 0\n")
+    assert lf.mode is StsMode.TESTING and lf.max_age == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"mode: enforce\nmx: a.test\nmax_age: 1\n", "version"),
+        (b"version: STSv1\nmode: strict\nmx: a.test\nmax_age: 1\n", "mode"),
+        (b"version: STSv1\nmode: enforce\nmx: a.test\nmax_age: -1\n", "max_age"),
+        (b"version: STSv1\nmode: enforce\nmx: a.test\nmax_age: 31557601\n", "max_age"),
+        (b"version: STSv1\nmode: enforce\nmax_age: 1\n", "mx"),
+        (b"\xff\xfe", "UTF-8"),
+        (b"x" * (mtasts.MAX_POLICY_BYTES + 1), "limit"),
+    ],
+)
+def test_bad_policies_are_refused_with_the_reason(body: bytes, words: str) -> None:
+    with pytest.raises(PolicyError, match=words):
+        mtasts.parse_policy(body)
+
+
+def test_parse_txt() -> None:
+    assert mtasts.parse_txt(["v=STSv1; id=20261130T1;", "unrelated"]) == "20261130T1"
+    with pytest.raises(PolicyError, match="no TXT"):
+        mtasts.parse_txt(["google-site-verification=x"])
+    with pytest.raises(PolicyError, match="exactly one"):
+        mtasts.parse_txt(["v=STSv1; id=a", "v=STSv1; id=b"])
+    with pytest.raises(PolicyError, match="id"):
+        mtasts.parse_txt(["v=STSv1; id=not-alnum!"])
+
+
+def test_mx_patterns_match_exactly_one_label() -> None:
+    patterns = ("mail.contoso.test", "*.mx.contoso.test")
+    assert mtasts.mx_matches("MAIL.contoso.test.", patterns) == "mail.contoso.test"
+    assert mtasts.mx_matches("a.mx.contoso.test", patterns) == "*.mx.contoso.test"
+    assert mtasts.mx_matches("mx.contoso.test", patterns) is None
+    assert mtasts.mx_matches("a.b.mx.contoso.test", patterns) is None
+
+
+def test_endpoint_ok_in_enforce() -> None:
+    check = mtasts.check_endpoint(domain(), "mail.contoso.test", GOOD_CHECKS)
+    assert check is not None and check.status is Status.OK
+
+
+def test_mx_outside_the_patterns_is_critical_in_enforce_and_warning_in_testing() -> None:
+    check = mtasts.check_endpoint(domain(), "relay.contoso.test", GOOD_CHECKS)
+    assert check is not None and check.status is Status.CRITICAL
+    assert "matches no mx pattern" in check.message and check.symptom
+    testing = domain(ENFORCE.replace(b"enforce", b"testing"))
+    check = mtasts.check_endpoint(testing, "relay.contoso.test", GOOD_CHECKS)
+    assert check is not None and check.status is Status.WARNING
+
+
+def test_untrusted_or_cn_only_certificate_fails() -> None:
+    bad = (
+        Check(CheckName.CHAIN_TRUSTED, Status.CRITICAL, "self-signed"),
+        Check(CheckName.HOSTNAME, Status.WARNING, "CN only"),
+    )
+    check = mtasts.check_endpoint(domain(), "mail.contoso.test", bad)
+    assert check is not None and check.status is Status.CRITICAL
+    assert "self-signed" in check.message and "SAN" in check.message
+
+
+def test_no_policy_or_mode_none_is_not_applicable() -> None:
+    assert mtasts.check_endpoint(DomainPolicy("contoso.test", None, None), "m", GOOD_CHECKS) is None
+    none = domain(b"version: STSv1\nmode: none\nmax_age: 1\n")
+    assert mtasts.check_endpoint(none, "m", GOOD_CHECKS) is None
+
+
+def test_unfetchable_policy_is_unknown() -> None:
+    broken = DomainPolicy("contoso.test", "1", None, error="redirect refused")
+    check = mtasts.check_endpoint(broken, "mail.contoso.test", GOOD_CHECKS)
+    assert check is not None and check.status is Status.UNKNOWN
+    assert "redirect refused" in check.message
+
+
+def test_id_and_policy_must_change_together() -> None:
+    before = domain()
+    changed_policy = domain(ENFORCE.replace(b"86400", b"604800"))
+    assert "did not" in mtasts.compare(before, changed_policy)
+    new_id = domain(policy_id="20261201")
+    assert "but the policy did not" in mtasts.compare(before, new_id)
+    both = domain(ENFORCE.replace(b"86400", b"604800"), policy_id="20261201")
+    assert mtasts.compare(before, both) == ""
+    assert mtasts.compare(None, before) == ""
+
+
+def test_tlsrpt() -> None:
+    texts = ["v=TLSRPTv1; rua=mailto:tls@contoso.test,https://r.contoso.test/x"]
+    assert mtasts.parse_tlsrpt(texts) == ("mailto:tls@contoso.test", "https://r.contoso.test/x")
+    assert mtasts.parse_tlsrpt(["v=spf1 -all"]) == ()
