@@ -425,7 +425,7 @@ class TlsaMatch(enum.StrEnum):
     """Usage 0/1 (PKIX, unusable for SMTP), unknown parameters, or malformed data."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Tlsa:
     """One TLSA record (RFC 6698): certificate usage, selector, matching type, data."""
 

@@ -36,6 +36,8 @@ class Gate(StrEnum):
     """The kernel's PR_SET_MDWE (Linux 6.3 or newer)."""
     UVLOOP = "TLSPROBE_REQUIRE_UVLOOP"
     """uvloop, the optional event loop (`pip install -e '.[uvloop]'`)."""
+    DNSLAB = "TLSPROBE_REQUIRE_DNSLAB"
+    """nsd and unbound, for the DNSSEC laboratory of the DANE and MTA-STS tests."""
 
 
 def required(gate: Gate) -> bool:

@@ -124,11 +124,15 @@ class SmtpTestServer:
         implicit: bool = False,
         host: str = "127.0.0.1",
         hostname: str = "mail.contoso.test",
+        port: int = 0,
     ) -> None:
+        """`port` 0 takes an ephemeral port; a fixed one is for names published beforehand
+        (a TLSA owner `_PORT._tcp.HOST` carries the port)."""
         if tls is None and (implicit or _needs_tls(behaviour)):
             raise ValueError(f"{behaviour.value} (implicit={implicit}) needs a certificate")
         self.host = host
         self.hostname = hostname
+        self._port = port
         self.behaviour = behaviour
         self.implicit = implicit
         self.commands: list[str] = []
@@ -157,7 +161,7 @@ class SmtpTestServer:
         self._server = await asyncio.start_server(
             self._accept,
             self.host,
-            0,
+            self._port,
             ssl=self._context if self.implicit else None,
             ssl_handshake_timeout=5.0 if self.implicit else None,
         )

@@ -55,15 +55,16 @@ class Policy:
     """Of the file's bytes: a changed policy under an unchanged id is a finding."""
 
 
-def parse_txt(texts: Sequence[str]) -> str:
-    """The policy id from the `_mta-sts` TXT strings (each already joined); raises PolicyError.
+def parse_txt(texts: Sequence[str]) -> str | None:
+    """The policy id from the `_mta-sts` TXT strings (each already joined); None when no record
+    announces a policy; raises PolicyError for a broken announcement.
 
     Records not starting with `v=STSv1` are ignored; more than one that does is an error
     (RFC 8461 section 3.1: senders then act as if no policy existed).
     """
     ours = [t for t in texts if t.replace(" ", "").startswith("v=STSv1")]
     if not ours:
-        raise PolicyError("no TXT record starting with v=STSv1")
+        return None
     if len(ours) > 1:
         raise PolicyError(f"{len(ours)} v=STSv1 TXT records (exactly one allowed)")
     fields = _txt_fields(ours[0])

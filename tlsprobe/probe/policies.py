@@ -1,0 +1,122 @@
+"""An endpoint probe with its DNS policies: DANE per endpoint, MTA-STS per policy domain.
+
+`probe_with_policies` runs the ordinary probe and the TLSA lookup side by side, then adds the
+`dane` and `mta_sts` checks to the result (each absent when the host or domain publishes no
+policy: not applicable). `domain_policy` learns one policy domain's MTA-STS state (TXT id,
+policy fetched with full verification, TLS-RPT destinations); callers fetch it once per domain
+and cycle and hand it to every endpoint of that domain. Nothing here raises for what DNS or a
+policy server does: failures become findings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+
+import dns.asyncresolver
+
+from tlsprobe.model import DnssecStatus, Endpoint, Policy, ProbeResult, overall_status
+from tlsprobe.probe import dane, dnssec, mtasts, tlsalookup
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.mtasts_fetch import FetchSettings, fetch_policy
+from tlsprobe.probe.prober import Clock, probe_endpoint, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class DaneContext:
+    """What a DANE judgement needs besides the endpoint."""
+
+    resolver: dns.asyncresolver.Resolver
+    next_hop: str | None = None
+    """The mail domain whose MX named the host (a reference identifier for DANE-TA)."""
+    mx_status: DnssecStatus | None = None
+    """DNSSEC status of that MX lookup; None when the host was configured directly."""
+
+
+async def mx_status(resolver: dns.asyncresolver.Resolver, domain: str) -> DnssecStatus:
+    """The DNSSEC status of `domain`'s MX RRset (or of its denial)."""
+    return (await dnssec.lookup(resolver, domain, "MX")).status
+
+
+async def probe_with_policies(
+    endpoint: Endpoint,
+    policy: Policy,
+    trust: TrustStore,
+    *,
+    timeout: float = 30.0,
+    now: Clock | None = None,
+    dane_context: DaneContext | None = None,
+    sts: mtasts.DomainPolicy | None = None,
+) -> ProbeResult:
+    """`probe_endpoint`, plus `dane` (when a context is given) and `mta_sts` (when `sts` is)."""
+    clock = now or utcnow
+    if dane_context is None:
+        result = await probe_endpoint(endpoint, policy, trust, timeout=timeout, now=clock)
+        return add_mta_sts(result, sts)
+    result, answer = await asyncio.gather(
+        probe_endpoint(endpoint, policy, trust, timeout=timeout, now=clock),
+        tlsalookup.lookup_tlsa(dane_context.resolver, endpoint.host, endpoint.port),
+    )
+    return add_mta_sts(add_dane(result, answer, dane_context, clock()), sts)
+
+
+def add_dane(
+    result: ProbeResult, answer: dane.TlsaAnswer, context: DaneContext, now: datetime
+) -> ProbeResult:
+    """The result with the `dane` check and findings (only when a chain was captured)."""
+    if not result.chain:
+        return result
+    check, findings = dane.judge(
+        answer,
+        [c.der for c in result.chain],
+        host=result.endpoint.host.lower().rstrip("."),
+        next_hop=context.next_hop,
+        mx_status=context.mx_status,
+        now=now,
+    )
+    checks = result.checks if check is None else (*result.checks, check)
+    return dataclasses.replace(result, checks=checks, status=overall_status(checks), dane=findings)
+
+
+def add_mta_sts(result: ProbeResult, sts: mtasts.DomainPolicy | None) -> ProbeResult:
+    if sts is None or not result.chain:
+        return result
+    check = mtasts.check_endpoint(sts, result.endpoint.host, result.checks)
+    if check is None:
+        return result
+    checks = (*result.checks, check)
+    return dataclasses.replace(result, checks=checks, status=overall_status(checks))
+
+
+async def domain_policy(
+    domain: str,
+    resolver: dns.asyncresolver.Resolver,
+    fetch: FetchSettings,
+    *,
+    timeout: float,
+) -> mtasts.DomainPolicy:
+    """One policy domain's MTA-STS state: the TXT id, the policy, and TLS-RPT destinations."""
+    domain = domain.lower().rstrip(".")
+    (found, texts), (_, rpt) = await asyncio.gather(
+        dnssec.lookup_txt(resolver, f"_mta-sts.{domain}"),
+        dnssec.lookup_txt(resolver, f"_smtp._tls.{domain}"),
+    )
+    rua = mtasts.parse_tlsrpt(rpt)
+    if found.status in (DnssecStatus.BOGUS, DnssecStatus.FAILED):
+        return mtasts.DomainPolicy(domain, None, None, f"TXT lookup: {found.detail}", rua)
+    try:
+        policy_id = mtasts.parse_txt(texts)
+    except mtasts.PolicyError as exc:
+        return mtasts.DomainPolicy(domain, None, None, f"TXT record: {exc}", rua)
+    if policy_id is None:
+        return mtasts.DomainPolicy(domain, None, None, "", rua)
+    fetched = await fetch_policy(domain, fetch, timeout=timeout)
+    if fetched.body is None:
+        return mtasts.DomainPolicy(domain, policy_id, None, fetched.error, rua)
+    try:
+        policy = mtasts.parse_policy(fetched.body)
+    except mtasts.PolicyError as exc:
+        return mtasts.DomainPolicy(domain, policy_id, None, f"policy: {exc}", rua)
+    return mtasts.DomainPolicy(domain, policy_id, policy, "", rua)
