@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Self
 
 import dns.dnssec
+import dns.dnssectypes
 import dns.flags
 import dns.message
 import dns.name
@@ -36,7 +37,6 @@ import dns.query
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.TLSA
 import dns.zone
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -81,7 +81,7 @@ class DnsLab:
         """Unbound's port: what the probe is told to use as its resolver."""
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._dnskey = dns.dnssec.make_dnskey(
-            self._key.public_key(), dns.dnssec.Algorithm.ECDSAP256SHA256, flags=257
+            self._key.public_key(), dns.dnssectypes.Algorithm.ECDSAP256SHA256, flags=257
         )
         self._procs: list[subprocess.Popen[bytes]] = []
 
@@ -318,10 +318,5 @@ def _flip_tlsa(txn: dns.transaction.Transaction, owner: dns.name.Name) -> None:
     rdataset = txn.get(owner, dns.rdatatype.TLSA)
     if rdataset is None:
         raise ValueError(f"no TLSA at {owner} to corrupt")
-    flipped = [
-        dns.rdtypes.ANY.TLSA.TLSA(
-            r.rdclass, r.rdtype, r.usage, r.selector, r.mtype, bytes(b ^ 0xFF for b in r.cert)
-        )
-        for r in rdataset
-    ]
+    flipped = [r.replace(cert=bytes(b ^ 0xFF for b in r.cert)) for r in rdataset]
     txn.replace(owner, dns.rdataset.from_rdata_list(rdataset.ttl, flipped))

@@ -18,6 +18,7 @@ from typing import Self
 from aiohttp import web
 
 from tests.support.pki import Hierarchy, write_server_files
+from tests.support.servers import unused_port
 from tlsprobe.probe.mtasts_fetch import FetchSettings
 
 
@@ -66,11 +67,9 @@ class PolicyServer:
         app.router.add_get("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        self.port = unused_port()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = int(server.sockets[0].getsockname()[1])
         return self
 
     async def __aexit__(self, *exc: object) -> None:

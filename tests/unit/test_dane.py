@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import Hierarchy, Issued, KeyKind
-from tlsprobe.model import DnssecStatus, Status, Tlsa, TlsaMatch
+from tlsprobe.model import Check, DnssecStatus, Status, Tlsa, TlsaMatch
 from tlsprobe.probe import dane
 from tlsprobe.probe.dane import TlsaAnswer, association, parse_tlsa
 
@@ -31,7 +31,7 @@ def judge(
     mx_status: DnssecStatus | None = DnssecStatus.SECURE,
     host: str = HOST,
     next_hop: str | None = "contoso.test",
-) -> tuple[dane.Check | None, tuple[TlsaMatch, ...]]:
+) -> tuple[Check | None, tuple[TlsaMatch, ...]]:
     answer = TlsaAnswer(NAME, status, tuple(records), base=host)
     check, findings = dane.judge(
         answer,
