@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from tlsprobe import policyreport
 from tlsprobe.model import CertFacts, Phase, ProbeResult, Status
 from tlsprobe.probe.evaluate import days_left
 from tlsprobe.probe.software import MailServer, identify
@@ -64,6 +65,7 @@ def to_json(result: ProbeResult) -> dict[str, Any]:
             for c in result.checks
         ],
         "o365_ready": result.o365_ready,
+        **({"dane": policyreport.dane_json(result.dane)} if result.dane else {}),
         "started_at": result.started_at,
         "phases": {name: round(seconds, 6) for name, seconds in result.phases.items()},
     }
@@ -93,6 +95,7 @@ def human(result: ProbeResult, now: datetime, *, sender: bool = False) -> str:
     if result.leaf is not None:
         lines += _leaf(result.leaf, now, identify(result.transcript))
         lines += _chain(result.chain)
+    lines += policyreport.dane_lines(result.dane) if result.dane else []
     lines += _checks(result)
     return "\n".join(lines) + "\n"
 

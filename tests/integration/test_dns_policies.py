@@ -4,6 +4,8 @@ HTTPS policy server. Every case the README documents gives its verdict here."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from tests.support import dnslab
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_hierarchy, make_leaf
 from tests.support.policyserver import PolicyServer, Response
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
+from tlsprobe.cli.main import main as cli_main
 from tlsprobe.model import DnssecStatus, Endpoint, Policy, ProbeResult, Status, TlsaMatch
 from tlsprobe.probe import dnssec, mtasts, policies
 from tlsprobe.probe.dane import association
@@ -326,3 +329,66 @@ async def test_txt_id_change_without_policy_change_is_a_finding(
         lab.publish()
     assert after.policy_id == "2"
     assert "but the policy did not" in mtasts.compare(before, after)
+
+
+# --- tlsprobe check --dane --mta-sts ------------------------------------------------------------
+
+
+async def test_cli_prints_the_records_and_which_one_matched(
+    lab: Lab, sts_server: PolicyServer, ca_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leaf = lab.current["ok"]
+    server = SmtpTestServer(
+        ServerTls((leaf.cert, lab.intermediate), leaf.key), port=lab.ports["ok"]
+    )
+    common = [
+        "check",
+        f"ok.{Z}:{lab.ports['ok']}",
+        "--address=127.0.0.1",
+        f"--ca-file={ca_file}",
+        "--dane",
+        f"--resolver=127.0.0.1:{lab.dns.port}",
+        f"--mta-sts=enforce.{Z}",
+        f"--mta-sts-connect=mta-sts.enforce.{Z}=127.0.0.1:{sts_server.port}",
+        "--timeout=10",
+    ]
+    async with server:
+        code = await asyncio.to_thread(cli_main, common)
+        text = capsys.readouterr().out
+        json_code = await asyncio.to_thread(cli_main, [*common, "--json"])
+        data = json.loads(capsys.readouterr().out)
+    assert code == json_code == 0, text
+    published = tlsa(3, 1, 1, leaf.cert)
+    assert f"matched     {published}" in text
+    assert "next_key" in text and "secure" in text
+    assert f"MTA-STS       enforce.{Z} id 1: mode enforce" in text
+    assert f"mailto:tlsrpt@{Z}" in text
+    assert {r["match"] for r in data["dane"]["records"]} == {"matched", "next_key"}
+    assert data["dane"]["dnssec"] == "secure"
+    assert data["mta_sts"]["mode"] == "enforce"
+    assert {c["name"]: c["status"] for c in data["checks"]}["dane"] == "ok"
+    assert {c["name"]: c["status"] for c in data["checks"]}["mta_sts"] == "ok"
+
+
+async def test_cli_exit_code_is_critical_when_the_key_rotated(
+    lab: Lab, pki: Hierarchy, ca_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh = make_leaf(pki.intermediate, [f"rotated.{Z}"], key=KeyKind.EC_P384)
+    server = SmtpTestServer(
+        ServerTls((fresh.cert, lab.intermediate), fresh.key), port=lab.ports["rotated"]
+    )
+    async with server:
+        code = await asyncio.to_thread(
+            cli_main,
+            [
+                "check",
+                f"rotated.{Z}:{lab.ports['rotated']}",
+                "--address=127.0.0.1",
+                f"--ca-file={ca_file}",
+                "--dane",
+                f"--resolver=127.0.0.1:{lab.dns.port}",
+            ],
+        )
+    out = capsys.readouterr().out
+    assert code == 2, out
+    assert "CRITICAL" in out and "no TLSA record" in out

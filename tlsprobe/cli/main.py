@@ -93,15 +93,26 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from tlsprobe import report
+    from tlsprobe import policyreport, report
+    from tlsprobe.cli import policyargs
     from tlsprobe.probe.prober import probe_endpoint, utcnow
 
     endpoint, policy, trust = build_check(args)
-    result = asyncio.run(probe_endpoint(endpoint, policy, trust, timeout=args.timeout))
+    request = policyargs.request(args)
+    sts = None
+    if request is None:
+        result = asyncio.run(probe_endpoint(endpoint, policy, trust, timeout=args.timeout))
+    else:
+        result, sts = policyargs.run(endpoint, policy, trust, request, args.timeout)
     if args.json:
-        print(json.dumps(report.to_json(result), indent=2))
+        data = report.to_json(result)
+        if sts is not None:
+            data["mta_sts"] = policyreport.sts_json(sts)
+        print(json.dumps(data, indent=2))
     else:
         text = report.human(result, utcnow())
+        if sts is not None:
+            text += "\n" + "\n".join(policyreport.sts_lines(sts))
         if args.verbose and result.transcript:
             text += "\nSMTP transcript\n" + "\n".join(f"  {t}" for t in result.transcript) + "\n"
         sys.stdout.write(text)
@@ -131,6 +142,9 @@ def _add_check(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the SMTP transcript")
+    from tlsprobe.cli import policyargs
+
+    policyargs.add_arguments(p)
     p.set_defaults(func=cmd_check)
 
 

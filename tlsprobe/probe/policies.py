@@ -120,3 +120,47 @@ async def domain_policy(
     except mtasts.PolicyError as exc:
         return mtasts.DomainPolicy(domain, policy_id, None, f"policy: {exc}", rua)
     return mtasts.DomainPolicy(domain, policy_id, policy, "", rua)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRequest:
+    """Which DNS policies to judge for one endpoint, and how to reach DNS and policy servers."""
+
+    dane: bool = False
+    sts_domain: str | None = None
+    """The MTA-STS policy domain (also the next-hop domain DANE-TA names may carry)."""
+    nameservers: tuple[str, ...] = ()
+    """Validating resolvers; empty means the system's."""
+    dns_port: int = 53
+    fetch: FetchSettings = dataclasses.field(default_factory=FetchSettings)
+
+
+async def check_once(
+    endpoint: Endpoint,
+    policy: Policy,
+    trust: TrustStore,
+    request: PolicyRequest,
+    *,
+    timeout: float,
+) -> tuple[ProbeResult, mtasts.DomainPolicy | None]:
+    """One probe with the requested DNS policies: the probe, the TLSA lookup and the policy
+    fetch run side by side, each within `timeout`. Raises `dns.resolver.NoResolverConfiguration`
+    when no resolver is given and the system has none (a setup error)."""
+    resolver = dnssec.make_validating_resolver(
+        request.nameservers, port=request.dns_port, timeout=min(timeout, 10.0)
+    )
+    domain = request.sts_domain
+    context = None
+    if request.dane:
+        status = await mx_status(resolver, domain) if domain else None
+        context = DaneContext(resolver, next_hop=domain, mx_status=status)
+    if domain is None:
+        result = await probe_with_policies(
+            endpoint, policy, trust, timeout=timeout, dane_context=context
+        )
+        return result, None
+    result, sts = await asyncio.gather(
+        probe_with_policies(endpoint, policy, trust, timeout=timeout, dane_context=context),
+        domain_policy(domain, resolver, request.fetch, timeout=timeout),
+    )
+    return add_mta_sts(result, sts), sts

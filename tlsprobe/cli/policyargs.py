@@ -1,0 +1,86 @@
+"""`tlsprobe check --dane / --mta-sts DOMAIN`: the DNS policy arguments and their wiring."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import dns.resolver
+
+from tlsprobe.cli.main import UsageError
+from tlsprobe.model import Endpoint, HostPortError, Policy, ProbeResult, parse_host_port
+from tlsprobe.probe import mtasts
+from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.mtasts_fetch import FetchSettings
+from tlsprobe.probe.policies import PolicyRequest, check_once
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dane",
+        action="store_true",
+        help="judge the host's TLSA records (RFC 7672) against the chain served",
+    )
+    p.add_argument(
+        "--mta-sts",
+        metavar="DOMAIN",
+        help="judge the endpoint against DOMAIN's MTA-STS policy (RFC 8461)",
+    )
+    p.add_argument(
+        "--resolver",
+        metavar="IP[:PORT]",
+        help="validating resolver to trust for the AD bit (default: the system's)",
+    )
+    p.add_argument(
+        "--mta-sts-connect",
+        action="append",
+        default=[],
+        metavar="HOST=IP:PORT",
+        help="fetch the policy of HOST (mta-sts.DOMAIN) from IP:PORT (laboratories, tests); "
+        "the certificate is still verified against --ca-file for HOST",
+    )
+
+
+def request(args: argparse.Namespace) -> PolicyRequest | None:
+    """The DNS policies asked for; None when neither --dane nor --mta-sts was given."""
+    if not args.dane and not args.mta_sts:
+        return None
+    nameservers: tuple[str, ...] = ()
+    port = 53
+    if args.resolver:
+        host, given = _host_port(args.resolver, "--resolver")
+        nameservers, port = (host,), given or 53
+    domain = args.mta_sts.strip().lower().rstrip(".") if args.mta_sts else None
+    if domain is not None and not domain:
+        raise UsageError("--mta-sts needs a domain")
+    addresses = dict(_connect(value) for value in args.mta_sts_connect)
+    fetch = FetchSettings(ca_file=args.ca_file, addresses=addresses)
+    return PolicyRequest(args.dane, domain, nameservers, port, fetch)
+
+
+def _connect(value: str) -> tuple[str, tuple[str, int]]:
+    host, sep, target = value.partition("=")
+    if not sep or not host:
+        raise UsageError(f"--mta-sts-connect {value!r}: expected HOST=IP:PORT")
+    address, port = _host_port(target, "--mta-sts-connect")
+    return host.strip().lower().rstrip("."), (address, port or 443)
+
+
+def _host_port(value: str, option: str) -> tuple[str, int | None]:
+    try:
+        return parse_host_port(value)
+    except HostPortError as exc:
+        raise UsageError(f"{option}: {exc}") from exc
+
+
+def run(
+    endpoint: Endpoint,
+    policy: Policy,
+    trust: TrustStore,
+    policies: PolicyRequest,
+    timeout: float,
+) -> tuple[ProbeResult, mtasts.DomainPolicy | None]:
+    try:
+        return asyncio.run(check_once(endpoint, policy, trust, policies, timeout=timeout))
+    except dns.resolver.NoResolverConfiguration as exc:
+        raise UsageError("no system resolver configured: pass --resolver") from exc

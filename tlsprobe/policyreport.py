@@ -1,0 +1,70 @@
+"""Render DANE findings and an MTA-STS domain policy for people and for JSON.
+
+`report` shows a probe result; this module adds what `tlsprobe check --dane` and
+`--mta-sts DOMAIN` learnt: every TLSA record with its verdict (which one matched, which is the
+staged next key, which are unusable and why), and the policy domain's TXT id, mode, `mx`
+patterns, `max_age` and TLS-RPT destinations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tlsprobe.model import DaneFindings
+from tlsprobe.probe.mtasts import DomainPolicy
+
+
+def dane_json(findings: DaneFindings) -> dict[str, Any]:
+    return {
+        "name": findings.name,
+        "dnssec": findings.status.value,
+        "mx_dnssec": findings.mx_status.value if findings.mx_status else None,
+        "applicable": findings.applicable,
+        "detail": findings.detail or None,
+        "records": [
+            {"record": v.record.text, "match": v.match.value, "note": v.note}
+            for v in findings.records
+        ],
+    }
+
+
+def dane_lines(findings: DaneFindings) -> list[str]:
+    mx = f", MX {findings.mx_status.value}" if findings.mx_status else ""
+    lines = [f"DANE          {findings.name} TLSA ({findings.status.value}{mx})"]
+    if findings.detail:
+        lines.append(f"  resolver    {findings.detail}")
+    if not findings.records:
+        lines.append("  no TLSA records: DANE not applicable")
+    for verdict in findings.records:
+        lines.append(f"  {verdict.match.value:<10}  {verdict.record.text}")
+        lines.append(f"  {'':<10}  {verdict.note}")
+    return [*lines, ""]
+
+
+def sts_json(domain: DomainPolicy) -> dict[str, Any]:
+    policy = domain.policy
+    return {
+        "domain": domain.domain,
+        "id": domain.policy_id,
+        "error": domain.error or None,
+        "mode": policy.mode.value if policy else None,
+        "max_age": policy.max_age if policy else None,
+        "mx": list(policy.mx) if policy else [],
+        "policy_sha256": policy.sha256 if policy else None,
+        "tlsrpt_rua": list(domain.tlsrpt_rua),
+    }
+
+
+def sts_lines(domain: DomainPolicy) -> list[str]:
+    policy = domain.policy
+    if not domain.published:
+        head = f"MTA-STS       {domain.domain}: no policy published (not applicable)"
+    elif policy is None:
+        head = f"MTA-STS       {domain.domain} id {domain.policy_id or '-'}: {domain.error}"
+    else:
+        head = (
+            f"MTA-STS       {domain.domain} id {domain.policy_id}: mode {policy.mode.value}, "
+            f"max_age {policy.max_age}s, mx {', '.join(policy.mx) or '(none)'}"
+        )
+    rua = ", ".join(domain.tlsrpt_rua) or "(no _smtp._tls record)"
+    return [head, f"TLS-RPT       {rua}", ""]
