@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from cryptography import x509
 
 from tests.support import dnslab
+from tests.support.gates import Gate, unavailable
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_hierarchy, make_leaf
 from tests.support.policyserver import PolicyServer, Response
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
@@ -23,11 +23,6 @@ from tlsprobe.model import DnssecStatus, Endpoint, Policy, ProbeResult, Status, 
 from tlsprobe.probe import dnssec, mtasts, policies
 from tlsprobe.probe.dane import association
 from tlsprobe.probe.evaluate import TrustStore
-
-if not dnslab.available():
-    pytestmark = pytest.mark.skipif(
-        not os.environ.get("TLSPROBE_REQUIRE_DNSLAB"), reason="nsd/unbound not installed"
-    )
 
 Z = "dane.test"
 CASES = (
@@ -118,6 +113,8 @@ def sts_records(policy_id: str = "1") -> list[str]:
 
 @pytest.fixture(scope="module")
 def lab(pki: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not dnslab.available():
+        unavailable(Gate.DNSLAB, "nsd and unbound are not installed (Debian: nsd, unbound)")
     dns = dnslab.DnsLab(tmp_path_factory.mktemp("dnslab"))
     state = Lab(pki, dns)
     state.publish()
