@@ -38,9 +38,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "tlsprobe.example.yml
 ONE = "targets:\n  - host: mail.example.com\n"
 FP = "AB:" * 31 + "AB"
 TARGET_KEYS = (
-    "expected one of: address, addresses, ca_file, certificate_domain, crit_days, "
-    "ehlo_name, expected_certificate, host, interval, mode, mx, name, port, retries, sni, "
-    "timeout, warn_days"
+    "expected one of: address, addresses, ca_file, certificate_domain, crit_days, dane, "
+    "ehlo_name, expected_certificate, host, interval, mode, mta_sts_domain, mx, name, port, "
+    "retries, sni, timeout, warn_days"
 )
 
 
@@ -610,6 +610,8 @@ targets:
                 mx="contoso.com",
                 sni=None,
                 send_sni=False,
+                dane=True,  # DNS policies are on by default for mx targets
+                mta_sts_domain="contoso.com",
             ),
             TargetConfig(
                 **{**common, "policy": Policy(None, (), 30.0, 10.0, ())},
@@ -627,6 +629,8 @@ targets:
                 host=None,
                 mx="example.com",
                 sni=None,
+                dane=True,
+                mta_sts_domain="example.com",
             ),
         ),
     )

@@ -30,6 +30,7 @@ from tlsprobe.exporter.metrics import (
     SEND_SIDE_METRICS,
     EndpointState,
     ExporterStats,
+    MtaStsSample,
     TextRenderer,
     TlsprobeCollector,
 )
@@ -37,6 +38,8 @@ from tlsprobe.exporter.scrape import Scrape
 from tlsprobe.exporter.store import Drift, StoredCert
 from tlsprobe.model import (
     Capture,
+    DaneFindings,
+    DnssecStatus,
     Endpoint,
     Policy,
     ProbeError,
@@ -166,6 +169,7 @@ def stats() -> ExporterStats:
     s.state_write_errors = 4
     s.targets_configured = 5
     s.external_url = "https://tlsprobe.contoso.test/mon"
+    s.mta_sts = {"contoso.test": MtaStsSample(True, "enforce", 86400.0, 1_700_000_500.0)}
     return s
 
 
@@ -390,7 +394,9 @@ def everything(
     drifting = replace(
         good, drift=Drift(leaf.sha256, since=1_700_000_123.5, changes_total=2, previous=old)
     )
-    return [drifting, expired, untrusted, failed, *_two_addresses(pki, trust, same=False)]
+    findings = DaneFindings("_25._tcp.mail.contoso.test", DnssecStatus.SECURE, None, ())
+    dane = replace(expired, result=replace(expired.result, dane=findings))
+    return [drifting, dane, untrusted, failed, *_two_addresses(pki, trust, same=False)]
 
 
 def test_renderer_and_collector_expose_the_same_samples(

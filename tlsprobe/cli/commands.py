@@ -84,7 +84,25 @@ def cmd_history(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"tlsprobe history: {_problem(args.config, exc)}", file=sys.stderr)
             return 2
-    return history_command(state_dir, args.host)
+    code = history_command(state_dir, args.host)
+    return _policy_history(state_dir, args.host, code)
+
+
+def _policy_history(state_dir: Path, host: str, code: int) -> int:
+    """TLSA and MTA-STS changes after the certificate timeline; 0 when either had something."""
+    import sqlite3
+
+    from tlsprobe.exporter import policyhistory
+
+    try:
+        changes = policyhistory.changes_for(state_dir / policyhistory.POLICY_HISTORY_FILE, host)
+    except sqlite3.Error as exc:
+        print(f"tlsprobe history: policy history: {exc}", file=sys.stderr)
+        return code
+    if not changes:
+        return code
+    print(policyhistory.format_changes(changes))
+    return 0
 
 
 def cmd_rules(args: argparse.Namespace) -> int:

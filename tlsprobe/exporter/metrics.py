@@ -176,6 +176,29 @@ METRICS: tuple[MetricDef, ...] = (
         "accepted_domains",
         scope="target",
     ),
+    _g(
+        "dane_tlsa_records",
+        "TLSA records found for the endpoint (0: DANE not applicable), by the DNSSEC status of "
+        "the answer: secure, insecure, bogus, failed.",
+        "dnssec",
+    ),
+    _g(
+        "mta_sts_fetch_success",
+        "1 when the domain's MTA-STS TXT record and policy were read and parsed; 0 when a "
+        "policy is announced but unusable.",
+        "domain",
+        scope="",
+    ),
+    _g(
+        "mta_sts_policy_info", "1 with the mode of the domain's policy.", "domain", "mode", scope=""
+    ),
+    _g("mta_sts_max_age_seconds", "max_age of the domain's MTA-STS policy.", "domain", scope=""),
+    _g(
+        "mta_sts_id_change_timestamp_seconds",
+        "When the domain's MTA-STS policy id was first seen with its current value.",
+        "domain",
+        scope="",
+    ),
     _g("config_last_reload_successful", "1 when the last configuration load worked.", scope=""),
     _g(
         "config_last_reload_success_timestamp_seconds",
@@ -272,6 +295,8 @@ class ExporterStats:
     auth_outcomes: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
     probe_requests_shared: int = 0
     event_loop: EventLoop = EventLoop.ASYNCIO
+    mta_sts: dict[str, MtaStsSample] = field(default_factory=dict)
+    """Per MTA-STS policy domain of the configuration (bounded by it)."""
 
     def snapshot(self) -> ExporterStats:
         """A copy another thread may read while the loop goes on counting (each dict copied)."""
@@ -281,6 +306,16 @@ class ExporterStats:
             if isinstance(value, dict):
                 setattr(copy, item.name, dict(value))
         return copy
+
+
+@dataclass(frozen=True, slots=True)
+class MtaStsSample:
+    """What `/metrics` shows of one policy domain that announces a policy."""
+
+    fetched: bool
+    mode: str | None
+    max_age: float | None
+    id_changed_at: float
 
 
 Sample = tuple[str, tuple[str, ...], float]
@@ -319,6 +354,7 @@ def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
         names = ",".join(leaf.dns_names)
         info = (leaf.sha256, *map(_clip, (leaf.subject, leaf.issuer, leaf.serial, names)))
         yield "tlsprobe_cert_info", info, 1.0
+    yield from _dane_samples(result)
     if state.drift is not None:
         previous = state.drift.previous
         if previous is not None:
@@ -328,6 +364,13 @@ def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
             yield "tlsprobe_cert_previous_not_after_timestamp_seconds", (), previous.not_after
         yield "tlsprobe_cert_changes", (), float(state.drift.changes_total)
         yield "tlsprobe_cert_last_change_timestamp_seconds", (), state.drift.since
+
+
+def _dane_samples(result: ProbeResult) -> Iterator[Sample]:
+    """TLSA records found, by DNSSEC status; nothing when DANE was not asked for."""
+    if result.dane is not None:
+        dane = result.dane
+        yield "tlsprobe_dane_tlsa_records", (dane.status.value,), float(len(dane.records))
 
 
 TargetFacts = tuple[frozenset[str], tuple[str, str]]
@@ -376,11 +419,23 @@ def exporter_samples(stats: ExporterStats, endpoints: int) -> Iterator[Sample]:
     yield "tlsprobe_state_writable", (), 1.0 if stats.state_writable else 0.0
     yield "tlsprobe_state_write_errors", (), float(stats.state_write_errors)
     yield "tlsprobe_targets_configured", (), float(stats.targets_configured)
+    yield from _mta_sts_samples(stats.mta_sts)
     yield "tlsprobe_endpoints", (), float(endpoints)
     python = ".".join(map(str, sys.version_info[:3]))
     yield "tlsprobe_build_info", (__version__, python, stats.event_loop.value), 1.0
     if stats.external_url:
         yield "tlsprobe_external_url_info", (stats.external_url,), 1.0
+
+
+def _mta_sts_samples(domains: Mapping[str, MtaStsSample]) -> Iterator[Sample]:
+    for domain, sample in sorted(domains.items()):
+        yield "tlsprobe_mta_sts_fetch_success", (domain,), 1.0 if sample.fetched else 0.0
+        if sample.mode is not None:
+            yield "tlsprobe_mta_sts_policy_info", (domain, sample.mode), 1.0
+        if sample.max_age is not None:
+            yield "tlsprobe_mta_sts_max_age_seconds", (domain,), sample.max_age
+        if sample.id_changed_at:
+            yield "tlsprobe_mta_sts_id_change_timestamp_seconds", (domain,), sample.id_changed_at
 
 
 # --- text exposition -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,7 +24,9 @@ from typing import Any
 import tenacity
 
 from tlsprobe.exporter.config import Config, TargetConfig
+from tlsprobe.exporter.dnspolicies import DnsPolicies
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats
+from tlsprobe.exporter.policyhistory import POLICY_HISTORY_FILE, PolicyHistory
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.store import Drift, HistoryStore
 from tlsprobe.model import (
@@ -67,6 +70,7 @@ class Scheduler:
         stats: ExporterStats,
         history: HistoryStore | None = None,
         resolver: Any = None,
+        dns_policies: DnsPolicies | None = None,
         probe: ProbeFn = probe_endpoint,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -94,6 +98,13 @@ class Scheduler:
         self._resolver = resolver or discover.make_resolver(
             config.dns.nameservers, port=config.dns.port, timeout=config.dns.timeout
         )
+        # DANE and MTA-STS ask the configured resolver; a caller that injects its own
+        # resolver (tests) gets them only by passing `dns_policies` too.
+        if dns_policies is None and resolver is None:
+            dns_policies = DnsPolicies(
+                config, history=_policy_history(config, history), published=stats.mta_sts
+            )
+        self.dns_policies = dns_policies
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -108,6 +119,8 @@ class Scheduler:
             self._semaphore = asyncio.Semaphore(config.concurrency)
         self.config = config
         self._trust.clear()
+        if self.dns_policies is not None:
+            self.dns_policies.apply(config)
         wanted = {t.key: t for t in config.targets}
         for key, (target, task) in list(self._tasks.items()):
             if wanted.get(key) != target:
@@ -128,6 +141,8 @@ class Scheduler:
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
         self._tasks.clear()
+        if self.dns_policies is not None:
+            self.dns_policies.close()
 
     def _forget(self, key: tuple[str, str]) -> None:
         removed = self.results.remove_target(*key)
@@ -238,7 +253,10 @@ class Scheduler:
                 checks=(),
                 phases={},
             )
-        return await self.probe_with_retries(job)
+        result = await self.probe_with_retries(job)
+        if self.dns_policies is None:
+            return result
+        return await self.dns_policies.judge(job.target, result)
 
     async def probe_with_retries(self, job: Job) -> ProbeResult:
         """Probe once; only a transient failure goes on to tenacity's bounded retries."""
@@ -365,6 +383,17 @@ def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:
     return EndpointState(
         target.tenant, target.name, result, interval=target.interval, connector=connector
     )
+
+
+def _policy_history(config: Config, history: HistoryStore | None) -> PolicyHistory | None:
+    """Beside the certificate history, when there is one (and only then: tests run without)."""
+    if history is None:
+        return None
+    try:
+        return PolicyHistory(config.state_dir / POLICY_HISTORY_FILE)
+    except sqlite3.Error as exc:
+        log.error("policy history unavailable: %s", exc)
+        return None
 
 
 def _transient(result: ProbeResult) -> bool:

@@ -18,7 +18,7 @@ from datetime import datetime
 import dns.asyncresolver
 
 from tlsprobe.model import DnssecStatus, Endpoint, Policy, ProbeResult, overall_status
-from tlsprobe.probe import dane, dnssec, mtasts, tlsalookup
+from tlsprobe.probe import certs, dane, dnssec, mtasts, tlsalookup
 from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.mtasts_fetch import FetchSettings, fetch_policy
 from tlsprobe.probe.prober import Clock, probe_endpoint, utcnow
@@ -68,14 +68,17 @@ def add_dane(
     """The result with the `dane` check and findings (only when a chain was captured)."""
     if not result.chain:
         return result
-    check, findings = dane.judge(
-        answer,
-        [c.der for c in result.chain],
-        host=result.endpoint.host.lower().rstrip("."),
-        next_hop=context.next_hop,
-        mx_status=context.mx_status,
-        now=now,
-    )
+    try:
+        check, findings = dane.judge(
+            answer,
+            [c.der for c in result.chain],
+            host=result.endpoint.host.lower().rstrip("."),
+            next_hop=context.next_hop,
+            mx_status=context.mx_status,
+            now=now,
+        )
+    except certs.CertificateParseError:
+        return result  # the probe already reported an unparseable chain as a protocol error
     checks = result.checks if check is None else (*result.checks, check)
     return dataclasses.replace(result, checks=checks, status=overall_status(checks), dane=findings)
 

@@ -62,6 +62,20 @@ def sni_setting(
     return domain_name(value, at), True
 
 
+def dns_policies(
+    section: Mapping[str, object], where: str, mx: str | None
+) -> tuple[bool, str | None]:
+    """(`dane`, `mta_sts_domain`): a boolean, and a domain or false for none; both on by
+    default for mx targets, off for host targets."""
+    dane = section.get("dane", mx is not None)
+    if not isinstance(dane, bool):
+        raise ConfigError(f"{where}.dane", f"must be true or false, got {kind(dane)}")
+    domain = section.get("mta_sts_domain", mx)
+    if domain is False or domain is None:
+        return dane, None
+    return dane, domain_name(domain, f"{where}.mta_sts_domain")
+
+
 def connector(section: Mapping[str, object], where: str) -> str | None:
     if "certificate_domain" not in section:
         return None

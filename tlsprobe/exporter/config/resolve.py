@@ -320,6 +320,7 @@ class _Parser:
                 "connector": lambda: fields.connector(section, where),
                 "name": lambda: display_name(section.get("name", host or mx), f"{where}.name"),
                 "pins": lambda: fields.expected_pins(section.get("expected_certificate"), where),
+                "dns_policies": lambda: fields.dns_policies(section, where, mx),
             }
         )
         settings: _Defaults = parsed["settings"]
@@ -328,6 +329,7 @@ class _Parser:
             settings = dataclasses.replace(settings, ca_file=None)
         sni, send_sni = parsed["sni"]
         certificate_domain = parsed["connector"] or tenant.certificate_domain
+        dane, mta_sts_domain = parsed["dns_policies"]
         return TargetConfig(
             tenant=tenant.name,
             name=parsed["name"],
@@ -351,6 +353,8 @@ class _Parser:
                 expected=parsed["pins"],
             ),
             send_sni=send_sni,
+            dane=dane,
+            mta_sts_domain=mta_sts_domain,
         )
 
 

@@ -65,6 +65,8 @@ TARGET_KEYS = (
     "crit_days",
     "ca_file",
     "certificate_domain",
+    "dane",
+    "mta_sts_domain",
 )
 
 
@@ -160,6 +162,10 @@ class TargetConfig:
     policy: Policy
     send_sni: bool = True
     """False when the configuration says `sni: false`."""
+    dane: bool = False
+    """Judge TLSA records (`dane` check); default true for mx targets."""
+    mta_sts_domain: str | None = None
+    """MTA-STS policy domain (`mta_sts` check); default the mail domain of an mx target."""
 
     @property
     def key(self) -> tuple[str, str]:

@@ -1,0 +1,70 @@
+"""The exporter's DNS policy settings and their history: config keys, change records, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tlsprobe.exporter import policyhistory
+from tlsprobe.exporter.config import ConfigError, parse_config
+from tlsprobe.exporter.policyhistory import PolicyHistory
+
+
+def targets(*entries: dict[str, object]) -> list[tuple[bool, str | None]]:
+    config = parse_config({"targets": list(entries)}, base_dir=Path("."))
+    return [(t.dane, t.mta_sts_domain) for t in config.targets]
+
+
+def test_dns_policies_are_on_by_default_for_mx_targets_only() -> None:
+    assert targets({"mx": "Contoso.Test."}, {"host": "relay.contoso.test"}) == [
+        (True, "contoso.test"),
+        (False, None),
+    ]
+    assert targets(
+        {"mx": "contoso.test", "dane": False, "mta_sts_domain": False},
+        {"host": "relay.contoso.test", "dane": True, "mta_sts_domain": "contoso.test"},
+    ) == [(False, None), (True, "contoso.test")]
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        ({"host": "a.test", "dane": "yes"}, "targets[0].dane"),
+        ({"host": "a.test", "mta_sts_domain": "not a domain!"}, "targets[0].mta_sts_domain"),
+    ],
+)
+def test_bad_values_name_the_key(entry: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"targets": [entry]}, base_dir=Path("."))
+    assert key in str(caught.value)
+
+
+def test_history_records_changes_not_sightings(tmp_path: Path) -> None:
+    path = tmp_path / policyhistory.POLICY_HISTORY_FILE
+    history = PolicyHistory(path)
+    owner = "_25._tcp.mx1.contoso.test"
+    assert not history.observe("tlsa", owner, "3 1 1 aa", 1.0)  # first sighting
+    assert not history.observe("tlsa", owner, "3 1 1 aa", 2.0)
+    assert history.observe("tlsa", owner, "3 1 1 bb", 3.0)
+    assert not history.observe("mta_sts", "contoso.test", "id=1", 4.0)
+    assert history.observe("mta_sts", "contoso.test", "id=2", 5.0)
+    history.close()
+    changes = policyhistory.changes_for(path, "MX1.contoso.test")
+    assert [(c.kind, c.old, c.new) for c in changes] == [
+        ("tlsa", "3 1 1 aa", "3 1 1 bb"),
+        ("mta_sts", "id=1", "id=2"),
+    ]
+    assert policyhistory.changes_for(path, "other.test") == []
+    text = policyhistory.format_changes(changes)
+    assert "was 3 1 1 aa" in text and "now id=2" in text
+
+
+def test_history_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policyhistory, "MAX_ROWS", 5)
+    history = PolicyHistory(tmp_path / "h.sqlite")
+    for n in range(20):
+        history.observe("tlsa", "_25._tcp.a.test", str(n), float(n))
+    history.close()
+    changes = policyhistory.changes_for(tmp_path / "h.sqlite", "a.test")
+    assert [c.new for c in changes] == ["15", "16", "17", "18", "19"]

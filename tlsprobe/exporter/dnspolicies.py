@@ -1,0 +1,146 @@
+"""DANE and MTA-STS for the exporter: judge each probe result against its DNS policies.
+
+A target with `dane` gets its TLSA records looked up through the validating resolver of the
+`dns:` section (the one discovery uses) after every probe that captured a chain; a target with
+an `mta_sts_domain` gets the `mta_sts` check from that domain's policy, fetched at most once per
+target interval per domain (senders cache it for `max_age`, so refetching each probe would only
+load the policy server). Per domain, the exporter keeps what the metrics show (mode, `max_age`,
+fetch success, when the id last changed) and records TLSA and policy changes in the policy
+history. A domain that left the configuration is forgotten, so the state stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tlsprobe.exporter.config import Config, TargetConfig
+from tlsprobe.exporter.metrics import MtaStsSample
+from tlsprobe.exporter.policyhistory import PolicyHistory
+from tlsprobe.model import DaneFindings, ProbeResult
+from tlsprobe.probe import dnssec, mtasts, policies, tlsalookup
+from tlsprobe.probe.mtasts_fetch import FetchSettings
+
+log = logging.getLogger("tlsprobe.exporter.dnspolicies")
+
+
+@dataclass(frozen=True, slots=True)
+class DomainState:
+    """What `/metrics` shows of one policy domain."""
+
+    policy: mtasts.DomainPolicy
+    fetched_at: float
+    id_changed_at: float
+    """Unix time the TXT id was first seen with its current value (0 when none)."""
+
+
+class DnsPolicies:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        history: PolicyHistory | None = None,
+        published: dict[str, MtaStsSample] | None = None,
+        wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.domains: dict[str, DomainState] = {}
+        self.published = published if published is not None else {}
+        """The per-domain metrics (`ExporterStats.mta_sts`), kept in step with `domains`."""
+        self._history = history
+        self._wall, self._clock = wall, clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._resolver = dnssec.make_validating_resolver(
+            config.dns.nameservers, port=config.dns.port, timeout=config.dns.timeout
+        )
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        """Forget domains no target names any more (bounded state across reloads)."""
+        wanted = {t.mta_sts_domain for t in config.targets if t.mta_sts_domain}
+        for domain in [d for d in self.domains if d not in wanted]:
+            del self.domains[domain]
+        for domain in [d for d in self.published if d not in wanted]:
+            del self.published[domain]
+        self._locks = {d: self._locks.get(d) or asyncio.Lock() for d in wanted}
+
+    def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+            self._history = None
+
+    async def judge(self, target: TargetConfig, result: ProbeResult) -> ProbeResult:
+        """`result` with the `dane` and `mta_sts` checks its target asks for."""
+        if not result.chain or not (target.dane or target.mta_sts_domain):
+            return result
+        if target.dane:
+            result = await self._dane(target, result)
+        if target.mta_sts_domain:
+            state = await self._domain(target, target.mta_sts_domain)
+            result = policies.add_mta_sts(result, state.policy)
+        return result
+
+    async def _dane(self, target: TargetConfig, result: ProbeResult) -> ProbeResult:
+        endpoint = result.endpoint
+        mx_status = await policies.mx_status(self._resolver, target.mx) if target.mx else None
+        answer = await tlsalookup.lookup_tlsa(self._resolver, endpoint.host, endpoint.port)
+        context = policies.DaneContext(self._resolver, target.mx, mx_status)
+        judged = policies.add_dane(result, answer, context, datetime.now(UTC))
+        if judged.dane is not None:
+            self._record_tlsa(judged.dane)
+        return judged
+
+    def _record_tlsa(self, findings: DaneFindings) -> None:
+        # A failed or bogus lookup says nothing about the records: no drift from it.
+        if self._history is None or findings.status.value in ("bogus", "failed"):
+            return
+        value = " | ".join(v.record.text for v in findings.records)
+        if self._history.observe("tlsa", findings.name, value, self._wall()):
+            log.warning("TLSA records changed", extra={"fields": {"name": findings.name}})
+
+    async def _domain(self, target: TargetConfig, domain: str) -> DomainState:
+        lock = self._locks.setdefault(domain, asyncio.Lock())
+        async with lock:
+            state = self.domains.get(domain)
+            if state is not None and self._clock() - state.fetched_at < target.interval:
+                return state
+            fetch = FetchSettings(ca_file=target.ca_file)
+            fresh = await policies.domain_policy(
+                domain, self._resolver, fetch, timeout=target.timeout
+            )
+            return self._remember(domain, state, fresh)
+
+    def _remember(
+        self, domain: str, previous: DomainState | None, fresh: mtasts.DomainPolicy
+    ) -> DomainState:
+        now = self._wall()
+        changed_at = now
+        if previous is not None and previous.policy.policy_id == fresh.policy_id:
+            changed_at = previous.id_changed_at
+        finding = mtasts.compare(previous.policy if previous else None, fresh)
+        if finding:
+            log.warning("MTA-STS %s", finding, extra={"fields": {"domain": domain}})
+        if self._history is not None and fresh.policy is not None:
+            value = f"id={fresh.policy_id} {fresh.policy.mode} max_age={fresh.policy.max_age} "
+            value += f"mx={','.join(fresh.policy.mx)} sha256={fresh.policy.sha256[:16]}"
+            self._history.observe("mta_sts", domain, value, now)
+        state = DomainState(fresh, self._clock(), changed_at if fresh.policy_id else 0.0)
+        self.domains[domain] = state
+        self._publish(domain, state)
+        return state
+
+    def _publish(self, domain: str, state: DomainState) -> None:
+        policy = state.policy.policy
+        if not state.policy.published:
+            self.published.pop(domain, None)  # no policy: MTA-STS is not applicable
+            return
+        self.published[domain] = MtaStsSample(
+            fetched=policy is not None,
+            mode=policy.mode.value if policy else None,
+            max_age=float(policy.max_age) if policy else None,
+            id_changed_at=state.id_changed_at,
+        )
