@@ -24,6 +24,7 @@ from aiohttp import web
 from tlsprobe.exporter import eventloop, links
 from tlsprobe.exporter.config import Config, ConfigError, TargetConfig, load_config
 from tlsprobe.exporter.connections import ConnectionGuard, GuardedSite, connection_budget
+from tlsprobe.exporter.dnspolicies import DnsPolicies, open_history
 from tlsprobe.exporter.lastresults import FLUSH_INTERVAL, RESULTS_FILENAME, ResultStore, restore
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats
 from tlsprobe.exporter.results import LatestResults
@@ -91,6 +92,11 @@ class Exporter:
             history=self.history,
             resolver=self.resolver,
             on_publish=self._remember,
+            dns_policies=DnsPolicies(
+                self.config,
+                history=open_history(self.config.state_dir),
+                published=self.stats.mta_sts,
+            ),
         )
         self.stats.reload_successful = True
         self.stats.reload_success_at = time.time()

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tlsprobe.exporter.config import Config, TargetConfig
 from tlsprobe.exporter.metrics import MtaStsSample
-from tlsprobe.exporter.policyhistory import PolicyHistory
+from tlsprobe.exporter.policyhistory import POLICY_HISTORY_FILE, PolicyHistory
 from tlsprobe.model import DaneFindings, ProbeResult
 from tlsprobe.probe import dnssec, mtasts, policies, tlsalookup
 from tlsprobe.probe.mtasts_fetch import FetchSettings
@@ -36,6 +38,16 @@ class DomainState:
     fetched_at: float
     id_changed_at: float
     """Unix time the TXT id was first seen with its current value (0 when none)."""
+
+
+def open_history(state_dir: Path) -> PolicyHistory | None:
+    """The policy history beside the certificate history; None (logged) when it cannot open:
+    losing the history must not stop the probes."""
+    try:
+        return PolicyHistory(state_dir / POLICY_HISTORY_FILE)
+    except sqlite3.Error as exc:
+        log.error("policy history unavailable: %s", exc)
+        return None
 
 
 class DnsPolicies:

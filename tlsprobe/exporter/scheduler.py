@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sqlite3
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -26,7 +25,6 @@ import tenacity
 from tlsprobe.exporter.config import Config, TargetConfig
 from tlsprobe.exporter.dnspolicies import DnsPolicies
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats
-from tlsprobe.exporter.policyhistory import POLICY_HISTORY_FILE, PolicyHistory
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.store import Drift, HistoryStore
 from tlsprobe.model import (
@@ -98,12 +96,7 @@ class Scheduler:
         self._resolver = resolver or discover.make_resolver(
             config.dns.nameservers, port=config.dns.port, timeout=config.dns.timeout
         )
-        # DANE and MTA-STS ask the configured resolver; a caller that injects its own
-        # resolver (tests) gets them only by passing `dns_policies` too.
-        if dns_policies is None and resolver is None:
-            dns_policies = DnsPolicies(
-                config, history=_policy_history(config, history), published=stats.mta_sts
-            )
+        # DANE and MTA-STS, when the caller (the exporter) asks for them.
         self.dns_policies = dns_policies
         self.in_flight = 0
         self.max_in_flight = 0
@@ -383,17 +376,6 @@ def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:
     return EndpointState(
         target.tenant, target.name, result, interval=target.interval, connector=connector
     )
-
-
-def _policy_history(config: Config, history: HistoryStore | None) -> PolicyHistory | None:
-    """Beside the certificate history, when there is one (and only then: tests run without)."""
-    if history is None:
-        return None
-    try:
-        return PolicyHistory(config.state_dir / POLICY_HISTORY_FILE)
-    except sqlite3.Error as exc:
-        log.error("policy history unavailable: %s", exc)
-        return None
 
 
 def _transient(result: ProbeResult) -> bool:

@@ -5,24 +5,28 @@ with the host name checked, no redirects followed, `text/plain` required, the bo
 size and the whole fetch in time. Every outcome is data: the body, or the reason a sender
 would give up. `addresses` maps a policy host to `IP:PORT` for laboratories and tests (the
 loopback policy server of the test suite); without an entry the system resolver is used.
+
+One HTTP/1.0 request on an asyncio stream, closed before returning: a policy is one small
+file, and a client that closes its own connection leaves nothing open behind a short-lived
+event loop (`tlsprobe check` runs one per invocation).
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-
 from tlsprobe.probe.mtasts import MAX_POLICY_BYTES
 
-_CHUNK = 16384
+PATH = "/.well-known/mta-sts.txt"
+_LINE_LIMIT = 8192
+"""Longest status or header line read (the stream limit)."""
+_MAX_HEADERS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,32 +44,7 @@ class Fetched:
 
 
 def policy_url(domain: str) -> str:
-    return f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
-
-
-class _MappedResolver(AbstractResolver):
-    """Answers from the address map, and from the system resolver for anything else."""
-
-    def __init__(self, addresses: Mapping[str, tuple[str, int]]) -> None:
-        self._addresses = addresses
-        self._fallback = aiohttp.ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        mapped = self._addresses.get(host.lower().rstrip("."))
-        if mapped is None:
-            return await self._fallback.resolve(host, port, family)
-        address, mapped_port = mapped
-        inet = socket.AF_INET6 if ":" in address else socket.AF_INET
-        return [
-            ResolveResult(
-                hostname=host, host=address, port=mapped_port, family=inet, proto=0, flags=0
-            )
-        ]
-
-    async def close(self) -> None:
-        await self._fallback.close()
+    return f"https://mta-sts.{domain}{PATH}"
 
 
 def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -77,51 +56,72 @@ def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
 
 async def fetch_policy(domain: str, settings: FetchSettings, *, timeout: float) -> Fetched:
     """The policy file's bytes, or why a sender would not have it."""
+    host = f"mta-sts.{domain}"
     try:
         async with asyncio.timeout(timeout):
-            return await _fetch(domain, settings, timeout)
+            return await _fetch(host, settings)
     except TimeoutError:
         return Fetched(None, f"policy fetch timed out after {timeout:g}s")
-    except aiohttp.ClientConnectorCertificateError as exc:
-        return Fetched(None, f"certificate of mta-sts.{domain} not valid: {exc.certificate_error}")
-    except aiohttp.ClientSSLError as exc:
-        return Fetched(None, f"TLS with mta-sts.{domain} failed: {str(exc)[:200]}")
-    except (aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as exc:
+    except ssl.SSLCertVerificationError as exc:
+        return Fetched(None, f"certificate of {host} not valid: {exc.verify_message}")
+    except ssl.SSLError as exc:
+        return Fetched(None, f"TLS with {host} failed: {str(exc)[:200]}")
+    except (OSError, ValueError, UnicodeError) as exc:
         return Fetched(None, f"policy fetch failed: {str(exc)[:200] or type(exc).__name__}")
 
 
-async def _fetch(domain: str, settings: FetchSettings, timeout: float) -> Fetched:
-    connector = aiohttp.TCPConnector(
-        ssl=ssl_context(settings.ca_file),
-        resolver=_MappedResolver(settings.addresses),
-        use_dns_cache=False,
-        force_close=True,
+async def _fetch(host: str, settings: FetchSettings) -> Fetched:
+    address, port = settings.addresses.get(host, (host, 443))
+    reader, writer = await asyncio.open_connection(
+        address, port, ssl=ssl_context(settings.ca_file), server_hostname=host, limit=_LINE_LIMIT
     )
-    async with (
-        aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as session,
-        session.get(policy_url(domain), allow_redirects=False) as response,
-    ):
-        if 300 <= response.status < 400:
-            where = response.headers.get("Location", "")[:120]
-            return Fetched(
-                None,
-                f"HTTP {response.status} redirect to {where!r}: not followed "
-                "(RFC 8461 3.3 forbids redirects)",
-            )
-        if response.status != 200:
-            return Fetched(None, f"HTTP {response.status} for {policy_url(domain)}")
-        media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if media != "text/plain":
-            return Fetched(None, f"media type {media[:60]!r}, not text/plain")
-        return await _bounded_body(response)
+    try:
+        # HTTP/1.0: one request, no chunking, the server closes after the body.
+        writer.write(
+            f"GET {PATH} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: tlsprobe\r\n"
+            "Accept: text/plain\r\nConnection: close\r\n\r\n".encode("ascii")
+        )
+        await writer.drain()
+        status, headers = await _head(reader)
+        return await _body(reader, status, headers, host)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
 
 
-async def _bounded_body(response: aiohttp.ClientResponse) -> Fetched:
-    body = bytearray()
-    while chunk := await response.content.read(_CHUNK):
+async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """Status code and headers (lower-case names), bounded in count and line length."""
+    parts = (await reader.readline()).decode("latin-1").split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ValueError("not an HTTP response")
+    headers: dict[str, str] = {}
+    for _ in range(_MAX_HEADERS):
+        line = (await reader.readline()).decode("latin-1").strip()
+        if not line:
+            return int(parts[1]), headers
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    raise ValueError(f"more than {_MAX_HEADERS} response headers")
+
+
+async def _body(
+    reader: asyncio.StreamReader, status: int, headers: dict[str, str], host: str
+) -> Fetched:
+    if 300 <= status < 400:
+        where = headers.get("location", "")[:120]
+        return Fetched(
+            None,
+            f"HTTP {status} redirect to {where!r}: not followed (RFC 8461 3.3 forbids redirects)",
+        )
+    if status != 200:
+        return Fetched(None, f"HTTP {status} for https://{host}{PATH}")
+    media = headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "text/plain":
+        return Fetched(None, f"media type {media[:60]!r}, not text/plain")
+    body = await reader.read(MAX_POLICY_BYTES + 1)
+    while len(body) <= MAX_POLICY_BYTES and (chunk := await reader.read(MAX_POLICY_BYTES)):
         body += chunk
-        if len(body) > MAX_POLICY_BYTES:
-            return Fetched(None, f"policy larger than {MAX_POLICY_BYTES} bytes: not read further")
-    return Fetched(bytes(body))
+    if len(body) > MAX_POLICY_BYTES:
+        return Fetched(None, f"policy larger than {MAX_POLICY_BYTES} bytes: not read further")
+    return Fetched(body)

@@ -1,0 +1,226 @@
+"""End to end for DANE: a key rotated without its TLSA update pages through Alertmanager.
+
+A DNSSEC laboratory (NSD serving a zone signed at test time, Unbound validating it, both on
+loopback) publishes `dane.test`'s MX and the TLSA records of its MX host: the current key's
+`3 1 1` and a staged next key's. A loopback SMTP server serves the current certificate; a real
+`tlsprobe serve` discovers the MX through Unbound and judges DANE; a real Prometheus evaluates
+the shipped rules (every `for:` cut short, as in test_prometheus_e2e) and a real Alertmanager
+routes to a webhook this test serves. The MX host then serves a renewal with a third key, the
+TLSA records unchanged: the next probe turns `dane` critical and `TlsprobeDaneMismatch` reaches
+the webhook as a page, while the records and the served key are in the history.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.harness import (
+    ROOT,
+    Daemon,
+    LoopThread,
+    Webhook,
+    api,
+    write_fast_alertmanager,
+    write_fast_rules,
+)
+from tests.support import dnslab
+from tests.support.gates import Gate, prometheus_tool, unavailable
+from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf
+from tests.support.servers import ServerTls, SmtpTestServer, unused_port
+from tests.support.wait import poll
+from tlsprobe.probe.dane import association
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+
+RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+DOMAIN = "dane.test"
+MX = f"mx1.{DOMAIN}"
+SETTLE_SECONDS = 90.0
+DANE_STATUS = 'tlsprobe_check_status{check="dane"}'
+
+
+def tlsa(issued: Issued) -> str:
+    data = association(issued.cert, 1, 1)
+    assert data is not None
+    return f"3 1 1 {data.hex()}"
+
+
+@dataclass
+class Lab:
+    dns: dnslab.DnsLab
+    port: int
+    server: SmtpTestServer
+    loop: LoopThread
+    pki: Hierarchy
+    current: Issued
+    exporter: str = ""
+    prometheus: str = ""
+    webhook: Webhook | None = None
+
+
+@pytest.fixture(scope="module")
+def lab(pki: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not dnslab.available():
+        unavailable(Gate.DNSLAB, "nsd and unbound are not installed (Debian: nsd, unbound)")
+    prometheus = prometheus_tool("prometheus")
+    alertmanager = prometheus_tool("alertmanager")
+    tmp = tmp_path_factory.mktemp("dane-e2e")
+    current = pki.leaf([MX])
+    staged = pki.leaf([MX], key=KeyKind.EC_P256)
+    port = unused_port()
+    dns = dnslab.DnsLab(tmp / "dns")
+    (tmp / "dns").mkdir()
+    dns.publish(
+        [
+            "mx1 A 127.0.0.1",
+            "@ MX 10 mx1",
+            f"_{port}._tcp.mx1 TLSA {tlsa(current)}",
+            f"_{port}._tcp.mx1 TLSA {tlsa(staged)}",
+        ]
+    )
+    daemons: list[Daemon] = []
+    with dns, LoopThread() as loop, Webhook() as webhook:
+        server = SmtpTestServer(ServerTls(pki.chain(current), current.key), port=port)
+        loop.run(server.__aenter__())
+        state = Lab(dns, port, server, loop, pki, current, webhook=webhook)
+        try:
+            state.exporter = start_exporter(tmp, state, daemons)
+            manager = start_alertmanager(tmp, alertmanager, webhook, daemons)
+            state.prometheus = start_prometheus(tmp, prometheus, state.exporter, manager, daemons)
+            yield state
+        finally:
+            for daemon in reversed(daemons):
+                daemon.stop()
+            loop.run(server.__aexit__(None, None, None))
+
+
+def start(daemons: list[Daemon], tmp: Path, name: str, argv: list[str], ready: str) -> str:
+    daemon = Daemon(name, argv, tmp / f"{name}.log")
+    daemons.append(daemon)
+    daemon.wait_ready(ready)
+    return ready.rsplit("/-/", 1)[0]
+
+
+def start_exporter(tmp: Path, lab: Lab, daemons: list[Daemon]) -> str:
+    ca_file = tmp / "root.pem"
+    ca_file.write_bytes(lab.pki.ca_pem)
+    port = unused_port()
+    config: dict[str, Any] = {
+        "state_dir": str(tmp / "state"),
+        "web": {"listen": f"127.0.0.1:{port}"},
+        "dns": {"nameservers": ["127.0.0.1"], "port": lab.dns.port, "timeout": "2s"},
+        "defaults": {
+            "interval": "3s",
+            "timeout": "2s",
+            "retries": 1,
+            "ca_file": str(ca_file),
+            "ehlo_name": "probe.dane.test",
+        },
+        "tenants": {
+            "contoso": {
+                "accepted_domains": [DOMAIN],
+                "certificate_domain": f"*.{DOMAIN}",
+                # DANE is on by default for an mx target; the domain publishes no MTA-STS.
+                "targets": [{"name": "mail", "mx": DOMAIN, "port": lab.port}],
+            }
+        },
+    }
+    path = tmp / "tlsprobe.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    argv = [sys.executable, "-m", "tlsprobe", "serve", "--config", str(path)]
+    return start(daemons, tmp, "tlsprobe", argv, f"http://127.0.0.1:{port}/-/ready")
+
+
+def start_alertmanager(tmp: Path, binary: str, webhook: Webhook, daemons: list[Daemon]) -> str:
+    config = tmp / "alertmanager.yml"
+    write_fast_alertmanager(ALERTMANAGER_CONFIG, config, webhook.url)
+    port = unused_port()
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={tmp / 'alertmanager'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    return start(daemons, tmp, "alertmanager", argv, f"http://127.0.0.1:{port}/-/ready")
+
+
+def start_prometheus(
+    tmp: Path, binary: str, exporter: str, alertmanager: str, daemons: list[Daemon]
+) -> str:
+    rules = tmp / "tlsprobe.rules.yml"
+    write_fast_rules(RULES, rules, "2s")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "alerting": {
+            "alertmanagers": [
+                {"static_configs": [{"targets": [alertmanager.removeprefix("http://")]}]}
+            ]
+        },
+        "scrape_configs": [
+            {
+                "job_name": "tlsprobe",
+                "static_configs": [{"targets": [exporter.removeprefix("http://")]}],
+            }
+        ],
+    }
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = unused_port()
+    argv = [
+        binary,
+        f"--config.file={path}",
+        f"--storage.tsdb.path={tmp / 'prometheus'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    return start(daemons, tmp, "prometheus", argv, f"http://127.0.0.1:{port}/-/ready")
+
+
+def query(lab: Lab, expr: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = api(lab.prometheus, "/api/v1/query", query=expr)["result"]
+    return result
+
+
+def values(lab: Lab, expr: str) -> list[str]:
+    return [sample["value"][1] for sample in query(lab, expr)]
+
+
+def dane_pages(lab: Lab) -> list[dict[str, Any]]:
+    assert lab.webhook is not None
+    return [
+        payload
+        for payload in lab.webhook.payloads()
+        if payload["status"] == "firing"
+        and any(a["labels"].get("alertname") == "TlsprobeDaneMismatch" for a in payload["alerts"])
+    ]
+
+
+def test_rotated_key_without_tlsa_update_pages(lab: Lab) -> None:
+    # Before: the MX is discovered through the validating resolver, DANE is ok (current key
+    # matches, next key staged) and nothing about DANE is pending.
+    assert poll(lambda: values(lab, DANE_STATUS), lambda v: v == ["0"], timeout=SETTLE_SECONDS)
+    records = 'tlsprobe_dane_tlsa_records{dnssec="secure"}'
+    assert values(lab, records) == ["2"]
+    assert dane_pages(lab) == []
+
+    rotated = make_leaf(lab.pki.intermediate, [MX], key=KeyKind.EC_P384)
+    lab.server.present(ServerTls(lab.pki.chain(rotated), rotated.key))
+
+    assert poll(lambda: values(lab, DANE_STATUS), lambda v: v == ["2"], timeout=SETTLE_SECONDS)
+    pages = poll(lambda: dane_pages(lab), bool, timeout=SETTLE_SECONDS)
+    page = pages[0]
+    assert page["receiver"] == "pager"
+    alert = next(a for a in page["alerts"] if a["labels"]["alertname"] == "TlsprobeDaneMismatch")
+    assert alert["labels"]["severity"] == "page"
+    assert alert["labels"]["host"] == MX
+    assert alert["labels"]["port"] == str(lab.port)
+    assert alert["annotations"]["runbook_url"].endswith("#dane")
