@@ -41,6 +41,7 @@ import dns.zone
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from dns.rdtypes.ANY.SOA import SOA
 
 from tests.support.servers import unused_port
 
@@ -84,6 +85,7 @@ class DnsLab:
             self._key.public_key(), dns.dnssectypes.Algorithm.ECDSAP256SHA256, flags=257
         )
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._serial = 0
 
     # --- zone content ---------------------------------------------------------------------
 
@@ -100,17 +102,40 @@ class DnsLab:
         their TLSA data flipped after signing (bogus); `malformed` maps an owner to raw TLSA
         RDATA that dnspython cannot represent (a digest of the wrong length), served validly
         signed."""
+        # Every publication gets a higher serial, so "NSD serves it" can be checked.
+        self._serial = max(self._serial + 1, int(time.time()))
         self._write_signed(list(records), corrupt, malformed)
         self._write_child(list(child))
         if self._procs:
             os.kill(self._procs[0].pid, signal.SIGHUP)
-            time.sleep(0.5)
+            self._wait_serial(ORIGIN)
+            self._wait_serial(CHILD)
         time.sleep(TTL + 0.2)  # let Unbound's copies of the old answers expire
+
+    def _wait_serial(self, zone: str, timeout: float = 20.0) -> None:
+        """Until NSD answers with the serial just written (a reload is asynchronous)."""
+        query = dns.message.make_query(zone, "SOA")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                answer = dns.query.udp(query, "127.0.0.1", port=self.nsd_port, timeout=0.5)
+            except (OSError, dns.exception.Timeout):
+                answer = None
+            serials = [
+                rdata.serial
+                for rrset in (answer.answer if answer is not None else [])
+                for rdata in rrset
+                if isinstance(rdata, SOA)
+            ]
+            if serials == [self._serial]:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"nsd did not load serial {self._serial} of {zone} in {timeout} s")
 
     def _write_signed(
         self, records: list[str], corrupt: Sequence[str], malformed: Mapping[str, bytes]
     ) -> None:
-        serial = int(time.time())
+        serial = self._serial
         text = "\n".join(
             [
                 f"$TTL {TTL}",
@@ -180,7 +205,7 @@ class DnsLab:
         return [*lines, f"{name} {ttl} IN RRSIG {rrsig.to_text()}"]
 
     def _write_child(self, records: list[str]) -> None:
-        serial = int(time.time())
+        serial = self._serial
         lines = [
             f"$TTL {TTL}",
             f"$ORIGIN {CHILD}",
