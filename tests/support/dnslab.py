@@ -110,7 +110,9 @@ class DnsLab:
             os.kill(self._procs[0].pid, signal.SIGHUP)
             self._wait_serial(ORIGIN)
             self._wait_serial(CHILD)
-        time.sleep(TTL + 0.2)  # let Unbound's copies of the old answers expire
+        # Let Unbound's copies of the old answers expire: it keeps time in whole seconds, so a
+        # one-second TTL can last up to two.
+        time.sleep(2 * TTL + 0.2)
 
     def _wait_serial(self, zone: str, timeout: float = 20.0) -> None:
         """Until NSD answers with the serial just written (a reload is asynchronous)."""
