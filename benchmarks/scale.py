@@ -39,7 +39,7 @@ from tlsprobe.exporter.metrics import EndpointState, ExporterStats, TextRenderer
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.statuspage import PAGE_TTL, StatusPage
-from tlsprobe.exporter.store import HistoryStore
+from tlsprobe.exporter.store import HistoryStore, history_path
 from tlsprobe.model import CertFacts, Endpoint, ProbeResult
 from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import probe_endpoint
@@ -154,7 +154,7 @@ async def measure_rss(template: ProbeResult, count: int, ca_file: str) -> dict[s
             await parked.wait()
 
         results, stats = LatestResults(), ExporterStats()
-        history = HistoryStore(Path(state_dir) / "history.sqlite3")
+        history = HistoryStore(history_path(Path(state_dir)))
         scheduler = Scheduler(config, results=results, stats=stats, history=history, sleep=park)
         scheduler.start()
         await asyncio.sleep(0)

@@ -42,7 +42,7 @@ from tlsprobe.exporter.eventloop import EventLoop
 from tlsprobe.exporter.metrics import ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
-from tlsprobe.exporter.store import HistoryStore
+from tlsprobe.exporter.store import HistoryStore, history_path
 
 ProbeOnce = Callable[[int], Awaitable[bool]]
 T = TypeVar("T")
@@ -137,7 +137,7 @@ def tlsprobe_prober(scheduler: Any, targets: Sequence[Any]) -> ProbeOnce:
 async def sweep_tlsprobe(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tlsprobe-bench-") as state_dir:
         config = fleet_config(args.addresses, args.port, args.ca_file, state_dir, args.concurrency)
-        history = HistoryStore(Path(state_dir) / "history.sqlite3")
+        history = HistoryStore(history_path(Path(state_dir)))
         scheduler = Scheduler(
             config, results=LatestResults(), stats=ExporterStats(), history=history
         )

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import TypeAlias
 
 
 class Status(enum.IntEnum):
@@ -68,9 +69,18 @@ class CanaryReason(enum.StrEnum):
     """Submitted, but not received before its deadline (the relay's routing or TLS broke)."""
 
 
+IMPLICIT_TLS_PORT = 465
+"""Submissions (RFC 8314): the one port where TLS starts at connect unless told otherwise."""
+
+
 class Mode(enum.StrEnum):
     STARTTLS = "starttls"
     IMPLICIT = "implicit"
+
+    @classmethod
+    def for_port(cls, port: int) -> Mode:
+        """The mode a port implies when none is configured: implicit TLS on 465 only."""
+        return cls.IMPLICIT if port == IMPLICIT_TLS_PORT else cls.STARTTLS
 
 
 class CheckName(enum.StrEnum):
@@ -132,6 +142,11 @@ class Phase(enum.StrEnum):
 
 
 PHASES: tuple[Phase, ...] = tuple(Phase)
+
+
+EndpointKey: TypeAlias = tuple[str, str, str, str, int]
+"""(tenant, target, host, address, port): one probed endpoint, wherever it is kept (latest
+results, history, logs); address is "" when unknown. As metric labels, the port is its text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +297,9 @@ class Check:
     """Why chain_trusted failed (the metric label); None for every other outcome."""
 
 
+_NO_PHASES: Mapping[str, float] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """One probe's verdict. `chain` is reported whatever the verdict."""
@@ -299,6 +317,35 @@ class ProbeResult:
     transcript: tuple[str, ...] = ()
     dane: DaneFindings | None = None
     """The TLSA lookup and each record's verdict, when DANE was asked for."""
+
+    @classmethod
+    def failed(
+        cls,
+        endpoint: Endpoint,
+        error: ProbeError,
+        *,
+        started_at: float,
+        address: str | None = None,
+        tls: TlsInfo | None = None,
+        chain: tuple[CertFacts, ...] = (),
+        checks: tuple[Check, ...] = (),
+        phases: Mapping[str, float] = _NO_PHASES,
+        transcript: tuple[str, ...] = (),
+    ) -> ProbeResult:
+        """A failed probe: its status is the one the error's reason implies. `chain` is what the
+        server sent before the failure, if anything (reported, never judged)."""
+        return cls(
+            endpoint=endpoint,
+            address=address,
+            started_at=started_at,
+            status=error.kind.status,
+            error=error,
+            tls=tls,
+            chain=chain,
+            checks=checks,
+            phases=phases,
+            transcript=transcript,
+        )
 
     @property
     def success(self) -> bool:

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from tests.support.pki import Hierarchy, Issued
 from tests.support.servers import ServerTls, SmtpTestServer
 from tlsprobe.model import Capture, Endpoint, Policy, ProbeResult, Reason, TlsInfo
-from tlsprobe.probe import evaluate, prober
+from tlsprobe.probe import evaluate, prober, trust
 from tlsprobe.probe.evaluate import MAX_CHAIN, TrustStore
 
 HOST = "mail.contoso.test"
@@ -64,7 +64,7 @@ def long_chain() -> tuple[bytes, ...]:
 def verifier_inputs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """How many intermediates each verification was handed."""
     seen: list[int] = []
-    original = evaluate._verifier
+    original = trust._verifier
 
     class Recording:
         def __init__(self, inner: Any) -> None:
@@ -74,7 +74,7 @@ def verifier_inputs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
             seen.append(len(intermediates))
             return self.inner.verify(leaf, intermediates)
 
-    monkeypatch.setattr(evaluate, "_verifier", lambda *a: Recording(original(*a)))
+    monkeypatch.setattr(trust, "_verifier", lambda *a: Recording(original(*a)))
     evaluate.clear_caches()
     yield seen
     evaluate.clear_caches()

@@ -24,7 +24,7 @@ from tests.support.exporter import fetch
 from tests.support.pki import Hierarchy, Issued, KeyKind
 from tests.support.servers import ServerTls, SmtpTestServer
 from tlsprobe.exporter import retention, store
-from tlsprobe.probe import certs, evaluate
+from tlsprobe.probe import certs, evaluate, trust
 from tlsprobe.probe.bytecache import ByteLRU
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def small_bounds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(retention, "MAX_EVENTS_PER_ENDPOINT", EVENTS)
     caches: list[ByteLRU[Any, Any]] = [
         evaluate._STATIC,
-        evaluate._TRUST_CACHE._entries,
+        trust._TRUST_CACHE._entries,
         certs._FACTS,
     ]
     for cache in caches:

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.collector import TlsprobeCollector
 from tests.support.pki import Hierarchy, Issued, make_intermediate, make_leaf
 from tlsprobe import __version__
 from tlsprobe.exporter import metrics
@@ -32,7 +33,6 @@ from tlsprobe.exporter.metrics import (
     ExporterStats,
     MtaStsSample,
     TextRenderer,
-    TlsprobeCollector,
 )
 from tlsprobe.exporter.scrape import Scrape
 from tlsprobe.exporter.store import Drift, StoredCert

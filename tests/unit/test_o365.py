@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tlsprobe.model import Status
+from tlsprobe.probe.names import normalize_name
 from tlsprobe.probe.o365 import (
     ConnectorMatch,
     ConnectorPattern,
@@ -21,7 +22,6 @@ from tlsprobe.probe.o365 import (
     check_certificate_domain,
     hostname_matches,
     match_connector,
-    normalize_name,
 )
 
 CERT_SYMPTOM = "550 5.7.64 TenantAttribution: Relay Access Denied"

@@ -22,7 +22,7 @@ import pytest
 from tests.support import der as D
 from tests.support.pki import Issued, make_root, pem_bundle
 from tests.support.servers import unused_port
-from tlsprobe.probe import evaluate
+from tlsprobe.probe import trust
 from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_the_system_store_is_read_the_same_way(
     path.write_bytes(bundle)
     paths = SimpleNamespace(cafile=str(path), openssl_cafile=None)
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths)
-    store = evaluate._system_store.__wrapped__()
+    store = trust._system_store.__wrapped__()
     assert (len(store.anchors), store.skipped, store.source) == (2, 3, str(path))
 
 

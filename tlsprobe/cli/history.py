@@ -14,7 +14,6 @@ from pathlib import Path
 from tlsprobe.exporter import timeline
 from tlsprobe.exporter.store_db import (
     ChangeEvent,
-    EndpointKey,
     StateError,
     TimelineEntry,
     describe,
@@ -23,6 +22,8 @@ from tlsprobe.exporter.store_db import (
     read_events,
     read_timeline,
 )
+from tlsprobe.model import EndpointKey
+from tlsprobe.probe.names import host_port
 
 
 def _when(moment: float) -> str:
@@ -40,7 +41,7 @@ def _expiry(not_after: float, now: float) -> str:
 def _socket(address: str, port: int) -> str:
     if not address:
         return f"?:{port}"
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return host_port(address, port)
 
 
 def format_timeline(

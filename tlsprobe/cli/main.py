@@ -24,7 +24,7 @@ from tlsprobe.model import (
     is_ip_literal,
     parse_host_port,
 )
-from tlsprobe.probe import o365
+from tlsprobe.probe import names, o365
 from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
 from tlsprobe.probe.transport import default_ehlo_name
 
@@ -70,25 +70,18 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
     except HostPortError as exc:
         raise UsageError(str(exc)) from exc
     port = port or 25
-    mode = Mode(args.mode) if args.mode else (Mode.IMPLICIT if port == 465 else Mode.STARTTLS)
+    mode = Mode(args.mode) if args.mode else Mode.for_port(port)
     if args.address is not None and not is_ip_literal(args.address):
         raise UsageError(f"--address {args.address!r} is not an IP address")
     sni = None if args.no_sni or is_ip_literal(host) else (args.sni or host)
     policy, trust = build_policy(args)
     try:
-        endpoint = Endpoint(
-            host=host,
-            port=port,
-            mode=mode,
-            address=args.address,
-            sni=sni,
-            ehlo_name=args.ehlo_name or default_ehlo_name(),
-        )
-        from tlsprobe.probe.smtp import SmtpClient
-
-        SmtpClient(endpoint.ehlo_name)  # validates the EHLO name before any connection
-    except ValueError as exc:
+        ehlo = names.ehlo_name(args.ehlo_name or default_ehlo_name())
+    except names.EhloNameError as exc:
         raise UsageError(f"--ehlo-name: {exc}") from exc
+    endpoint = Endpoint(
+        host=host, port=port, mode=mode, address=args.address, sni=sni, ehlo_name=ehlo
+    )
     return endpoint, policy, trust
 
 

@@ -14,69 +14,24 @@ between check and connect). Ports are 25, 465 and 587 unless an entry names its 
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from tlsprobe.exporter.allowrules import DEFAULT_PORTS, Rule, parse_rule
 from tlsprobe.exporter.config import Config, TargetConfig
 from tlsprobe.model import HostPortError, Mode, Policy, parse_host_port
 from tlsprobe.probe import discover
-from tlsprobe.probe.o365 import normalize_name
+from tlsprobe.probe.names import is_host_name, normalize_name
 
-DEFAULT_PORTS = frozenset({25, 465, 587})
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_LDH_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+__all__ = ["DEFAULT_PORTS", "AllowlistError", "Rule", "check_adhoc", "is_public", "parse_rule"]
 
 
 class AllowlistError(Exception):
     """Why an ad hoc probe is refused (the text goes to the 403 body, never to a label)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rule:
-    network: IpNetwork | None
-    name: str | None
-    wildcard: bool
-    port: int | None
-
-    def allows_port(self, port: int) -> bool:
-        return port == self.port if self.port is not None else port in DEFAULT_PORTS
-
-    def allows_name(self, host: str) -> bool:
-        if self.name is None:
-            return False
-        if self.wildcard:
-            return host.endswith("." + self.name)
-        return host == self.name
-
-
-def parse_rule(entry: str) -> Rule:
-    """`192.0.2.0/24`, `2001:db8::/32`, `[2001:db8::1]:2525`, `*.example.net`, `mx.example.net:25`.
-
-    Network entries take no port (the default ports apply); a single address may.
-    """
-    text = entry.strip()
-    try:
-        return Rule(ipaddress.ip_network(text, strict=False), None, False, None)
-    except ValueError:
-        pass
-    try:
-        host, port = parse_host_port(text)
-    except HostPortError as exc:
-        raise ValueError(f"invalid allowlist entry {entry!r}: {exc}") from exc
-    try:
-        return Rule(ipaddress.ip_network(host, strict=False), None, False, port)
-    except ValueError:
-        pass
-    wildcard = host.startswith("*.")
-    name = normalize_name(host[2:] if wildcard else host)
-    if not name or "*" in name:
-        raise ValueError(f"invalid allowlist entry {entry!r}")
-    return Rule(None, name, wildcard, port)
 
 
 def _address_allowed(address: IpAddress, rules: Sequence[Rule], *, by_name: bool) -> bool:
@@ -115,14 +70,14 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 
 def _valid_name(name: str) -> bool:
-    """LDH labels only (after IDNA), so no look-alike of `/`, `@` or `:` reaches the resolver."""
-    labels = name.split(".")
-    return len(name) <= 253 and len(labels) > 1 and all(map(_LDH_LABEL.fullmatch, labels))
+    """A host name of two labels or more: a single label would be completed by the resolver's
+    search domains, so the name checked would not be the name probed."""
+    return "." in name and is_host_name(name)
 
 
 async def check_adhoc(request_target: str, config: Config, resolver: Any) -> TargetConfig:
     """A TargetConfig for an allowed ad hoc host, or AllowlistError saying why not."""
-    rules = [parse_rule(e) for e in config.web.probe_allowlist]
+    rules = config.web.probe_rules
     if not rules:
         raise AllowlistError("not a configured target, and web.probe_allowlist is empty")
     if any(c in request_target for c in "%@/\\?#") or not request_target.isprintable():
@@ -167,7 +122,7 @@ def _target(config: Config, host: str, address: str, port: int) -> TargetConfig:
         host=host,
         mx=None,
         port=port,
-        mode=Mode.IMPLICIT if port == 465 else Mode.STARTTLS,
+        mode=Mode.for_port(port),
         address=address,
         sni=None if is_ip else host,
         ehlo_name=None,

@@ -31,14 +31,14 @@ from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.senders import SendSide
 from tlsprobe.exporter.server import WebApp
-from tlsprobe.exporter.store import HistoryStore, StateError
+from tlsprobe.exporter.store import HistoryStore, StateError, history_path
 from tlsprobe.exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from tlsprobe.model import ProbeResult
 from tlsprobe.probe import discover
+from tlsprobe.probe.names import host_port
 
 log = logging.getLogger("tlsprobe")
 
-HISTORY_FILE = "history.sqlite3"
 STOP_TIMEOUT = 1.0
 """Seconds a stop waits for in-flight scheduled probes, and for HTTP requests other than /probe
 (those are cancelled at once), before cancelling them; both wait side by side."""
@@ -73,7 +73,7 @@ class Exporter:
     async def start(self) -> None:
         web_config = self.web_config = _web_config(self.config)
         try:
-            self.history = HistoryStore(self.config.state_dir / HISTORY_FILE)
+            self.history = HistoryStore(history_path(self.config.state_dir))
             self.last_results = ResultStore(self.config.state_dir / RESULTS_FILENAME)
         except StateError as exc:
             if self.history is not None:
@@ -176,8 +176,7 @@ class Exporter:
         host, port = self.bound[0] if self.bound else ("localhost", self.config.web.listen_port)
         host = "localhost" if host in ("0.0.0.0", "::") else host  # noqa: S104
         scheme = "https" if self.web_config.tls else "http"
-        host = f"[{host}]" if ":" in host else host
-        return f"{scheme}://{host}:{port}"
+        return f"{scheme}://{host_port(host, port)}"
 
     def _remember(self, state: EndpointState) -> None:
         if self.last_results is not None:

@@ -10,24 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tlsprobe.exporter.metrics import EndpointState
-
-StateKey = tuple[str, ...]
-"""EndpointState.label_values: (tenant, target, host, address, port)."""
+from tlsprobe.model import EndpointKey
 
 
 class LatestResults:
     def __init__(self) -> None:
-        self._by_target: dict[tuple[str, str], dict[StateKey, EndpointState]] = {}
+        self._by_target: dict[tuple[str, str], dict[EndpointKey, EndpointState]] = {}
         self._count = 0
 
     def put(self, state: EndpointState) -> None:
         states = self._by_target.setdefault((state.tenant, state.target), {})
-        key = state.label_values
+        key = state.key
         if key not in states:
             self._count += 1
         states[key] = state
 
-    def retain(self, tenant: str, target: str, keep: Iterable[StateKey]) -> list[StateKey]:
+    def retain(self, tenant: str, target: str, keep: Iterable[EndpointKey]) -> list[EndpointKey]:
         """Drop the endpoints of a target that its latest cycle no longer found."""
         states = self._by_target.get((tenant, target), {})
         wanted = set(keep)
@@ -37,11 +35,11 @@ class LatestResults:
         self._count -= len(gone)
         return gone
 
-    def remove_target(self, tenant: str, target: str) -> list[tuple[str, str, str, str, int]]:
-        """Forget a target removed from the configuration; returns its history keys."""
+    def remove_target(self, tenant: str, target: str) -> list[EndpointKey]:
+        """Forget a target removed from the configuration; returns its endpoints' keys."""
         states = self._by_target.pop((tenant, target), {})
         self._count -= len(states)
-        return [(t, n, h, a, int(p)) for (t, n, h, a, p) in states]
+        return list(states)
 
     def snapshot(self) -> list[EndpointState]:
         return [state for states in self._by_target.values() for state in states.values()]

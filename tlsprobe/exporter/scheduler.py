@@ -30,6 +30,7 @@ from tlsprobe.exporter.store import Drift, HistoryStore
 from tlsprobe.model import (
     TRANSIENT_REASONS,
     Endpoint,
+    EndpointKey,
     ProbeError,
     ProbeResult,
     Reason,
@@ -46,6 +47,8 @@ ProbeFn = Callable[..., Awaitable[ProbeResult]]
 Sleep = Callable[[float], Awaitable[None]]
 
 JITTER = 0.1
+DNS_RETRY_WAIT = 0.5
+"""Seconds before the first retry of a transient DNS failure; each next one waits this more."""
 """Each cycle's start moves by up to +/-10% of the interval, so probes spread out."""
 
 
@@ -90,7 +93,7 @@ class Scheduler:
         # left the zone or the configuration do not accumulate.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._trust: dict[str | None, TrustStore] = {}
-        self._outcomes: dict[tuple[str, ...], tuple[object, ...]] = {}
+        self._outcomes: dict[EndpointKey, tuple[object, ...]] = {}
         self.config = config
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self._resolver = resolver or discover.make_resolver(
@@ -139,8 +142,8 @@ class Scheduler:
 
     def _forget(self, key: tuple[str, str]) -> None:
         removed = self.results.remove_target(*key)
-        for tenant, target, host, address, port in removed:
-            self._outcomes.pop((tenant, target, host, address, str(port)), None)
+        for endpoint in removed:
+            self._outcomes.pop(endpoint, None)
         if self.history is not None:
             self.history.forget(removed)
 
@@ -165,11 +168,11 @@ class Scheduler:
         """Discover and probe every endpoint of `target` once; publish each result."""
         jobs = await self.jobs(target)
         states = await asyncio.gather(*(self.run_job(job) for job in jobs))
-        gone = self.results.retain(target.tenant, target.name, {s.label_values for s in states})
+        gone = self.results.retain(target.tenant, target.name, {s.key for s in states})
         for key in gone:
             self._outcomes.pop(key, None)
         if self.history is not None and gone:
-            self.history.forget((t, n, h, a, int(p)) for t, n, h, a, p in gone)
+            self.history.forget(gone)
         return list(states)
 
     async def probe_unpublished(self, target: TargetConfig) -> list[ProbeResult]:
@@ -220,31 +223,35 @@ class Scheduler:
         return [Job(target, replace(endpoint, address=a, sni=sni)) for a in result.addresses]
 
     async def _retry_dns(self, target: TargetConfig, lookup: Callable[[], Awaitable[Any]]) -> Any:
-        """A lookup, retried like a probe: only transient failures, at most `retries` times."""
-        outcome = await lookup()
-        attempts = 1
-        while outcome.error is not None and outcome.transient and attempts <= target.retries:
-            self._count_retry(Reason.DNS)
-            await self._sleep(0.5 * attempts)
-            outcome = await lookup()
-            attempts += 1
-        return outcome
+        """A lookup, retried like a probe: only transient failures, at most `retries` times, and
+        no retry whose wait would end past the target's timeout (counted from the first try)."""
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(1 + target.retries)
+            | _StopBefore(self._clock, self._clock() + target.timeout),
+            wait=tenacity.wait_incrementing(start=DNS_RETRY_WAIT, increment=DNS_RETRY_WAIT),
+            retry=tenacity.retry_if_result(
+                lambda outcome: outcome.error is not None and outcome.transient
+            ),
+            before_sleep=lambda _: self._count_retry(Reason.DNS),
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
+            sleep=self._sleep,
+        )
+
+        async def attempt() -> Any:
+            return await lookup()  # tenacity awaits only coroutine functions, not lambdas
+
+        return await retrying(attempt)
 
     async def run_job(self, job: Job) -> EndpointState:
         return self.publish(job.target, await self.job_result(job))
 
     async def job_result(self, job: Job) -> ProbeResult:
         if job.failure is not None:
-            return ProbeResult(
-                endpoint=job.endpoint,
-                address=job.endpoint.address,
+            return ProbeResult.failed(
+                job.endpoint,
+                job.failure,
                 started_at=self._wall(),
-                status=job.failure.kind.status,
-                error=job.failure,
-                tls=None,
-                chain=(),
-                checks=(),
-                phases={},
+                address=job.endpoint.address,
             )
         result = await self.probe_with_retries(job)
         if self.dns_policies is None:
@@ -323,9 +330,9 @@ class Scheduler:
             leaf = result.leaf
             drift: Drift | None
             if leaf is not None:
-                drift = self.history.observe(_history_key(state), leaf, result.started_at)
+                drift = self.history.observe(state.key, leaf, result.started_at)
             else:
-                drift = self.history.drift(_history_key(state))
+                drift = self.history.drift(state.key)
             state = replace(state, drift=drift)
             self.stats.state_writable = self.history.writable
             self.stats.state_write_errors = self.history.write_errors
@@ -345,12 +352,12 @@ class Scheduler:
             result.leaf.sha256 if result.leaf else None,
             failing,
         )
-        key = state.label_values
-        if self._outcomes.get(key) == outcome:
+        if self._outcomes.get(state.key) == outcome:
             return
-        self._outcomes[key] = outcome
+        self._outcomes[state.key] = outcome
         level = logging.INFO if result.status is Status.OK else logging.WARNING
-        fields = dict(zip(("tenant", "target", "host", "address", "port"), key, strict=True))
+        labels = ("tenant", "target", "host", "address", "port")
+        fields = dict(zip(labels, state.label_values, strict=True))
         fields |= {"status": result.status.label}
         if result.error:
             fields |= {"reason": result.error.kind.value, "error": result.error.message}
@@ -382,6 +389,13 @@ def _transient(result: ProbeResult) -> bool:
     return result.error is not None and result.error.kind in TRANSIENT_REASONS
 
 
-def _history_key(state: EndpointState) -> tuple[str, str, str, str, int]:
-    tenant, target, host, address, port = state.label_values
-    return (tenant, target, host, address, int(port))
+class _StopBefore(tenacity.stop.stop_base):
+    """Stop when the next wait would end at or past `deadline` on the scheduler's own clock
+    (tenacity's stop_before_delay reads time.monotonic, which tests cannot steer)."""
+
+    def __init__(self, clock: Callable[[], float], deadline: float) -> None:
+        self._clock = clock
+        self._deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._clock() + (retry_state.upcoming_sleep or 0.0) >= self._deadline

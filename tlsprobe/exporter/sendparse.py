@@ -17,9 +17,9 @@ from tlsprobe.exporter.sendconfig import (
     SenderConfig,
     SendSideConfig,
 )
-from tlsprobe.exporter.yamlfile import show
 from tlsprobe.model import Policy, parse_host_port
 from tlsprobe.probe import canary
+from tlsprobe.probe.names import show
 
 RECEIVER_KEYS = (
     "listen",

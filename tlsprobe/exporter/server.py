@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from aiohttp import web
@@ -46,6 +47,10 @@ log = logging.getLogger("tlsprobe.exporter.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
 PROBE_CONCURRENCY = 4
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+SCRAPE_TIMEOUT_MARGIN = 0.5
+"""Seconds kept back from the scrape's timeout for rendering and the way back (as
+blackbox_exporter's --timeout-offset)."""
 
 
 class _QuietBadRequests(logging.Filter):
@@ -208,6 +213,10 @@ class WebApp:
                 target = await check_adhoc(name, self.exporter.config, self.exporter.resolver)
             except AllowlistError as exc:
                 return web.Response(status=403, text=f"forbidden: {exc}\n")
+        try:
+            target = within_scrape_timeout(target, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+        except ValueError as exc:
+            return web.Response(status=400, text=f"{SCRAPE_TIMEOUT_HEADER}: {exc}\n")
         task = asyncio.current_task()
         assert task is not None
         self._probe_tasks.add(task)
@@ -272,6 +281,23 @@ class WebApp:
 
 class _ProbesBusy(Exception):
     """Every /probe slot is taken: the request is refused (429), not queued."""
+
+
+def within_scrape_timeout(target: TargetConfig, header: str | None) -> TargetConfig:
+    """`target` as a probe that ends before the scrape does: its timeout is at most the
+    header's seconds minus a margin (half of them when that leaves less), as blackbox_exporter
+    does, and it makes no retry (a retry would outlast the scrape). ValueError when the header
+    is not a positive number."""
+    if header is None:
+        return target
+    try:
+        scrape = float(header)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {header[:20]!r}") from None
+    if not (math.isfinite(scrape) and scrape > 0):
+        raise ValueError("must be a positive number of seconds")
+    deadline = scrape - SCRAPE_TIMEOUT_MARGIN if scrape > 2 * SCRAPE_TIMEOUT_MARGIN else scrape / 2
+    return replace(target, timeout=min(target.timeout, deadline), retries=0)
 
 
 def _debug_text(target: TargetConfig, results: Sequence[ProbeResult], elapsed: float) -> str:

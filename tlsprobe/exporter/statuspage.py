@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from tlsprobe.exporter import links
 from tlsprobe.exporter.metrics import EndpointState
 from tlsprobe.model import Status
+from tlsprobe.probe.names import host_port
 
 STATUS_COLOURS = {
     Status.OK: "#2e7d32",
@@ -67,8 +68,8 @@ e = html.escape
 
 
 def _endpoint(state: EndpointState, ctx: Context) -> str:
-    _, _, host, address, port = state.label_values
-    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    _, _, host, address, port = state.key
+    where = host_port(address, port)
     href = e(links.detail_path(state.label_values))
     return f'<a href="{href}">{e(host)}</a><br><small>{e(where)}</small>'
 

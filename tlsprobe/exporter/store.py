@@ -27,7 +27,6 @@ from tlsprobe.exporter.store_db import (
     HISTORY_FILENAME,
     ChangeEvent,
     Drift,
-    EndpointKey,
     StateError,
     StoredCert,
     TimelineEntry,
@@ -41,7 +40,7 @@ from tlsprobe.exporter.store_db import (
     rollback,
     stored,
 )
-from tlsprobe.model import CertFacts
+from tlsprobe.model import CertFacts, EndpointKey
 
 __all__ = [
     "HISTORY_FILENAME",

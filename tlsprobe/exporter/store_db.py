@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
-log = logging.getLogger("tlsprobe.exporter.store")
+from tlsprobe.model import EndpointKey
 
-EndpointKey: TypeAlias = tuple[str, str, str, str, int]
-"""(tenant, target, host, address, port); address is "" when unknown."""
+log = logging.getLogger("tlsprobe.exporter.store")
 
 ChangeEvent: TypeAlias = tuple[EndpointKey, float, str | None, str]
 """(endpoint, at, old fingerprint, new fingerprint)."""

@@ -15,10 +15,10 @@ from typing import Any, Final
 
 import yaml
 
+from tlsprobe.probe.names import show
+
 MAX_YAML_BYTES: Final = 1 << 20
 """Larger files are refused before parsing: no real configuration comes close."""
-
-_MAX_SHOWN_CHARS = 80
 
 
 class YamlFileError(ValueError):
@@ -37,15 +37,6 @@ class YamlFileError(ValueError):
         self.syntax = syntax
         self.where = where
         self.problem = problem
-
-
-def show(value: object) -> str:
-    """Quote a value for a one-line message: escape unprintables, cut long text."""
-    text = value if isinstance(value, str) else repr(value)
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-    if len(text) > _MAX_SHOWN_CHARS:
-        text = text[: _MAX_SHOWN_CHARS - 3] + "..."
-    return f"'{text}'"
 
 
 class _StrictLoader(yaml.SafeLoader):

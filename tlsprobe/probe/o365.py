@@ -11,12 +11,11 @@ stripped, IDNs as A-labels, so `Mail.Contoso.COM.` and `mail.contoso.com` are on
 
 from __future__ import annotations
 
-import encodings.idna
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tlsprobe.model import Check, CheckName, Status
+from tlsprobe.probe.names import is_host_name, normalize_name, show
 
 CERTIFICATE_DOMAIN = CheckName.CERTIFICATE_DOMAIN
 ACCEPTED_DOMAIN = CheckName.ACCEPTED_DOMAIN
@@ -26,42 +25,11 @@ SYMPTOM_ACCEPTED_DOMAIN = (
     "550 5.7.51 TenantInboundAttribution; bounces and out-of-office replies fail"
 )
 
-# Letters, digits and inner hyphens, 1-63 characters: the host-name label rule (RFC 1123) that
-# A-labels also satisfy.  Underscores are refused: a connector value is a mail domain.
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_MAX_NAME = 253
 _MAX_SHOWN = 5
-_MAX_SHOWN_CHARS = 80
 
 
 class ConnectorPatternError(ValueError):
     """A connector certificate-domain value that Exchange Online would refuse or misread."""
-
-
-def normalize_name(name: str) -> str:
-    """Lower-case ASCII form of a DNS name: one trailing dot stripped, U-labels as A-labels.
-
-    A name that cannot be converted (an over-long label, an empty label beside a non-ASCII
-    one) comes back merely lower-cased, so it still compares equal to itself and never to a
-    well-formed name.
-    """
-    lowered = name.lower()
-    if lowered.endswith("."):
-        lowered = lowered[:-1]
-    if lowered.isascii():
-        return lowered
-    try:
-        labels = [_to_a_label(label) for label in lowered.split(".")]
-    except UnicodeError:
-        return lowered
-    return ".".join(labels)
-
-
-def _to_a_label(label: str) -> str:
-    if label.isascii():
-        return label
-    # IDNA 2003 ToASCII (what Python's "idna" codec does): nameprep folds case and width.
-    return encodings.idna.ToASCII(label).decode("ascii").lower()
 
 
 def _is_under(name: str, domain: str) -> bool:
@@ -74,10 +42,6 @@ def _wildcard_base(name: str) -> str | None:
     if name.startswith("*.") and "*" not in name[2:]:
         return name[2:]
     return None
-
-
-def _valid_domain(name: str) -> bool:
-    return 0 < len(name) <= _MAX_NAME and all(_LABEL.fullmatch(x) for x in name.split("."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +71,7 @@ class ConnectorPattern:
         domain = _parse_wildcard(value, name)
         wildcard = domain is not None
         domain = name if domain is None else domain
-        if not _valid_domain(domain):
+        if not is_host_name(domain):
             raise ConnectorPatternError(
                 f"connector certificate domain {value!r} is not a valid DNS name "
                 "(labels of letters, digits and inner hyphens, 1-63 characters, separated by dots)"
@@ -254,7 +218,7 @@ def check_certificate_domain(
         return _check(
             CERTIFICATE_DOMAIN,
             Status.OK,
-            f"certificate name {_show(name)} lies in accepted domain {_show(domain)} "
+            f"certificate name {show(name)} lies in accepted domain {show(domain)} "
             "(no connector certificate domain given)",
         )
     return _check(
@@ -271,20 +235,20 @@ def _certificate_domain_for_pattern(names: list[str], pattern: ConnectorPattern)
         return _check(
             CERTIFICATE_DOMAIN,
             Status.OK,
-            f"certificate name {_show(result.matched)} matches connector {_show(str(pattern))}",
+            f"certificate name {show(result.matched)} matches connector {show(str(pattern))}",
         )
     if result.near_miss is not None:
         return _check(
             CERTIFICATE_DOMAIN,
             Status.CRITICAL,
-            f"wildcard certificate {_show(result.near_miss)} does not satisfy literal connector "
-            f"{_show(str(pattern))}: Microsoft's rule is that the connector must be "
-            f"{_show(result.near_miss)}, or the certificate must name {_show(str(pattern))}",
+            f"wildcard certificate {show(result.near_miss)} does not satisfy literal connector "
+            f"{show(str(pattern))}: Microsoft's rule is that the connector must be "
+            f"{show(result.near_miss)}, or the certificate must name {show(str(pattern))}",
         )
     return _check(
         CERTIFICATE_DOMAIN,
         Status.CRITICAL,
-        f"no certificate name matches connector {_show(str(pattern))}; "
+        f"no certificate name matches connector {show(str(pattern))}; "
         f"certificate names: {_show_list(names)}",
     )
 
@@ -318,7 +282,7 @@ def _accepted_domain_by_names(names: list[str], domains: list[str]) -> Check:
         return _check(
             ACCEPTED_DOMAIN,
             Status.OK,
-            f"certificate name {_show(name)} lies in accepted domain {_show(domain)}",
+            f"certificate name {show(name)} lies in accepted domain {show(domain)}",
         )
     return _check(
         ACCEPTED_DOMAIN,
@@ -331,7 +295,7 @@ def _accepted_domain_by_names(names: list[str], domains: list[str]) -> Check:
 def _accepted_domain_for_pattern(
     names: list[str], pattern: ConnectorPattern, domains: list[str]
 ) -> Check:
-    connector = _show(str(pattern))
+    connector = show(str(pattern))
     home = accepted_domain_for(pattern.domain, domains)
     if home is None:
         return _check(
@@ -347,22 +311,22 @@ def _accepted_domain_for_pattern(
         return _check(
             ACCEPTED_DOMAIN,
             Status.CRITICAL,
-            f"certificate name {_show(matched)} matched connector {connector} but is not in "
+            f"certificate name {show(matched)} matched connector {connector} but is not in "
             f"any accepted domain ({_show_list(domains)})",
         )
     if pattern.wildcard or pattern.domain == home:
         return _check(
             ACCEPTED_DOMAIN,
             Status.OK,
-            f"connector {connector} lies in accepted domain {_show(home)}",
+            f"connector {connector} lies in accepted domain {show(home)}",
         )
     return _check(
         ACCEPTED_DOMAIN,
         Status.WARNING,
-        f"connector {connector} is under accepted domain {_show(home)} but is not itself "
+        f"connector {connector} is under accepted domain {show(home)} but is not itself "
         "accepted: relay works only while the envelope sender's domain is accepted; NDRs and "
-        f"out-of-office replies fail; add {_show(pattern.domain)} as an accepted domain or use "
-        f"{_show('*.' + home)} on the connector",
+        f"out-of-office replies fail; add {show(pattern.domain)} as an accepted domain or use "
+        f"{show('*.' + home)} on the connector",
     )
 
 
@@ -388,17 +352,9 @@ def _check(name: CheckName, status: Status, message: str) -> Check:
     return Check(name=name, status=status, message=message, symptom=symptom)
 
 
-def _show(name: str) -> str:
-    """Quote a name for a one-line message; a CN is free text and may hold control characters."""
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in name)
-    if len(text) > _MAX_SHOWN_CHARS:
-        text = text[: _MAX_SHOWN_CHARS - 3] + "..."
-    return f"'{text}'"
-
-
 def _show_list(names: Sequence[str]) -> str:
     if not names:
         return "none"
-    shown = ", ".join(_show(n) for n in names[:_MAX_SHOWN])
+    shown = ", ".join(show(n) for n in names[:_MAX_SHOWN])
     extra = len(names) - _MAX_SHOWN
     return f"{shown} (+{extra} more)" if extra > 0 else shown

@@ -177,12 +177,11 @@ def _failed(
         # STARTTLS (EHLO: ...)", "STARTTLS refused: 454 ..."); prefixing it said it twice.
         symptom = SYMPTOMS[CheckName.STARTTLS]
         checks = (Check(CheckName.STARTTLS, Status.CRITICAL, error.message, symptom),)
-    return ProbeResult(
-        endpoint=endpoint,
-        address=captured.address,
+    return ProbeResult.failed(
+        endpoint,
+        error,
         started_at=started_at,
-        status=error.kind.status,
-        error=error,
+        address=captured.address,
         tls=captured.tls,
         chain=chain,
         checks=checks,

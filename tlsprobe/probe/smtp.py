@@ -1,24 +1,33 @@
 """Sans-IO SMTP client: bytes in, events out, up to STARTTLS (or implicit TLS) and QUIT.
 
 In the manner of h11, nothing here touches a socket, a clock or an event loop. `ReplyParser`
-turns received bytes into complete, bounded `Reply` values (RFC 5321 section 4.2); `SmtpClient`
-walks the short dialogue tlsprobe needs (greeting, EHLO, STARTTLS, EHLO again, QUIT) and tells
-the transport what to do next through `next_event()`. The dialogue is strictly lock-step (one
-command, one reply), so any byte the server sends beyond the reply it owes is a protocol error;
-after the 220 to STARTTLS that is response injection (CVE-2011-0411) and is never dropped.
-Failures leave as data (`Failed` with a `Reason`), never as exceptions, so the transport maps
-them once.
+(in `smtp_reply`) turns received bytes into complete, bounded `Reply` values; `SmtpClient`
+walks the short dialogue tlsprobe needs (greeting, EHLO, STARTTLS, EHLO again, QUIT), every
+transition in one table (`_STEPS`), and tells the transport what to do through `next_event()`.
+The dialogue is strictly lock-step (one command, one reply), so any byte the server sends
+beyond the reply it owes is a protocol error; after the 220 to STARTTLS that is response
+injection (CVE-2011-0411) and is never dropped. Failures leave as data (`Failed` with a
+`Reason`), never as exceptions, so the transport maps them once.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
+import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from tlsprobe.model import Reason
+from tlsprobe.probe import names
+from tlsprobe.probe.smtp_reply import (
+    MAX_QUEUED_REPLIES,
+    MESSAGE_CHARS,
+    Reply,
+    ReplyParser,
+    SmtpError,
+    Transcript,
+    clip,
+)
 
 __all__ = [
     "Done",
@@ -34,176 +43,6 @@ __all__ = [
     "Transcript",
     "clip",
 ]
-
-_MESSAGE_CHARS = 200
-_TRANSCRIPT_LINES = 200
-_TRANSCRIPT_CHARS = 300
-_TRANSCRIPT_LINES_PER_REPLY = 30
-"""A 64 KiB EHLO reply must not crowd the later commands out of the transcript."""
-_MAX_QUEUED_REPLIES = 16
-"""Lock-step dialogue: more than one queued reply is already an error; this only bounds memory."""
-
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def clip(text: str, limit: int) -> str:
-    """One printable line of at most `limit` characters, for messages and the transcript."""
-    if len(text) <= limit and text.isprintable():
-        return text  # the common case, without a per-character pass
-    text = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class SmtpError(Exception):
-    """Raised by `ReplyParser`; `SmtpClient` turns it into a `Failed` event."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One complete server reply; every line of it carries `code`."""
-
-    code: int
-    lines: tuple[str, ...]
-    """Text after the code and separator, one entry per line (empty for a bare `250`)."""
-
-    @property
-    def text(self) -> str:
-        return " / ".join(self.lines)
-
-    def describe(self) -> str:
-        """`code text`, clipped to one line for messages."""
-        return clip(f"{self.code} {self.text}".rstrip(), _MESSAGE_CHARS)
-
-
-class ReplyParser:
-    """Feeds bytes, yields complete replies. Bounded.
-
-    Holds at most one partial line (`max_line` bytes) plus the lines of the reply being
-    assembled (`max_reply` bytes); anything larger is a protocol error, as is any line that is
-    not `ddd`, `ddd text` or `ddd-text`. After an error the parser stays broken: every later
-    `feed` raises again rather than resynchronising on attacker-chosen bytes.
-    """
-
-    def __init__(self, *, max_line: int = 4096, max_reply: int = 65536) -> None:
-        if max_line < 3 or max_reply < max_line:
-            raise ValueError("need max_line >= 3 and max_reply >= max_line")
-        self._max_line = max_line
-        self._max_reply = max_reply
-        self._buffer = bytearray()
-        self._code = 0
-        self._lines: list[str] = []
-        self._raw = bytearray()
-        """Bytes of the lines already taken into the unfinished reply, for `buffered`."""
-        self._error: SmtpError | None = None
-
-    @property
-    def buffered(self) -> bytes:
-        """Bytes received but not yet part of a complete reply."""
-        return bytes(self._raw + self._buffer)
-
-    @property
-    def has_buffered(self) -> bool:
-        """Whether any byte was received that is not yet part of a complete reply."""
-        return bool(self._raw or self._buffer)
-
-    def feed(self, data: bytes) -> list[Reply]:
-        replies, error = self.take(data)
-        if error is None:
-            return replies
-        try:
-            raise error
-        finally:
-            del error  # no cycle exception -> traceback -> this frame -> exception
-
-    def take(self, data: bytes) -> tuple[list[Reply], SmtpError | None]:
-        """Like `feed`, but an error comes back with the replies completed before it (a 421
-        followed by garbage in the same read still counts), instead of being raised."""
-        if self._error is not None:
-            return [], SmtpError(self._error.reason, self._error.message)
-        self._buffer += data
-        replies: list[Reply] = []
-        try:
-            self._drain(replies)
-        except SmtpError as exc:
-            # Kept without its traceback: the frames would hold on to the bytes just read.
-            self._error = SmtpError(exc.reason, exc.message)
-            self._buffer.clear()
-            self._raw.clear()
-            self._lines.clear()
-            return replies, exc.with_traceback(None)
-        return replies, None
-
-    def _drain(self, replies: list[Reply]) -> None:
-        # Every complete line in one pass: a reply arrives in one read as a rule, so this is
-        # one copy and one split per read rather than per line.
-        buffer = self._buffer
-        end = buffer.rfind(b"\n")
-        if end >= 0:
-            lines = bytes(buffer[: end + 1]).split(b"\n")
-            del buffer[: end + 1]
-            lines.pop()  # the empty piece after the last terminator
-            for raw in lines:
-                reply = self._take_line(raw)
-                if reply is not None:
-                    replies.append(reply)
-        self._check_partial()
-
-    def _check_partial(self) -> None:
-        # A trailing CR may be the first half of CRLF, so it does not count yet.
-        length = len(self._buffer) - (1 if self._buffer.endswith(b"\r") else 0)
-        if length > self._max_line:
-            raise SmtpError(
-                Reason.PROTOCOL,
-                f"reply line longer than {self._max_line} bytes (no end of line yet)",
-            )
-
-    def _take_line(self, raw: bytes) -> Reply | None:
-        """One line without its LF (a CR before it is still there)."""
-        line = raw[:-1] if raw.endswith(b"\r") else raw
-        if len(line) > self._max_line:
-            raise SmtpError(
-                Reason.PROTOCOL, f"reply line of {len(line)} bytes exceeds {self._max_line}"
-            )
-        if len(self._raw) + len(raw) + 1 > self._max_reply:
-            raise SmtpError(Reason.PROTOCOL, f"reply larger than {self._max_reply} bytes")
-        # `ddd`, `ddd text` or `ddd-text`, first digit 2 to 5, a stray CR is text; checked by
-        # hand rather than with a regular expression: this runs for every line of every reply.
-        size = len(line)
-        if (
-            size < 3
-            or line[0] not in _CODE_FIRST
-            or not line[1:3].isdigit()
-            or (size > 3 and line[3] not in _SEPARATORS)
-        ):
-            shown = clip(line[:60].decode("ascii", "replace"), 60)
-            raise SmtpError(Reason.PROTOCOL, f"malformed reply line {shown!r}")
-        code = int(line[:3])
-        final = size == 3 or line[3] == 32
-        text = line[4:].decode("utf-8", "replace") if size > 4 else ""
-        if self._lines and code != self._code:
-            raise SmtpError(
-                Reason.PROTOCOL,
-                f"multi-line reply changed code from {self._code} to {code}",
-            )
-        self._code = code
-        self._lines.append(text)
-        if not final:
-            self._raw += raw
-            self._raw += b"\n"
-            return None
-        reply = Reply(code, tuple(self._lines))
-        self._lines.clear()
-        self._raw.clear()
-        return reply
-
-
-_CODE_FIRST = b"2345"
-_SEPARATORS = b" -"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,36 +75,45 @@ class Failed:
 
 Event: TypeAlias = NeedData | Send | StartTls | Done | Failed
 
-# The one table of the dialogue: the reply each phase waits for and what it is called in messages.
-_EXPECTED: dict[str, tuple[int, str]] = {
-    "banner": (220, "greeting"),
-    "ehlo": (250, "EHLO"),
-    "starttls": (220, "STARTTLS"),
-    "ehlo_tls": (250, "EHLO after TLS"),
+
+class State(enum.StrEnum):
+    """Where the dialogue is; the names double as phase names in timings and messages."""
+
+    BANNER = "banner"
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    HANDSHAKE = "handshake"
+    EHLO_TLS = "ehlo_tls"
+    QUIT = "quit"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class _Step(NamedTuple):
+    expect: int
+    """The reply code that moves the dialogue on; any other is a failure."""
+    label: str
+    """What the awaited reply is called in messages."""
+    then: State
+
+
+# The one table of the dialogue: in each state that awaits a reply, the code that moves it on
+# and the state that follows. EHLO leads to STARTTLS only when STARTTLS is wanted and offered
+# (`_after_ehlo`); HANDSHAKE leads to EHLO_TLS when the transport calls `tls_started()`.
+_STEPS: dict[State, _Step] = {
+    State.BANNER: _Step(220, "greeting", State.EHLO),
+    State.EHLO: _Step(250, "EHLO", State.STARTTLS),
+    State.STARTTLS: _Step(220, "STARTTLS", State.HANDSHAKE),
+    State.EHLO_TLS: _Step(250, "EHLO after TLS", State.QUIT),
 }
-_FINISHED = ("quit", "done", "failed")
-
-
-def _check_ehlo_name(name: str) -> None:
-    """Reject anything but a host name or an address literal: a config value must not inject."""
-    if name.startswith("[") and name.endswith("]"):
-        _check_address_literal(name)
-        return
-    labels = name.split(".")
-    if not name.isascii() or len(name) > 253 or not all(_LABEL.fullmatch(x) for x in labels):
-        raise ValueError(f"ehlo_name {name!r}: not a host name or address literal")
-
-
-def _check_address_literal(name: str) -> None:
-    """`[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 section 4.1.3)."""
-    inner = name[1:-1]
-    tagged = inner[:5].lower() == "ipv6:"
-    try:
-        address = ipaddress.ip_address(inner[5:] if tagged else inner)
-    except ValueError:
-        raise ValueError(f"ehlo_name {name!r}: not a valid address literal") from None
-    if tagged != (address.version == 6):
-        raise ValueError(f"ehlo_name {name!r}: write [192.0.2.1] or [IPv6:2001:db8::1]")
+# The command sent on entering a state.
+_COMMANDS: dict[State, str] = {
+    State.EHLO: "EHLO {ehlo}",
+    State.STARTTLS: "STARTTLS",
+    State.EHLO_TLS: "EHLO {ehlo}",
+    State.QUIT: "QUIT",  # Done right after: waiting for 221 adds a round trip and a way to fail
+}
+_FINISHED = (State.QUIT, State.DONE, State.FAILED)
 
 
 class SmtpClient:
@@ -283,12 +131,12 @@ class SmtpClient:
         max_line: int = 4096,
         max_reply: int = 65536,
     ) -> None:
-        _check_ehlo_name(ehlo_name)
+        names.check_ehlo_name(ehlo_name)  # no value may inject a line into the dialogue
         self._ehlo_name = ehlo_name
         self._starttls = starttls
         self._limits = (max_line, max_reply)
         self._parser = ReplyParser(max_line=max_line, max_reply=max_reply)
-        self._phase = "banner"
+        self._phase = State.BANNER
         self._replies: deque[Reply] = deque()
         self._outgoing: deque[bytes] = deque()
         self._parse_error: SmtpError | None = None
@@ -299,7 +147,7 @@ class SmtpClient:
         self._transcript = Transcript()
 
     @property
-    def phase(self) -> str:
+    def phase(self) -> State:
         return self._phase
 
     @property
@@ -320,7 +168,7 @@ class SmtpClient:
         """Bytes read from the connection; b"" means the server closed it."""
         if self._final is not None or self._phase in _FINISHED:
             return
-        if self._phase == "handshake":
+        if self._phase is State.HANDSHAKE:
             self._on_data_before_handshake(data)
         elif not data:
             self._eof = True
@@ -331,24 +179,23 @@ class SmtpClient:
         """The transport finished the TLS handshake: start over on a clean parser."""
         if self._final is not None:
             return
-        if self._phase != "handshake":
-            raise RuntimeError(f"tls_started() called in phase {self._phase!r}")
+        if self._phase is not State.HANDSHAKE:
+            raise RuntimeError(f"tls_started() called in phase {self._phase.value!r}")
         # Nothing read in plaintext may be taken as said over TLS.
         self._parser = ReplyParser(max_line=self._limits[0], max_reply=self._limits[1])
         self._replies.clear()
         self._parse_error = None
         self._eof = False
-        self._phase = "ehlo_tls"
-        self._command(f"EHLO {self._ehlo_name}")
+        self._enter(State.EHLO_TLS)
 
     def next_event(self) -> Event:
         if self._final is not None:
             return self._final
         if self._outgoing:
             return Send(self._outgoing.popleft())
-        if self._phase == "quit":
+        if self._phase is State.QUIT:
             return self._finish(Done())
-        if self._phase == "handshake":
+        if self._phase is State.HANDSHAKE:
             return StartTls()
         if self._replies:
             self._handle(self._replies.popleft())
@@ -362,7 +209,7 @@ class SmtpClient:
     def _feed(self, data: bytes) -> None:
         # Replies completed before garbage in the same read (a 421, say) still count.
         replies, error = self._parser.take(data)
-        room = _MAX_QUEUED_REPLIES + 1 - len(self._replies)
+        room = MAX_QUEUED_REPLIES + 1 - len(self._replies)
         if len(replies) > room:
             replies = replies[:room]
             error = SmtpError(Reason.PROTOCOL, "server sent unsolicited replies")
@@ -384,7 +231,7 @@ class SmtpClient:
 
     def _handle(self, reply: Reply) -> None:
         """Judge the reply the current phase waits for, then move on or fail."""
-        expected, label = _EXPECTED[self._phase]
+        expected, label, _ = _STEPS[self._phase]
         if reply.code == 421:
             self._fail(Reason.THROTTLED, f"server is throttling ({label}): {reply.describe()}")
         elif reply.code != expected:
@@ -395,7 +242,7 @@ class SmtpClient:
             self._advance(reply)
 
     def _refusal_reason(self, code: int) -> Reason:
-        if self._phase == "starttls" and code >= 400:
+        if self._phase is State.STARTTLS and code >= 400:
             return Reason.STARTTLS_REJECTED
         return Reason.PROTOCOL
 
@@ -406,7 +253,7 @@ class SmtpClient:
         extra = f"{len(self._replies)} more replies, {len(self._parser.buffered)} more bytes"
         if self._parse_error is not None:
             extra = f"{extra}, then {self._parse_error.message}"
-        if self._phase == "starttls":
+        if self._phase is State.STARTTLS:
             return (
                 f"data after the 220 reply to STARTTLS ({extra}): possible response "
                 "injection (CVE-2011-0411)"
@@ -414,43 +261,40 @@ class SmtpClient:
         return f"unsolicited data after the {label} reply ({extra})"
 
     def _advance(self, reply: Reply) -> None:
-        if self._phase == "banner":
-            self._phase = "ehlo"
-            self._command(f"EHLO {self._ehlo_name}")
-        elif self._phase == "ehlo":
+        if self._phase in (State.EHLO, State.EHLO_TLS):
             self._capabilities = _keywords(reply)
-            if not self._starttls:
-                self._quit()
-            elif "STARTTLS" not in self._capabilities:
-                self._starttls_offered = False
-                shown = clip(", ".join(sorted(self._capabilities)) or "none", _MESSAGE_CHARS)
-                self._fail(Reason.NO_STARTTLS, f"server does not offer STARTTLS (EHLO: {shown})")
-            else:
-                self._starttls_offered = True
-                self._phase = "starttls"
-                self._command("STARTTLS")
-        elif self._phase == "starttls":
-            self._phase = "handshake"
-        else:
-            self._capabilities = _keywords(reply)
-            self._quit()
+        following = self._after_ehlo() if self._phase is State.EHLO else _STEPS[self._phase].then
+        if following is not None:
+            self._enter(following)
 
-    def _quit(self) -> None:
-        # Done right after QUIT: waiting for 221 would only add a round trip and a way to fail.
-        self._phase = "quit"
-        self._command("QUIT")
+    def _after_ehlo(self) -> State | None:
+        """STARTTLS when wanted and offered; QUIT in implicit TLS; None after a failure."""
+        if not self._starttls:
+            return State.QUIT
+        self._starttls_offered = "STARTTLS" in self._capabilities
+        if not self._starttls_offered:
+            shown = clip(", ".join(sorted(self._capabilities)) or "none", MESSAGE_CHARS)
+            self._fail(Reason.NO_STARTTLS, f"server does not offer STARTTLS (EHLO: {shown})")
+            return None
+        return State.STARTTLS
+
+    def _enter(self, state: State) -> None:
+        self._phase = state
+        command = _COMMANDS.get(state)
+        if command is not None:
+            self._command(command.format(ehlo=self._ehlo_name))
 
     def _command(self, line: str) -> None:
         self._transcript.add(f"C: {line}")
         self._outgoing.append(f"{line}\r\n".encode("ascii"))
 
     def _finish(self, event: Done) -> Done:
-        self._phase = "done"
+        self._phase = State.DONE
         self._final = event
         return event
 
     def _fail(self, reason: Reason, message: str) -> Failed:
-        self._phase = "failed"
+        self._phase = State.FAILED
         self._outgoing.clear()
         self._final = Failed(reason, message)
         return self._final
@@ -459,42 +303,3 @@ class SmtpClient:
 def _keywords(reply: Reply) -> frozenset[str]:
     """EHLO keywords: the first word of every line after the greeting line."""
     return frozenset(words[0].upper() for line in reply.lines[1:] if (words := line.split()))
-
-
-class Transcript:
-    """`S: ` / `C: ` lines, bounded in count and width; keeps the start of the dialogue."""
-
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-        self._dropped = 0
-
-    def add(self, line: str) -> None:
-        if len(self._lines) < _TRANSCRIPT_LINES:
-            self._lines.append(clip(line, _TRANSCRIPT_CHARS))
-        else:
-            self._dropped += 1
-
-    def add_reply(self, reply: Reply) -> None:
-        texts = reply.lines[:_TRANSCRIPT_LINES_PER_REPLY]
-        code, last = reply.code, len(reply.lines) - 1
-        lines = [f"S: {code}-{text}".rstrip() for text in texts]
-        if last < len(lines):
-            lines[last] = f"S: {code} {texts[last]}".rstrip()
-        else:
-            lines.append(
-                f"S: ... {last + 1 - _TRANSCRIPT_LINES_PER_REPLY} more lines of this reply"
-            )
-        self._extend(lines)
-
-    def _extend(self, lines: list[str]) -> None:
-        kept = lines[: max(_TRANSCRIPT_LINES - len(self._lines), 0)]
-        self._dropped += len(lines) - len(kept)
-        if kept and max(map(len, kept)) <= _TRANSCRIPT_CHARS and "".join(kept).isprintable():
-            self._lines.extend(kept)  # the common case: one check for the whole reply
-        else:
-            self._lines.extend(clip(line, _TRANSCRIPT_CHARS) for line in kept)
-
-    def lines(self) -> tuple[str, ...]:
-        if not self._dropped:
-            return tuple(self._lines)
-        return (*self._lines, f"... {self._dropped} more lines not kept")

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tlsprobe.model import Capture, Endpoint, Mode, Phase, ProbeError, Reason, TlsInfo
-from tlsprobe.probe import certmsg, smtp
+from tlsprobe.probe import certmsg, names, smtp
 
 _READ_CHUNK = 65536
 QUIT_GRACE = 0.5
@@ -383,7 +383,7 @@ def _chain_sent_before_failure(rec: _Recorder, kept: list[tuple[int, bytes]]) ->
 def _timeout(rec: _Recorder, timeout: float) -> ProbeError:
     message = f"no answer within {timeout:g} s ({_where(rec)})"
     client = rec.client
-    silent = client is not None and client.phase == Phase.BANNER and not client.transcript
+    silent = client is not None and client.phase is smtp.State.BANNER and not client.transcript
     if silent and rec.endpoint.mode is Mode.STARTTLS:
         # An implicit-TLS server (465, or 587/2465 set up that way) waits for a ClientHello
         # exactly as a STARTTLS client waits for a banner: nothing ever arrives.
@@ -407,9 +407,7 @@ def _where(rec: _Recorder) -> str:
 
 
 def _addr(rec: _Recorder) -> str:
-    address = rec.address or rec.endpoint.host
-    host = f"[{address}]" if ":" in address else address
-    return f"{host}:{rec.endpoint.port}"
+    return names.host_port(rec.address or rec.endpoint.host, rec.endpoint.port)
 
 
 def _os_error(exc: OSError, rec: _Recorder) -> ProbeError:

@@ -20,11 +20,10 @@ from tlsprobe.exporter.config.values import (
     kind,
     listing,
     string_of,
-    valid_host_name,
 )
-from tlsprobe.exporter.yamlfile import show
 from tlsprobe.model import HostPortError, Mode, is_ip_literal, parse_host_port
 from tlsprobe.probe import o365
+from tlsprobe.probe.names import host_port, is_host_name, normalize_name, show
 
 _FINGERPRINT = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -41,7 +40,7 @@ def host_or_mx(section: Mapping[str, object], where: str) -> tuple[str | None, s
 
 def mode_setting(section: Mapping[str, object], where: str, port: int) -> Mode:
     if "mode" not in section:
-        return Mode.IMPLICIT if port == 465 else Mode.STARTTLS
+        return Mode.for_port(port)
     return Mode(choice(section["mode"], f"{where}.mode", tuple(m.value for m in Mode)))
 
 
@@ -127,7 +126,7 @@ def listen_address(value: object, where: str) -> tuple[str, int]:
         raise ConfigError(
             where, f"write an IPv6 address in brackets ([::1]:PORT), got {show(text)}"
         )
-    elif host and not is_ip_literal(host) and not valid_host_name(o365.normalize_name(host)):
+    elif host and not is_ip_literal(host) and not is_host_name(normalize_name(host)):
         raise ConfigError(where, usage)
     if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ConfigError(where, f"port must be 1-65535, got {show(port)}")
@@ -151,12 +150,12 @@ def allow_entry(value: object, where: str) -> str:
         address = ipaddress.ip_address(host)
         if port is None:
             return str(ipaddress.ip_network(address))
-        return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+        return host_port(str(address), port)
     if host == "*":
         raise ConfigError(where, "a bare '*' would allow probing any host; list hosts or domains")
     rest = host.removeprefix("*.")
-    name = o365.normalize_name(rest)
-    if not valid_host_name(name):
+    name = normalize_name(rest)
+    if not is_host_name(name):
         raise ConfigError(where, usage)
     pattern = name if rest == host else f"*.{name}"
     return pattern if port is None else f"{pattern}:{port}"

@@ -52,9 +52,9 @@ from tlsprobe.exporter.config.values import (
     string_of,
 )
 from tlsprobe.exporter.sendconfig import SenderConfig
-from tlsprobe.exporter.yamlfile import show
 from tlsprobe.model import Policy
 from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
+from tlsprobe.probe.names import show
 
 _T = TypeVar("_T")
 _TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from tlsprobe.exporter.allowrules import Rule, parse_rule
 from tlsprobe.exporter.sendconfig import SendSideConfig
 from tlsprobe.model import Mode, Policy
 
@@ -118,6 +119,12 @@ class WebSettings:
     probe_min_interval: float = 10.0
     """Seconds between two probes of one target through `/probe`; requests in between get
     the last result."""
+    probe_rules: tuple[Rule, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    """`probe_allowlist` parsed, once, when the settings are built."""
+
+    def __post_init__(self) -> None:
+        rules = tuple(parse_rule(entry) for entry in self.probe_allowlist)
+        object.__setattr__(self, "probe_rules", rules)
 
 
 @dataclass(frozen=True, slots=True)

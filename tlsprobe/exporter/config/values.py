@@ -14,11 +14,10 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 
 from tlsprobe.exporter.config.schema import MAX_DAYS, MAX_DURATION, ConfigError
-from tlsprobe.exporter.yamlfile import show
 from tlsprobe.model import is_ip_literal
-from tlsprobe.probe import o365
+from tlsprobe.probe import names
+from tlsprobe.probe.names import is_host_name, normalize_name, show
 
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _DURATION = re.compile(
     r"(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?"
     r"(?:(?P<s>\d+(?:\.\d+)?)s)?(?:(?P<ms>\d+(?:\.\d+)?)ms)?",
@@ -167,44 +166,27 @@ def host_value(value: object, where: str) -> str:
     text = string_of(value, where).strip()
     if is_ip_literal(text):
         return str(ipaddress.ip_address(text))
-    name = o365.normalize_name(text)
-    if not valid_host_name(name):
-        raise ConfigError(where, f"{show(text)} is not a valid host name or IP address")
-    return name
+    return _name(text, where, "a valid host name or IP address")
 
 
 def domain_name(value: object, where: str) -> str:
-    text = string_of(value, where).strip()
-    name = o365.normalize_name(text)
-    if not valid_host_name(name):
-        raise ConfigError(where, f"{show(text)} is not a valid domain name")
+    return _name(string_of(value, where).strip(), where, "a valid domain name")
+
+
+def _name(text: str, where: str, what: str) -> str:
+    name = normalize_name(text)
+    if not is_host_name(name):
+        raise ConfigError(where, f"{show(text)} is not {what}")
     return name
 
 
 def ehlo_value(value: object, where: str) -> str:
     """A host name, or an address literal as RFC 5321 writes it: [192.0.2.1], [IPv6:...]."""
     text = string_of(value, where).strip()
-    if text.startswith("[") and text.endswith("]"):
-        inner = text[1:-1]
-        tagged = inner[:5].lower() == "ipv6:"
-        address = inner[5:] if tagged else inner
-        if is_ip_literal(address) and tagged == (":" in address):
-            return text
-        raise ConfigError(where, f"{show(text)}: write [192.0.2.1] or [IPv6:2001:db8::1]")
-    name = o365.normalize_name(text)
-    if not valid_host_name(name):
-        raise ConfigError(where, f"{show(text)} is not a host name or address literal")
-    return name
-
-
-def valid_host_name(name: str) -> bool:
-    """LDH labels of 1-63 characters, at most 253 in all; the last label not all digits."""
-    labels = name.split(".")
-    return (
-        0 < len(name) <= 253
-        and all(_LABEL.fullmatch(label) for label in labels)
-        and not labels[-1].isdigit()
-    )
+    try:
+        return names.ehlo_name(text)
+    except names.EhloNameError as exc:
+        raise ConfigError(where, f"{show(text)}{exc.problem}") from None
 
 
 # --- messages ------------------------------------------------------------------------------
