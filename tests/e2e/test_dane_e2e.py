@@ -27,6 +27,8 @@ from tests.e2e.harness import (
     LoopThread,
     Webhook,
     api,
+    dashboard_queries,
+    expand_grafana,
     write_fast_alertmanager,
     write_fast_rules,
 )
@@ -41,6 +43,7 @@ pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
 RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+DASHBOARD = ROOT / "grafana" / "dashboards" / "tlsprobe-dns-policies.json"
 DOMAIN = "dane.test"
 MX = f"mx1.{DOMAIN}"
 SETTLE_SECONDS = 90.0
@@ -211,6 +214,11 @@ def test_rotated_key_without_tlsa_update_pages(lab: Lab) -> None:
     records = 'tlsprobe_dane_tlsa_records{dnssec="secure"}'
     assert values(lab, records) == ["2"]
     assert dane_pages(lab) == []
+    # The DNS policies dashboard's DANE panel shows this endpoint (its MTA-STS panel has the
+    # same query on check="mta_sts", which this domain does not publish).
+    (panel,) = [q for q in dashboard_queries(DASHBOARD) if q.panel == "DANE per endpoint"]
+    shown = query(lab, expand_grafana(panel.expr))
+    assert [row["metric"]["host"] for row in shown] == [MX]
 
     rotated = make_leaf(lab.pki.intermediate, [MX], key=KeyKind.EC_P384)
     lab.server.present(ServerTls(lab.pki.chain(rotated), rotated.key))
