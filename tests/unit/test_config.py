@@ -39,8 +39,8 @@ ONE = "targets:\n  - host: mail.example.com\n"
 FP = "AB:" * 31 + "AB"
 TARGET_KEYS = (
     "expected one of: address, addresses, ca_file, certificate_domain, crit_days, dane, "
-    "ehlo_name, expected_certificate, host, interval, mode, mta_sts_domain, mx, name, port, "
-    "retries, sni, timeout, warn_days"
+    "ehlo_name, expected_certificate, host, interval, mode, mta_sts_domain, mx, name, networks, "
+    "port, retries, sni, timeout, warn_days"
 )
 
 
@@ -212,7 +212,7 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     (
         tenant("accepted_domain: [contoso.com]"),
         "tenants.contoso.accepted_domain: unknown key 'accepted_domain' "
-        "(expected one of: accepted_domains, certificate_domain, senders, targets)",
+        "(expected one of: accepted_domains, certificate_domain, networks, senders, targets)",
     ),
     (
         tenant("accepted_domains: contoso.com\ntargets: [{host: a.contoso.com}]"),

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -498,7 +499,9 @@ async def test_mx_endpoints_follow_the_zone(ca_file: Path) -> None:
     }
     with DnsTestServer(zone) as server:
         dns = {"nameservers": ["127.0.0.1"], "port": server.port, "timeout": "2s"}
-        config = make_config([{"mx": "contoso.test"}], ca_file, dns=dns)
+        # Loopback MX answers are probed only inside the target's networks.
+        target = {"mx": "contoso.test", "networks": ["127.0.0.0/8"]}
+        config = make_config([target], ca_file, dns=dns)
         probe = FakeProbe()
         scheduler = make_scheduler(config, probe, resolver=None)
         mx = config.targets[0]
@@ -527,3 +530,28 @@ async def test_mx_endpoints_follow_the_zone(ca_file: Path) -> None:
 def _counted(retries: dict[str, int]) -> dict[str, int]:
     """The reasons that saw a retry (every reason is present from zero, for its series)."""
     return {reason: n for reason, n in retries.items() if n}
+
+
+async def test_mx_answers_on_loopback_or_link_local_are_skipped_and_reported(
+    ca_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    zone = {
+        ("contoso.test", "MX"): ["10 loop.contoso.test.", "20 mixed.contoso.test."],
+        ("loop.contoso.test", "A"): ["127.0.0.21"],
+        ("mixed.contoso.test", "A"): ["0.0.0.0", "127.0.0.23"],
+        ("mixed.contoso.test", "AAAA"): ["fe80::1", "::ffff:127.0.0.1"],
+    }
+    with DnsTestServer(zone) as server:
+        dns = {"nameservers": ["127.0.0.1"], "port": server.port, "timeout": "2s"}
+        config = make_config([{"mx": "contoso.test"}], ca_file, dns=dns)
+        probe = FakeProbe()
+        scheduler = make_scheduler(config, probe, resolver=None)
+        with caplog.at_level(logging.WARNING, logger="tlsprobe"):
+            states = await scheduler.run_cycle(config.targets[0])
+            await scheduler.run_cycle(config.targets[0])
+    assert probe.calls == []  # nothing was probed, not even once
+    assert {s.result.error.kind for s in states if s.result.error} == {Reason.DNS}
+    assert "resolves only to loopback" in str(states[0].result.error)
+    assert scheduler.stats.mx_skipped == {("", "contoso.test"): 5}
+    warnings = [r for r in caplog.records if "not probed" in r.getMessage()]
+    assert len(warnings) == 2  # one per host, not one per cycle

@@ -106,6 +106,7 @@ class ExporterStats:
     http_closed: dict[str, int] = field(default_factory=lambda: {r.value: 0 for r in Closed})
     auth_outcomes: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
     probe_requests_shared: int = 0
+    mx_skipped: dict[tuple[str, str], int] = field(default_factory=dict)
     event_loop: EventLoop = EventLoop.ASYNCIO
     mta_sts: dict[str, MtaStsSample] = field(default_factory=dict)
     """Per MTA-STS policy domain of the configuration (bounded by it)."""
@@ -228,6 +229,8 @@ def exporter_samples(stats: ExporterStats, endpoints: int) -> Iterator[Sample]:
     for outcome, count in stats.auth_outcomes.items():
         yield "tlsprobe_http_auth_attempts", (outcome,), float(count)
     yield "tlsprobe_probe_requests_shared", (), float(stats.probe_requests_shared)
+    for (tenant, target), count in sorted(stats.mx_skipped.items()):
+        yield "tlsprobe_mx_addresses_skipped", (tenant, target), float(count)
     yield "tlsprobe_state_writable", (), 1.0 if stats.state_writable else 0.0
     yield "tlsprobe_state_write_errors", (), float(stats.state_write_errors)
     yield "tlsprobe_targets_configured", (), float(stats.targets_configured)

@@ -219,6 +219,13 @@ METRICS: tuple[MetricDef, ...] = (
         "/probe requests answered with the probe of another request within the interval.",
         scope="",
     ),
+    _g(
+        "mx_addresses_skipped",
+        "MX-discovered loopback, link-local or unspecified addresses not probed, per target.",
+        "tenant",
+        "target",
+        scope="",
+    ),
     _g("state_writable", "1 while the certificate history can be written.", scope=""),
     _c("state_write_errors", "Failed writes to the certificate history.", scope=""),
     _g("targets_configured", "Targets in the configuration in force.", scope=""),

@@ -22,6 +22,7 @@ from typing import Any
 
 import tenacity
 
+from tlsprobe.exporter import mxguard
 from tlsprobe.exporter.config import Config, TargetConfig
 from tlsprobe.exporter.dnspolicies import DnsPolicies
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats
@@ -93,6 +94,7 @@ class Scheduler:
         # left the zone or the configuration do not accumulate.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._trust: dict[str | None, TrustStore] = {}
+        self._skipped: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self._outcomes: dict[EndpointKey, tuple[object, ...]] = {}
         self.config = config
         self._semaphore = asyncio.Semaphore(config.concurrency)
@@ -141,6 +143,9 @@ class Scheduler:
             self.dns_policies.close()
 
     def _forget(self, key: tuple[str, str]) -> None:
+        for skipped in [k for k in self._skipped if k[:2] == key]:
+            del self._skipped[skipped]
+        self.stats.mx_skipped.pop(key, None)
         removed = self.results.remove_target(*key)
         for endpoint in removed:
             self._outcomes.pop(endpoint, None)
@@ -217,10 +222,41 @@ class Scheduler:
         )
         if result.error is not None:
             return [Job(target, endpoint, result.error)]
+        addresses = list(result.addresses)
+        if target.mx is not None:
+            addresses, skipped = mxguard.split(addresses, target.networks)
+            self._report_skipped(target, endpoint.host, skipped)
+            if not addresses:
+                error = ProbeError(
+                    Reason.DNS,
+                    f"{endpoint.host} resolves only to loopback, link-local or unspecified"
+                    f" addresses ({', '.join(skipped)}): skipped; list them in the tenant's"
+                    " networks to probe them",
+                )
+                return [Job(target, endpoint, error)]
         sni = endpoint.sni
         if target.mx is not None and target.sni is None and target.send_sni:
             sni = endpoint.host  # each discovered MX host is named in its own handshake
-        return [Job(target, replace(endpoint, address=a, sni=sni)) for a in result.addresses]
+        return [Job(target, replace(endpoint, address=a, sni=sni)) for a in addresses]
+
+    def _report_skipped(self, target: TargetConfig, host: str, skipped: list[str]) -> None:
+        """Count skipped MX addresses per target and host; log when a host's set changes."""
+        key = (target.tenant, target.name, host)
+        previous = self._skipped.get(key, ())
+        if tuple(skipped) != previous:
+            if skipped:
+                fields = {"tenant": target.tenant, "target": target.name, "host": host}
+                fields["skipped"] = ",".join(skipped)
+                log.warning(
+                    "MX host resolves to loopback, link-local or unspecified addresses;"
+                    " not probed (allow them with the tenant's networks)",
+                    extra={"fields": fields},
+                )
+            self._skipped[key] = tuple(skipped)
+        counts: dict[tuple[str, str], int] = {}
+        for (tenant, name, _host), addresses in self._skipped.items():
+            counts[tenant, name] = counts.get((tenant, name), 0) + len(addresses)
+        self.stats.mx_skipped = counts
 
     async def _retry_dns(self, target: TargetConfig, lookup: Callable[[], Awaitable[Any]]) -> Any:
         """A lookup, retried like a probe: only transient failures, at most `retries` times, and

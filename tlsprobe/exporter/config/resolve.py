@@ -279,6 +279,7 @@ class _Parser:
                 )
             ),
             certificate_domain=fields.connector(section, where),
+            networks=_networks(section, where),
         )
         raw_targets = listing(section.get("targets"), f"{where}.targets")
         return tenant, self.targets(raw_targets, f"{where}.targets", tenant, defaults)
@@ -321,6 +322,7 @@ class _Parser:
                 "name": lambda: display_name(section.get("name", host or mx), f"{where}.name"),
                 "pins": lambda: fields.expected_pins(section.get("expected_certificate"), where),
                 "dns_policies": lambda: fields.dns_policies(section, where, mx),
+                "networks": lambda: _networks(section, where),
             }
         )
         settings: _Defaults = parsed["settings"]
@@ -355,11 +357,20 @@ class _Parser:
             send_sni=send_sni,
             dane=dane,
             mta_sts_domain=mta_sts_domain,
+            networks=parsed["networks"] if "networks" in section else tenant.networks,
         )
 
 
 class _Reported(Exception):
     """A unit whose problems `_Parser.each` has recorded: drop it, report nothing more."""
+
+
+def _networks(section: Mapping[str, object], where: str) -> tuple[str, ...]:
+    """`networks`: CIDRs where MX discovery may lead to loopback, link-local or unspecified."""
+    items = listing(section.get("networks"), f"{where}.networks")
+    return tuple(
+        fields.allow_network(str(n), f"{where}.networks[{i}]") for i, n in enumerate(items)
+    )
 
 
 def _address(section: Mapping[str, object], where: str, mx: str | None) -> str | None:

@@ -47,7 +47,7 @@ DEFAULT_KEYS = (
     "ehlo_name",
     "port",
 )
-TENANT_KEYS = ("accepted_domains", "certificate_domain", "targets", "senders")
+TENANT_KEYS = ("accepted_domains", "certificate_domain", "targets", "senders", "networks")
 TARGET_KEYS = (
     "name",
     "host",
@@ -68,6 +68,7 @@ TARGET_KEYS = (
     "certificate_domain",
     "dane",
     "mta_sts_domain",
+    "networks",
 )
 
 
@@ -173,6 +174,9 @@ class TargetConfig:
     """Judge TLSA records (`dane` check); default true for mx targets."""
     mta_sts_domain: str | None = None
     """MTA-STS policy domain (`mta_sts` check); default the mail domain of an mx target."""
+    networks: tuple[str, ...] = ()
+    """The tenant's networks: MX-discovered loopback, link-local or unspecified addresses
+    inside one are probed; others of those kinds are skipped (exporter/mxguard.py)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -188,6 +192,8 @@ class TenantConfig:
     """Normalized (lower-case A-labels, no trailing dot)."""
     certificate_domain: str | None
     """The connector's TlsSenderCertificateName, normalized (`*.contoso.com` or a literal)."""
+    networks: tuple[str, ...] = ()
+    """CIDR networks MX discovery may lead to even when loopback, link-local or unspecified."""
 
 
 @dataclass(frozen=True, slots=True)
