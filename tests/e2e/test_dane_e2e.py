@@ -132,7 +132,10 @@ def start_exporter(tmp: Path, lab: Lab, daemons: list[Daemon]) -> str:
                 "accepted_domains": [DOMAIN],
                 "certificate_domain": f"*.{DOMAIN}",
                 # DANE is on by default for an mx target; the domain publishes no MTA-STS.
-                "targets": [{"name": "mail", "mx": DOMAIN, "port": lab.port}],
+                "targets": [
+                    # The lab's MX host is on loopback, which discovery probes only when allowed.
+                    {"name": "mail", "mx": DOMAIN, "port": lab.port, "networks": ["127.0.0.0/8"]}
+                ],
             }
         },
     }

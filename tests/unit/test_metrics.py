@@ -170,6 +170,7 @@ def stats() -> ExporterStats:
     s.targets_configured = 5
     s.external_url = "https://tlsprobe.contoso.test/mon"
     s.mta_sts = {"contoso.test": MtaStsSample(True, "enforce", 86400.0, 1_700_000_500.0)}
+    s.mx_skipped = {("contoso", "mx"): 2}
     return s
 
 
