@@ -132,7 +132,7 @@ def test_a_probe_on_real_uvloop_captures_and_judges_the_chain(pki: Hierarchy) ->
 def test_serve_answers_http_on_real_uvloop(tmp_path: Path) -> None:
     """uvloop's transports do not derive from asyncio.Transport; the connection guard once
     asserted they did and reset every HTTP connection on uvloop."""
-    pytest.importorskip("uvloop")
+    importable("uvloop", Gate.UVLOOP)
 
     async def scrape() -> tuple[int, str]:
         exporter = app.Exporter(_config(tmp_path))
