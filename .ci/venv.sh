@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make (or reuse) a virtual environment and pip-install into it:
 #
-#   bash scripts/venv.sh DIR PIP-INSTALL-ARGS...     e.g.  bash scripts/venv.sh .venv -e .
+#   bash .ci/venv.sh DIR PIP-INSTALL-ARGS...     e.g.  bash .ci/venv.sh .venv -e .
 #
 # Nothing is installed into the system Python, so this works where a bare `pip install` is
 # refused (PEP 668: Debian's and Ubuntu's system Python). The interpreter is $PYTHON, else
@@ -16,7 +16,7 @@ die() {
     exit 1
 }
 
-(($# >= 2)) || die "usage: bash scripts/venv.sh DIR PIP-INSTALL-ARGS..."
+(($# >= 2)) || die "usage: bash .ci/venv.sh DIR PIP-INSTALL-ARGS..."
 dir=$1
 shift
 python=${PYTHON:-python3}
