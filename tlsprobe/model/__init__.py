@@ -1,0 +1,82 @@
+"""Frozen result types and the closed enums that cross module boundaries.
+
+Everything a probe learns is expressed here as immutable values: the endpoint that was probed
+(`Endpoint`), what the transport captured (`Capture`), the parsed facts of each certificate
+(`CertFacts`), the verdicts (`Check`) and the whole `ProbeResult`.  Failure text never becomes a
+metric label: only the `Reason` tokens do, and they are a closed set.
+
+The package re-exports every public name, so `from tlsprobe.model import X` is the one way in;
+its modules are `enums` (closed vocabularies), `endpoint` (what is probed, host[:port]),
+`certs` (certificate facts), `dane` (DNS policy findings) and `result` (capture, checks,
+`ProbeResult`, the Exchange Online readiness rule). It imports nothing else of the project.
+"""
+
+from tlsprobe.model.certs import CertFacts, CertPart, CertProblem
+from tlsprobe.model.dane import DaneFindings, DnssecStatus, Tlsa, TlsaMatch, TlsaVerdict
+from tlsprobe.model.endpoint import (
+    Endpoint,
+    EndpointKey,
+    HostPortError,
+    Policy,
+    is_ip_literal,
+    parse_host_port,
+)
+from tlsprobe.model.enums import (
+    CHECK_NAMES,
+    IMPLICIT_TLS_PORT,
+    PHASES,
+    TRANSIENT_REASONS,
+    CanaryReason,
+    ChainReason,
+    CheckName,
+    Mode,
+    Phase,
+    Reason,
+    Status,
+)
+from tlsprobe.model.result import (
+    O365_RULES,
+    Capture,
+    Check,
+    ProbeError,
+    ProbeResult,
+    TlsInfo,
+    o365_ready,
+    overall_status,
+)
+
+__all__ = [
+    "CHECK_NAMES",
+    "IMPLICIT_TLS_PORT",
+    "O365_RULES",
+    "PHASES",
+    "TRANSIENT_REASONS",
+    "CanaryReason",
+    "Capture",
+    "CertFacts",
+    "CertPart",
+    "CertProblem",
+    "ChainReason",
+    "Check",
+    "CheckName",
+    "DaneFindings",
+    "DnssecStatus",
+    "Endpoint",
+    "EndpointKey",
+    "HostPortError",
+    "Mode",
+    "Phase",
+    "Policy",
+    "ProbeError",
+    "ProbeResult",
+    "Reason",
+    "Status",
+    "TlsInfo",
+    "Tlsa",
+    "TlsaMatch",
+    "TlsaVerdict",
+    "is_ip_literal",
+    "o365_ready",
+    "overall_status",
+    "parse_host_port",
+]

@@ -1,0 +1,133 @@
+"""The closed enums that cross module boundaries: every metric label value comes from one of
+these (or from the configuration), never from free text."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.IntEnum):
+    """Nagios-style status; the integer is both the exit code and the metric value."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Reason(enum.StrEnum):
+    """Why no healthy TLS session was seen. The only failure text that becomes a label value."""
+
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    DNS = "dns"
+    THROTTLED = "throttled"
+    NO_STARTTLS = "no_starttls"
+    STARTTLS_REJECTED = "starttls_rejected"
+    TLS_HANDSHAKE = "tls_handshake"
+    PROTOCOL = "protocol"
+    UNREACHABLE = "unreachable"
+
+    @property
+    def status(self) -> Status:
+        """UNKNOWN when nothing about the endpoint's TLS could be learnt, else CRITICAL."""
+        return Status.UNKNOWN if self in _OUTSIDE_TLS else Status.CRITICAL
+
+
+_OUTSIDE_TLS = frozenset(
+    {Reason.REFUSED, Reason.TIMEOUT, Reason.DNS, Reason.THROTTLED, Reason.UNREACHABLE}
+)
+
+# Reasons worth retrying: the next attempt may well see a certificate.
+TRANSIENT_REASONS = frozenset({Reason.REFUSED, Reason.TIMEOUT, Reason.DNS, Reason.THROTTLED})
+
+
+class CanaryReason(enum.StrEnum):
+    """Why a send-side canary failed: the only canary failure text that becomes a label."""
+
+    SUBMIT_UNREACHABLE = "submit_unreachable"
+    SUBMIT_TIMEOUT = "submit_timeout"
+    SUBMIT_TLS = "submit_tls"
+    SUBMIT_AUTH = "submit_auth"
+    SUBMIT_REFUSED = "submit_refused"
+    MISSING = "missing"
+    """Submitted, but not received before its deadline (the relay's routing or TLS broke)."""
+
+
+IMPLICIT_TLS_PORT = 465
+"""Submissions (RFC 8314): the one port where TLS starts at connect unless told otherwise."""
+
+
+class Mode(enum.StrEnum):
+    STARTTLS = "starttls"
+    IMPLICIT = "implicit"
+
+    @classmethod
+    def for_port(cls, port: int) -> Mode:
+        """The mode a port implies when none is configured: implicit TLS on 465 only."""
+        return cls.IMPLICIT if port == IMPLICIT_TLS_PORT else cls.STARTTLS
+
+
+class CheckName(enum.StrEnum):
+    """Every check a result may carry, in report order. `expected_certificate` only when pinned,
+    `certificate_format` only when a certificate could not be read strictly."""
+
+    STARTTLS = "starttls"
+    TLS_VERSION = "tls_version"
+    CERTIFICATE_FORMAT = "certificate_format"
+    CHAIN_TRUSTED = "chain_trusted"
+    NOT_EXPIRED = "not_expired"
+    HOSTNAME = "hostname"
+    CERTIFICATE_DOMAIN = "certificate_domain"
+    ACCEPTED_DOMAIN = "accepted_domain"
+    KEY_STRENGTH = "key_strength"
+    SIGNATURE_ALGORITHM = "signature_algorithm"
+    EXPECTED_CERTIFICATE = "expected_certificate"
+    CLIENT_AUTH_EKU = "client_auth_eku"
+    """Send side only: the leaf a relay sends with allows TLS client authentication."""
+    SAME_AS_SERVER = "same_as_server"
+    """Send side only: the relay sends with the certificate it serves."""
+    DANE = "dane"
+    """Only when the host publishes TLSA records (and DANE was asked for)."""
+    MTA_STS = "mta_sts"
+    """Only when the host's policy domain publishes an MTA-STS policy (and it was asked for)."""
+
+
+CHECK_NAMES: tuple[CheckName, ...] = (*tuple(CheckName)[:11], CheckName.DANE, CheckName.MTA_STS)
+"""The checks of a server probe, in report order (each has its runbook heading in the README);
+`dane` and `mta_sts` only where DNS policies apply."""
+
+
+class ChainReason(enum.StrEnum):
+    """Why `chain_trusted` failed: the `reason` label of `tlsprobe_chain_untrusted_info`."""
+
+    SELF_SIGNED = "self_signed"
+    UNKNOWN_ROOT = "unknown_root"
+    INTERMEDIATE_MISSING = "intermediate_missing"
+    INTERMEDIATE_EXPIRED = "intermediate_expired"
+    LEAF_EXPIRED = "leaf_expired"
+    NOT_YET_VALID = "not_yet_valid"
+    MALFORMED = "malformed"
+    """A certificate that cannot be parsed, or whose signature algorithm or extensions the
+    verifier refuses (see the `certificate_format` check)."""
+    INVALID = "invalid"
+    NO_CERTIFICATE = "no_certificate"
+    """Send side only: the relay negotiated TLS without presenting a client certificate."""
+
+
+class Phase(enum.StrEnum):
+    """Where a probe spent its time: the `phase` label of `tlsprobe_probe_duration_seconds`."""
+
+    CONNECT = "connect"
+    BANNER = "banner"
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    HANDSHAKE = "handshake"
+    TOTAL = "total"
+
+
+PHASES: tuple[Phase, ...] = tuple(Phase)
