@@ -27,7 +27,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.support.exporter import ROOT, ServeProcess, command, fetch_once
+from tests.support.exporter import DEMO_STATUS, ROOT, ServeProcess, command, fetch_once
 from tests.support.exporter import serving as serving_at
 from tests.support.pki import Hierarchy, Issued
 from tests.support.servers import Behaviour, ServerTls, SmtpTestServer, unused_port
@@ -340,17 +340,6 @@ async def test_serve_refuses_a_port_in_use(tmp_path: Path, ca_file: Path) -> Non
 
 
 # --- demo ----------------------------------------------------------------------------------
-
-DEMO_STATUS = {
-    "healthy": 0,
-    "expiring": 1,
-    "expired": 2,
-    "untrusted": 2,
-    "wrong-name": 2,
-    "missing-intermediate": 2,
-    "not-accepted": 2,
-    "no-starttls": 2,
-}
 
 
 def demo_leftovers(directory: Path) -> list[Path]:

@@ -36,6 +36,19 @@ ROOT = Path(__file__).resolve().parents[2]
 """The repository: `python -m tlsprobe` run from here finds this checkout's package."""
 
 
+DEMO_STATUS = {
+    "healthy": 0,
+    "expiring": 1,
+    "expired": 2,
+    "untrusted": 2,
+    "wrong-name": 2,
+    "missing-intermediate": 2,
+    "not-accepted": 2,
+    "no-starttls": 2,
+}
+"""`tlsprobe demo`'s scenarios (target names) and the `tlsprobe_status` each stands for."""
+
+
 def command(*args: str) -> list[str]:
     """`tlsprobe ARGS...` with this interpreter."""
     return [sys.executable, "-m", "tlsprobe", *args]

@@ -38,6 +38,8 @@ class Gate(StrEnum):
     """uvloop, the optional event loop (`pip install -e '.[uvloop]'`)."""
     DNSLAB = "TLSPROBE_REQUIRE_DNSLAB"
     """nsd and unbound, for the DNSSEC laboratory of the DANE and MTA-STS tests."""
+    BROWSER = "TLSPROBE_REQUIRE_BROWSER"
+    """Chromium (Debian package `chromium`), for the page tests in a real browser."""
 
 
 def required(gate: Gate) -> bool:

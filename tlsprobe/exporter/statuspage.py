@@ -62,16 +62,24 @@ class Column:
     header: str
     cell: Callable[[EndpointState, Context], str]
     """HTML of the cell (escaped by the column itself)."""
+    wraps: bool = False
+    """Free text that may break anywhere (a trust-store path, a long DN), so that the table
+    fits the screen instead of scrolling sideways."""
 
 
 e = html.escape
 
 
+def host(name: str) -> str:
+    """A host name as HTML that may break after its dots (`<wbr>`), so long names wrap."""
+    return e(name).replace(".", ".<wbr>")
+
+
 def _endpoint(state: EndpointState, ctx: Context) -> str:
-    _, _, host, address, port = state.key
+    _, _, name, address, port = state.key
     where = host_port(address, port)
     href = e(links.detail_path(state.label_values))
-    return f'<a href="{href}">{e(host)}</a><br><small>{e(where)}</small>'
+    return f'<a href="{href}">{host(name)}</a><br><small>{e(where)}</small>'
 
 
 def _status(state: EndpointState, ctx: Context) -> str:
@@ -90,12 +98,12 @@ def _days_left(state: EndpointState, ctx: Context) -> str:
     if leaf is None:
         return "-"
     days = (leaf.not_after.timestamp() - ctx.now) / 86400
-    return f"{days:.0f}" if days >= 1 else f"{days:.1f}"
+    return f"{days:.0f}" if abs(days) >= 1 else f"{days:.1f}"
 
 
 def _names(state: EndpointState, ctx: Context) -> str:
     leaf = state.result.leaf
-    return e(", ".join(leaf.dns_names) or ", ".join(leaf.common_names)) if leaf else "-"
+    return ", ".join(map(host, leaf.dns_names or leaf.common_names)) if leaf else "-"
 
 
 def _issuer(state: EndpointState, ctx: Context) -> str:
@@ -137,8 +145,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("Names", _names),
     Column("Issuer", _issuer),
     Column("Last change", _last_change),
-    Column("Failing checks", _failing),
-    Column("Exchange Online symptom", _symptom),
+    Column("Failing checks", _failing, wraps=True),
+    Column("Exchange Online symptom", _symptom, wraps=True),
 )
 
 
@@ -147,7 +155,8 @@ def render_row(state: EndpointState, ctx: Context, columns: Sequence[Column] = C
     cells = []
     for column in columns:
         style = f' style="color:#fff;background:{colour}"' if column.header == "Status" else ""
-        cells.append(f"<td{style}>{column.cell(state, ctx)}</td>")
+        wraps = ' class="w"' if column.wraps else ""
+        cells.append(f"<td{style}{wraps}>{column.cell(state, ctx)}</td>")
     return "<tr>" + "".join(cells) + "</tr>\n"
 
 
@@ -208,6 +217,7 @@ STYLE = """<style>
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}
+td.w{overflow-wrap:anywhere;min-width:10em} td code{overflow-wrap:anywhere}
 th{background:#f0f0f0} small{color:#666} code{font-size:12px}
 </style>"""
 

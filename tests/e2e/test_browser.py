@@ -1,0 +1,133 @@
+"""The status page and the detail view in a real browser, as an administrator meets them.
+
+`tlsprobe demo` runs as a user starts it; headless Chromium (tests/support/browser.py) opens
+its status page. What the browser shows, not what the HTML says, is asserted: the row of every
+demo scenario with its status in words and in the status colour as the browser computes it,
+worst first; a page that fits a 1280-pixel screen without scrolling sideways; the endpoint link
+that a click follows to the detail view with the chain as sent. The screenshots in
+deploy/screenshots are these pages: with TLSPROBE_SCREENSHOT_DIR set, the test writes them there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.browser import Page, chromium, png_size
+from tests.support.exporter import DEMO_STATUS, ROOT, command, fetch_once
+from tests.support.servers import unused_port
+from tests.support.wait import WAIT, eventually
+from tlsprobe.exporter.statuspage import STATUS_COLOURS
+from tlsprobe.model import Status
+
+pytestmark = pytest.mark.slow
+
+SCREEN = 1280
+"""CSS pixels: a laptop screen; the status page must not scroll sideways on it."""
+ROWS = """Array.from(document.querySelectorAll('tbody tr')).map(tr => ({
+  target: tr.cells[1].innerText,
+  status: tr.cells[3].innerText,
+  colour: getComputedStyle(tr.cells[3]).backgroundColor,
+}))"""
+
+
+def rgb(hex_colour: str) -> str:
+    """`#c62828` as the browser's computed style writes it: `rgb(198, 40, 40)`."""
+    red, green, blue = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
+
+
+async def _all_probed(url: str) -> bool:
+    try:
+        _, text = await fetch_once(f"{url}/metrics")
+    except aiohttp.ClientError:  # not listening yet
+        return False
+    return sum(line.startswith("tlsprobe_status{") for line in text.splitlines()) == len(
+        DEMO_STATUS
+    )
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[str]:
+    """The base URL of a running `tlsprobe demo` whose every scenario has been probed."""
+    port = unused_port()
+    process = await asyncio.create_subprocess_exec(
+        *command("demo", "--listen", f"127.0.0.1:{port}", "--interval", "30s"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await eventually(lambda: _all_probed(url), "a result for every demo scenario", 2 * WAIT)
+        yield url
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=WAIT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def _keep(name: str, png: bytes) -> None:
+    directory = os.environ.get("TLSPROBE_SCREENSHOT_DIR")
+    if directory:
+        Path(directory, name).write_bytes(png)
+
+
+async def _fits(page: Page, what: str) -> None:
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{what} scrolls sideways by {overflow} px at {SCREEN}"
+
+
+async def _full_page(page: Page, name: str) -> None:
+    height = await page.evaluate("document.documentElement.scrollHeight")
+    png = await page.screenshot(SCREEN, height)
+    assert png_size(png) == (SCREEN, height)
+    _keep(name, png)
+
+
+async def test_status_page_and_detail_view_in_chromium(demo: str, tmp_path: Path) -> None:
+    async with chromium(tmp_path / "profile") as page:
+        await page.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=SCREEN,
+            height=800,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        await page.goto(f"{demo}/")
+        assert await page.evaluate("document.title") == "tlsprobe"
+
+        rows = await page.evaluate(ROWS)
+        shown = {row["target"]: row["status"] for row in rows}
+        assert shown == {name: Status(code).name for name, code in DEMO_STATUS.items()}
+        for row in rows:
+            assert row["colour"] == rgb(STATUS_COLOURS[Status[row["status"]]]), row
+        ranks = [max(DEMO_STATUS.values()) - DEMO_STATUS[row["target"]] for row in rows]
+        assert ranks == sorted(ranks), "worst first"
+        summary = await page.evaluate("document.querySelector('p').innerText")
+        assert "1 ok, 1 warning, 6 critical" in summary
+
+        await _fits(page, "the status page")
+        await _full_page(page, "status-page.png")
+
+        # The endpoint link of a row leads, by a click, to its detail view.
+        await page.evaluate("document.querySelector('a[href*=\"target=healthy\"]').click()")
+        await page.loaded()
+        assert await page.evaluate("location.pathname") == "/endpoint"
+        text = await page.evaluate("document.body.innerText")
+        assert "Chain as sent" in text
+        assert "relay.contoso.test" in text
+        await _fits(page, "the detail view")
+        await _full_page(page, "endpoint-detail.png")
