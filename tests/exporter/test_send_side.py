@@ -211,6 +211,43 @@ async def test_a_sender_session_becomes_metrics_a_status_row_and_history(
     assert leaf.sha256[:16] in history.stdout and "sender:relay-1" in history.stdout
 
 
+async def test_a_sender_verdict_survives_a_restart(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy
+) -> None:
+    """A restart must not resolve a sender page: the last verdict is served again at start,
+    before the relay sends again, and a sender removed from the configuration is forgotten."""
+    leaf = pki.leaf(("relay.contoso.test",), client_auth=False)
+    certfile, keyfile = client_files(tmp_path, pki, leaf)
+    port = unused_port()
+    data = config_data(tmp_path, ca_file, receiver_port=port)
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    async with running(tmp_path, data) as exporter:
+        await asyncio.to_thread(
+            send_canary, port, certfile=certfile, keyfile=keyfile, rcpt=CANARY_RCPT
+        )
+        side = exporter.send_side
+        assert side is not None
+        await eventually(lambda: side.snapshot()[0].result is not None, "the sender's verdict")
+    async with running(tmp_path, data) as exporter:
+        text = await get(exporter, "/metrics")
+        page = await get(exporter, "/")
+    assert values(text, "tlsprobe_sender_status", **labels) == [1.0]
+    assert values(text, "tlsprobe_sender_o365_ready", **labels) == [1.0]
+    assert values(text, "tlsprobe_sender_check_status", check="client_auth_eku", **labels) == [1.0]
+    assert values(text, "tlsprobe_sender_cert_info", fingerprint_sha256=leaf.sha256, **labels) == [
+        1.0
+    ]
+    assert leaf.sha256[:16] in page
+
+    data["tenants"]["contoso"]["senders"][0]["name"] = "relay-2"
+    async with running(tmp_path, data) as exporter:
+        text = await get(exporter, "/metrics")
+    assert values(text, "tlsprobe_sender_status", **labels) == []
+    async with running(tmp_path, config_data(tmp_path, ca_file, receiver_port=port)) as exporter:
+        text = await get(exporter, "/metrics")
+    assert values(text, "tlsprobe_sender_status", **labels) == [], "a removed sender's row stays"
+
+
 async def test_unknown_peers_are_refused_at_rcpt_and_only_counted(
     tmp_path: Path, ca_file: Path
 ) -> None:

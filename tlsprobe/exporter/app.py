@@ -25,7 +25,13 @@ from tlsprobe.exporter import eventloop, links
 from tlsprobe.exporter.config import Config, ConfigError, TargetConfig, load_config
 from tlsprobe.exporter.connections import ConnectionGuard, GuardedSite, connection_budget
 from tlsprobe.exporter.dnspolicies import DnsPolicies, open_history
-from tlsprobe.exporter.lastresults import FLUSH_INTERVAL, RESULTS_FILENAME, ResultStore, restore
+from tlsprobe.exporter.lastresults import (
+    FLUSH_INTERVAL,
+    RESULTS_FILENAME,
+    Key,
+    ResultStore,
+    restore,
+)
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
@@ -65,6 +71,7 @@ class Exporter:
     send_side: SendSide | None = None
     _runner: web.AppRunner | None = None
     _flusher: asyncio.Task[None] | None = None
+    _restored_senders: list[tuple[Key, ProbeResult]] = field(default_factory=list)
     _webapp: WebApp | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _reloads: set[asyncio.Task[str | None]] = field(default_factory=set)
@@ -79,9 +86,12 @@ class Exporter:
             if self.history is not None:
                 self.history.close()
             raise StartupError(str(exc)) from exc
-        restored = restore(self.last_results, self.config, self.results, self.history)
-        if restored:
-            log.info("last results restored", extra={"fields": {"endpoints": restored}})
+        restored, self._restored_senders = restore(
+            self.last_results, self.config, self.results, self.history
+        )
+        if restored or self._restored_senders:
+            fields = {"endpoints": restored, "senders": len(self._restored_senders)}
+            log.info("last results restored", extra={"fields": fields})
         self.resolver = discover.make_resolver(
             self.config.dns.nameservers, port=self.config.dns.port, timeout=self.config.dns.timeout
         )
@@ -154,7 +164,10 @@ class Exporter:
             history=self.history,
             trust_for=self.scheduler.trust_store,
             server_leaf=self.server_leaf,
+            restored=self._restored_senders,
+            on_result=self._remember_sender,
         )
+        self._restored_senders = []
         try:
             await self.send_side.start()
         except (OSError, ValueError) as exc:
@@ -181,6 +194,10 @@ class Exporter:
     def _remember(self, state: EndpointState) -> None:
         if self.last_results is not None:
             self.last_results.put(state.label_values, state.result)  # type: ignore[arg-type]
+
+    def _remember_sender(self, key: Key, result: ProbeResult) -> None:
+        if self.last_results is not None:
+            self.last_results.put(key, result)
 
     async def _flush_last_results(self) -> None:
         store = self.last_results

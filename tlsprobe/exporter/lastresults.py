@@ -6,7 +6,9 @@ the exporter loads these results (for the targets still configured), publishes t
 (`tlsprobe_last_probe_timestamp_seconds` is the time each was taken, so their age is plain) and
 probes as usual; each new result replaces its restored one.
 
-`state_dir/results.sqlite3` holds one row per endpoint. Results are collected in memory and
+`state_dir/results.sqlite3` holds one row per endpoint, and one per sender of the send side
+(its last judged session, target `sender:NAME`), so that a restart resolves no sender page
+either. Results are collected in memory and
 written every `FLUSH_INTERVAL` seconds and at stop, in one transaction, from a worker thread;
 a result whose verdict did not change since the last write only moves its timestamp, so the
 steady state writes a few bytes per probe. A kill -9 loses at most one interval of results
@@ -31,6 +33,7 @@ from typing import Any
 from tlsprobe.exporter.config import Config
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import state_for
+from tlsprobe.exporter.senders import SENDER_TARGET
 from tlsprobe.exporter.store import HistoryStore, StateError
 from tlsprobe.model import (
     Check,
@@ -246,11 +249,18 @@ def _checks(rows: list[list[Any]]) -> Iterator[Check]:
 
 def restore(
     store: ResultStore, config: Config, results: LatestResults, history: HistoryStore | None
-) -> int:
-    """Publish the stored results of the configured targets; returns how many."""
+) -> tuple[int, list[tuple[Key, ProbeResult]]]:
+    """Publish the stored results of the configured targets; returns how many, and the stored
+    verdicts of the configured senders (rows `senders.result_key`) for the send side."""
     targets = {(t.tenant, t.name): t for t in config.targets}
+    senders = {s.key for s in config.send.senders} if config.send else set()
     restored: list[Key] = []
+    sender_rows: list[tuple[Key, ProbeResult]] = []
     for key, result in store.load():
+        if key[1].startswith(SENDER_TARGET):
+            if (key[0], key[2]) in senders:
+                sender_rows.append((key, result))
+            continue
         target = targets.get((key[0], key[1]))
         if target is None:
             continue
@@ -260,5 +270,5 @@ def restore(
             state = replace(state, drift=history.drift((tenant, name, host, address, int(port))))
         results.put(state)
         restored.append(key)
-    store.prune(restored)
-    return len(restored)
+    store.prune([*restored, *(key for key, _ in sender_rows)])
+    return len(restored), sender_rows

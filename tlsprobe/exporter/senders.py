@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,12 @@ log = logging.getLogger("tlsprobe.senders")
 _EXPIRY_TICK = 1.0
 """Seconds between checks for canaries past their deadline."""
 
+SENDER_TARGET = "sender:"
+"""The target column of a sender's rows in the drift history and the last results."""
+
 TrustFor = Callable[[Path | None], TrustStore]
+ResultKey = tuple[str, str, str, str, str]
+"""A sender's row in the last results (`lastresults`): tenant, `sender:NAME`, NAME, "", ""."""
 ServerLeaf = Callable[[str, str], str | None]
 """(tenant, target) -> SHA-256 of the leaf the server probe of that target sees now."""
 
@@ -69,14 +74,21 @@ class SendSide:
         history: HistoryStore | None,
         trust_for: TrustFor,
         server_leaf: ServerLeaf,
+        restored: Iterable[tuple[ResultKey, ProbeResult]] = (),
+        on_result: Callable[[ResultKey, ProbeResult], None] | None = None,
     ) -> None:
+        """`restored`: the last verdicts kept from before a restart (served until the sender's
+        next session); `on_result` is told every new verdict, to keep it for the next start."""
         self.config = config
         self._history = history
         self._trust_for = trust_for
         self._server_leaf = server_leaf
+        self._on_result = on_result
         self._states: dict[tuple[str, str], SenderState] = {
             s.key: SenderState(s) for s in config.senders
         }
+        for key, result in restored:
+            self._restore(key, result)
         self._book = canary.CanaryBook()
         self._tokens: dict[str, tuple[str, str]] = {}
         """Canary token in flight -> sender key; each leaves when its outcome is recorded."""
@@ -87,6 +99,16 @@ class SendSide:
         self.bound: tuple[str, int] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
+
+    def _restore(self, key: ResultKey, result: ProbeResult) -> None:
+        state = self._states.get((key[0], key[2]))
+        if state is None:
+            return  # no longer configured
+        drift = None
+        if self._history is not None and result.leaf is not None:
+            port = self.config.receiver.listen_port
+            drift = self._history.drift(history_key(state.sender, result.address or "", port))
+        self._states[state.sender.key] = replace(state, result=result, drift=drift)
 
     async def start(self) -> None:
         settings = self.config.receiver
@@ -168,6 +190,8 @@ class SendSide:
         self._states[sender.key] = replace(
             state, result=result, drift=drift, sessions=state.sessions + 1
         )
+        if self._on_result is not None:
+            self._on_result(result_key(sender), result)
         log.info(
             "sender session",
             extra={"fields": {"sender": sender.name, "status": result.status.label}},
@@ -259,4 +283,9 @@ class SendSide:
 def history_key(sender: SenderConfig, peer: str, port: int) -> tuple[str, str, str, str, int]:
     """Sender certificates share the drift history with servers; `tlsprobe history NAME`
     finds them by the sender's name (the host column), the target column says `sender:`."""
-    return (sender.tenant, f"sender:{sender.name}", sender.name, peer, port)
+    return (sender.tenant, f"{SENDER_TARGET}{sender.name}", sender.name, peer, port)
+
+
+def result_key(sender: SenderConfig) -> ResultKey:
+    """The row of a sender's last verdict: one per sender, whichever node sent last."""
+    return (sender.tenant, f"{SENDER_TARGET}{sender.name}", sender.name, "", "")
