@@ -75,6 +75,30 @@ class ProbeResult:
     """The TLSA lookup and each record's verdict, when DANE was asked for."""
 
     @classmethod
+    def judged(
+        cls,
+        endpoint: Endpoint,
+        captured: Capture,
+        *,
+        started_at: float,
+        chain: tuple[CertFacts, ...],
+        checks: tuple[Check, ...],
+    ) -> ProbeResult:
+        """A probe whose chain was judged: its status is the worst of its checks."""
+        return cls(
+            endpoint=endpoint,
+            address=captured.address,
+            started_at=started_at,
+            status=overall_status(checks),
+            error=None,
+            tls=captured.tls,
+            chain=chain,
+            checks=checks,
+            phases=captured.phases,
+            transcript=captured.transcript,
+        )
+
+    @classmethod
     def failed(
         cls,
         endpoint: Endpoint,

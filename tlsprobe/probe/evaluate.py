@@ -245,42 +245,33 @@ def clear_caches() -> None:
 
 
 def check_expiry(chain: Sequence[CertFacts], policy: Policy, now: datetime) -> Check:
+    problem = _outside_validity(chain, now)
+    if problem:
+        return _fail(CheckName.NOT_EXPIRED, Status.CRITICAL, problem)
+    earliest = min(chain, key=lambda f: f.not_after)
+    left = days_left(earliest, now)
+    whose = "" if earliest is chain[0] else f" (chain certificate '{earliest.subject}')"
+    message = f"expires in {_days(left)} on {_date(earliest.not_after)}{whose}"
+    for status, limit in ((Status.CRITICAL, policy.crit_days), (Status.WARNING, policy.warn_days)):
+        if left < limit:
+            return _fail(
+                CheckName.NOT_EXPIRED, status, f"{message}; {status.label} under {limit:g} days"
+            )
+    return Check(CheckName.NOT_EXPIRED, Status.OK, message)
+
+
+def _outside_validity(chain: Sequence[CertFacts], now: datetime) -> str | None:
+    """Why the first certificate (leaf first) that is not valid now is not, or None."""
     for position, facts in enumerate(chain):
         what = "certificate" if position == 0 else f"chain certificate '{facts.subject}'"
         if facts.unreadable(CertPart.VALIDITY):
-            return _fail(
-                CheckName.NOT_EXPIRED, Status.CRITICAL, f"{what}: validity dates cannot be read"
-            )
+            return f"{what}: validity dates cannot be read"
         if now >= facts.not_after:
             days = (now - facts.not_after).total_seconds() / _SECONDS_PER_DAY
-            return _fail(
-                CheckName.NOT_EXPIRED,
-                Status.CRITICAL,
-                f"{what} expired {_days(days)} ago ({facts.not_after:%Y-%m-%d %H:%M} UTC)",
-            )
+            return f"{what} expired {_days(days)} ago ({facts.not_after:%Y-%m-%d %H:%M} UTC)"
         if now < facts.not_before:
-            return _fail(
-                CheckName.NOT_EXPIRED,
-                Status.CRITICAL,
-                f"{what} not valid before {facts.not_before:%Y-%m-%d %H:%M} UTC",
-            )
-    earliest = min(chain, key=lambda f: f.not_after)
-    days_left = (earliest.not_after - now).total_seconds() / _SECONDS_PER_DAY
-    whose = "" if earliest is chain[0] else f" (chain certificate '{earliest.subject}')"
-    message = f"expires in {_days(days_left)} on {_date(earliest.not_after)}{whose}"
-    if days_left < policy.crit_days:
-        return _fail(
-            CheckName.NOT_EXPIRED,
-            Status.CRITICAL,
-            f"{message}; critical under {policy.crit_days:g} days",
-        )
-    if days_left < policy.warn_days:
-        return _fail(
-            CheckName.NOT_EXPIRED,
-            Status.WARNING,
-            f"{message}; warning under {policy.warn_days:g} days",
-        )
-    return Check(CheckName.NOT_EXPIRED, Status.OK, message)
+            return f"{what} not valid before {facts.not_before:%Y-%m-%d %H:%M} UTC"
+    return None
 
 
 @lru_cache(maxsize=trust_module.CACHE_SIZE)

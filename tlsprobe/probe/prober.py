@@ -27,7 +27,6 @@ from tlsprobe.model import (
     ProbeResult,
     Reason,
     Status,
-    overall_status,
 )
 from tlsprobe.probe import certs, readable, transport
 from tlsprobe.probe.evaluate import (
@@ -137,18 +136,7 @@ def judge(
             Check(CheckName.STARTTLS, Status.OK, "implicit TLS: no STARTTLS needed"),
             *checks[1:],
         )
-    return ProbeResult(
-        endpoint=endpoint,
-        address=captured.address,
-        started_at=started_at,
-        status=overall_status(checks),
-        error=None,
-        tls=captured.tls,
-        chain=chain,
-        checks=checks,
-        phases=captured.phases,
-        transcript=captured.transcript,
-    )
+    return ProbeResult.judged(endpoint, captured, started_at=started_at, chain=chain, checks=checks)
 
 
 def _unjudged(exc: Exception) -> Verdict:

@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tlsprobe.model import (
+    Capture,
     CertFacts,
     ChainReason,
     Check,
@@ -39,7 +40,6 @@ from tlsprobe.model import (
     Reason,
     Status,
     TlsInfo,
-    overall_status,
 )
 from tlsprobe.probe import certs
 from tlsprobe.probe.evaluate import TrustStore, evaluate_der, judged_part
@@ -83,6 +83,18 @@ class Session:
     phases: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     transcript: tuple[str, ...] = ()
 
+    @property
+    def capture(self) -> Capture:
+        """What the probe engine would have captured of this session (the peer's address)."""
+        return Capture(
+            self.peer,
+            self.chain_der,
+            self.tls,
+            self.error,
+            phases=self.phases,
+            transcript=self.transcript,
+        )
+
 
 def judge_session(
     session: Session,
@@ -118,13 +130,7 @@ def judge_session(
         check_client_auth_eku(chain[0]),
         *([check_same_as_server(chain[0], server_sha256)] if server_sha256 else []),
     )
-    return _result(
-        endpoint,
-        session,
-        overall_status(checks),
-        chain=chain,
-        checks=checks,
-    )
+    return _result(endpoint, session, chain, checks)
 
 
 def _client_starttls(session: Session) -> Check:
@@ -143,7 +149,16 @@ def _without_tls(endpoint: Endpoint, session: Session) -> ProbeResult:
         checks = (
             Check(CheckName.STARTTLS, Status.CRITICAL, error.message, SYMPTOMS[CheckName.STARTTLS]),
         )
-    return _result(endpoint, session, error.kind.status, error=error, checks=checks)
+    return ProbeResult.failed(
+        endpoint,
+        error,
+        started_at=session.started_at,
+        address=session.peer,
+        tls=session.tls,
+        checks=checks,
+        phases=session.phases,
+        transcript=session.transcript,
+    )
 
 
 def _without_certificate(endpoint: Endpoint, session: Session, tls: TlsInfo) -> ProbeResult:
@@ -160,29 +175,14 @@ def _without_certificate(endpoint: Endpoint, session: Session, tls: TlsInfo) -> 
         Check(CheckName.TLS_VERSION, Status.OK, tls.version),
         check,
     )
-    return _result(endpoint, session, Status.CRITICAL, checks=checks)
+    return _result(endpoint, session, (), checks)
 
 
 def _result(
-    endpoint: Endpoint,
-    session: Session,
-    status: Status,
-    *,
-    error: ProbeError | None = None,
-    chain: tuple[CertFacts, ...] = (),
-    checks: tuple[Check, ...] = (),
+    endpoint: Endpoint, session: Session, chain: tuple[CertFacts, ...], checks: tuple[Check, ...]
 ) -> ProbeResult:
-    return ProbeResult(
-        endpoint=endpoint,
-        address=session.peer,
-        started_at=session.started_at,
-        status=status,
-        error=error,
-        tls=session.tls,
-        chain=chain,
-        checks=checks,
-        phases=session.phases,
-        transcript=session.transcript,
+    return ProbeResult.judged(
+        endpoint, session.capture, started_at=session.started_at, chain=chain, checks=checks
     )
 
 
