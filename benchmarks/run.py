@@ -411,12 +411,16 @@ def render_table(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Exporter at scale: {render['endpoints']} endpoints, "
-        f"/metrics {render['bytes'] / 2**20:.1f} MiB",
+        f"/metrics {render['bytes'] / 2**20:.1f} MiB ({render['gzip_bytes'] / 2**20:.1f} MiB "
+        "gzipped)",
         "",
         "| measurement | value |",
         "|---|---:|",
-        f"| render, cold (every fragment new) | {render['cold_ms']:.0f} ms |",
-        f"| render, warm (steady state) | {render['warm_ms']:.0f} ms |",
+        f"| render, cold (every endpoint new) | {render['cold_ms']:.0f} ms |",
+        f"| render, warm (nothing changed) | {render['warm_ms']:.0f} ms |",
+        f"| render, the fleet's 100 endpoints changed | {render['changed_fleet_ms']:.0f} ms |",
+        f"| render, 5 % of the endpoints changed | {render['changed_5pct_ms']:.0f} ms |",
+        f"| render, plain text (client without gzip) | {render['plain_text_ms']:.0f} ms |",
         f"| resident memory (peak) | {rss['rss_mb']:.0f} MB ({rss['peak_rss_mb']:.0f} MB) |",
         f"| /metrics median / p99, idle | {latency['idle']['median_ms']:.0f} / "
         f"{latency['idle']['p99_ms']:.0f} ms |",

@@ -5,12 +5,13 @@ One real probe of the fleet gives a template `ProbeResult`; copies of it with di
 serial, so no two endpoints share their leaf's memory; the intermediate is shared, as it is in
 real fleets) stand for N endpoints. Three measurements, each in its own process:
 
-- `render`: `TextRenderer.render` for N endpoints, cold (first scrape after every endpoint has a
-  new result: every fragment is formatted) and warm (steady state: fragments cached).
+- `render`: the /metrics body for N endpoints as a scrape makes it (`SnapshotRenderer`, gzip),
+  cold (every endpoint new), warm (nothing changed), after some endpoints changed, and as plain
+  text; `TextRenderer` (used by /probe) cold and warm beside it.
 - `rss`: resident memory of a process holding N configured targets: the parsed `Config`, a
   `Scheduler` with its N target loops started (parked in their first sleep, so nothing is
   probed), `LatestResults` and the SQLite drift history filled with N results, and one rendered
-  scrape in the renderer's cache.
+  scrape (gzip, as Prometheus asks) held, with the renderer's cache it filled.
 - `serve`: a real `Exporter` (aiohttp) with N endpoints in its results and the fleet's targets;
   on "sweep" on stdin it runs the benchmark sweep through its own scheduler, so /metrics latency
   can be measured idle and during a sweep by a client in another process.
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
+import gzip
 import hashlib
 import json
 import resource
@@ -28,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from tlsprobe.exporter.config import parse_config
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats, TextRenderer
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
+from tlsprobe.exporter.snapshot import SnapshotRenderer
 from tlsprobe.exporter.statuspage import PAGE_TTL, StatusPage
 from tlsprobe.exporter.store import HistoryStore, history_path
 from tlsprobe.model import CertFacts, Endpoint, ProbeResult
@@ -90,22 +94,60 @@ def _address(index: int) -> str:
 
 
 def measure_render(states: Sequence[EndpointState], repeats: int) -> dict[str, Any]:
-    renderer, stats = TextRenderer(), ExporterStats()
-    started = time.perf_counter()
-    body = renderer.render(states, stats)
-    cold = time.perf_counter() - started
-    warm = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        renderer.render(states, stats)
-        warm.append(time.perf_counter() - started)
+    """/metrics as a scrape renders it (`SnapshotRenderer`: the gzip body Prometheus asks for):
+    cold, warm (nothing changed), after a sweep of the fleet (the last 100 endpoints changed)
+    and after 5 % of all endpoints changed (one 15 s scrape interval of 300 s probes); the plain
+    text for clients without gzip; and `TextRenderer` (what /metrics used before) beside it."""
+    renderer, stats = SnapshotRenderer(), ExporterStats()
+    cold, body = _timed(lambda: renderer.gzip(states, stats))
+    warm = [_timed(lambda: renderer.gzip(states, stats))[0] for _ in range(repeats)]
+    text = gzip.decompress(body)
+    plain = [_timed(lambda: gzip.decompress(renderer.gzip(states, stats)))[0] for _ in range(3)]
     return {
         "endpoints": len(states),
-        "bytes": len(body),
+        "bytes": len(text),
+        "gzip_bytes": len(body),
         "cold_ms": cold * 1e3,
         "warm_ms": statistics.median(warm) * 1e3,
         "warm_max_ms": max(warm) * 1e3,
+        "plain_text_ms": statistics.median(plain) * 1e3,
+        "changed_fleet_ms": _changed(renderer, states, range(len(states) - 100, len(states))),
+        "changed_5pct_ms": _changed(renderer, states, range(0, len(states), 20)),
+        **measure_text_renderer(states, repeats),
         **measure_status_page(states, repeats),
+    }
+
+
+def _timed(work: Callable[[], bytes]) -> tuple[float, bytes]:
+    started = time.perf_counter()
+    out = work()
+    return time.perf_counter() - started, out
+
+
+def _changed(renderer: SnapshotRenderer, states: Sequence[EndpointState], which: range) -> float:
+    """Milliseconds of the scrape after the endpoints `which` got a new result (median of 3)."""
+    stats, timings = ExporterStats(), []
+    for round_ in range(1, 4):
+        newer = list(states)
+        for index in which:
+            result = newer[index].result
+            newer[index] = dataclasses.replace(
+                newer[index],
+                result=dataclasses.replace(result, started_at=result.started_at + round_),
+            )
+        timings.append(_timed(functools.partial(renderer.gzip, newer, stats))[0])
+    renderer.gzip(states, stats)
+    return statistics.median(timings) * 1e3
+
+
+def measure_text_renderer(states: Sequence[EndpointState], repeats: int) -> dict[str, float]:
+    """The text renderer `/probe` uses (and /metrics did): cold, and warm from its cache."""
+    renderer, stats = TextRenderer(), ExporterStats()
+    cold = _timed(lambda: renderer.render(states, stats))[0]
+    warm = [_timed(lambda: renderer.render(states, stats))[0] for _ in range(max(repeats // 4, 3))]
+    return {
+        "text_renderer_cold_ms": cold * 1e3,
+        "text_renderer_warm_ms": statistics.median(warm) * 1e3,
     }
 
 
@@ -160,7 +202,8 @@ async def measure_rss(template: ProbeResult, count: int, ca_file: str) -> dict[s
         await asyncio.sleep(0)
         for target, state in zip(config.targets, states, strict=True):
             scheduler.publish(target, state.result)
-        body = TextRenderer().render(results.snapshot(), stats)
+        # One scrape as Prometheus asks for it (gzip), the renderer's cache filled by it.
+        body = SnapshotRenderer().gzip(results.snapshot(), stats)
         current, peak = rss_bytes()
         await scheduler.stop()
         history.close()
@@ -170,7 +213,7 @@ async def measure_rss(template: ProbeResult, count: int, ca_file: str) -> dict[s
         "rss_mb": current / 2**20,
         "peak_rss_mb": peak / 2**20,
         "baseline_rss_mb": baseline / 2**20,
-        "scrape_bytes": len(body),
+        "scrape_gzip_bytes": len(body),
     }
 
 

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.collector import TlsprobeCollector
 from tests.support.pki import Hierarchy, Issued, make_intermediate, make_leaf
+from tests.support.renders import count_renders
 from tlsprobe import __version__
 from tlsprobe.exporter import metrics
 from tlsprobe.exporter.metrics import (
@@ -425,22 +426,10 @@ def test_every_contract_name_is_emitted(
     assert names_in(text) == set(METRIC_NAMES) - send_side
 
 
-def _counting_render(monkeypatch: pytest.MonkeyPatch) -> list[EndpointState]:
-    calls: list[EndpointState] = []
-    real = metrics.render_endpoint
-
-    def counting(s: EndpointState) -> dict[str, bytes]:
-        calls.append(s)
-        return real(s)
-
-    monkeypatch.setattr(metrics, "render_endpoint", counting)
-    return calls
-
-
 def test_renderer_cache_reused_refreshed_and_evicted(
     monkeypatch: pytest.MonkeyPatch, good: EndpointState, expired: EndpointState
 ) -> None:
-    calls = _counting_render(monkeypatch)
+    calls = count_renders(monkeypatch)
     renderer = TextRenderer()
     first = renderer.render([good, expired], None)
     assert len(calls) == 2

@@ -43,6 +43,7 @@ from tlsprobe.model import (
 __all__ = [
     "BY_NAME",
     "ENDPOINT_LABELS",
+    "FAMILY_INDEX",
     "METRICS",
     "METRIC_NAMES",
     "SENDER_LABELS",
@@ -56,7 +57,10 @@ __all__ = [
     "endpoint_samples",
     "exporter_samples",
     "facts_samples",
+    "family_header",
+    "own_samples",
     "render_endpoint",
+    "sample_line",
     "target_facts",
     "target_samples",
 ]
@@ -272,10 +276,12 @@ def _number(value: float) -> str:
     return repr(value)
 
 
+def _pairs(names: Sequence[str], values: Sequence[str]) -> str:
+    return ",".join(f'{name}="{_escape(v)}"' for name, v in zip(names, values, strict=True))
+
+
 def _line(metric: MetricDef, values: Sequence[str], value: float) -> str:
-    pairs = ",".join(
-        f'{name}="{_escape(v)}"' for name, v in zip(metric.all_labels, values, strict=True)
-    )
+    pairs = _pairs(metric.all_labels, values)
     return (
         f"{metric.sample_name}{{{pairs}}} {_number(value)}\n"
         if pairs
@@ -283,13 +289,31 @@ def _line(metric: MetricDef, values: Sequence[str], value: float) -> str:
     )
 
 
+def sample_line(sample: Sample) -> bytes:
+    """One sample's exposition line; `sample` carries all its label values."""
+    name, values, value = sample
+    return _line(BY_NAME[name], values, value).encode()
+
+
+def family_header(metric: MetricDef) -> bytes:
+    name = metric.sample_name
+    return f"# HELP {name} {metric.help}\n# TYPE {name} {metric.kind}\n".encode()
+
+
 def render_endpoint(state: EndpointState) -> dict[str, bytes]:
     """One endpoint's exposition lines, grouped by family, encoded once."""
-    base = state.label_values
+    # The endpoint's own labels are escaped and joined once, not once per line: most of the
+    # cost of a new result's text was there.
+    base = _pairs(ENDPOINT_LABELS, state.label_values)
     out: dict[str, list[str]] = {}
     for name, extra, value in endpoint_samples(state):
-        out.setdefault(name, []).append(_line(BY_NAME[name], (*base, *extra), value))
+        metric = BY_NAME[name]
+        pairs = f"{base},{_pairs(metric.labels, extra)}" if extra else base
+        out.setdefault(name, []).append(f"{_SAMPLE_NAMES[name]}{{{pairs}}} {_number(value)}\n")
     return {name: "".join(lines).encode() for name, lines in out.items()}
+
+
+_SAMPLE_NAMES: Mapping[str, str] = {m.name: m.sample_name for m in METRICS}
 
 
 class TextRenderer:
@@ -305,10 +329,7 @@ class TextRenderer:
     def __init__(self) -> None:
         self._cache: dict[int, tuple[EndpointState, tuple[bytes, ...]]] = {}
         self._targets: dict[tuple[tuple[str, str], TargetFacts], list[tuple[int, bytes]]] = {}
-        self._headers = [
-            f"# HELP {m.sample_name} {m.help}\n# TYPE {m.sample_name} {m.kind}\n".encode()
-            for m in METRICS
-        ]
+        self._headers = [family_header(m) for m in METRICS]
 
     def render(
         self,
@@ -324,11 +345,8 @@ class TextRenderer:
         tails: list[list[bytes]] = [[] for _ in METRICS]
         for index, line in self._target_lines(states):
             tails[index].append(line)
-        if stats is not None:
-            for name, values, value in exporter_samples(stats, len(states)):
-                tails[_INDEX[name]].append(_line(BY_NAME[name], values, value).encode())
-        for name, values, value in extra:
-            tails[_INDEX[name]].append(_line(BY_NAME[name], values, value).encode())
+        for sample in own_samples(states, stats, extra):
+            tails[FAMILY_INDEX[sample[0]]].append(sample_line(sample))
         out: list[bytes] = []
         for index, column in enumerate(columns):
             lines = tails[index]
@@ -359,15 +377,25 @@ class TextRenderer:
             lines = cache.get((key, facts))
             if lines is None:
                 lines = [
-                    (_INDEX[name], _line(BY_NAME[name], values, value).encode())
-                    for name, values, value in facts_samples(key, facts)
+                    (FAMILY_INDEX[sample[0]], sample_line(sample))
+                    for sample in facts_samples(key, facts)
                 ]
             fresh[key, facts] = lines
             yield from lines
         self._targets = fresh
 
 
-_INDEX: Mapping[str, int] = {m.name: index for index, m in enumerate(METRICS)}
+def own_samples(
+    states: Sequence[EndpointState], stats: ExporterStats | None, extra: Iterable[Sample]
+) -> Iterator[Sample]:
+    """The samples of a scrape that no endpoint or target owns: self-metrics and `extra`."""
+    if stats is not None:
+        yield from exporter_samples(stats, len(states))
+    yield from extra
+
+
+FAMILY_INDEX: Mapping[str, int] = {m.name: index for index, m in enumerate(METRICS)}
+"""Each family's place in `METRICS`, the order of the exposition."""
 
 
 _MAX_LABEL = 256

@@ -1,8 +1,9 @@
-"""/metrics off the probing loop: render a snapshot and compress it in a worker thread.
+"""/metrics off the probing loop: render a snapshot in a worker thread, gzip kept incrementally.
 
 The handler takes a snapshot on the event loop (the list of immutable endpoint states and a
 copy of the self-metrics, O(endpoints) references, no formatting) and hands it to one worker
-thread that renders and gzips it. Probes go on meanwhile: the loop never formats or compresses
+thread, where `SnapshotRenderer` brings its compressed body up to date with the results that
+changed and adds the self-metrics. Probes go on meanwhile: the loop never formats or compresses
 a scrape, and nothing a probe does waits for one. Renders are serialised, because the
 renderer's caches are not thread-safe; concurrent scrapes queue for the one in progress.
 """
@@ -10,18 +11,19 @@ renderer's caches are not thread-safe; concurrent scrapes queue for the one in p
 from __future__ import annotations
 
 import asyncio
-import gzip
+import zlib
 from collections.abc import Sequence
 
-from tlsprobe.exporter.metrics import EndpointState, ExporterStats, Sample, TextRenderer
+from tlsprobe.exporter.metrics import EndpointState, ExporterStats, Sample
+from tlsprobe.exporter.snapshot import SnapshotRenderer
 
 GZIP_MIN_BYTES = 4096
-"""Smaller bodies go out as they are: compressing them saves nothing worth a thread hop."""
+"""Smaller bodies go out as they are: their gzip header and trailer save nothing worth it."""
 
 
 class Scrape:
     def __init__(self) -> None:
-        self.renderer = TextRenderer()
+        self.renderer = SnapshotRenderer()
         self._lock = asyncio.Lock()
 
     async def body(
@@ -44,8 +46,8 @@ class Scrape:
         extra: Sequence[Sample],
         gzip_ok: bool,
     ) -> tuple[bytes, bool]:
-        body = self.renderer.render(states, stats, extra)
-        if gzip_ok and len(body) > GZIP_MIN_BYTES:
-            # Level 1 is several times faster than the default for about the same size here.
-            return gzip.compress(body, compresslevel=1), True
-        return body, False
+        body = self.renderer.gzip(states, stats, extra)
+        text_size = int.from_bytes(body[-4:], "little")
+        if gzip_ok and text_size > GZIP_MIN_BYTES:
+            return body, True
+        return zlib.decompress(body, 16 + zlib.MAX_WBITS), False
