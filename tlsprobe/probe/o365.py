@@ -212,20 +212,8 @@ def check_certificate_domain(
             Status.UNKNOWN,
             "no --certificate-domain or --accepted-domain given; connector match not checked",
         )
-    found = _first_accepted(names, domains)
-    if found is not None:
-        name, domain = found
-        return _check(
-            CERTIFICATE_DOMAIN,
-            Status.OK,
-            f"certificate name {show(name)} lies in accepted domain {show(domain)} "
-            "(no connector certificate domain given)",
-        )
-    return _check(
-        CERTIFICATE_DOMAIN,
-        Status.CRITICAL,
-        f"no certificate name lies in an accepted domain ({_show_list(domains)}); "
-        f"certificate names: {_show_list(names)}",
+    return _accepted_domain_by_names(
+        names, domains, CERTIFICATE_DOMAIN, " (no connector certificate domain given)"
     )
 
 
@@ -275,17 +263,21 @@ def check_accepted_domain(
     return _accepted_domain_for_pattern(names, pattern, domains)
 
 
-def _accepted_domain_by_names(names: list[str], domains: list[str]) -> Check:
+def _accepted_domain_by_names(
+    names: list[str], domains: list[str], check: CheckName = ACCEPTED_DOMAIN, note: str = ""
+) -> Check:
+    """Without a connector name: some certificate name must lie in an accepted domain (both
+    checks judge that then; `note` says why on success)."""
     found = _first_accepted(names, domains)
     if found is not None:
         name, domain = found
         return _check(
-            ACCEPTED_DOMAIN,
+            check,
             Status.OK,
-            f"certificate name {show(name)} lies in accepted domain {show(domain)}",
+            f"certificate name {show(name)} lies in accepted domain {show(domain)}{note}",
         )
     return _check(
-        ACCEPTED_DOMAIN,
+        check,
         Status.CRITICAL,
         f"no certificate name lies in an accepted domain ({_show_list(domains)}); "
         f"certificate names: {_show_list(names)}",
