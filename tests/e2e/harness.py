@@ -27,11 +27,14 @@ from typing import Any, Self, TypeVar
 
 import yaml
 
+from tests.support.servers import unused_port
 from tests.support.wait import poll
 
 _T = TypeVar("_T")
 
 ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
 # No proxy, whatever the environment says: every daemon of this test is on loopback.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -113,6 +116,87 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(timeout=10)
+
+
+class Daemons:
+    """The daemons of one end-to-end stack, started in order and stopped in reverse on exit.
+
+    `start` returns a daemon's base URL once its readiness URL answers; `alertmanager` and
+    `prometheus` start the real ones with the shipped routing and rules (holds cut to `hold`),
+    Prometheus scraping the exporter and evaluating every second.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.started: list[Daemon] = []
+
+    def start(self, name: str, argv: list[str], ready: str) -> str:
+        daemon = Daemon(name, argv, self.tmp / f"{name}.log")
+        self.started.append(daemon)
+        daemon.wait_ready(ready)
+        return ready.rsplit("/-/", 1)[0]
+
+    def alertmanager(self, binary: str, webhook: str) -> str:
+        config = self.tmp / "alertmanager.yml"
+        write_fast_alertmanager(ALERTMANAGER_CONFIG, config, webhook)
+        port = unused_port()
+        argv = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={self.tmp / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            # Empty: no cluster listener, so no gossip and no peer lookups.
+            "--cluster.listen-address=",
+        ]
+        return self.start("alertmanager", argv, f"http://127.0.0.1:{port}/-/ready")
+
+    def prometheus(self, binary: str, exporter: str, alertmanager: str, hold: str) -> str:
+        rules = self.tmp / "tlsprobe.rules.yml"
+        assert write_fast_rules(RULES, rules, hold) > 10
+        path = self.tmp / "prometheus.yml"
+        config = prometheus_config(exporter, alertmanager, rules)
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        port = unused_port()
+        argv = [
+            binary,
+            f"--config.file={path}",
+            f"--storage.tsdb.path={self.tmp / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        return self.start("prometheus", argv, f"http://127.0.0.1:{port}/-/ready")
+
+    def stop(self) -> None:
+        for daemon in reversed(self.started):
+            daemon.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def prometheus_config(exporter: str, alertmanager: str, rules: Path) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [host_port(alertmanager)]}]}]
+        },
+        "scrape_configs": [
+            {"job_name": "tlsprobe", "static_configs": [{"targets": [host_port(exporter)]}]}
+        ],
+    }
+
+
+def host_port(base: str) -> str:
+    return base.removeprefix("http://")
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    """The samples of an instant query."""
+    result: list[dict[str, Any]] = api(prometheus, "/api/v1/query", query=expr)["result"]
+    return result
 
 
 # --- an event loop for the SMTP servers -------------------------------------------------------

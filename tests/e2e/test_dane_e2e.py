@@ -23,15 +23,13 @@ import yaml
 
 from tests.e2e.harness import (
     ROOT,
-    Daemon,
+    Daemons,
     LoopThread,
     Webhook,
-    api,
     dashboard_queries,
     expand_grafana,
-    write_fast_alertmanager,
-    write_fast_rules,
 )
+from tests.e2e.harness import query as prometheus_query
 from tests.support import dnslab
 from tests.support.gates import Gate, prometheus_tool, unavailable
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf
@@ -41,8 +39,6 @@ from tlsprobe.probe.dane import association
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
-RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
-ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "tlsprobe-dns-policies.json"
 DOMAIN = "dane.test"
 MX = f"mx1.{DOMAIN}"
@@ -89,30 +85,22 @@ def lab(pki: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[La
             f"_{port}._tcp.mx1 TLSA {tlsa(staged)}",
         ]
     )
-    daemons: list[Daemon] = []
+    daemons = Daemons(tmp)
     with dns, LoopThread() as loop, Webhook() as webhook:
         server = SmtpTestServer(ServerTls(pki.chain(current), current.key), port=port)
         loop.run(server.__aenter__())
         state = Lab(dns, port, server, loop, pki, current, webhook=webhook)
         try:
             state.exporter = start_exporter(tmp, state, daemons)
-            manager = start_alertmanager(tmp, alertmanager, webhook, daemons)
-            state.prometheus = start_prometheus(tmp, prometheus, state.exporter, manager, daemons)
+            manager = daemons.alertmanager(alertmanager, webhook.url)
+            state.prometheus = daemons.prometheus(prometheus, state.exporter, manager, "2s")
             yield state
         finally:
-            for daemon in reversed(daemons):
-                daemon.stop()
+            daemons.stop()
             loop.run(server.__aexit__(None, None, None))
 
 
-def start(daemons: list[Daemon], tmp: Path, name: str, argv: list[str], ready: str) -> str:
-    daemon = Daemon(name, argv, tmp / f"{name}.log")
-    daemons.append(daemon)
-    daemon.wait_ready(ready)
-    return ready.rsplit("/-/", 1)[0]
-
-
-def start_exporter(tmp: Path, lab: Lab, daemons: list[Daemon]) -> str:
+def start_exporter(tmp: Path, lab: Lab, daemons: Daemons) -> str:
     ca_file = tmp / "root.pem"
     ca_file.write_bytes(lab.pki.ca_pem)
     port = unused_port()
@@ -142,58 +130,11 @@ def start_exporter(tmp: Path, lab: Lab, daemons: list[Daemon]) -> str:
     path = tmp / "tlsprobe.yml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     argv = [sys.executable, "-m", "tlsprobe", "serve", "--config", str(path)]
-    return start(daemons, tmp, "tlsprobe", argv, f"http://127.0.0.1:{port}/-/ready")
-
-
-def start_alertmanager(tmp: Path, binary: str, webhook: Webhook, daemons: list[Daemon]) -> str:
-    config = tmp / "alertmanager.yml"
-    write_fast_alertmanager(ALERTMANAGER_CONFIG, config, webhook.url)
-    port = unused_port()
-    argv = [
-        binary,
-        f"--config.file={config}",
-        f"--storage.path={tmp / 'alertmanager'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",
-    ]
-    return start(daemons, tmp, "alertmanager", argv, f"http://127.0.0.1:{port}/-/ready")
-
-
-def start_prometheus(
-    tmp: Path, binary: str, exporter: str, alertmanager: str, daemons: list[Daemon]
-) -> str:
-    rules = tmp / "tlsprobe.rules.yml"
-    write_fast_rules(RULES, rules, "2s")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "alerting": {
-            "alertmanagers": [
-                {"static_configs": [{"targets": [alertmanager.removeprefix("http://")]}]}
-            ]
-        },
-        "scrape_configs": [
-            {
-                "job_name": "tlsprobe",
-                "static_configs": [{"targets": [exporter.removeprefix("http://")]}],
-            }
-        ],
-    }
-    path = tmp / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = unused_port()
-    argv = [
-        binary,
-        f"--config.file={path}",
-        f"--storage.tsdb.path={tmp / 'prometheus'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    return start(daemons, tmp, "prometheus", argv, f"http://127.0.0.1:{port}/-/ready")
+    return daemons.start("tlsprobe", argv, f"http://127.0.0.1:{port}/-/ready")
 
 
 def query(lab: Lab, expr: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = api(lab.prometheus, "/api/v1/query", query=expr)["result"]
-    return result
+    return prometheus_query(lab.prometheus, expr)
 
 
 def values(lab: Lab, expr: str) -> list[str]:

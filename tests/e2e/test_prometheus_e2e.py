@@ -42,7 +42,7 @@ import yaml
 
 from tests.e2e.harness import (
     ROOT,
-    Daemon,
+    Daemons,
     LoopThread,
     Webhook,
     api,
@@ -51,9 +51,8 @@ from tests.e2e.harness import (
     exposed_metrics,
     http_get,
     named_metrics,
-    write_fast_alertmanager,
-    write_fast_rules,
 )
+from tests.e2e.harness import query as prometheus_query
 from tests.support.exporter import command
 from tests.support.gates import prometheus_tool
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf, make_root, write_server_files
@@ -63,8 +62,6 @@ from tests.support.wait import poll
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
-RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
-ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "tlsprobe.json"
 
 ALERT_HOLD = "2s"
@@ -215,7 +212,7 @@ class Stack:
     servers: dict[str, SmtpTestServer]
     loop: LoopThread
     pki: Hierarchy
-    daemons: Daemons
+    daemons: StackDaemons
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +224,9 @@ def stack(pki: Hierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with LoopThread() as loop, Webhook() as webhook:
         servers = start_servers(loop, plan)
         try:
-            daemons = Daemons(tmp, pki, plan, servers, webhook, prometheus, alertmanager)
-            with daemons as urls:
+            daemons = StackDaemons(tmp, pki, plan, servers, webhook, prometheus, alertmanager)
+            with daemons:
+                urls = daemons.up()
                 send_as_sender(pki, tmp, daemons.receiver_port, "first")
                 endpoints = {e.name: e for e in plan}
                 yield Stack(*urls, webhook, endpoints, servers, loop, pki, daemons)
@@ -245,7 +243,7 @@ def start_servers(loop: LoopThread, plan: list[Endpoint]) -> dict[str, SmtpTestS
     return servers
 
 
-class Daemons:
+class StackDaemons(Daemons):
     """tlsprobe serve, Alertmanager and Prometheus, configured for this fleet; stopped on exit."""
 
     def __init__(
@@ -258,33 +256,19 @@ class Daemons:
         prometheus: str,
         alertmanager: str,
     ) -> None:
-        self.tmp, self.pki, self.plan, self.servers = tmp, pki, plan, servers
+        super().__init__(tmp)
+        self.pki, self.plan, self.servers = pki, plan, servers
         self.webhook, self.binaries = webhook, (prometheus, alertmanager)
-        self.daemons: list[Daemon] = []
         self.config = tmp / "tlsprobe.yml"
         self.exporter_ready = ""
         self.receiver_port = unused_port()
 
-    def __enter__(self) -> tuple[str, str, str]:
-        try:
-            exporter = self.exporter()
-            alertmanager = self.alertmanager()
-            prometheus = self.prometheus(exporter, alertmanager)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+    def up(self) -> tuple[str, str, str]:
+        """Start the three; their base URLs (exporter, Prometheus, Alertmanager)."""
+        exporter = self.exporter()
+        alertmanager = self.alertmanager(self.binaries[1], self.webhook.url)
+        prometheus = self.prometheus(self.binaries[0], exporter, alertmanager, ALERT_HOLD)
         return exporter, prometheus, alertmanager
-
-    def __exit__(self, *_: object) -> None:
-        for daemon in reversed(self.daemons):
-            daemon.stop()
-
-    def start(self, name: str, argv: list[str], ready: str) -> str:
-        daemon = Daemon(name, argv, self.tmp / f"{name}.log")
-        self.daemons.append(daemon)
-        base = ready.rsplit("/-/", 1)[0]
-        daemon.wait_ready(ready)
-        return base
 
     def exporter(self) -> str:
         ca_file = self.tmp / "root.pem"
@@ -302,40 +286,11 @@ class Daemons:
 
     def restart_exporter(self) -> None:
         """SIGTERM the exporter and start it again on the same port and state directory."""
-        old = next(d for d in self.daemons if d.name.startswith("tlsprobe"))
+        old = next(d for d in self.started if d.name.startswith("tlsprobe"))
         old.stop()
-        self.daemons.remove(old)
+        self.started.remove(old)
         argv = command("serve", "--config", str(self.config))
-        self.start(f"tlsprobe-{len(self.daemons)}", argv, self.exporter_ready)
-
-    def alertmanager(self) -> str:
-        config = self.tmp / "alertmanager.yml"
-        write_fast_alertmanager(ALERTMANAGER_CONFIG, config, self.webhook.url)
-        port = unused_port()
-        argv = [
-            self.binaries[1],
-            f"--config.file={config}",
-            f"--storage.path={self.tmp / 'alertmanager'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            # Empty: no cluster listener, so no gossip and no peer lookups.
-            "--cluster.listen-address=",
-        ]
-        return self.start("alertmanager", argv, f"http://127.0.0.1:{port}/-/ready")
-
-    def prometheus(self, exporter: str, alertmanager: str) -> str:
-        rules = self.tmp / "tlsprobe.rules.yml"
-        assert write_fast_rules(RULES, rules, ALERT_HOLD) > 10
-        config = prometheus_config(exporter, alertmanager, rules)
-        path = self.tmp / "prometheus.yml"
-        path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        port = unused_port()
-        argv = [
-            self.binaries[0],
-            f"--config.file={path}",
-            f"--storage.tsdb.path={self.tmp / 'prometheus'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ]
-        return self.start("prometheus", argv, f"http://127.0.0.1:{port}/-/ready")
+        self.start(f"tlsprobe-{len(self.started)}", argv, self.exporter_ready)
 
 
 def exporter_config(
@@ -406,23 +361,6 @@ def send_as_sender(pki: Hierarchy, tmp: Path, receiver_port: int, stem: str) -> 
     return leaf
 
 
-def prometheus_config(exporter: str, alertmanager: str, rules: Path) -> dict[str, Any]:
-    return {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "alerting": {
-            "alertmanagers": [{"static_configs": [{"targets": [host_port(alertmanager)]}]}]
-        },
-        "scrape_configs": [
-            {"job_name": "tlsprobe", "static_configs": [{"targets": [host_port(exporter)]}]}
-        ],
-    }
-
-
-def host_port(base: str) -> str:
-    return base.removeprefix("http://")
-
-
 @pytest.fixture(scope="module")
 def renewal(stack: Stack) -> Issued:
     """Serve a renewed leaf (same name, same port) on the healthy endpoint; returns it.
@@ -462,8 +400,7 @@ def expected_alerts(stack: Stack) -> dict[str, set[str]]:
 
 
 def query(stack: Stack, expr: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = api(stack.prometheus, "/api/v1/query", query=expr)["result"]
-    return result
+    return prometheus_query(stack.prometheus, expr)
 
 
 # --- tests ------------------------------------------------------------------------------------
