@@ -19,6 +19,7 @@
 #   TLSPROBE_TEST_RELAY_DIR=/var/lib/tlsprobe-test/relay
 set -euo pipefail
 
+readonly SCRIPT=postfix-relay.sh
 readonly DIR=/var/lib/tlsprobe-test/relay
 readonly CONF=$DIR/etc
 readonly ADDRESS=127.0.0.1
@@ -27,23 +28,13 @@ readonly RECEIVER="[127.0.0.1]:10027"
 readonly NOWHERE="[127.0.0.1]:10029"
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO
+# shellcheck source=.ci/postfix-lib.sh
+source "$REPO/.ci/postfix-lib.sh"
 
-die() {
-    echo "postfix-relay.sh: $*" >&2
-    exit 1
-}
-
-[[ $(id -u) == 0 ]] || die "must run as root"
-command -v postfix >/dev/null || die "postfix is not installed (apt-get install postfix)"
-
-install -d -m 0755 "$DIR" "$CONF" "$DIR/certs"
-install -d -m 0755 -o postfix "$DIR/data"
-install -d -m 0755 "$DIR/spool"
+instance_prepare "$DIR"
+install -d -m 0755 "$DIR/certs"
 python3 "$REPO/tests/support/pki.py" --out "$DIR/certs" --relay-set >&2
 chmod 0600 "$DIR"/certs/*key*.pem
-
-[[ -f $CONF/master.cf ]] || cp /usr/share/postfix/master.cf.dist "$CONF/master.cf"
-[[ -f $CONF/main.cf ]] || : >"$CONF/main.cf"
 
 cases=(good other none expired fabrikam noeku)
 transport_map="canary.tlsprobe.test=smtp-good:$RECEIVER"
@@ -56,28 +47,17 @@ for case in "${cases[@]}" broken; do relay_domains+=", $case.canary.tlsprobe.tes
 
 chain() { echo "$DIR/certs/$1-key.pem,$DIR/certs/$1-leaf.pem,$DIR/certs/intermediate.pem"; }
 
+before=$(instance_listeners "$DIR")
+instance_base "$DIR" "$ADDRESS" "$PORT" relay.tlsprobe.test
 postconf -c "$CONF" -e \
-    "compatibility_level = 3.6" \
-    "queue_directory = $DIR/spool" \
-    "data_directory = $DIR/data" \
-    "mail_owner = postfix" \
-    "setgid_group = postdrop" \
-    "myhostname = relay.tlsprobe.test" \
-    "mydomain = tlsprobe.test" \
     "mydestination =" \
-    "inet_interfaces = $ADDRESS" \
-    "inet_protocols = ipv4" \
-    "mynetworks = 127.0.0.0/8" \
-    "relayhost =" \
     "relay_domains = $relay_domains" \
     "transport_maps = inline:{ $transport_map }" \
     "default_transport = error:the tlsprobe test relay delivers only canaries" \
     "local_transport = error:the tlsprobe test relay delivers nothing locally" \
     "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination" \
-    "smtpd_peername_lookup = no" \
     "smtp_host_lookup = native" \
     "disable_dns_lookups = yes" \
-    "smtpd_tls_security_level = may" \
     "smtpd_tls_chain_files = $(chain good)" \
     "smtp_tls_security_level = encrypt" \
     "smtp_tls_chain_files = $(chain other)" \
@@ -88,15 +68,9 @@ postconf -c "$CONF" -e \
     "maximal_queue_lifetime = 10m" \
     "bounce_queue_lifetime = 0" \
     "smtp_connect_timeout = 5s" \
-    "maillog_file = /var/log/postfix-tlsprobe-relay.log" \
-    "alias_maps =" \
-    "alias_database ="
+    "maillog_file = /var/log/postfix-tlsprobe-relay.log"
 
-# Only our listener; no chroot (the instance's files live outside any chroot); one client
-# transport per certificate case.
-postconf -c "$CONF" -M# smtp/inet 2>/dev/null || true
-postconf -c "$CONF" -M "${ADDRESS}:${PORT}/inet=${ADDRESS}:${PORT} inet n - n - - smtpd"
-postconf -c "$CONF" -F '*/*/chroot = n'
+# One client transport per certificate case.
 for case in "${cases[@]}"; do
     files=$(chain "$case")
     [[ $case == none ]] && files=""
@@ -105,14 +79,7 @@ for case in "${cases[@]}"; do
 done
 postconf -c "$CONF" -P "smtp-none/unix/smtp_tls_security_level=encrypt"
 
-postfix -c "$CONF" check
-if postfix -c "$CONF" status >/dev/null 2>&1; then
-    postfix -c "$CONF" reload >&2
-else
-    postfix -c "$CONF" start >&2
-fi
-
-python3 "$REPO/.ci/wait-smtp.py" "$ADDRESS" "$PORT" >&2
+instance_run "$DIR" "$ADDRESS" "$PORT" "$before"
 
 echo "TLSPROBE_TEST_RELAY=${ADDRESS}:${PORT}"
 echo "TLSPROBE_TEST_RELAY_DIR=${DIR}"
