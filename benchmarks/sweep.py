@@ -1,6 +1,6 @@
 """One prober's sweep, run in its own process so its CPU time is its own.
 
-`python3 -m benchmarks.sweep tlsprobe|bare --port P --addresses A,B,... --ca-file F
+`python3 -m benchmarks.sweep tlsprobe|bare|lean --port P --addresses A,B,... --ca-file F
 --probes N --concurrency C` prints one JSON object: probes, ok, wall_s, cpu_s.
 
 Both probers run C workers; worker i owns address i, so no two connections to one address are
@@ -14,6 +14,10 @@ ever open at once (tlsprobe's politeness rule) and the global concurrency is exa
   `publish()`: the SQLite drift history, `LatestResults` and the outcome log.
 - `bare` is the floor: connect, read the greeting, EHLO, STARTTLS, TLS handshake without
   verification, QUIT, close. Nothing is parsed beyond reply codes, nothing is judged or stored.
+  asyncio streams and `start_tls` with the `ssl` module: the plain asyncio way.
+- `lean` is tlsprobe's own technique without tlsprobe: its socket driver (`sockconn`, pyOpenSSL)
+  and TLS context, the same exchange as tlsprobe (EHLO again after TLS, QUIT and its answer),
+  nothing parsed beyond reply codes. tlsprobe minus lean is tlsprobe's own overhead.
 
 CPU is `time.process_time()` around the sweep (user + system of this process, all threads), after
 one warm-up probe per worker, so imports and trust-store loading are not counted.
@@ -35,6 +39,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from OpenSSL import SSL
+
 from benchmarks.fleet import FLEET_NAME, fleet_cpu_seconds
 from tlsprobe.exporter import eventloop
 from tlsprobe.exporter.config import parse_config
@@ -43,6 +49,8 @@ from tlsprobe.exporter.metrics import ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.store import HistoryStore, history_path
+from tlsprobe.probe.sockconn import SockConn
+from tlsprobe.probe.transport import client_context
 
 ProbeOnce = Callable[[int], Awaitable[bool]]
 T = TypeVar("T")
@@ -196,7 +204,52 @@ async def sweep_bare(args: argparse.Namespace) -> dict[str, Any]:
     return await run_workers(probe, args.probes, args.concurrency, fleet_pid=args.fleet_pid)
 
 
-SWEEPS = {"tlsprobe": sweep_tlsprobe, "bare": sweep_bare}
+# --- lean ----------------------------------------------------------------------------------
+
+
+async def _lean_reply(conn: SockConn) -> bytes:
+    """Read one (possibly multi-line) reply; returns its last line."""
+    data = b""
+    while True:
+        chunk = await conn.recv()
+        if not chunk:
+            return b""
+        data += chunk
+        if data.endswith(b"\r\n"):
+            last = data[data.rfind(b"\n", 0, -2) + 1 :]
+            if last[3:4] != b"-":
+                return last
+
+
+async def lean_handshake(address: str, port: int, ctx: SSL.Context) -> bool:
+    """tlsprobe's exchange on tlsprobe's own technique (`sockconn`, pyOpenSSL, tlsprobe's TLS
+    context), nothing parsed beyond reply codes: greeting, EHLO, STARTTLS, handshake, EHLO,
+    QUIT and its answer, close."""
+    conn = await SockConn.connect(address, port)
+    try:
+        ok = (await _lean_reply(conn)).startswith(b"220")
+        for command, code in ((b"EHLO bench.test\r\n", b"250"), (b"STARTTLS\r\n", b"220")):
+            await conn.send(command)
+            ok = ok and (await _lean_reply(conn)).startswith(code)
+        await conn.start_tls(ctx, FLEET_NAME)
+        await conn.send(b"EHLO bench.test\r\n")
+        ok = ok and (await _lean_reply(conn)).startswith(b"250")
+        await conn.send(b"QUIT\r\n")
+        return ok and (await _lean_reply(conn)).startswith(b"221")
+    finally:
+        conn.close()
+
+
+async def sweep_lean(args: argparse.Namespace) -> dict[str, Any]:
+    ctx = client_context()
+
+    async def probe(worker: int) -> bool:
+        return await lean_handshake(args.addresses[worker], args.port, ctx)
+
+    return await run_workers(probe, args.probes, args.concurrency, fleet_pid=args.fleet_pid)
+
+
+SWEEPS = {"tlsprobe": sweep_tlsprobe, "bare": sweep_bare, "lean": sweep_lean}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

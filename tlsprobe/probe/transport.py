@@ -1,39 +1,36 @@
-"""The only module with sockets: connect, drive the SMTP dialogue, start TLS, capture the chain.
+"""The probe's connection: connect, drive the SMTP dialogue, start TLS, capture the chain.
 
 One overall deadline bounds the whole exchange (resolution, connect, every read, the handshake),
-so a silent or drip-feeding server ends in `timeout` on time. Reads go through a small protocol
-whose buffer is bounded (reading pauses when it fills) and the SMTP parser bounds lines and
-replies. Low-level exceptions (OSError, ssl.SSLError, TimeoutError) are translated to `Reason`
-tokens here, once. The handshake never verifies: broken chains must be captured, not refused.
+so a silent or drip-feeding server ends in `timeout` on time. The socket itself is `sockconn`:
+OpenSSL reads and writes it directly, reads are taken only when the SMTP client asks for them
+(64 KiB at most each) and the SMTP parser bounds lines and replies. Low-level exceptions
+(OSError, OpenSSL's SSL.Error, TimeoutError) are translated to `Reason` tokens here, once. The
+handshake never verifies: broken chains must be captured, not refused.
 
-A server may still fail the handshake itself after sending its certificate; Python hands out
-the chain only after a completed handshake, so the context's message callback keeps each
-probe's Certificate message (in a context variable set per probe) and `certmsg` reads the
-chain out of it for such failures.
-"""
+A server may still fail the handshake itself after sending its certificate (it demands a client
+certificate, say); OpenSSL keeps the chain it received in the session, and it is reported."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import errno
 import functools
+import ipaddress
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+
+from OpenSSL import SSL
 
 from tlsprobe.model import Capture, Endpoint, Mode, Phase, ProbeError, Reason, TlsInfo
-from tlsprobe.probe import certmsg, names, smtp
+from tlsprobe.probe import names, smtp
+from tlsprobe.probe.sockconn import SockConn
 
-_READ_CHUNK = 65536
 QUIT_GRACE = 0.5
 """Seconds to wait for the answer to QUIT before closing."""
-_BUFFER_LIMIT = 256 * 1024
 _UNREACHABLE_ERRNOS = frozenset(
     {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
 )
@@ -51,119 +48,42 @@ def default_ehlo_name() -> str:
     return name
 
 
-def client_context() -> ssl.SSLContext:
+def client_context() -> SSL.Context:
     """A TLS client context that accepts anything, so that anything can be reported.
 
-    Security level 0 and TLS 1.0 as the floor let the handshake complete with 1024-bit keys,
-    SHA-1 signatures and TLS 1.0-only servers; anonymous suites stay off, because a server must
-    show a certificate for there to be anything to judge.
+    Security level 0 and the lowest version the library has as the floor let the handshake
+    complete with 1024-bit keys, SHA-1 signatures and TLS 1.0-only servers; anonymous suites
+    stay off, because a server must show a certificate for there to be anything to judge.
     """
     return _CONTEXT
 
 
-def _make_context() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    ctx.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
-    ctx.set_ciphers("ALL:!aNULL:!eNULL:@SECLEVEL=0")
-    # The C-level attribute, not ssl.py's property: that wrapper converts three enums on every
-    # TLS record; this callback costs one call and two integer comparisons per message.
-    raw = getattr(getattr(ssl, "_ssl", None), "_SSLContext", None)
-    descriptor = getattr(raw, "_msg_callback", None)
-    if descriptor is not None:
-        descriptor.__set__(ctx, _on_tls_message)
+def _make_context() -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_verify(SSL.VERIFY_NONE)
+    ctx.set_min_proto_version(0)  # 0: the lowest the library supports
+    ctx.set_max_proto_version(0)  # 0: the highest
+    ctx.set_cipher_list(b"ALL:!aNULL:!eNULL:@SECLEVEL=0")
+    _offer_groups(ctx)
     return ctx
 
 
-_CERTIFICATE_MESSAGES: contextvars.ContextVar[list[tuple[int, bytes]] | None] = (
-    contextvars.ContextVar("tlsprobe_certificate_messages", default=None)
-)
-_TLS_HANDSHAKE = 22
+_GROUPS = b"X25519:P-256:X448:P-521:P-384:ffdhe2048:ffdhe3072:ffdhe4096:ffdhe6144:ffdhe8192"
+"""The groups OpenSSL 3.0 offers by default, X25519 first and the only key share sent. Newer
+OpenSSL also sends an X25519MLKEM768 share, whose key generation was a quarter of a probe's
+instructions; nothing tlsprobe judges depends on the key exchange, and a server that wants
+another group asks for it (HelloRetryRequest)."""
 
 
-def _on_tls_message(  # noqa: PLR0917 - CPython passes these six positionally
-    conn: object, direction: str, version: int, content_type: int, msg_type: int, data: bytes
-) -> None:
-    """OpenSSL's message callback: keep the server's Certificate message for this probe."""
-    if content_type == _TLS_HANDSHAKE and msg_type == certmsg.CERTIFICATE and direction == "read":
-        kept = _CERTIFICATE_MESSAGES.get()
-        if kept is not None and len(kept) < 2:
-            kept.append((version, bytes(data)))
+def _offer_groups(ctx: SSL.Context) -> None:
+    # pyOpenSSL has no public call for the group list; cryptography's binding, which pyOpenSSL
+    # keeps as `SSL._lib`, has the function. Without it the library's own default stays.
+    setter = getattr(getattr(SSL, "_lib", None), "SSL_CTX_set1_curves_list", None)
+    if setter is not None:
+        setter(ctx._context, _GROUPS)
 
 
 _CONTEXT = _make_context()
-
-
-def unverified_chain_der(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
-    """The chain exactly as the peer sent it, leaf first, as DER.
-
-    Python 3.13 made `get_unverified_chain()` public and returns DER bytes; 3.11 and 3.12 have
-    the same call on the internal `_sslobj`, returning certificate objects.
-    """
-    getter = getattr(ssl_object, "get_unverified_chain", None)
-    if getter is None:
-        getter = ssl_object._sslobj.get_unverified_chain  # type: ignore[attr-defined]
-    chain = getter() or []
-    return tuple(_to_der(item) for item in chain)
-
-
-def _to_der(item: Any) -> bytes:
-    if isinstance(item, bytes):
-        return item
-    return bytes(item.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]
-
-
-class _Pipe(asyncio.Protocol):
-    """Bounded receive buffer with an awaitable read; pauses the transport when full."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.BaseTransport | None = None
-        self._buffer = bytearray()
-        self._eof = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._paused = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) > _BUFFER_LIMIT and isinstance(self.transport, asyncio.ReadTransport):
-            self.transport.pause_reading()
-            self._paused = True
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
-
-    async def read(self) -> bytes:
-        """Up to one chunk of received bytes; b"" at end of stream."""
-        while not self._buffer and not self._eof:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        data = bytes(self._buffer[:_READ_CHUNK])
-        del self._buffer[:_READ_CHUNK]
-        if self._paused and len(self._buffer) < _BUFFER_LIMIT:
-            self._paused = False
-            if isinstance(self.transport, asyncio.ReadTransport):
-                self.transport.resume_reading()
-        return data
 
 
 @dataclass
@@ -178,6 +98,7 @@ class _Recorder:
     tls: TlsInfo | None = None
     starttls_offered: bool | None = None
     client: smtp.SmtpClient | None = None
+    conn: SockConn | None = None
     _mark: float = 0.0
 
     @contextlib.contextmanager
@@ -212,29 +133,18 @@ class _Recorder:
 async def capture(endpoint: Endpoint, *, timeout: float) -> Capture:
     """Connect, speak SMTP up to TLS, capture the chain. Never raises for network trouble."""
     rec = _Recorder(endpoint)
-    # Set before the connection exists: the transport's callbacks run in a copy of this
-    # task's context, so the message callback finds this probe's list and no other.
-    kept: list[tuple[int, bytes]] = []
-    token = _CERTIFICATE_MESSAGES.set(kept)
-    try:
-        return await _capture(rec, timeout, kept)
-    finally:
-        _CERTIFICATE_MESSAGES.reset(token)
-
-
-async def _capture(rec: _Recorder, timeout: float, kept: list[tuple[int, bytes]]) -> Capture:
     try:
         async with asyncio.timeout(timeout):
             try:
                 await _run(rec)
             except BaseException:
-                _chain_sent_before_failure(rec, kept)
+                _chain_sent_before_failure(rec)
                 raise
     except TimeoutError:
         return rec.capture(_timeout(rec, timeout))
     except _Failure as failure:
         return rec.capture(failure.error)
-    except ssl.SSLError as exc:
+    except SSL.Error as exc:
         return rec.capture(ProbeError(Reason.TLS_HANDSHAKE, _ssl_message(exc)))
     except ConnectionRefusedError:
         return rec.capture(ProbeError(Reason.REFUSED, f"connection refused by {_addr(rec)}"))
@@ -254,36 +164,31 @@ class _Failure(Exception):
 
 async def _run(rec: _Recorder) -> None:
     endpoint = rec.endpoint
-    loop = asyncio.get_running_loop()
     with rec.phase(Phase.CONNECT):
-        transport, pipe = await _connect(rec)
+        conn = rec.conn = await _connect(rec)
     try:
         if endpoint.mode is Mode.IMPLICIT:
-            transport = await _handshake(loop, transport, pipe, rec)
+            await _handshake(conn, rec)
             rec.client = smtp.SmtpClient(endpoint.ehlo_name, starttls=False)
         else:
             rec.client = smtp.SmtpClient(endpoint.ehlo_name, starttls=True)
-        transport = await _dialogue(loop, transport, pipe, rec)
+        await _dialogue(conn, rec)
     finally:
-        # Abort, never a graceful TLS close: that waits up to 30 s for the peer's close_notify,
-        # which a hostile (or merely slow) server never sends, and the socket would outlive
-        # the probe's deadline. The server has had its QUIT.
-        transport.abort()
+        # Never a graceful TLS close: that waits for the peer's close_notify, which a hostile
+        # (or merely slow) server never sends. The server has had its QUIT.
+        conn.close()
 
 
-async def _connect(rec: _Recorder) -> tuple[asyncio.Transport, _Pipe]:
+async def _connect(rec: _Recorder) -> SockConn:
     endpoint = rec.endpoint
-    loop = asyncio.get_running_loop()
     addresses = [endpoint.address] if endpoint.address else await _resolve(endpoint)
     last: OSError | None = None
     for address in addresses:
         rec.address = address
         try:
-            transport, pipe = await loop.create_connection(_Pipe, address, endpoint.port)
+            return await SockConn.connect(address, endpoint.port)
         except OSError as exc:
             last = exc
-            continue
-        return transport, pipe
     assert last is not None
     raise last
 
@@ -300,9 +205,7 @@ async def _resolve(endpoint: Endpoint) -> list[str]:
     return addresses
 
 
-async def _dialogue(
-    loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, pipe: _Pipe, rec: _Recorder
-) -> asyncio.Transport:
+async def _dialogue(conn: SockConn, rec: _Recorder) -> None:
     client = rec.client
     assert client is not None
     phase_start = time.perf_counter()
@@ -315,69 +218,71 @@ async def _dialogue(
             rec.phases[phase] = rec.phases.get(phase, 0.0) + now - phase_start
             phase, phase_start = client.phase, now
         if isinstance(event, smtp.NeedData):
-            client.receive_data(await pipe.read())
+            client.receive_data(await conn.recv())
         elif isinstance(event, smtp.Send):
-            transport.write(event.data)
+            await conn.send(event.data)
         elif isinstance(event, smtp.StartTls):
             rec.starttls_offered = True
-            if pipe.pending:
+            if conn.has_unread():
                 raise _Failure(
                     Reason.PROTOCOL,
                     "server sent data after '220' to STARTTLS before the handshake "
                     "(response injection); refusing to start TLS",
                 )
-            transport = await _handshake(loop, transport, pipe, rec)
+            await _handshake(conn, rec)
             client.tls_started()
             phase, phase_start = client.phase, time.perf_counter()
         elif isinstance(event, smtp.Done):
-            await _courtesy_read(pipe)
-            return transport
+            await _courtesy_read(conn)
+            return
         else:
             raise _Failure(event.reason, event.message)
 
 
-async def _courtesy_read(pipe: _Pipe) -> None:
+async def _courtesy_read(conn: SockConn) -> None:
     """Give the server a moment to answer QUIT, so it logs a clean goodbye, not a lost
     connection. Bounded by QUIT_GRACE and by the probe's own deadline; the answer is unread."""
-    with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
+    with contextlib.suppress(TimeoutError, OSError, SSL.Error):
         async with asyncio.timeout(QUIT_GRACE):
-            await pipe.read()
+            await conn.recv()
 
 
-async def _handshake(
-    loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, pipe: _Pipe, rec: _Recorder
-) -> asyncio.Transport:
+async def _handshake(conn: SockConn, rec: _Recorder) -> None:
     endpoint = rec.endpoint
     rec.phases.setdefault(Phase.HANDSHAKE, 0.0)
     with rec.phase(Phase.HANDSHAKE):
-        tls_transport = await loop.start_tls(
-            transport,
-            pipe,
-            _CONTEXT,
-            server_hostname=endpoint.sni or None,
-            ssl_handshake_timeout=None,
-        )
-    if tls_transport is None:
-        raise _Failure(Reason.TLS_HANDSHAKE, "connection closed during the TLS handshake")
-    ssl_object = tls_transport.get_extra_info("ssl_object")
-    cipher = tls_transport.get_extra_info("cipher")
-    rec.chain = unverified_chain_der(ssl_object)
-    rec.tls = TlsInfo(version=ssl_object.version() or "unknown", cipher=cipher[0] if cipher else "")
+        await conn.start_tls(_CONTEXT, _sni(endpoint))
+    tls = conn.tls
+    assert tls is not None
+    rec.chain = conn.peer_chain_der()
+    rec.tls = TlsInfo(
+        version=tls.get_protocol_version_name() or "unknown", cipher=tls.get_cipher_name() or ""
+    )
     if not rec.chain:
         raise _Failure(Reason.TLS_HANDSHAKE, "server sent no certificate")
-    return tls_transport
 
 
 def _in_handshake(rec: _Recorder) -> bool:
     return Phase.HANDSHAKE in rec.phases and rec.tls is None
 
 
-def _chain_sent_before_failure(rec: _Recorder, kept: list[tuple[int, bytes]]) -> None:
+def _sni(endpoint: Endpoint) -> str | None:
+    """The name for SNI: none for an IP literal (RFC 6066 allows host names only)."""
+    name = endpoint.sni
+    if not name:
+        return None
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    return None
+
+
+def _chain_sent_before_failure(rec: _Recorder) -> None:
     """A handshake that failed after the server's Certificate message: keep what it sent."""
-    if rec.chain or not kept or not _in_handshake(rec):
+    if rec.chain or rec.conn is None or not _in_handshake(rec):
         return
-    version, message = kept[-1]
-    rec.chain = certmsg.certificates(version, message)
+    rec.chain = rec.conn.peer_chain_der()
 
 
 def _timeout(rec: _Recorder, timeout: float) -> ProbeError:
@@ -424,6 +329,12 @@ def _os_error(exc: OSError, rec: _Recorder) -> ProbeError:
     return ProbeError(Reason.PROTOCOL, f"{_where(rec)}: {exc.strerror or exc}")
 
 
-def _ssl_message(exc: ssl.SSLError) -> str:
-    reason = getattr(exc, "reason", None) or exc.__class__.__name__
-    return f"TLS handshake failed: {reason} ({exc.strerror or exc})"
+def _ssl_message(exc: SSL.Error) -> str:
+    """OpenSSL's reasons ("sslv3 alert handshake failure"), or what the socket said."""
+    if isinstance(exc, SSL.SysCallError):
+        code, text = (*exc.args, "", "")[:2]
+        if code == -1:
+            return "TLS handshake failed: connection closed during the TLS handshake"
+        return f"TLS handshake failed: {text or exc}"
+    reasons = [str(entry[2]) for entry in (exc.args[0] if exc.args else []) if len(entry) > 2]
+    return f"TLS handshake failed: {'; '.join(reasons) or type(exc).__name__}"
