@@ -25,7 +25,7 @@ from tests.support.collector import TlsprobeCollector
 from tests.support.pki import Hierarchy, Issued, make_intermediate, make_leaf
 from tests.support.renders import count_renders
 from tlsprobe import __version__
-from tlsprobe.exporter import metrics
+from tlsprobe.exporter import metrics, scrape
 from tlsprobe.exporter.metrics import (
     ENDPOINT_LABELS,
     METRIC_NAMES,
@@ -476,7 +476,7 @@ def _family_samples(reg: CollectorRegistry, name: str) -> list[object]:
 # --- /metrics off the loop (scrape.py) -----------------------------------------------------
 
 
-async def test_scrape_renders_and_compresses_off_the_loop_thread(
+async def test_scrape_renders_many_new_results_in_a_worker_thread(
     monkeypatch: pytest.MonkeyPatch, everything: list[EndpointState], stats: ExporterStats
 ) -> None:
     threads: list[int] = []
@@ -487,10 +487,14 @@ async def test_scrape_renders_and_compresses_off_the_loop_thread(
         return real(s)
 
     monkeypatch.setattr(metrics, "render_endpoint", noting)
+    monkeypatch.setattr(scrape, "INLINE_CHANGES", len(everything) - 1)
     body, gzipped = await Scrape().body(everything, stats.snapshot(), gzip_ok=True)
     assert threads and threading.get_ident() not in threads
     assert gzipped and gzip.decompress(body) == TextRenderer().render(everything, stats)
+    threads.clear()
+    # Few new results: rendered where the scrape is handled, without a thread hop.
     plain, gzipped = await Scrape().body(everything[:1], stats, gzip_ok=False)
+    assert threads == [threading.get_ident()]
     assert not gzipped and plain == TextRenderer().render(everything[:1], stats)
 
 

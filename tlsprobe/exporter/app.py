@@ -39,6 +39,7 @@ from tlsprobe.exporter.senders import SendSide
 from tlsprobe.exporter.server import WebApp
 from tlsprobe.exporter.store import HistoryStore, StateError, history_path
 from tlsprobe.exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from tlsprobe.exporter.webthread import WebThread
 from tlsprobe.model import ProbeResult
 from tlsprobe.probe import discover
 from tlsprobe.probe.names import host_port
@@ -73,6 +74,7 @@ class Exporter:
     _flusher: asyncio.Task[None] | None = None
     _restored_senders: list[tuple[Key, ProbeResult]] = field(default_factory=list)
     _webapp: WebApp | None = None
+    _web_thread: WebThread | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _reloads: set[asyncio.Task[str | None]] = field(default_factory=set)
     bound: list[tuple[str, int]] = field(default_factory=list)
@@ -113,12 +115,14 @@ class Exporter:
         self.stats.event_loop = eventloop.running_loop()
         settings = self.config.web
         guard = _connection_guard(self.config)
+        web_thread = self._web_thread = WebThread()
         webapp = self._webapp = WebApp(
             self,
             web_config,
             max_requests=settings.max_concurrent_requests,
             probe_min_interval=settings.probe_min_interval,
             guard=guard,
+            on_probing=web_thread.on_probing,
         )
         self._runner = web.AppRunner(
             webapp.app(),
@@ -129,20 +133,15 @@ class Exporter:
             # for an hour; each holds a descriptor.
             keepalive_timeout=settings.idle_timeout,
         )
-        await self._runner.setup()
-        host = settings.listen_host or None
-        site = GuardedSite(
-            self._runner, host, settings.listen_port, guard, ssl_context=web_config.tls
-        )
         try:
-            await site.start()
+            self.bound = await web_thread.run(self._listen(guard, web_config))
         except OSError as exc:
-            await self._runner.cleanup()
+            await web_thread.run(self._runner.cleanup())
+            await web_thread.stop()
             self.history.close()
             self.last_results.close()
             where = f"{self.config.web.listen_host or '*'}:{self.config.web.listen_port}"
             raise StartupError(f"web.listen {where}: {exc.strerror or exc}") from exc
-        self.bound = _bound_addresses(site)
         self.stats.external_url = self.external_url
         await self._start_send_side()
         self.scheduler.start()
@@ -152,6 +151,21 @@ class Exporter:
             "tlsprobe started",
             extra={"fields": {"targets": len(self.config.targets), "listen": self.url}},
         )
+
+    async def _listen(self, guard: ConnectionGuard, web_config: WebConfig) -> list[tuple[str, int]]:
+        """On the web loop: the server up on its socket; returns the addresses bound."""
+        assert self._runner is not None
+        await self._runner.setup()
+        settings = self.config.web
+        site = GuardedSite(
+            self._runner,
+            settings.listen_host or None,
+            settings.listen_port,
+            guard,
+            ssl_context=web_config.tls,
+        )
+        await site.start()
+        return _bound_addresses(site)
 
     async def _start_send_side(self) -> None:
         """The receiver, when configured (`receiver:`); off by default."""
@@ -172,7 +186,7 @@ class Exporter:
             await self.send_side.start()
         except (OSError, ValueError) as exc:
             assert self._runner is not None and self.history is not None
-            await self._runner.cleanup()
+            await self._stop_web()
             self.history.close()
             where = f"{send.receiver.listen_host}:{send.receiver.listen_port}"
             raise StartupError(f"receiver.listen {where}: {exc}") from exc
@@ -286,8 +300,7 @@ class Exporter:
         stopping = []
         if self.scheduler is not None:
             stopping.append(self.scheduler.stop(timeout=STOP_TIMEOUT))
-        if self._runner is not None:
-            stopping.append(self._runner.cleanup())
+        stopping.append(self._stop_web())
         if self._flusher is not None:
             self._flusher.cancel()
         if self.send_side is not None:
@@ -298,6 +311,14 @@ class Exporter:
         if self.last_results is not None:
             self.last_results.close()
         log.info("tlsprobe stopped")
+
+    async def _stop_web(self) -> None:
+        if self._web_thread is None:
+            return
+        if self._runner is not None:
+            await self._web_thread.run(self._runner.cleanup())
+        await self._web_thread.stop()
+        self._web_thread = None
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()

@@ -28,9 +28,10 @@ from aiohttp.web_protocol import RequestHandler
 log = logging.getLogger("tlsprobe.exporter.connections")
 
 MIN_CONNECTIONS = 8
-RESERVED_BASE = 64
+RESERVED_BASE = 68
 """Descriptors kept for everything but HTTP and probes: history database and WAL, DNS sockets,
-log files, bcrypt's and gzip's worker threads' odd files, a margin."""
+log files, the web thread's event loop (its epoll and wake-up pair), bcrypt's and gzip's worker
+threads' odd files, a margin."""
 
 
 class Closed(enum.StrEnum):

@@ -2,7 +2,9 @@
 
 Results are immutable `EndpointState` values; publishing replaces one entry, and a scrape takes
 a shallow copy of the values, so it never waits for a probe and never sees a half-written
-result. Everything runs on the event loop thread; no locks are needed.
+result. Only the probing loop writes; the web thread reads through `snapshot` and `for_target`,
+whose copies are each one `list(dict.values())`, which CPython runs without letting another
+thread in (so without "dictionary changed size during iteration"). No locks are needed.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class LatestResults:
         return list(states)
 
     def snapshot(self) -> list[EndpointState]:
-        return [state for states in self._by_target.values() for state in states.values()]
+        return [
+            state for states in list(self._by_target.values()) for state in list(states.values())
+        ]
 
     def for_target(self, tenant: str, target: str) -> list[EndpointState]:
         return list(self._by_target.get((tenant, target), {}).values())

@@ -1,11 +1,12 @@
-"""/metrics off the probing loop: render a snapshot in a worker thread, gzip kept incrementally.
+"""/metrics off the probing loop: a snapshot rendered on the web thread, gzip kept incrementally.
 
-The handler takes a snapshot on the event loop (the list of immutable endpoint states and a
-copy of the self-metrics, O(endpoints) references, no formatting) and hands it to one worker
-thread, where `SnapshotRenderer` brings its compressed body up to date with the results that
-changed and adds the self-metrics. Probes go on meanwhile: the loop never formats or compresses
-a scrape, and nothing a probe does waits for one. Renders are serialised, because the
-renderer's caches are not thread-safe; concurrent scrapes queue for the one in progress.
+The handler, on the web loop (`webthread`), takes a snapshot (the list of immutable endpoint
+states and a copy of the self-metrics: references, no formatting), and `SnapshotRenderer`
+brings its compressed body up to date with the results that changed and adds the
+self-metrics: on the web loop when few results changed, in a worker thread when many did.
+Probes go on meanwhile: the probing loop never formats or compresses a scrape, and nothing a
+probe does waits for one. Renders are serialised, because the renderer's caches are not
+thread-safe; concurrent scrapes queue for the one in progress.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from tlsprobe.exporter.snapshot import SnapshotRenderer
 
 GZIP_MIN_BYTES = 4096
 """Smaller bodies go out as they are: their gzip header and trailer save nothing worth it."""
+
+
+INLINE_CHANGES = 256
+"""A scrape with at most this many new results renders on the web loop itself (a few ms);
+more (the first scrape, a reload) go to a worker thread, so /-/healthy and the status page
+are still answered meanwhile."""
 
 
 class Scrape:
@@ -37,6 +44,9 @@ class Scrape:
         """The exposition text of the snapshot (`extra`: samples with all their label values),
         gzipped when `gzip_ok` and worth it; returns (body, whether it is gzipped)."""
         async with self._lock:
+            if self.renderer.changed(states) <= INLINE_CHANGES:
+                # Cheap: on the web loop, without two more hand-offs of the GIL to a worker.
+                return self._render(states, stats, extra, gzip_ok)
             return await asyncio.to_thread(self._render, states, stats, extra, gzip_ok)
 
     def _render(

@@ -1,7 +1,8 @@
-"""HTTP inside the event loop: /metrics, /probe, /-/healthy, /-/ready, /-/reload, status page.
+"""HTTP: /metrics, /probe, /-/healthy, /-/ready, /-/reload, status page.
 
-aiohttp serves on the same loop as the scheduler, so a scrape reads the in-memory snapshot
-directly. Every path sits behind the same guards: basic auth when the web config has users,
+aiohttp serves on its own thread and loop (`webthread`), apart from the scheduler's: a scrape
+reads snapshots of the in-memory results, and what acts on the probing side goes through
+`on_probing`. Every path sits behind the same guards: basic auth when the web config has users,
 a cap on concurrent requests (503 beyond it), bounded request bodies, and for `/probe` a
 separate cap (429) because a probe costs a connection to a mail server. Authentication comes
 before the request cap and limits failed attempts per client (`authgate`), so wrong passwords
@@ -18,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -39,12 +40,14 @@ from tlsprobe.exporter.senderpage import senders_section
 from tlsprobe.exporter.sendmetrics import send_side_samples
 from tlsprobe.exporter.statuspage import STATUS_COLOURS, StatusPage
 from tlsprobe.exporter.webconfig import WebConfig
+from tlsprobe.exporter.webthread import same_loop
 from tlsprobe.model import ProbeResult
 from tlsprobe.probe.prober import utcnow
 
 log = logging.getLogger("tlsprobe.exporter.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OnProbing = Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]]
 MAX_BODY = 64 * 1024
 PROBE_CONCURRENCY = 4
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
@@ -82,8 +85,11 @@ class WebApp:
         max_requests: int = 16,
         probe_min_interval: float = 0.0,
         guard: ConnectionGuard | None = None,
+        on_probing: OnProbing = same_loop,
     ) -> None:
         self.exporter = exporter
+        self.on_probing = on_probing
+        """Runs a coroutine on the probing loop (the scheduler's, the resolver's)."""
         self.web_config = web_config
         """Replaced on reload: users and headers apply from the next request on."""
         self.guard = guard
@@ -163,11 +169,12 @@ class WebApp:
     # --- handlers --------------------------------------------------------------------------
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        self._refresh_stats(self.exporter.stats)
-        # A snapshot here, the formatting and compression in a worker thread (scrape.py).
+        # Snapshots here, the formatting and compression in a worker thread (scrape.py).
+        stats = self.exporter.stats.snapshot()
+        self._refresh_stats(stats)
         body, gzipped = await self.scrape.body(
             self.exporter.results.snapshot(),
-            self.exporter.stats.snapshot(),
+            stats,
             list(send_side_samples(self.exporter.send_side)),
             gzip_ok="gzip" in request.headers.get("Accept-Encoding", ""),
         )
@@ -177,7 +184,7 @@ class WebApp:
         return web.Response(body=body, headers=headers)
 
     def _refresh_stats(self, stats: ExporterStats) -> None:
-        """Copy the HTTP side's counters into the self-metrics just before a scrape renders."""
+        """Copy the HTTP side's counters into the scrape's copy of the self-metrics."""
         if self.guard is not None:
             stats.http_connections = self.guard.open
             stats.http_connection_limit = self.guard.limit
@@ -194,7 +201,7 @@ class WebApp:
         return web.Response(text="Ready\n")
 
     async def reload(self, request: web.Request) -> web.StreamResponse:
-        error = await self.exporter.reload()
+        error = await self.on_probing(self.exporter.reload())
         if error:
             return web.Response(status=500, text=f"failed to reload config: {error}\n")
         return web.Response(text="OK\n")
@@ -210,7 +217,9 @@ class WebApp:
             return web.Response(status=400, text=target + "\n")
         if target is None:
             try:
-                target = await check_adhoc(name, self.exporter.config, self.exporter.resolver)
+                target = await self.on_probing(
+                    check_adhoc(name, self.exporter.config, self.exporter.resolver)
+                )
             except AllowlistError as exc:
                 return web.Response(status=403, text=f"forbidden: {exc}\n")
         try:
@@ -238,7 +247,7 @@ class WebApp:
             raise _ProbesBusy
         async with self._probes:
             started = time.perf_counter()
-            results = await self.exporter.probe_now(target)
+            results = await self.on_probing(self.exporter.probe_now(target))
             return results, time.perf_counter() - started
 
     def _configured(self, name: str, tenant: str | None) -> TargetConfig | str | None:

@@ -75,6 +75,13 @@ class SnapshotRenderer:
             self._update(states)
         return gzip_body(self._segments(own_samples(states, stats, extra)))
 
+    def changed(self, states: Sequence[EndpointState]) -> int:
+        """How many of `states` the last snapshot did not show: the work a render will do."""
+        if len(states) == len(self._last) and all(map(operator.is_, states, self._last)):
+            return 0
+        shown = {id(state) for state in self._last}
+        return sum(id(state) not in shown for state in states)
+
     def held_bytes(self) -> int:
         """Compressed text the cache holds: blocks, and each family's joined copy."""
         joined_copies = sum(len(family.data) for family in self._families if family)
