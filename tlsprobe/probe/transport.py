@@ -267,10 +267,12 @@ def _in_handshake(rec: _Recorder) -> bool:
 
 
 def _sni(endpoint: Endpoint) -> str | None:
+    return _sni_name(endpoint.sni) if endpoint.sni else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _sni_name(name: str) -> str | None:
     """The name for SNI: none for an IP literal (RFC 6066 allows host names only)."""
-    name = endpoint.sni
-    if not name:
-        return None
     try:
         ipaddress.ip_address(name)
     except ValueError:
