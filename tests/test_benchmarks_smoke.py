@@ -59,7 +59,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 @pytest.mark.postfix
 @pytest.mark.slow
 def test_every_prober_swept_both_fleets_without_a_failed_probe(short_run: dict[str, Any]) -> None:
-    probers = ["tlsprobe", "bare"]
+    probers = ["tlsprobe", "bare", "lean"]
     if prometheus_tool_or_none("blackbox_exporter"):
         probers.append("blackbox")
     else:
@@ -77,6 +77,7 @@ def test_every_prober_swept_both_fleets_without_a_failed_probe(short_run: dict[s
 def test_ratios_and_targets_are_computed(short_run: dict[str, Any]) -> None:
     ratios = short_run["ratios"]
     assert ratios["cpu_tlsprobe_vs_bare"] > 0
+    assert ratios["cpu_tlsprobe_vs_lean"] > 0
     assert ratios["scrape_p99_sweep_vs_idle"] > 0
     if prometheus_tool_or_none("blackbox_exporter"):
         assert ratios["throughput_tlsprobe_vs_blackbox"] > 0
