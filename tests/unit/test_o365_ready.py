@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 
+from tests.support.expected import SERVER_CHECKS
 from tests.support.pki import Hierarchy, Issued, KeyKind
 from tlsprobe import report
 from tlsprobe.exporter.metrics import EndpointState, render_endpoint
@@ -39,15 +40,7 @@ POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.
 ENDPOINT = Endpoint(host="mail.contoso.test", address="127.0.0.1", target="relay")
 
 EVERY_CHECK = (
-    "starttls",
-    "tls_version",
-    "chain_trusted",
-    "not_expired",
-    "hostname",
-    "certificate_domain",
-    "accepted_domain",
-    "key_strength",
-    "signature_algorithm",
+    *SERVER_CHECKS,
     "expected_certificate",
     "a_check_added_later",
 )

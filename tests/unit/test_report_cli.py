@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.expected import REPORT_CHAIN_KEYS
 from tests.support.pki import (
     FIXED_INTERMEDIATE_CN,
     FIXED_ROOT_CN,
@@ -49,17 +50,7 @@ POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.
 PHASES = MappingProxyType({"connect": 0.0012345678, "handshake": 0.25, "total": 0.5})
 
 DESIGN_TOP_KEYS = {"target", "status", "error", "tls", "chain", "checks", "o365_ready", "phases"}
-DESIGN_CHAIN_KEYS = {
-    "subject",
-    "issuer",
-    "serial",
-    "not_before",
-    "not_after",
-    "sha256",
-    "dns_names",
-    "key",
-    "signature_algorithm",
-}
+DESIGN_CHAIN_KEYS = REPORT_CHAIN_KEYS
 DESIGN_CHECK_KEYS = {"name", "status", "message"}
 
 
