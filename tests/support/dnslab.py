@@ -5,13 +5,15 @@ serves it and an unsigned child zone (`insecure.dane.test.`, delegated without D
 instance on a free loopback port, and runs an Unbound instance on another free loopback port
 with the zone's key as its only trust anchor. Names under `dane.test.` validate (`secure`),
 names under the child are `insecure`, and names listed as corrupt get their records altered
-after signing, so Unbound finds them `bogus`. `publish()` re-signs and reloads NSD (SIGHUP);
-TTLs are one second, so a changed zone is seen by the next lookup after that.
+after signing, so Unbound finds them `bogus`. `publish()` re-signs, reloads NSD (SIGHUP) and
+flushes the zone from Unbound's cache (`unbound-control` over a socket in the lab's directory),
+so the next lookup sees the changed zone; TTLs are one second besides.
 
 Both daemons run in the foreground as children of the test process with their own config, pid
 and log files in a temporary directory; `stop()` ends exactly those two PIDs. Root hints point
-at 127.0.0.1, so nothing ever leaves loopback. Tests that need the lab skip when `nsd` or
-`unbound` is missing (CI installs them; TLSPROBE_REQUIRE_DNSLAB=1 turns the skip into a failure).
+at 127.0.0.1, so nothing ever leaves loopback. Tests that need the lab skip when `nsd`,
+`unbound` or `unbound-control` is missing (CI installs them; TLSPROBE_REQUIRE_DNSLAB=1 turns
+the skip into a failure).
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ TTL = 1
 
 NSD = shutil.which("nsd") or "/usr/sbin/nsd"
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
+UNBOUND_CONTROL = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
 
 
 def available() -> bool:
-    return Path(NSD).is_file() and Path(UNBOUND).is_file()
+    return all(Path(binary).is_file() for binary in (NSD, UNBOUND, UNBOUND_CONTROL))
 
 
 def udp_port_pair() -> int:
@@ -106,13 +109,19 @@ class DnsLab:
         self._serial = max(self._serial + 1, int(time.time()))
         self._write_signed(list(records), corrupt, malformed)
         self._write_child(list(child))
-        if self._procs:
-            os.kill(self._procs[0].pid, signal.SIGHUP)
-            self._wait_serial(ORIGIN)
-            self._wait_serial(CHILD)
-        # Let Unbound's copies of the old answers expire: it keeps time in whole seconds, so a
-        # one-second TTL can last up to two.
-        time.sleep(2 * TTL + 0.2)
+        if not self._procs:
+            return  # not serving yet: nothing is cached anywhere
+        os.kill(self._procs[0].pid, signal.SIGHUP)
+        self._wait_serial(ORIGIN)
+        self._wait_serial(CHILD)
+        # Unbound forgets its copies of the old answers (rrsets, messages, keys) at once,
+        # rather than after their TTL, which it counts in whole seconds.
+        subprocess.run(
+            [UNBOUND_CONTROL, "-c", str(self.dir / "unbound.conf"), "flush_zone", ORIGIN],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
 
     def _wait_serial(self, zone: str, timeout: float = 20.0) -> None:
         """Until NSD answers with the serial just written (a reload is asynchronous)."""
@@ -330,7 +339,9 @@ zone:
     local-zone: "." refuse
     local-zone: "test." transparent
 remote-control:
-    control-enable: no
+    control-enable: yes
+    control-interface: "{d}/unbound.ctl"
+    control-use-cert: no
 stub-zone:
     name: "{ORIGIN}"
     stub-addr: 127.0.0.1@{self.nsd_port}
