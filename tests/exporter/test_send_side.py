@@ -349,6 +349,8 @@ async def test_same_as_server_compares_with_the_server_probe_of_the_target(
                 "host": "relay.contoso.test",
                 "address": "127.0.0.1",
                 "port": server.port,
+                # The first cycle starts within a tenth of the interval (at most 10 s): soon.
+                "interval": "5s",
             }
         ]
         async with running(tmp_path, data) as exporter:
