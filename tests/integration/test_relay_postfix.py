@@ -199,7 +199,8 @@ async def test_canary_never_arrives_when_routing_is_broken(relay: RelayUnderTest
 def test_tlsprobe_listen_reports_postfix_client_certificate(relay: RelayUnderTest) -> None:
     """The one-shot form: `tlsprobe listen` on the receiver port, one canary through Postfix."""
     _, _, directory = relay_from_env()
-    proc = subprocess.Popen(
+    # The context closes the pipes whatever happens (an unclosed one warns in a later test).
+    with subprocess.Popen(
         [
             *command("listen", f"127.0.0.1:{RECEIVER_PORT}", "--json", "--timeout", "60"),
             *("--ca-file", str(directory / "certs" / "ca.pem")),
@@ -209,16 +210,18 @@ def test_tlsprobe_listen_reports_postfix_client_certificate(relay: RelayUnderTes
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
-    try:
-        assert proc.stderr is not None
-        assert "waiting on" in proc.stderr.readline()
-        outcome = asyncio.run(canary.submit(_relay(relay, "noeku"), canary.new_token(), timeout=10))
-        assert outcome is None, outcome
-        out, _ = proc.communicate(timeout=DELIVERY + 10)
-    finally:
-        proc.kill()
-        proc.wait()
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            assert "waiting on" in proc.stderr.readline()
+            outcome = asyncio.run(
+                canary.submit(_relay(relay, "noeku"), canary.new_token(), timeout=10)
+            )
+            assert outcome is None, outcome
+            out, _ = proc.communicate(timeout=DELIVERY + 10)
+        finally:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 1, out  # warning: the leaf lacks clientAuth
     report = json.loads(out)
     assert report["chain"][0]["dns_names"] == ["relay.contoso.test"]
