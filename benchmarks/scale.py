@@ -244,25 +244,34 @@ async def serve(args: argparse.Namespace) -> None:
 
 async def _obey(exporter: Any, targets: Sequence[Any], args: argparse.Namespace) -> None:
     """stdin commands: `sweep` starts sweeping the fleet through the exporter's own scheduler,
-    round after round; `stop` ends that and reports probes, wall and CPU; `quit` (or EOF) ends."""
+    round after round; `stop` ends that and reports the probes finished meanwhile (counted one
+    by one: a sweep often stops mid-round), wall and CPU; `quit` (or EOF) ends."""
     sweeping: asyncio.Task[None] | None = None
-    totals = {"probes": 0, "ok": 0, "wall_s": 0.0, "cpu_s": 0.0}
+    totals = {"probes": 0, "ok": 0}
+    probe = tlsprobe_prober(exporter.scheduler, targets)
+
+    async def counted(worker: int) -> bool:
+        ok = await probe(worker)
+        totals["probes"] += 1
+        totals["ok"] += ok
+        return ok
 
     async def sweep_forever() -> None:
-        probe = tlsprobe_prober(exporter.scheduler, targets)
         while True:
-            result = await run_workers(probe, args.probes, args.concurrency)
-            for key in totals:
-                totals[key] += result[key]
+            await run_workers(counted, args.probes, args.concurrency)
 
+    started = (0.0, 0.0)
     while command := (await asyncio.to_thread(sys.stdin.readline)).strip():
         if command == "sweep" and sweeping is None:
+            totals.update(probes=0, ok=0)
+            started = (time.perf_counter(), time.process_time())
             sweeping = asyncio.create_task(sweep_forever())
         elif command == "stop" and sweeping is not None:
             sweeping.cancel()
             await asyncio.gather(sweeping, return_exceptions=True)
             sweeping = None
-            _say(totals)
+            wall, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
+            _say({**totals, "wall_s": wall, "cpu_s": cpu})
         elif command == "quit":
             break
 
