@@ -1,16 +1,19 @@
-"""DANE judging: TLSA records against chains built in the test, every usage/selector/type."""
+"""DANE judging: TLSA records against chains built in the test, every usage/selector/type;
+the DANE-TA verdict cache (per chain, record and names; bounded; missed on change)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.support.pki import Hierarchy, Issued, KeyKind
+from tests.support.pki import Hierarchy, Issued, KeyKind, make_hierarchy
 from tlsprobe.model import Check, DnssecStatus, Status, Tlsa, TlsaMatch
-from tlsprobe.probe import dane
+from tlsprobe.probe import dane, danecache, trust
 from tlsprobe.probe.dane import TlsaAnswer, association, parse_tlsa
 
 HOST = "mail.contoso.test"
@@ -210,3 +213,81 @@ def test_parse_tlsa() -> None:
         with pytest.raises(ValueError):
             parse_tlsa(bad)
     assert Tlsa(3, 1, 1, b"\xab").text == "3 1 1 ab"
+
+
+# --- the DANE-TA verdict cache ------------------------------------------------------------
+
+
+def matches(
+    records: list[Tlsa], chain: tuple[x509.Certificate, ...], next_hop: str = "contoso.test"
+) -> tuple[TlsaMatch, ...]:
+    return judge(records, chain, next_hop=next_hop)[1]
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts the path verifications DANE-TA judging runs (one per cache miss)."""
+    danecache.clear()
+    calls: list[int] = []
+    real = trust.check_trust
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dane, "check_trust", counting)
+    yield calls
+    danecache.clear()
+
+
+def test_a_repeated_dane_ta_judgement_is_answered_from_the_cache(
+    pki: Hierarchy, verifications: list[int]
+) -> None:
+    leaf = pki.leaf([HOST])
+    records = [record(2, 1, 1, pki.intermediate.cert)]
+    assert matches(records, pki.chain(leaf)) == (TlsaMatch.MATCHED,)
+    assert matches(records, pki.chain(leaf)) == (TlsaMatch.MATCHED,)
+    assert len(verifications) == 1
+    assert danecache.entries() == 1
+
+
+def test_a_changed_record_chain_or_name_misses(pki: Hierarchy, verifications: list[int]) -> None:
+    leaf = pki.leaf([HOST])
+    spki = record(2, 1, 1, pki.intermediate.cert)
+    assert matches([spki], pki.chain(leaf)) == (TlsaMatch.MATCHED,)
+    # Another record for the same issuer: judged afresh, not taken from the first's entry.
+    whole = record(2, 0, 1, pki.intermediate.cert)
+    assert matches([whole], pki.chain(leaf)) == (TlsaMatch.MATCHED,)
+    assert len(verifications) == 2
+    # A renewal (a new chain): judged afresh, and its verdict is its own. This leaf carries
+    # only the next-hop name, so it matches through the next hop and fails under another one.
+    renewed = pki.leaf(["contoso.test"])
+    assert matches([spki], pki.chain(renewed)) == (TlsaMatch.MATCHED,)
+    assert matches([spki], pki.chain(renewed), next_hop="fabrikam.test") == (TlsaMatch.NO_MATCH,)
+    assert len(verifications) == 4
+
+
+def test_a_record_set_changed_to_another_issuer_no_longer_matches(
+    pki: Hierarchy, verifications: list[int]
+) -> None:
+    leaf = pki.leaf([HOST])
+    assert matches([record(2, 1, 1, pki.intermediate.cert)], pki.chain(leaf)) == (
+        TlsaMatch.MATCHED,
+    )
+    other = make_hierarchy("Other CA")
+    assert matches([record(2, 1, 1, other.intermediate.cert)], pki.chain(leaf)) == (
+        TlsaMatch.NO_MATCH,
+    )
+
+
+def test_the_cache_is_bounded(
+    pki: Hierarchy, verifications: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(danecache._CACHE, "max_entries", 3)
+    records = [record(2, 1, 1, pki.intermediate.cert)]
+    for serial in range(8):
+        leaf = pki.leaf([HOST, f"n{serial}.contoso.test"])
+        assert matches(records, pki.chain(leaf)) == (TlsaMatch.MATCHED,)
+        assert danecache.entries() <= 3
+    assert len(verifications) == 8
+    assert danecache.entries() == 3

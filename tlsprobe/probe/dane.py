@@ -30,7 +30,7 @@ from tlsprobe.model import (
     TlsaMatch,
     TlsaVerdict,
 )
-from tlsprobe.probe import certs, o365
+from tlsprobe.probe import certs, danecache, o365
 from tlsprobe.probe.evaluate import TrustStore, check_trust
 
 CHECK = CheckName.DANE
@@ -116,11 +116,11 @@ def judge(
     now: datetime,
 ) -> tuple[Check | None, DaneFindings]:
     """The `dane` check (None when no TLSA records exist: not applicable) and the findings."""
-    chain = [certs.load(der) for der in chain_der]
+    chain = _Chain(tuple(chain_der), [certs.load(der) for der in chain_der])
     names = _reference_names(host, answer.base, next_hop, mx_status)
     verdicts = _verdicts(answer.records, chain, names, now)
     findings = DaneFindings(answer.name, answer.status, mx_status, verdicts, answer.detail)
-    return _check(answer, findings, chain), findings
+    return _check(answer, findings, chain.certs), findings
 
 
 def _reference_names(
@@ -134,9 +134,17 @@ def _reference_names(
     return tuple(dict.fromkeys(n for n in names if n))
 
 
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """The chain as sent: DER (the cache key of DANE-TA verdicts) and parsed."""
+
+    der: tuple[bytes, ...]
+    certs: list[x509.Certificate]
+
+
 def _verdicts(
     records: Sequence[Tlsa],
-    chain: Sequence[x509.Certificate],
+    chain: _Chain,
     names: tuple[str, ...],
     now: datetime,
 ) -> tuple[TlsaVerdict, ...]:
@@ -152,18 +160,23 @@ def _verdicts(
     )
 
 
-def _verdict(
-    record: Tlsa, chain: Sequence[x509.Certificate], names: tuple[str, ...], now: datetime
-) -> TlsaVerdict:
+def _verdict(record: Tlsa, chain: _Chain, names: tuple[str, ...], now: datetime) -> TlsaVerdict:
     reason = unusable_reason(record)
     if reason:
         return TlsaVerdict(record, TlsaMatch.UNUSABLE, reason)
     if record.usage == DANE_EE:
-        if association(chain[0], record.selector, record.mtype) == record.data:
+        if association(chain.certs[0], record.selector, record.mtype) == record.data:
             what = "certificate" if record.selector == 0 else "public key"
             return TlsaVerdict(record, TlsaMatch.MATCHED, f"the leaf's {what}")
         return TlsaVerdict(record, TlsaMatch.NO_MATCH, "matches no served certificate or key")
-    return _trust_anchor_verdict(record, chain, names, now)
+    # A path verification per probe: remembered per (chain, record, names), see danecache.
+    return danecache.trust_anchor_verdict(
+        chain.der,
+        record,
+        names,
+        now,
+        lambda: _trust_anchor_verdict(record, chain.certs, names, now),
+    )
 
 
 def _trust_anchor_verdict(

@@ -208,7 +208,15 @@ def _stable_window(
     except certs.READ_ERRORS:
         return None  # an issuer name that cannot be parsed: judge afresh every time
     anchors = [certs.facts(a) for name in issuers for a in trust.anchors_named(name)]
-    bounds = [b for f in (*sent, *anchors) for b in (f.not_before, f.not_after)]
+    return validity_window((*sent, *anchors), now)
+
+
+def validity_window(
+    involved: Sequence[CertFacts], now: datetime
+) -> tuple[datetime, datetime] | None:
+    """The open interval around `now` in which none of `involved` starts or ends being valid,
+    shrunk by a margin; None when `now` is too close to a boundary to reuse a verdict."""
+    bounds = [b for f in involved for b in (f.not_before, f.not_after)]
     lower = max((b for b in bounds if b <= now), default=datetime.min.replace(tzinfo=UTC))
     upper = min((b for b in bounds if b > now), default=datetime.max.replace(tzinfo=UTC))
     lower, upper = lower + _BOUNDARY_MARGIN, upper - _BOUNDARY_MARGIN
