@@ -1,6 +1,8 @@
 """DANE and MTA-STS against real components: NSD serving a zone signed at test time, Unbound
 validating it on loopback, loopback SMTP servers presenting test certificates, and a real
-HTTPS policy server. Every case the README documents gives its verdict here."""
+HTTPS policy server on port 443 of a loopback address that the zone's `mta-sts.*` A records
+name (the policy host is resolved through the same validating resolver as everything else).
+Every case the README documents gives its verdict here."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from cryptography import x509
 from tests.support import dnslab
 from tests.support.gates import Gate, unavailable
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_hierarchy, make_leaf
-from tests.support.policyserver import PolicyServer, Response
+from tests.support.policyserver import PolicyServer, Response, random_address
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tlsprobe.cli.main import main as cli_main
 from tlsprobe.model import DnssecStatus, Endpoint, Policy, ProbeResult, Status, TlsaMatch
@@ -54,6 +56,8 @@ class Lab:
         self.next_key = pki.leaf([f"ok.{Z}"], key=KeyKind.EC_P256)
         self.intermediate = pki.intermediate.cert
         self.root = pki.root.cert
+        self.sts_address = random_address()
+        """Where the policy server listens (port 443) and `mta-sts.*` points."""
 
     def host(self, case: str) -> str:
         return f"mx.insecure.{Z}" if case == "child" else f"{case}.{Z}"
@@ -79,6 +83,7 @@ class Lab:
             f"{owner['bogus']} TLSA {tlsa(3, 1, 1, c['bogus'].cert)}",
             "@ MX 10 ok",
             *sts_records(),
+            *(f"mta-sts.{d} A {self.sts_address}" for d in STS_DOMAINS),
         ]
         return lines
 
@@ -106,7 +111,8 @@ STS_DOMAINS = ("enforce", "testing", "big", "redirect", "badcert")
 
 
 def sts_records(policy_id: str = "1") -> list[str]:
-    return [f'_mta-sts.{d} TXT "v=STSv1; id={policy_id};"' for d in STS_DOMAINS] + [
+    # `nohost` announces a policy but publishes no mta-sts host.
+    return [f'_mta-sts.{d} TXT "v=STSv1; id={policy_id};"' for d in (*STS_DOMAINS, "nohost")] + [
         f'_smtp._tls.enforce TXT "v=TLSRPTv1; rua=mailto:tlsrpt@{Z}"'
     ]
 
@@ -248,8 +254,8 @@ ENFORCE = b"version: STSv1\r\nmode: enforce\r\nmx: ok.dane.test\r\nmax_age: 8640
 
 
 @pytest.fixture
-async def sts_server(pki: Hierarchy, ca_file: Path) -> AsyncIterator[PolicyServer]:
-    server = PolicyServer(pki, [f"{d}.{Z}" for d in STS_DOMAINS], ca_file)
+async def sts_server(lab: Lab, pki: Hierarchy, ca_file: Path) -> AsyncIterator[PolicyServer]:
+    server = PolicyServer(pki, [f"{d}.{Z}" for d in STS_DOMAINS], ca_file, lab.sts_address)
     server.responses = {
         f"mta-sts.enforce.{Z}": Response(ENFORCE),
         f"mta-sts.testing.{Z}": Response(ENFORCE.replace(b"enforce", b"testing")),
@@ -300,10 +306,19 @@ async def test_oversize_and_redirected_policies_are_refused(
     assert "elsewhere" not in "".join(sts_server.requests)
 
 
+async def test_a_policy_host_that_does_not_resolve_is_a_fetch_failure(
+    lab: Lab, sts_server: PolicyServer
+) -> None:
+    sts = await domain(lab, sts_server, "nohost")
+    assert sts.policy is None and sts.policy_id == "1"
+    assert sts.error.startswith(f"policy host mta-sts.nohost.{Z}: "), sts.error
+    assert sts_server.requests == []
+
+
 async def test_untrusted_policy_server_is_refused(lab: Lab, pki: Hierarchy, tmp_path: Path) -> None:
     other_ca = tmp_path / "other.pem"
     other_ca.write_bytes(make_hierarchy("Other").ca_pem)
-    server = PolicyServer(pki, [f"badcert.{Z}"], other_ca)
+    server = PolicyServer(pki, [f"badcert.{Z}"], other_ca, lab.sts_address)
     server.responses = {f"mta-sts.badcert.{Z}": Response(ENFORCE)}
     async with server:
         sts = await domain(lab, server, "badcert")
@@ -346,7 +361,6 @@ async def test_cli_prints_the_records_and_which_one_matched(
         "--dane",
         f"--resolver=127.0.0.1:{lab.dns.port}",
         f"--mta-sts=enforce.{Z}",
-        f"--mta-sts-connect=mta-sts.enforce.{Z}=127.0.0.1:{sts_server.port}",
         "--timeout=10",
     ]
     async with server:

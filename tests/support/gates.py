@@ -25,7 +25,7 @@ class Gate(StrEnum):
     PROMETHEUS = "TLSPROBE_REQUIRE_PROMETHEUS"
     """prometheus, promtool, prometheus-alertmanager, amtool, prometheus-blackbox-exporter."""
     ROOT = "TLSPROBE_REQUIRE_ROOT"
-    """Mounting a tmpfs (the full-disk test)."""
+    """Mounting a tmpfs (the full-disk test); port 443 on loopback (the MTA-STS policy server)."""
     SYSTEMD = "TLSPROBE_REQUIRE_SYSTEMD"
     """systemd-analyze with offline security analysis (systemd 252 or newer)."""
     KUBECTL = "TLSPROBE_REQUIRE_KUBECTL"

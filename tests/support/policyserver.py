@@ -2,13 +2,17 @@
 
 It serves `/.well-known/mta-sts.txt` for every `mta-sts.DOMAIN` host it has a certificate
 for, answering per `Host` header from `responses`, which a test changes at will: a status, a
-media type, a body, or a redirect. The probe reaches it through `FetchSettings.addresses`
-(`mta-sts.DOMAIN` -> 127.0.0.1:port) and trusts it through the test CA, like a real deployment
-with a private CA file: nothing resolves or leaves loopback.
+media type, a body, or a redirect. It listens where a sender looks for it, port 443 (RFC 8461
+fixes it), on an address of 127.0.0.0/8 picked at random so that test runs side by side do not
+collide; the DNS laboratory publishes `mta-sts.DOMAIN A` that address (`a_records`), and the
+probe resolves it through the laboratory's validating resolver like every other name. Port 443
+needs root (CI runs as root): without it the test skips through the ROOT gate. The probe trusts
+the server through the test CA, like a real deployment with a private CA file.
 """
 
 from __future__ import annotations
 
+import random
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -17,9 +21,15 @@ from typing import Self
 
 from aiohttp import web
 
+from tests.support.gates import Gate, unavailable
 from tests.support.pki import Hierarchy, write_server_files
-from tests.support.servers import unused_port
-from tlsprobe.probe.mtasts_fetch import FetchSettings
+from tlsprobe.probe.mtasts_fetch import PORT, FetchSettings
+
+
+def random_address() -> str:
+    """An address of 127.0.0.0/8 that hardly another test run picks (port 443 is shared)."""
+    rng = random.SystemRandom()
+    return f"127.{rng.randrange(100, 250)}.{rng.randrange(0, 256)}.{rng.randrange(1, 255)}"
 
 
 @dataclass
@@ -31,8 +41,12 @@ class Response:
 
 
 class PolicyServer:
-    def __init__(self, pki: Hierarchy, domains: list[str], ca_file: Path) -> None:
+    def __init__(
+        self, pki: Hierarchy, domains: list[str], ca_file: Path, address: str | None = None
+    ) -> None:
         self.hosts = [f"mta-sts.{d}" for d in domains]
+        self.address = address or random_address()
+        self.port = PORT
         self.responses: dict[str, Response] = {}
         """By policy host (`mta-sts.DOMAIN`)."""
         self.requests: list[str] = []
@@ -40,11 +54,14 @@ class PolicyServer:
         self._chain = pki.chain(self._leaf)
         self._ca_file = ca_file
         self._runner: web.AppRunner | None = None
-        self.port = 0
 
     def settings(self) -> FetchSettings:
-        addresses = dict.fromkeys(self.hosts, ("127.0.0.1", self.port))
-        return FetchSettings(ca_file=self._ca_file, addresses=addresses)
+        return FetchSettings(ca_file=self._ca_file)
+
+    def a_records(self, origin: str) -> list[str]:
+        """Zone lines (relative to `origin`) that point every policy host at this server."""
+        suffix = f".{origin.rstrip('.')}"
+        return [f"{host.removesuffix(suffix)} A {self.address}" for host in self.hosts]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         host = request.host.split(":")[0].lower()
@@ -67,9 +84,12 @@ class PolicyServer:
         app.router.add_get("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self.port = unused_port()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context)
-        await site.start()
+        site = web.TCPSite(self._runner, self.address, self.port, ssl_context=context)
+        try:
+            await site.start()
+        except PermissionError:
+            await self._runner.cleanup()
+            unavailable(Gate.ROOT, f"binding port {PORT} (the MTA-STS policy server) needs root")
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -29,15 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resolver",
         metavar="IP[:PORT]",
-        help="validating resolver to trust for the AD bit (default: the system's)",
-    )
-    p.add_argument(
-        "--mta-sts-connect",
-        action="append",
-        default=[],
-        metavar="HOST=IP:PORT",
-        help="fetch the policy of HOST (mta-sts.DOMAIN) from IP:PORT (laboratories, tests); "
-        "the certificate is still verified against --ca-file for HOST",
+        help="validating resolver to trust for the AD bit, also used to resolve the MTA-STS "
+        "policy host (default: the system's)",
     )
 
 
@@ -53,17 +46,9 @@ def request(args: argparse.Namespace) -> PolicyRequest | None:
     domain = args.mta_sts.strip().lower().rstrip(".") if args.mta_sts else None
     if domain is not None and not domain:
         raise UsageError("--mta-sts needs a domain")
-    addresses = dict(_connect(value) for value in args.mta_sts_connect)
-    fetch = FetchSettings(ca_file=args.ca_file, addresses=addresses)
+    # The policy host is resolved through the same resolver as the TLSA and TXT records.
+    fetch = FetchSettings(ca_file=args.ca_file)
     return PolicyRequest(args.dane, domain, nameservers, port, fetch)
-
-
-def _connect(value: str) -> tuple[str, tuple[str, int]]:
-    host, sep, target = value.partition("=")
-    if not sep or not host:
-        raise UsageError(f"--mta-sts-connect {value!r}: expected HOST=IP:PORT")
-    address, port = _host_port(target, "--mta-sts-connect")
-    return host.strip().lower().rstrip("."), (address, port or 443)
 
 
 def _host_port(value: str, option: str) -> tuple[str, int | None]:

@@ -3,8 +3,10 @@
 `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`, certificate verified against the trust store
 with the host name checked, no redirects followed, `text/plain` required, the body bounded in
 size and the whole fetch in time. Every outcome is data: the body, or the reason a sender
-would give up. `addresses` maps a policy host to `IP:PORT` for laboratories and tests (the
-loopback policy server of the test suite); without an entry the system resolver is used.
+would give up. The policy host is resolved through the resolver the caller hands in, the same
+one that answers the MX, TLSA and TXT lookups (the exporter's `dns:` section, the CLI's
+`--resolver`), so one view of DNS decides everything; its addresses are tried in turn on port
+443, each connection verified for the policy host's name.
 
 One HTTP/1.0 request on an asyncio stream, closed before returning: a policy is one small
 file, and a client that closes its own connection leaves nothing open behind a short-lived
@@ -16,25 +18,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
+import dns.asyncresolver
+
+from tlsprobe.probe.discover import resolve_addresses
 from tlsprobe.probe.mtasts import MAX_POLICY_BYTES
 
 PATH = "/.well-known/mta-sts.txt"
 _LINE_LIMIT = 8192
 """Longest status or header line read (the stream limit)."""
 _MAX_HEADERS = 100
+PORT = 443
+"""RFC 8461 section 3.3: HTTPS on its standard port; nothing else is a policy host."""
 
 
 @dataclass(frozen=True, slots=True)
 class FetchSettings:
     ca_file: Path | None = None
     """PEM trust anchors for the policy host; None means the system store."""
-    addresses: Mapping[str, tuple[str, int]] = field(default_factory=lambda: MappingProxyType({}))
-    """Policy host -> (IP, port) to connect to instead of resolving it (tests, laboratories)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +57,21 @@ def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
-async def fetch_policy(domain: str, settings: FetchSettings, *, timeout: float) -> Fetched:
+async def fetch_policy(
+    domain: str,
+    settings: FetchSettings,
+    resolver: dns.asyncresolver.Resolver,
+    *,
+    timeout: float,
+) -> Fetched:
     """The policy file's bytes, or why a sender would not have it."""
     host = f"mta-sts.{domain}"
     try:
         async with asyncio.timeout(timeout):
-            return await _fetch(host, settings)
+            found = await resolve_addresses(host, resolver)
+            if found.error is not None:
+                return Fetched(None, f"policy host {host}: {found.error.message[:200]}")
+            return await _fetch_any(host, found.addresses, settings)
     except TimeoutError:
         return Fetched(None, f"policy fetch timed out after {timeout:g}s")
     except ssl.SSLCertVerificationError as exc:
@@ -70,10 +82,22 @@ async def fetch_policy(domain: str, settings: FetchSettings, *, timeout: float) 
         return Fetched(None, f"policy fetch failed: {str(exc)[:200] or type(exc).__name__}")
 
 
-async def _fetch(host: str, settings: FetchSettings) -> Fetched:
-    address, port = settings.addresses.get(host, (host, 443))
+async def _fetch_any(host: str, addresses: tuple[str, ...], settings: FetchSettings) -> Fetched:
+    """From the first address that accepts a connection, as a sender would; the last refusal
+    is the answer when none does."""
+    for address in addresses[:-1]:
+        try:
+            return await _fetch(host, address, settings)
+        except ssl.SSLError:
+            raise  # the host answered: its certificate or TLS is the finding
+        except OSError:
+            continue
+    return await _fetch(host, addresses[-1], settings)
+
+
+async def _fetch(host: str, address: str, settings: FetchSettings) -> Fetched:
     reader, writer = await asyncio.open_connection(
-        address, port, ssl=ssl_context(settings.ca_file), server_hostname=host, limit=_LINE_LIMIT
+        address, PORT, ssl=ssl_context(settings.ca_file), server_hostname=host, limit=_LINE_LIMIT
     )
     try:
         # HTTP/1.0: one request, no chunking, the server closes after the body.

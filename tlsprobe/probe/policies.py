@@ -115,7 +115,7 @@ async def domain_policy(
         return mtasts.DomainPolicy(domain, None, None, f"TXT record: {exc}", rua)
     if policy_id is None:
         return mtasts.DomainPolicy(domain, None, None, "", rua)
-    fetched = await fetch_policy(domain, fetch, timeout=timeout)
+    fetched = await fetch_policy(domain, fetch, resolver, timeout=timeout)
     if fetched.body is None:
         return mtasts.DomainPolicy(domain, policy_id, None, fetched.error, rua)
     try:
