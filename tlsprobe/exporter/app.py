@@ -3,8 +3,10 @@
 Start-up fails fast and clearly (bad config, unusable state directory, port in use) with exit
 code 2. Once running, nothing the endpoints do and no bad reload stops it: a reload that fails
 keeps the old configuration in force and sets `tlsprobe_config_last_reload_successful` to 0.
-SIGHUP reloads; SIGTERM and SIGINT cancel in-flight probes (within 2 s), close the history
-database cleanly and exit 0.
+SIGHUP reloads: everything, the `dns:` resolver included, applies from the next lookup on,
+except the listening socket, the web limits and state_dir (a restart; the reload says so in the
+log). SIGTERM and SIGINT cancel in-flight probes (within 2 s), close the history database
+cleanly and exit 0.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.resolver as dns_resolver
 from aiohttp import web
 
 from tlsprobe.exporter import eventloop, links
@@ -81,6 +84,7 @@ class Exporter:
 
     async def start(self) -> None:
         web_config = self.web_config = _web_config(self.config)
+        self.resolver = _resolver(self.config)
         try:
             self.history = HistoryStore(history_path(self.config.state_dir))
             self.last_results = ResultStore(self.config.state_dir / RESULTS_FILENAME)
@@ -94,9 +98,6 @@ class Exporter:
         if restored or self._restored_senders:
             fields = {"endpoints": restored, "senders": len(self._restored_senders)}
             log.info("last results restored", extra={"fields": fields})
-        self.resolver = discover.make_resolver(
-            self.config.dns.nameservers, port=self.config.dns.port, timeout=self.config.dns.timeout
-        )
         self.scheduler = Scheduler(
             self.config,
             results=self.results,
@@ -240,6 +241,7 @@ class Exporter:
             if self.shard:
                 config = config.shard(*self.shard)
             web_config = _web_config(config)
+            resolver = _resolver(config) if config.dns != self.config.dns else self.resolver
         except (ConfigError, StartupError) as exc:
             self.stats.reload_successful = False
             log.error("config reload failed", extra={"fields": {"error": str(exc)}})
@@ -259,6 +261,7 @@ class Exporter:
                 extra={"fields": {"file": str(self.config_path)}},
             )
         self._apply_web_config(web_config)
+        self._apply_dns(config, resolver)
         self.config = config
         self.stats.external_url = self.external_url
         assert self.scheduler is not None
@@ -269,6 +272,18 @@ class Exporter:
         self.stats.reload_success_at = time.time()
         log.info("config reloaded", extra={"fields": {"targets": len(config.targets)}})
         return None
+
+    def _apply_dns(self, config: Config, resolver: Any) -> None:
+        """A changed `dns:` section applies to the lookups that follow: discovery, the /probe
+        allowlist and (through `Scheduler.apply`) the DANE and MTA-STS lookups. Lookups in flight
+        finish with the resolver they started with."""
+        if resolver is self.resolver:
+            return
+        self.resolver = resolver
+        assert self.scheduler is not None
+        self.scheduler.use_resolver(resolver)
+        servers = ",".join(config.dns.nameservers) or "system"
+        log.info("dns settings applied", extra={"fields": {"nameservers": servers}})
 
     def _apply_web_config(self, web_config: WebConfig) -> None:
         """Users and response headers apply from the next request on (a removed user is
@@ -348,6 +363,18 @@ def _web_config(config: Config) -> WebConfig:
         return load_web_config(path) if path else WebConfig()
     except WebConfigError as exc:
         raise StartupError(f"web.config_file: {exc}") from exc
+
+
+def _resolver(config: Config) -> Any:
+    """The discovery resolver of `config.dns`; the system's when no nameservers are given."""
+    dns = config.dns
+    try:
+        return discover.make_resolver(dns.nameservers, port=dns.port, timeout=dns.timeout)
+    except dns_resolver.NoResolverConfiguration as exc:
+        raise StartupError(
+            "dns.nameservers: none given and the system has no resolver configured"
+            " (/etc/resolv.conf)"
+        ) from exc
 
 
 def _connection_guard(config: Config) -> ConnectionGuard:

@@ -4,9 +4,11 @@ A target with `dane` gets its TLSA records looked up through the validating reso
 `dns:` section (the one discovery uses) after every probe that captured a chain; a target with
 an `mta_sts_domain` gets the `mta_sts` check from that domain's policy, fetched at most once per
 target interval per domain (senders cache it for `max_age`, so refetching each probe would only
-load the policy server). Per domain, the exporter keeps what the metrics show (mode, `max_age`,
-fetch success, when the id last changed) and records TLSA and policy changes in the policy
-history. A domain that left the configuration is forgotten, so the state stays bounded.
+load the policy server). The policy host `mta-sts.DOMAIN` is resolved through that same
+resolver. Per domain, the exporter keeps what the metrics show (mode, `max_age`, fetch success,
+when the id last changed) and records TLSA and policy changes in the policy history. A domain
+that left the configuration is forgotten, so the state stays bounded; a reload that changes the
+`dns:` section gets a new resolver for the lookups that follow.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tlsprobe.exporter.config import Config, TargetConfig
+from tlsprobe.exporter.config import Config, DnsSettings, TargetConfig
 from tlsprobe.exporter.metrics import MtaStsSample
 from tlsprobe.exporter.policyhistory import POLICY_HISTORY_FILE, PolicyHistory
 from tlsprobe.model import DaneFindings, ProbeResult
@@ -66,13 +68,17 @@ class DnsPolicies:
         self._history = history
         self._wall, self._clock = wall, clock
         self._locks: dict[str, asyncio.Lock] = {}
-        self._resolver = dnssec.make_validating_resolver(
-            config.dns.nameservers, port=config.dns.port, timeout=config.dns.timeout
-        )
+        self._dns: DnsSettings | None = None
         self.apply(config)
 
     def apply(self, config: Config) -> None:
-        """Forget domains no target names any more (bounded state across reloads)."""
+        """Forget domains no target names any more (bounded state across reloads); a changed
+        `dns:` section takes effect from the next lookup on."""
+        if config.dns != self._dns:
+            self._resolver = dnssec.make_validating_resolver(
+                config.dns.nameservers, port=config.dns.port, timeout=config.dns.timeout
+            )
+            self._dns = config.dns
         wanted = {t.mta_sts_domain for t in config.targets if t.mta_sts_domain}
         for domain in [d for d in self.domains if d not in wanted]:
             del self.domains[domain]

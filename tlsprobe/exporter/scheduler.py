@@ -111,6 +111,10 @@ class Scheduler:
     def start(self) -> None:
         self.apply(self.config)
 
+    def use_resolver(self, resolver: Any) -> None:
+        """Discovery asks `resolver` from the next lookup on (a reload changed `dns:`)."""
+        self._resolver = resolver
+
     def apply(self, config: Config) -> None:
         """Bring the running loops in line with `config`: stop removed or changed targets."""
         if config.concurrency != self.config.concurrency:
