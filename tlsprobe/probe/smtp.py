@@ -142,7 +142,8 @@ class SmtpClient:
         self._parse_error: SmtpError | None = None
         self._eof = False
         self._final: Done | Failed | None = None
-        self._capabilities: frozenset[str] = frozenset()
+        self._capabilities: frozenset[str] | None = frozenset()
+        self._ehlo_reply: Reply | None = None
         self._starttls_offered: bool | None = None
         self._transcript = Transcript()
 
@@ -153,6 +154,9 @@ class SmtpClient:
     @property
     def capabilities(self) -> frozenset[str]:
         """Upper-cased EHLO keywords of the latest EHLO reply (post-TLS once TLS is up)."""
+        if self._capabilities is None:  # worked out when asked: nothing needs the post-TLS set
+            assert self._ehlo_reply is not None
+            self._capabilities = _keywords(self._ehlo_reply)
         return self._capabilities
 
     @property
@@ -262,7 +266,7 @@ class SmtpClient:
 
     def _advance(self, reply: Reply) -> None:
         if self._phase in (State.EHLO, State.EHLO_TLS):
-            self._capabilities = _keywords(reply)
+            self._capabilities, self._ehlo_reply = None, reply
         following = self._after_ehlo() if self._phase is State.EHLO else _STEPS[self._phase].then
         if following is not None:
             self._enter(following)
@@ -271,9 +275,9 @@ class SmtpClient:
         """STARTTLS when wanted and offered; QUIT in implicit TLS; None after a failure."""
         if not self._starttls:
             return State.QUIT
-        self._starttls_offered = "STARTTLS" in self._capabilities
+        self._starttls_offered = "STARTTLS" in self.capabilities
         if not self._starttls_offered:
-            shown = clip(", ".join(sorted(self._capabilities)) or "none", MESSAGE_CHARS)
+            shown = clip(", ".join(sorted(self.capabilities)) or "none", MESSAGE_CHARS)
             self._fail(Reason.NO_STARTTLS, f"server does not offer STARTTLS (EHLO: {shown})")
             return None
         return State.STARTTLS

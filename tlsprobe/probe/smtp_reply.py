@@ -140,11 +140,18 @@ class ReplyParser:
             return False
         # Shorter than one line, so within every line and reply bound. ASCII codes and CR/LF
         # cannot be part of a UTF-8 sequence, so decoding it whole equals decoding each text.
-        lines = buffer.decode("utf-8", "replace").split("\n")
-        lines.pop()  # the empty piece after the last LF
+        text = buffer.decode("utf-8", "replace")
+        if buffer.count(b"\r\n") == buffer.count(b"\n"):  # every line ends in CRLF: split on it
+            lines = text.split("\r\n")
+            lines.pop()  # the empty piece after the last CRLF
+            texts = tuple([line[4:] for line in lines])
+        else:
+            lines = text.split("\n")
+            lines.pop()
+            texts = tuple([_text(line) for line in lines])
         code = int(buffer[:3])
         buffer.clear()
-        replies.append(Reply(code, tuple(_text(line) for line in lines)))
+        replies.append(Reply(code, texts))
         return True
 
     def _check_partial(self) -> None:

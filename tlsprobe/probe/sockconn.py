@@ -141,6 +141,8 @@ class SockConn:
         self._sock.close()
 
     async def _flush(self) -> None:
+        """Send what OpenSSL has written. An empty BIO answers with an exception (costly in
+        pyOpenSSL), so a read shorter than asked for ends it without asking again."""
         tls = self._tls
         assert tls is not None
         while True:
@@ -149,6 +151,8 @@ class SockConn:
             except SSL.WantReadError:
                 return
             await self._send_raw(pending)
+            if len(pending) < READ_LIMIT:
+                return
 
     async def _recv_raw(self) -> bytes:
         sock = self._sock
