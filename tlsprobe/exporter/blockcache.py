@@ -30,7 +30,7 @@ Parts = Mapping[int, bytes]
 
 
 class _Block(Generic[K, V]):
-    __slots__ = ("built", "members", "offsets", "segments")
+    __slots__ = ("built", "hashes", "members", "offsets", "segments")
 
     def __init__(self) -> None:
         self.members: dict[K, V] = {}
@@ -39,6 +39,8 @@ class _Block(Generic[K, V]):
         self.segments: dict[int, Segment] = {}
         self.offsets: dict[int, array[int]] = {}
         """Per family, where each of `built`'s members' lines start (and the end)."""
+        self.hashes: dict[int, array[int]] = {}
+        """Per family, the hash of each of `built`'s members' lines."""
 
 
 class BlockCache(Generic[K, V]):
@@ -133,28 +135,42 @@ class _Splice(Generic[K, V]):
 
     def family(self, family: int) -> bool:
         """Splice one family's text; False when it came out as it was."""
+        lines = {key: parts.get(family, b"") for key, parts in self.fresh.items()}
+        if not self.moved and self._as_before(family, lines):
+            return False
         block = self.block
         old = block.segments.get(family)
         text = memoryview(old.text() if old is not None else b"")
         offsets = block.offsets.get(family)
         pieces: list[bytes | memoryview] = []
-        same = not self.moved
         for key in block.members:
-            parts, i = self.fresh.get(key), self.place.get(key)
-            kept = text[offsets[i] : offsets[i + 1]] if offsets and i is not None else b""
-            if parts is None:
-                pieces.append(kept)
-                continue
-            line = parts.get(family, b"")
-            same = same and line == kept
-            pieces.append(line)
-        if same:
-            return False
+            line = lines.get(key)
+            if line is not None:
+                pieces.append(line)
+            elif offsets:  # not fresh, so it was built: its lines are in the old text
+                i = self.place[key]
+                pieces.append(text[offsets[i] : offsets[i + 1]])
+            else:
+                pieces.append(b"")
         joined = b"".join(pieces)
         if joined:
             block.segments[family] = segment(joined, self.engine)
             block.offsets[family] = array("I", accumulate(map(len, pieces), initial=0))
+            block.hashes[family] = array("q", map(hash, pieces))
         else:
             block.segments.pop(family, None)
             block.offsets.pop(family, None)
+            block.hashes.pop(family, None)
+        return True
+
+    def _as_before(self, family: int, lines: Mapping[K, bytes]) -> bool:
+        """Whether every fresh member's lines of `family` are what the block holds, judged by
+        length and hash, so a new result that leaves a family's text alone costs no inflating
+        and no compressing of it."""
+        offsets, hashes = self.block.offsets.get(family), self.block.hashes.get(family)
+        for key, line in lines.items():
+            i = self.place[key]
+            size = offsets[i + 1] - offsets[i] if offsets else 0
+            if len(line) != size or (hashes[i] if hashes else hash(b"")) != hash(line):
+                return False
         return True

@@ -94,15 +94,21 @@ def segment(text: bytes, using: zlib._Compress | None = None) -> Segment:
 
 def joined(segments: Sequence[Segment]) -> Segment:
     """The segments one after another, as one segment."""
-    crc, size = 0, 0
-    for part in segments:
-        crc = _multiply(part.shift, crc) ^ part.crc
-        size += part.size
+    crc, size = _combined(segments)
     return Segment(b"".join([s.data for s in segments]), crc, size, _shift(size))
 
 
 def gzip_body(segments: Sequence[Segment]) -> bytes:
     """A complete gzip file of the segments' texts in order."""
-    whole = joined(segments) if len(segments) != 1 else segments[0]
-    trailer = struct.pack("<II", whole.crc, whole.size & 0xFFFFFFFF)
-    return b"".join([_HEADER, whole.data, _FINAL, trailer])
+    crc, size = _combined(segments)
+    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return b"".join([_HEADER, *(s.data for s in segments), _FINAL, trailer])
+
+
+def _combined(segments: Sequence[Segment]) -> tuple[int, int]:
+    """CRC-32 and length of the segments' texts one after another."""
+    crc, size = 0, 0
+    for part in segments:
+        crc = _multiply(part.shift, crc) ^ part.crc
+        size += part.size
+    return crc, size

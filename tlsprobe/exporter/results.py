@@ -5,6 +5,7 @@ a shallow copy of the values, so it never waits for a probe and never sees a hal
 result. Only the probing loop writes; the web thread reads through `snapshot` and `for_target`,
 whose copies are each one `list(dict.values())`, which CPython runs without letting another
 thread in (so without "dictionary changed size during iteration"). No locks are needed.
+Endpoints are in the order they first appeared.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from tlsprobe.model import EndpointKey
 
 class LatestResults:
     def __init__(self) -> None:
+        self._all: dict[EndpointKey, EndpointState] = {}
+        """Every endpoint's state in one dict, so a snapshot is one C-level copy."""
         self._by_target: dict[tuple[str, str], dict[EndpointKey, EndpointState]] = {}
-        self._count = 0
 
     def put(self, state: EndpointState) -> None:
-        states = self._by_target.setdefault((state.tenant, state.target), {})
         key = state.key
-        if key not in states:
-            self._count += 1
-        states[key] = state
+        self._by_target.setdefault((state.tenant, state.target), {})[key] = state
+        self._all[key] = state
 
     def retain(self, tenant: str, target: str, keep: Iterable[EndpointKey]) -> list[EndpointKey]:
         """Drop the endpoints of a target that its latest cycle no longer found."""
@@ -33,23 +33,21 @@ class LatestResults:
         wanted = set(keep)
         gone = [key for key in states if key not in wanted]
         for key in gone:
-            del states[key]
-        self._count -= len(gone)
+            del states[key], self._all[key]
         return gone
 
     def remove_target(self, tenant: str, target: str) -> list[EndpointKey]:
         """Forget a target removed from the configuration; returns its endpoints' keys."""
         states = self._by_target.pop((tenant, target), {})
-        self._count -= len(states)
+        for key in states:
+            del self._all[key]
         return list(states)
 
     def snapshot(self) -> list[EndpointState]:
-        return [
-            state for states in list(self._by_target.values()) for state in list(states.values())
-        ]
+        return list(self._all.values())
 
     def for_target(self, tenant: str, target: str) -> list[EndpointState]:
         return list(self._by_target.get((tenant, target), {}).values())
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._all)

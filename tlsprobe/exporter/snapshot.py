@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
+from itertools import compress
 
 from tlsprobe.exporter import metrics
 from tlsprobe.exporter.blockcache import BLOCK_SIZE, BlockCache, Parts
@@ -71,16 +72,31 @@ class SnapshotRenderer:
         extra: Iterable[Sample] = (),
     ) -> bytes:
         """The exposition of `states`, `stats` and `extra` (as `TextRenderer.render`), gzipped."""
-        if len(states) != len(self._last) or not all(map(operator.is_, states, self._last)):
+        if self.changed(states):
             self._update(states)
         return gzip_body(self._segments(own_samples(states, stats, extra)))
 
     def changed(self, states: Sequence[EndpointState]) -> int:
-        """How many of `states` the last snapshot did not show: the work a render will do."""
-        if len(states) == len(self._last) and all(map(operator.is_, states, self._last)):
-            return 0
-        shown = {id(state) for state in self._last}
-        return sum(id(state) not in shown for state in states)
+        """How many endpoints have a new state, arrived or left since the last snapshot: the
+        work a render will do."""
+        moved = self._moved(states)
+        if moved is not None:
+            return len(moved)
+        shown, now = {id(state) for state in self._last}, {id(state) for state in states}
+        arrived = sum(id(state) not in shown for state in states)
+        return arrived + sum(id(state) not in now for state in self._last)
+
+    def _moved(self, states: Sequence[EndpointState]) -> list[int] | None:
+        """The places where `states` has another state for the same endpoint than the last
+        snapshot had; None when endpoints came, went or changed places. Results keep their
+        endpoints' order, so this is the usual case: a comparison by identity in C."""
+        last = self._last
+        if len(states) != len(last):
+            return None
+        places = list(compress(range(len(states)), map(operator.is_not, states, last)))
+        if all(states[i].key == last[i].key for i in places):
+            return places
+        return None
 
     def held_bytes(self) -> int:
         """Compressed text the cache holds: blocks, and each family's joined copy."""
@@ -114,6 +130,9 @@ class SnapshotRenderer:
         A state the last scrape showed is the same object now, so identity finds the few new
         ones without computing 10,000 keys; `_last` holds the old states, so no id is reused.
         """
+        moved = self._moved(states)
+        if moved is not None:
+            return {states[i].key: states[i] for i in moved}
         before = {id(state) for state in self._last}
         changes: dict[EndpointKey, EndpointState | None] = {
             state.key: state for state in states if id(state) not in before
