@@ -28,6 +28,7 @@ from tests.integration.test_postfix import endpoint as postfix_endpoint
 from tests.support.gates import Gate, importable
 from tests.support.pki import Hierarchy, Issued
 from tests.support.servers import Behaviour, SmtpTestServer, unused_port
+from tests.support.wait import eventually
 from tlsprobe.model import Capture, Mode, Phase, Reason
 from tlsprobe.probe import transport
 
@@ -66,7 +67,11 @@ def sha256(der: bytes) -> str:
 def test_starttls_capture(run: Any, pki: Hierarchy, leaf: Issued) -> None:
     async def main() -> tuple[Capture, SmtpTestServer]:
         async with serving([leaf, pki.intermediate]) as server:
-            return await transport.capture(endpoint(server.port), timeout=5), server
+            captured = await transport.capture(endpoint(server.port), timeout=5)
+            # The probe closes right after QUIT, without waiting for 221: the server still
+            # reads it.
+            await eventually(lambda: "QUIT" in server.commands, "the server read QUIT")
+            return captured, server
 
     captured, server = run(main())
     assert captured.error is None, captured.error
