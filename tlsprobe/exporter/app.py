@@ -75,7 +75,6 @@ class Exporter:
     send_side: SendSide | None = None
     _runner: web.AppRunner | None = None
     _flusher: asyncio.Task[None] | None = None
-    _restored_senders: list[tuple[Key, ProbeResult]] = field(default_factory=list)
     _webapp: WebApp | None = None
     _web_thread: WebThread | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -92,11 +91,9 @@ class Exporter:
             if self.history is not None:
                 self.history.close()
             raise StartupError(str(exc)) from exc
-        restored, self._restored_senders = restore(
-            self.last_results, self.config, self.results, self.history
-        )
-        if restored or self._restored_senders:
-            fields = {"endpoints": restored, "senders": len(self._restored_senders)}
+        restored, sender_rows = restore(self.last_results, self.config, self.results, self.history)
+        if restored or sender_rows:
+            fields = {"endpoints": restored, "senders": len(sender_rows)}
             log.info("last results restored", extra={"fields": fields})
         self.scheduler = Scheduler(
             self.config,
@@ -137,14 +134,13 @@ class Exporter:
         try:
             self.bound = await web_thread.run(self._listen(guard, web_config))
         except OSError as exc:
-            await web_thread.run(self._runner.cleanup())
-            await web_thread.stop()
+            await self._stop_web()
             self.history.close()
             self.last_results.close()
             where = f"{self.config.web.listen_host or '*'}:{self.config.web.listen_port}"
             raise StartupError(f"web.listen {where}: {exc.strerror or exc}") from exc
         self.stats.external_url = self.external_url
-        await self._start_send_side()
+        await self._start_send_side(sender_rows)
         self.scheduler.start()
         self._flusher = asyncio.create_task(self._flush_last_results(), name="last results")
         self.ready = True
@@ -168,8 +164,9 @@ class Exporter:
         await site.start()
         return _bound_addresses(site)
 
-    async def _start_send_side(self) -> None:
-        """The receiver, when configured (`receiver:`); off by default."""
+    async def _start_send_side(self, restored: list[tuple[Key, ProbeResult]]) -> None:
+        """The receiver, when configured (`receiver:`); off by default. `restored`: the senders'
+        last verdicts from before the restart."""
         send = self.config.send
         if send is None:
             return
@@ -179,10 +176,9 @@ class Exporter:
             history=self.history,
             trust_for=self.scheduler.trust_store,
             server_leaf=self.server_leaf,
-            restored=self._restored_senders,
+            restored=restored,
             on_result=self._remember_sender,
         )
-        self._restored_senders = []
         try:
             await self.send_side.start()
         except (OSError, ValueError) as exc:
