@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.pki import Hierarchy
 from tlsprobe.cli.history import format_timeline, history_command
-from tlsprobe.exporter import store_db
+from tlsprobe.exporter import retention, store_db
 from tlsprobe.exporter.store import (
     Drift,
     EndpointKey,
@@ -230,7 +230,7 @@ while True:
 """
 
 
-def assert_consistent(db: Path) -> int:
+def assert_consistent(db: Path, *, every_second: bool = False) -> int:
     history = HistoryStore(db)
     try:
         drift = history.drift(KEY)
@@ -238,9 +238,12 @@ def assert_consistent(db: Path) -> int:
     finally:
         history.close()
     assert drift is not None
-    assert drift.changes_total == len(events)
+    # The database keeps the newest MAX_EVENTS_PER_ENDPOINT events; changes_total counts all.
+    assert len(events) == min(drift.changes_total, retention.MAX_EVENTS_PER_ENDPOINT)
     times = [at for _, at, _, _ in events]
     assert times == sorted(set(times)), "duplicate or out-of-order change events"
+    if every_second:  # a change each second: a lost event leaves a gap among the kept ones
+        assert [at - times[0] for at in times] == list(range(len(times))), "lost change events"
     for before, after in itertools.pairwise(events):
         assert after[2] == before[3], "change events do not chain old -> new"
     if events:
@@ -272,7 +275,7 @@ def test_kill_9_while_writing_never_loses_or_duplicates(
             time.sleep(rng.uniform(0.02, 0.12))
             child.send_signal(signal.SIGKILL)
             child.wait()
-        totals.append(assert_consistent(db))
+        totals.append(assert_consistent(db, every_second=True))
     assert totals == sorted(totals)
     assert totals[-1] > 10  # the children really were writing when killed
 
