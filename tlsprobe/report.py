@@ -1,7 +1,7 @@
 """Render a `ProbeResult` for people (the 3 a.m. text report) and for programs (JSON).
 
-The JSON shape is the contract of DESIGN.md section 3; the exporter's `/probe?debug=true` and
-`tlsprobe check --json` both use `to_json`.
+The JSON shape is a documented contract (README, "JSON output"); the exporter's
+`/probe?debug=true` and `tlsprobe check --json` both use `to_json`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from tlsprobe import policyreport
-from tlsprobe.model import CertFacts, Phase, ProbeResult, Status
+from tlsprobe.model import CertFacts, CertPart, Phase, ProbeResult, Status
 from tlsprobe.probe.evaluate import days_left
 from tlsprobe.probe.software import MailServer, identify
 
@@ -83,7 +83,7 @@ def summary_line(result: ProbeResult, now: datetime) -> str:
             "; ".join(f"{c.name}: {c.message}" for c in failing) if failing else "certificate OK"
         )
     perf = [f"total={result.phases.get(Phase.TOTAL, 0.0):.3f}s"]
-    if result.leaf is not None:
+    if result.leaf is not None and not result.leaf.unreadable(CertPart.VALIDITY):
         perf.insert(0, f"days_left={days_left(result.leaf, now):.1f}")
     return f"TLSPROBE {result.status.name} - {what} | {' '.join(perf)}"
 
@@ -131,13 +131,17 @@ def _sender(result: ProbeResult) -> list[str]:
 def _leaf(leaf: CertFacts, now: datetime, server: MailServer) -> list[str]:
     left = days_left(leaf, now)
     remaining = f"{left:.0f} days left" if left >= 0 else f"EXPIRED {-left:.0f} days ago"
+    valid = (
+        "(unreadable)"
+        if leaf.unreadable(CertPart.VALIDITY)
+        else f"{leaf.not_before:%Y-%m-%d} to {leaf.not_after:%Y-%m-%d %H:%M} UTC ({remaining})"
+    )
     return [
         "Certificate",
         f"  subject     {leaf.subject}",
         f"  names (SAN) {', '.join(leaf.dns_names) or '(none: CN only)'}",
         f"  issuer      {leaf.issuer}",
-        f"  valid       {leaf.not_before:%Y-%m-%d} to {leaf.not_after:%Y-%m-%d %H:%M} UTC "
-        f"({remaining})",
+        f"  valid       {valid}",
         f"  key         {leaf.key}, {leaf.signature_algorithm}",
         f"  sha256      {leaf.sha256}",
         f"  serial      {leaf.serial}",
@@ -171,7 +175,9 @@ def _chain(chain: Iterable[CertFacts]) -> list[str]:
     for index, cert in enumerate(chain):
         kind = "root" if cert.self_issued else ("intermediate" if index else "leaf")
         lines.append(f"  {index}  {kind:<12} {cert.subject}")
-        lines.append(f"     {'':<12} issued by {cert.issuer}, until {cert.not_after:%Y-%m-%d}")
+        readable = not cert.unreadable(CertPart.VALIDITY)
+        until = f"{cert.not_after:%Y-%m-%d}" if readable else "(unreadable)"
+        lines.append(f"     {'':<12} issued by {cert.issuer}, until {until}")
     root_sent = any(c.self_issued for c in chain[1:])
     lines.append("  (root sent along: harmless)" if root_sent else "  (root not sent: normal)")
     lines.append("")

@@ -1,10 +1,10 @@
 """The probe against real loopback SMTP servers: hostile ones, broken ones and healthy ones.
 
-Each test starts a scripted server (tests/support/servers.py) presenting certificates made for
-the test (tests/support/pki.py) and runs the real probe over a real socket. Hostile servers must
-end in the verdict DESIGN.md section 2 gives them, within the probe's timeout plus one second;
-broken certificates must be judged critical with the whole chain still reported; the
-`tlsprobe check` command is run as a subprocess for its exit codes and JSON.
+Each test starts a scripted server (tests/support/servers.py) presenting certificates made for the
+test (tests/support/pki.py) and runs the real probe over a real socket. Hostile servers must end in
+the verdict the README's "Reliability and security" section gives them, within the probe's timeout
+plus one second; broken certificates must be judged critical with the whole chain still reported;
+the `tlsprobe check` command is run as a subprocess for its exit codes and JSON.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ async def probe_refused(trust: TrustStore) -> ProbeResult:
 async def test_accept_then_close_is_not_healthy(good_leaf: Issued, trust: TrustStore) -> None:
     async with serving([good_leaf], behaviour=Behaviour.ACCEPT_CLOSE) as server:
         result = await probe(server, trust)
-    # DESIGN.md does not name this case: the endpoint is reachable but speaks no SMTP, which
+    # No documented case names this: the endpoint is reachable but speaks no SMTP, which
     # is an SMTP protocol failure of the endpoint (critical), not a reachability problem.
     assert result.error is not None
     assert result.error.kind is Reason.PROTOCOL

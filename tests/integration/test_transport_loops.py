@@ -25,8 +25,10 @@ from tests.integration.test_postfix import (
     postfix,  # noqa: F401 - the fixture
 )
 from tests.integration.test_postfix import endpoint as postfix_endpoint
+from tests.support.broken import MAKERS
 from tests.support.gates import Gate, importable
 from tests.support.pki import Hierarchy, Issued
+from tests.support.rawtls import RawCertificateServer
 from tests.support.servers import Behaviour, SmtpTestServer, unused_port
 from tests.support.wait import eventually
 from tlsprobe.model import Capture, Mode, Phase, Reason
@@ -137,6 +139,62 @@ def test_chain_kept_when_the_handshake_fails_after_the_certificate(
             one.sha256,
             pki.intermediate.sha256,
         ]
+
+
+def _unparsable(kind: str, pki: Hierarchy, leaf: Issued) -> bytes:
+    if kind == "not-der":
+        return b"this is not a certificate"
+    return MAKERS[kind](leaf.der, pki.intermediate.key)
+
+
+UNPARSABLE = ["truncated", "not-der", "utf8-invalid-subject"]
+
+
+@pytest.mark.parametrize("kind", UNPARSABLE)
+def test_a_certificate_openssl_cannot_parse_is_still_shown(
+    run: Any, pki: Hierarchy, leaf: Issued, kind: str
+) -> None:
+    """OpenSSL aborts on it and keeps none of the chain: a second connection with a tapped
+    context reads the chain out of the Certificate message, within the same deadline."""
+    broken = _unparsable(kind, pki, leaf)
+    sent = [broken, pki.intermediate.der]
+
+    async def main() -> tuple[Capture, int]:
+        async with RawCertificateServer(sent) as server:
+            return await transport.capture(endpoint(server.port), timeout=5), server.hellos
+
+    captured, hellos = run(main())
+    assert captured.error is not None and captured.error.kind is Reason.TLS_HANDSHAKE
+    assert "ASN1" in captured.error.message
+    assert "cannot be parsed" in captured.error.message
+    assert captured.chain_der == tuple(sent)
+    assert hellos == 2
+
+
+def test_a_handshake_failing_after_a_parsable_chain_connects_once(
+    run: Any, pki: Hierarchy, leaf: Issued
+) -> None:
+    """The chain comes from OpenSSL's session; no second connection for an ordinary failure."""
+
+    async def main() -> tuple[Capture, int]:
+        async with RawCertificateServer([leaf.der, pki.intermediate.der]) as server:
+            return await transport.capture(endpoint(server.port), timeout=5), server.hellos
+
+    captured, hellos = run(main())
+    assert captured.error is not None and captured.error.kind is Reason.TLS_HANDSHAKE
+    assert "cannot be parsed" not in captured.error.message
+    assert captured.chain_der == (leaf.der, pki.intermediate.der)
+    assert hellos == 1
+
+
+def test_the_tap_reads_a_tls13_certificate_message(run: Any, pki: Hierarchy, leaf: Issued) -> None:
+    """TLS 1.3 encrypts the Certificate message; the tap sees it decrypted, in 1.3's layout."""
+
+    async def main() -> tuple[bytes, ...]:
+        async with serving([leaf, pki.intermediate]) as server:
+            return await transport._chain_as_sent(endpoint(server.port), 5)
+
+    assert run(main()) == (leaf.der, pki.intermediate.der)
 
 
 FAILURES = [

@@ -22,6 +22,7 @@ from tests.integration.test_hostile import cli_args, run_cli
 from tests.support.broken import MAKERS
 from tests.support.exporter import fetch as get
 from tests.support.pki import Hierarchy, Issued
+from tests.support.rawtls import RawCertificateServer
 from tests.support.servers import ServerTls, SmtpTestServer
 from tests.support.wait import eventually
 
@@ -76,6 +77,29 @@ async def test_check_judges_a_certificate_cryptography_cannot_parse(
     else:
         assert out.startswith("TLSPROBE CRITICAL")
         assert "certificate_format" in out
+
+
+async def test_check_shows_a_certificate_openssl_itself_cannot_parse(
+    pki: Hierarchy, good_leaf: Issued, ca_file: Path
+) -> None:
+    """A hand-written TLS server sends a truncated leaf: OpenSSL aborts the handshake, and the
+    report still shows the chain as sent, its fingerprint and no invented dates."""
+    truncated = MAKERS["truncated"](good_leaf.der, pki.intermediate.key)
+    async with RawCertificateServer([truncated, pki.intermediate.der]) as raw:
+        code, out, err = await run_cli(*cli_args(raw.port, ca_file, "--json"))
+        human_code, human_out, _ = await run_cli(*cli_args(raw.port, ca_file))
+
+    assert (code, human_code, err) == (2, 2, "")
+    doc = json.loads(out)
+    assert doc["error"]["kind"] == "tls_handshake"
+    assert "cannot be parsed" in doc["error"]["message"]
+    assert [c["sha256"] for c in doc["chain"]] == [
+        hashlib.sha256(truncated).hexdigest(),
+        pki.intermediate.sha256,
+    ]
+    assert "valid       (unreadable)" in human_out
+    assert "EXPIRED" not in human_out and "1970" not in human_out
+    assert "days_left" not in human_out.splitlines()[0]
 
 
 @pytest.mark.parametrize("kind", ["printable-star-subject", "duplicate-extension"])

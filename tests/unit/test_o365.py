@@ -1,8 +1,9 @@
 """Tables for Exchange Online connector matching, accepted domains and RFC 9525 host matching.
 
-Each table row is one rule of DESIGN.md section 1 (or one edge of it): apex and deep names under
-`*.D`, label alignment, case and trailing dots, IDNs, the wildcard-certificate near miss, and the
-verdicts with the words an administrator needs to read in the message.
+Each table row is one Office 365 connector rule (README, "certificate_domain"), or one edge of it:
+apex and deep names under `*.D`, label alignment, case and trailing dots, IDNs, the
+wildcard-certificate near miss, and the verdicts with the words an administrator needs to read in
+the message.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Reports and the command line, without sockets.
 
 Results are built by `tlsprobe.probe.prober.judge` from hand-made `Capture` values (the transport is
-never involved) against a fixed clock. The JSON document is held to the contract of DESIGN.md
-section 3, the human report to what an administrator needs at 3 a.m., and every command-line
+never involved) against a fixed clock. The JSON document is held to its documented contract (README,
+"JSON output"), the human report to what an administrator needs at 3 a.m., and every command-line
 usage error to the Nagios convention: exit code 3 and a single line on stderr.
 """
 
@@ -238,7 +238,7 @@ def _exact_key_sets(result: ProbeResult) -> dict[str, set[str]]:
     }
 
 
-# Fields tlsprobe adds beyond DESIGN.md section 3, documented in the README ("JSON output").
+# Fields added to the original JSON contract since, documented in the README ("JSON output").
 EXTENSIONS = {
     "top": {"started_at"},
     "chain": {"common_names", "is_ca", "self_issued", "exchange_name"},

@@ -14,8 +14,10 @@ from types import MappingProxyType
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.support.broken import MAKERS
 from tests.support.pki import Hierarchy
 from tlsprobe.exporter import statuspage
+from tlsprobe.exporter.detail import detail_html
 from tlsprobe.exporter.metrics import EndpointState
 from tlsprobe.exporter.statuspage import PAGE_TTL, StatusPage
 from tlsprobe.exporter.store import TimelineEntry
@@ -110,3 +112,24 @@ def test_without_changes_the_served_certificate_is_one_span() -> None:
     [span] = spans([entry("a", 100, 400)], [])
     assert (span.start, span.end, span.current, span.rollback) == (100, 400, True, False)
     assert spans([], []) == []
+
+
+def test_the_detail_view_shows_no_invented_dates_for_unreadable_validity(
+    pki: Hierarchy, trust: TrustStore
+) -> None:
+    """A leaf whose notAfter is month 13: the facts hold the epoch as placeholder; the page
+    says the dates cannot be read instead of showing 1970 and some -20,000 days left."""
+    leaf = pki.leaf(["mail.contoso.test"])
+    capture = Capture(
+        address="127.0.0.1",
+        chain_der=(MAKERS["month-13"](leaf.der, pki.intermediate.key), pki.intermediate.der),
+        tls=TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+        phases=MappingProxyType({"total": 0.01}),
+    )
+    policy = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
+    endpoint = Endpoint(host="mail.contoso.test", address="127.0.0.1")
+    result = judge(endpoint, capture, policy, trust, started_at=NOW.timestamp(), now=NOW)
+    page = detail_html(EndpointState("contoso", "relay", result), [], [], NOW.timestamp(), 0)
+    assert "(unreadable)" in page
+    assert "1970" not in page
+    assert page.count("days left") == 1  # the intermediate's

@@ -17,7 +17,7 @@ from tlsprobe.exporter.metrics import EndpointState
 from tlsprobe.exporter.statuspage import STATUS_COLOURS, STYLE, age, when
 from tlsprobe.exporter.store import ChangeEvent, HistoryStore, TimelineEntry
 from tlsprobe.exporter.timeline import Change, Span, changes, spans
-from tlsprobe.model import CertFacts
+from tlsprobe.model import CertFacts, CertPart
 
 e = html.escape
 
@@ -99,10 +99,15 @@ def _chain(chain: Sequence[CertFacts], now: float) -> str:
     for index, cert in enumerate(chain):
         days = (cert.not_after.timestamp() - now) / 86400
         names = ", ".join(cert.dns_names) or "-"
+        validity = (
+            "(unreadable)"
+            if cert.unreadable(CertPart.VALIDITY)
+            else f"{when(cert.not_before.timestamp())}<br>{when(cert.not_after.timestamp())}"
+            f"<br><small>{days:.0f} days left</small>"
+        )
         rows.append(
             f"<tr><td>{index}</td><td>{e(cert.subject)}<br><small>issuer {e(cert.issuer)}"
-            f"</small></td><td>{e(names)}</td><td>{when(cert.not_before.timestamp())}<br>"
-            f"{when(cert.not_after.timestamp())}<br><small>{days:.0f} days left</small></td>"
+            f"</small></td><td>{e(names)}</td><td>{validity}</td>"
             f"<td>{e(cert.key)}<br><small>{e(cert.signature_algorithm)}</small></td>"
             f"<td><code>{e(cert.sha256)}</code><br><small>serial {e(cert.serial)}</small></td></tr>"
         )

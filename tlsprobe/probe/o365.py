@@ -1,11 +1,11 @@
 """Exchange Online connector-name and accepted-domain matching, and RFC 9525 host matching.
 
-Pure functions over strings: no I/O, no certificates, no clock.  `evaluate.py` feeds them the
-leaf's SAN dNSNames and subject CNs and gets back `Check` verdicts.  Two different rule sets live
-here on purpose, because they disagree: Exchange Online's certificate-based inbound connector
-(`TlsSenderCertificateName`, DESIGN.md section 1) treats `*.D` as "D and its whole subtree" and
-compares CNs too, while RFC 9525 lets a wildcard stand for exactly one label and looks at SAN
-dNSNames only.  Every name is normalized the same way first: lower-case ASCII, one trailing dot
+Pure functions over strings: no I/O, no certificates, no clock. `evaluate.py` feeds them the leaf's
+SAN dNSNames and subject CNs and gets back `Check` verdicts. Two different rule sets live here on
+purpose, because they disagree: Exchange Online's certificate-based inbound connector
+(`TlsSenderCertificateName`; README, "certificate_domain") treats `*.D` as "D and its whole subtree"
+and compares CNs too, while RFC 9525 lets a wildcard stand for exactly one label and looks at SAN
+dNSNames only. Every name is normalized the same way first: lower-case ASCII, one trailing dot
 stripped, IDNs as A-labels, so `Mail.Contoso.COM.` and `mail.contoso.com` are one name.
 """
 

@@ -8,12 +8,15 @@ OpenSSL reads and writes it directly, reads are taken only when the SMTP client 
 handshake never verifies: broken chains must be captured, not refused.
 
 A server may still fail the handshake itself after sending its certificate (it demands a client
-certificate, say); OpenSSL keeps the chain it received in the session, and it is reported."""
+certificate, say); OpenSSL keeps the chain it received in the session, and it is reported. When
+OpenSSL aborts because it cannot parse a certificate it keeps none, and one more connection
+with a tapped context (`certmsg`) reads the chain out of the server's Certificate message."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 import ipaddress
@@ -26,7 +29,7 @@ from types import MappingProxyType
 from OpenSSL import SSL
 
 from tlsprobe.model import Capture, Endpoint, Mode, Phase, ProbeError, Reason, TlsInfo
-from tlsprobe.probe import names, smtp
+from tlsprobe.probe import certmsg, names, smtp
 from tlsprobe.probe.sockconn import SockConn
 
 _UNREACHABLE_ERRNOS = frozenset(
@@ -97,6 +100,9 @@ class _Recorder:
     starttls_offered: bool | None = None
     client: smtp.SmtpClient | None = None
     conn: SockConn | None = None
+    context: SSL.Context = _CONTEXT
+    unparsable: bool = False
+    """OpenSSL aborted the handshake on a certificate it could not parse (an ASN.1 error)."""
     _mark: float = 0.0
 
     @contextlib.contextmanager
@@ -131,6 +137,23 @@ class _Recorder:
 async def capture(endpoint: Endpoint, *, timeout: float) -> Capture:
     """Connect, speak SMTP up to TLS, capture the chain. Never raises for network trouble."""
     rec = _Recorder(endpoint)
+    error = await _attempt(rec, timeout)
+    if rec.unparsable and not rec.chain and error is not None:
+        left = timeout - (time.perf_counter() - rec.started)
+        rec.chain = await _chain_as_sent(dataclasses.replace(endpoint, address=rec.address), left)
+        if rec.chain:
+            error = ProbeError(error.kind, f"{error.message}: {_UNPARSABLE}")
+    return rec.capture(error)
+
+
+_UNPARSABLE = (
+    "the server sent a certificate that cannot be parsed "
+    "(the chain shown is read out of its TLS Certificate message)"
+)
+
+
+async def _attempt(rec: _Recorder, timeout: float) -> ProbeError | None:
+    """One connection, within `timeout`; the failure, if any, as a verdict."""
     try:
         async with asyncio.timeout(timeout):
             try:
@@ -139,19 +162,31 @@ async def capture(endpoint: Endpoint, *, timeout: float) -> Capture:
                 _chain_sent_before_failure(rec)
                 raise
     except TimeoutError:
-        return rec.capture(_timeout(rec, timeout))
+        return _timeout(rec, timeout)
     except _Failure as failure:
-        return rec.capture(failure.error)
+        return failure.error
     except SSL.Error as exc:
-        return rec.capture(ProbeError(Reason.TLS_HANDSHAKE, _ssl_message(exc)))
+        rec.unparsable = _in_handshake(rec) and _asn1_error(exc)
+        return ProbeError(Reason.TLS_HANDSHAKE, _ssl_message(exc))
     except ConnectionRefusedError:
-        return rec.capture(ProbeError(Reason.REFUSED, f"connection refused by {_addr(rec)}"))
+        return ProbeError(Reason.REFUSED, f"connection refused by {_addr(rec)}")
     except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
         kind = Reason.TLS_HANDSHAKE if _in_handshake(rec) else Reason.PROTOCOL
-        return rec.capture(ProbeError(kind, f"connection reset ({_where(rec)}): {exc}"))
+        return ProbeError(kind, f"connection reset ({_where(rec)}): {exc}")
     except OSError as exc:
-        return rec.capture(_os_error(exc, rec))
-    return rec.capture(None)
+        return _os_error(exc, rec)
+    return None
+
+
+async def _chain_as_sent(endpoint: Endpoint, timeout: float) -> tuple[bytes, ...]:
+    """The chain out of the server's Certificate message, read on one more connection (rare:
+    only after OpenSSL could not parse a certificate), within what is left of the deadline."""
+    if timeout <= 0:
+        return ()
+    ctx = _make_context()
+    kept = certmsg.tap(ctx)
+    await _attempt(_Recorder(endpoint, context=ctx), timeout)
+    return certmsg.certificates(*kept[-1]) if kept else ()
 
 
 class _Failure(Exception):
@@ -243,7 +278,7 @@ async def _handshake(conn: SockConn, rec: _Recorder) -> None:
     endpoint = rec.endpoint
     rec.phases.setdefault(Phase.HANDSHAKE, 0.0)
     with rec.phase(Phase.HANDSHAKE):
-        await conn.start_tls(_CONTEXT, _sni(endpoint))
+        await conn.start_tls(rec.context, _sni(endpoint))
     tls = conn.tls
     assert tls is not None
     rec.chain = conn.peer_chain_der()
@@ -321,6 +356,13 @@ def _os_error(exc: OSError, rec: _Recorder) -> ProbeError:
     if Phase.CONNECT not in rec.phases or (rec.client is None and rec.tls is None):
         return ProbeError(Reason.UNREACHABLE, f"{_addr(rec)}: {exc.strerror or exc}")
     return ProbeError(Reason.PROTOCOL, f"{_where(rec)}: {exc.strerror or exc}")
+
+
+def _asn1_error(exc: SSL.Error) -> bool:
+    """Whether OpenSSL's error stack holds an ASN.1 decoding error (a certificate it could not
+    parse; OpenSSL names the library "asn1 encoding routines" and the SSL reason "ASN1 lib")."""
+    entries = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    return any("asn1" in " ".join(map(str, entry)).lower() for entry in entries)
 
 
 def _ssl_message(exc: SSL.Error) -> str:
