@@ -113,7 +113,8 @@ class SockConn:
         await self._flush()
 
     async def start_tls(self, context: SSL.Context, server_hostname: str | None) -> None:
-        """Complete a TLS handshake over the socket, as a client; SNI when a name is given."""
+        """Complete a TLS handshake over the socket, as a client; SNI when a name is given.
+        Returns with the client's last flight not yet sent (see the end)."""
         tls = SSL.Connection(context, None)
         if server_hostname:
             tls.set_tlsext_host_name(server_hostname.encode("idna"))
@@ -131,7 +132,9 @@ class SockConn:
                 tls.bio_write(data)
             else:
                 tls.bio_shutdown()
-        await self._flush()  # the client's Finished
+        # The client's last flight (TLS 1.3's Finished) stays in the BIO: the next `send`
+        # writes it in one segment with the first request (EHLO), and a `recv` writes it
+        # before it waits. One system call and one segment fewer per probe.
 
     def close(self) -> None:
         """Close the descriptor at once: no close_notify, no linger."""
