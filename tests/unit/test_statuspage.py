@@ -129,7 +129,15 @@ def test_the_detail_view_shows_no_invented_dates_for_unreadable_validity(
     policy = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
     endpoint = Endpoint(host="mail.contoso.test", address="127.0.0.1")
     result = judge(endpoint, capture, policy, trust, started_at=NOW.timestamp(), now=NOW)
-    page = detail_html(EndpointState("contoso", "relay", result), [], [], NOW.timestamp(), 0)
-    assert "(unreadable)" in page
+    state = EndpointState("contoso", "relay", result)
+    tenant, target, host, address, _ = state.label_values
+    seen = NOW.timestamp()
+    stored = TimelineEntry(
+        tenant, target, host, address, 25, "ab" * 32, "CN=?", "CN=?", (), 0.0, seen - 60, seen
+    )
+    page = detail_html(state, spans([stored], []), [], NOW.timestamp(), 0)
+    assert page.count("(unreadable)") == 2  # the chain's row and the history's
     assert "1970" not in page
     assert page.count("days left") == 1  # the intermediate's
+    page_bytes = StatusPage().render(lambda: [state], NOW.timestamp(), started_at=0.0)
+    assert b"-20" not in page_bytes  # not some -20,000 days left

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -478,6 +479,9 @@ def test_format_timeline_one_block_per_endpoint_with_current_marker() -> None:
     ]
     expired = format_timeline(entries[:1], now=ts("2024-03-04 00:00"))
     assert "not_after=2024-03-01 (expired 3 d ago)" in expired
+    # A certificate whose dates cannot be read is stored with the placeholder 0.0.
+    unreadable = format_timeline([replace(entries[0], not_after=0.0)], now=ts("2024-03-04"))
+    assert "not_after=(unreadable)" in unreadable and "1970" not in unreadable
 
 
 def test_history_prints_a_rollback_as_it_was(

@@ -17,7 +17,7 @@ from tlsprobe.exporter.metrics import EndpointState
 from tlsprobe.exporter.statuspage import STATUS_COLOURS, STYLE, age, when
 from tlsprobe.exporter.store import ChangeEvent, HistoryStore, TimelineEntry
 from tlsprobe.exporter.timeline import Change, Span, changes, spans
-from tlsprobe.model import CertFacts, CertPart
+from tlsprobe.model import CertFacts, CertPart, readable_time
 
 e = html.escape
 
@@ -118,6 +118,10 @@ def _chain(chain: Sequence[CertFacts], now: float) -> str:
     )
 
 
+def _until(not_after: float) -> str:
+    return when(not_after) if readable_time(not_after) else "(unreadable)"
+
+
 def _history(spans: Sequence[Span], changes: Sequence[Change]) -> str:
     if not spans:
         return "<h2>Certificate history</h2>\n<p>Nothing recorded yet.</p>\n"
@@ -125,7 +129,7 @@ def _history(spans: Sequence[Span], changes: Sequence[Change]) -> str:
         f"<tr><td>{when(s.start)}</td><td>{when(s.end)}{' (current)' if s.current else ''}</td>"
         f"<td><code>{e(s.cert.fingerprint[:16])}</code>"
         f"{' <b>rollback</b>' if s.rollback else ''}</td><td>{e(s.cert.subject)}</td>"
-        f"<td>{e(', '.join(s.cert.names) or '-')}</td><td>{when(s.cert.not_after)}</td></tr>"
+        f"<td>{e(', '.join(s.cert.names) or '-')}</td><td>{_until(s.cert.not_after)}</td></tr>"
         for s in spans
     ]
     rollback = " (rollback to a certificate served before)"

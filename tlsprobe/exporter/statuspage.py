@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tlsprobe.exporter import links
 from tlsprobe.exporter.metrics import EndpointState
-from tlsprobe.model import Status
+from tlsprobe.model import CertPart, Status
 from tlsprobe.probe.names import host_port
 
 STATUS_COLOURS = {
@@ -97,6 +97,8 @@ def _days_left(state: EndpointState, ctx: Context) -> str:
     leaf = state.result.leaf
     if leaf is None:
         return "-"
+    if leaf.unreadable(CertPart.VALIDITY):
+        return "?"
     days = (leaf.not_after.timestamp() - ctx.now) / 86400
     return f"{days:.0f}" if abs(days) >= 1 else f"{days:.1f}"
 

@@ -11,7 +11,13 @@ its modules are `enums` (closed vocabularies), `endpoint` (what is probed, host[
 `ProbeResult`, the Exchange Online readiness rule). It imports nothing else of the project.
 """
 
-from tlsprobe.model.certs import CertFacts, CertPart, CertProblem
+from tlsprobe.model.certs import (
+    UNREADABLE_TIME,
+    CertFacts,
+    CertPart,
+    CertProblem,
+    readable_time,
+)
 from tlsprobe.model.dane import DaneFindings, DnssecStatus, Tlsa, TlsaMatch, TlsaVerdict
 from tlsprobe.model.endpoint import (
     Endpoint,
@@ -51,6 +57,7 @@ __all__ = [
     "O365_RULES",
     "PHASES",
     "TRANSIENT_REASONS",
+    "UNREADABLE_TIME",
     "CanaryReason",
     "Capture",
     "CertFacts",
@@ -79,4 +86,5 @@ __all__ = [
     "o365_ready",
     "overall_status",
     "parse_host_port",
+    "readable_time",
 ]

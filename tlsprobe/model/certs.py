@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 class CertPart(enum.StrEnum):
@@ -19,6 +19,16 @@ class CertPart(enum.StrEnum):
     VALIDITY = "validity"
     KEY = "key"
     EXTENSIONS = "extensions"
+
+
+UNREADABLE_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+"""The placeholder of a validity date that cannot be read (a `CertFacts` with a VALIDITY
+problem); the drift history stores it as 0.0. Shown as "(unreadable)", never as a 1970 date."""
+
+
+def readable_time(timestamp: float) -> bool:
+    """False for the stored placeholder of an unreadable validity date."""
+    return timestamp != UNREADABLE_TIME.timestamp()
 
 
 _CRITICAL_PARTS = frozenset(

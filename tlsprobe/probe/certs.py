@@ -14,7 +14,6 @@ import hashlib
 import threading
 import warnings
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from cryptography import x509
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from tlsprobe.model import CertFacts, CertPart, CertProblem
+from tlsprobe.model import UNREADABLE_TIME, CertFacts, CertPart, CertProblem
 from tlsprobe.probe import der as lenient
 from tlsprobe.probe.bytecache import ByteLRU
 
@@ -37,7 +36,6 @@ READ_ERRORS = (
 """What `cryptography` raises on hostile certificates when a field is read."""
 
 UNREADABLE = "(unreadable)"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _T = TypeVar("_T")
 
 
@@ -244,8 +242,8 @@ def _lenient_facts(der: bytes, error: str) -> CertFacts:
         subject=subject,
         issuer=issuer,
         serial=_serial(found.serial) if found.serial is not None else UNREADABLE,
-        not_before=found.not_before or _EPOCH,
-        not_after=found.not_after or _EPOCH,
+        not_before=found.not_before or UNREADABLE_TIME,
+        not_after=found.not_after or UNREADABLE_TIME,
         sha256=hashlib.sha256(der).hexdigest(),
         dns_names=found.dns_names,
         common_names=found.common_names,
