@@ -147,3 +147,33 @@ async def test_judging_beyond_the_deadline_ends_the_probe_as_a_timeout(
 
 def _endpoint(server: SmtpTestServer) -> Endpoint:
     return Endpoint(HOST, port=server.port, address="127.0.0.1", sni=HOST, ehlo_name="probe.test")
+
+
+async def test_a_cancelled_probe_stays_cancelled_when_judging_ends_in_that_turn(
+    pki: Hierarchy, trust: TrustStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload cancels the probes of a removed target. When the worker thread's verdict and
+    the cancellation arrive in the same turn of the loop, the probe must end cancelled: a
+    result returned there is published after the target's series were removed, and stays."""
+    leaf = pki.leaf((HOST,))
+    loop = asyncio.get_running_loop()
+    probing: asyncio.Task[ProbeResult] | None = None
+
+    async def verdict_and_cancel_at_once(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        done: asyncio.Future[Any] = loop.create_future()
+
+        def finish() -> None:
+            done.set_result(func(*args, **kwargs))  # what the worker thread hands back
+            assert probing is not None
+            probing.cancel()  # the reload, in the same turn
+
+        loop.call_soon(finish)
+        return await done
+
+    monkeypatch.setattr(asyncio, "to_thread", verdict_and_cancel_at_once)
+    async with SmtpTestServer(ServerTls(pki.chain(leaf), leaf.key)) as server:
+        probing = asyncio.create_task(
+            prober.probe_endpoint(_endpoint(server), POLICY, trust, timeout=5)
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await probing

@@ -49,11 +49,14 @@ class Sample:
     scrapes_failed: int
     probes: int
 
+    wal_bytes: int = 0
+    """Of `db_bytes`, the write-ahead log's."""
+
     def line(self) -> str:
         return (
             f"{self.at:6.1f} s  fds {self.fds:4d}  rss {self.rss / 2**20:6.1f} MiB"
-            f"  db {self.db_bytes / 2**10:7.0f} KiB  scrapes {self.scrapes_ok} ok"
-            f" {self.scrapes_failed} failed  /probe {self.probes}"
+            f"  db {self.db_bytes / 2**10:7.0f} KiB (WAL {self.wal_bytes / 2**10:.0f})"
+            f"  scrapes {self.scrapes_ok} ok {self.scrapes_failed} failed  /probe {self.probes}"
         )
 
 
@@ -185,6 +188,11 @@ def db_bytes(state: Path) -> int:
     return sum(p.stat().st_size for p in state.glob("history.sqlite3*") if p.is_file())
 
 
+def wal_bytes(state: Path) -> int:
+    wal = state / "history.sqlite3-wal"
+    return wal.stat().st_size if wal.is_file() else 0
+
+
 async def run_floods(
     tmp: Path, seconds: float, report: Callable[[Sample], Awaitable[None] | None] | None = None
 ) -> tuple[list[Sample], Counters]:
@@ -214,6 +222,7 @@ async def run_floods(
                     counters.scrapes_ok,
                     counters.scrapes_failed,
                     counters.probes,
+                    wal_bytes(state),
                 )
                 samples.append(sample)
                 if report is not None:

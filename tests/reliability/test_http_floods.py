@@ -40,7 +40,7 @@ from tests.support.exporter import fetch, start_serve
 from tests.support.pki import Hierarchy, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer
 from tests.support.wait import eventually
-from tlsprobe.exporter.connections import RESERVED_BASE, connection_budget
+from tlsprobe.exporter.connections import ACCEPT_BURST, RESERVED_BASE, connection_budget
 
 pytestmark = pytest.mark.slow
 
@@ -313,5 +313,5 @@ async def test_probe_min_interval_zero_probes_every_time(
 def test_the_connection_budget_keeps_descriptors_for_probes() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     budget = connection_budget(1_000_000, 100)
-    assert budget.lowered and budget.connections == soft - RESERVED_BASE - 200
+    assert budget.lowered and budget.connections == soft - RESERVED_BASE - ACCEPT_BURST - 200
     assert connection_budget(50, 100).connections == 50

@@ -127,10 +127,18 @@ async def test_reload_storm_leaves_the_last_valid_config_in_force(
         assert exporter.scheduler is not None
         loops = list(exporter.scheduler.tasks)
         assert len(loops) == len(wanted) and not any(t.done() for t in loops)
-        await eventually(
-            lambda: _probed_since(exporter, last_valid_at) == wanted,
-            "every target of the last valid config probed since it was loaded",
-        )
+        try:
+            await eventually(
+                lambda: _probed_since(exporter, last_valid_at) == wanted,
+                "every target of the last valid config probed since it was loaded",
+            )
+        except AssertionError as exc:
+            stale = [
+                (s.target, round(s.result.started_at - last_valid_at, 3), s.target in wanted)
+                for s in exporter.results.snapshot()
+                if s.result.started_at <= last_valid_at or s.target not in wanted
+            ]
+            raise AssertionError(f"{exc}; (target, started - reload, wanted): {stale}") from None
         await asyncio.sleep(1.5)  # another cycle: anything left over would be back by now
         status, text = await fetch(http, f"{exporter.url}/metrics")
     assert status == 200

@@ -558,3 +558,18 @@ def stored(leaf: CertFacts) -> StoredCert:
     return StoredCert(
         leaf.sha256, leaf.subject, leaf.issuer, leaf.dns_names, leaf.not_after.timestamp()
     )
+
+
+def test_the_write_ahead_log_is_cut_back_after_a_checkpoint(db: Path, clock: FakeClock) -> None:
+    """SQLite keeps a WAL file at the largest size it ever reached unless told otherwise: one
+    8 MiB transaction, SQLite's own checkpoint after it, then the next write cuts it back."""
+    history = open_store(db, clock)
+    conn = history._conn
+    conn.execute("CREATE TABLE scratch (b BLOB)")
+    conn.execute("INSERT INTO scratch VALUES (zeroblob(8 << 20))")
+    wal = db.with_name(db.name + "-wal")
+    assert wal.stat().st_size > 8 << 20
+    conn.execute("DELETE FROM scratch")
+    conn.execute("INSERT INTO scratch VALUES (1)")
+    assert wal.stat().st_size <= store_db.WAL_SIZE_LIMIT
+    history.close()

@@ -32,6 +32,15 @@ RESERVED_BASE = 68
 """Descriptors kept for everything but HTTP and probes: history database and WAL, DNS sockets,
 log files, the web thread's event loop (its epoll and wake-up pair), bcrypt's and gzip's worker
 threads' odd files, a margin."""
+LISTEN_BACKLOG = 64
+"""The listen queue of the HTTP socket."""
+ACCEPT_BURST = 2 * LISTEN_BACKLOG
+"""Descriptors kept for connections accepted but not yet seen by the guard. One wake-up of the
+accepting loop takes up to a listen queue's worth at once (asyncio accepts `backlog`
+connections per wake-up, libuv until the queue is empty) and the guard admits or evicts them
+only when their `connection_made` runs, a loop turn or two later; under a connection flood the
+open descriptors pass the cap by that much. Without this reserve that burst ate the probes'
+descriptors (seen: 512 of 512 open, so a probe's connect() would fail with EMFILE)."""
 
 
 class Closed(enum.StrEnum):
@@ -57,10 +66,11 @@ class Budget:
 
 def connection_budget(configured: int, probe_concurrency: int) -> Budget:
     """The HTTP connection cap: `configured`, lowered to fit the process's descriptor limit
-    after a reserve of two descriptors per concurrent probe plus `RESERVED_BASE`."""
+    after a reserve of two descriptors per concurrent probe, `RESERVED_BASE` and
+    `ACCEPT_BURST`."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
-    reserved = RESERVED_BASE + 2 * probe_concurrency
+    reserved = RESERVED_BASE + ACCEPT_BURST + 2 * probe_concurrency
     fits = max(MIN_CONNECTIONS, limit - reserved)
     cap = min(configured, fits)
     return Budget(cap, limit, reserved, cap < configured)
@@ -190,7 +200,7 @@ class GuardedSite(web.BaseSite):
         *,
         ssl_context: Any = None,
     ) -> None:
-        super().__init__(runner, ssl_context=ssl_context, backlog=128)
+        super().__init__(runner, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
         self._host = host
         self._port = port
         self._guard = guard

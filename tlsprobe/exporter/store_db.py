@@ -25,6 +25,9 @@ ChangeEvent: TypeAlias = tuple[EndpointKey, float, str | None, str]
 
 HISTORY_FILENAME = "history.sqlite3"
 SCHEMA_VERSION = 2
+WAL_SIZE_LIMIT = 4 << 20
+"""Bytes the write-ahead log file is cut back to after a checkpoint (SQLite checkpoints at
+about 4 MiB of log by itself)."""
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version holds i).
 _MIGRATIONS: tuple[str, ...] = (
@@ -258,6 +261,9 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
         if mode != "wal":
             log.warning("history %s: WAL mode unavailable, using %s", path, mode)
         conn.execute("PRAGMA synchronous = NORMAL")
+        # A checkpoint that resets the log also cuts its file back to this size: without it
+        # the file keeps the largest size it ever reached.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA foreign_keys = ON")
         _migrate(conn, path)
     except (sqlite3.Error, StateError) as exc:

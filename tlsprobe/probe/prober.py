@@ -72,7 +72,12 @@ async def probe_endpoint(
         judge, endpoint, captured, policy, trust, started_at=started_at, now=when
     )
     try:
-        return await asyncio.wait_for(work, max(deadline - time.monotonic(), JUDGE_MINIMUM))
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when the
+        # work finishes in the same loop turn as the probe is cancelled, so a probe cancelled
+        # by a reload that removed its target still published (a series of a removed target
+        # left in /metrics for good).
+        async with asyncio.timeout(max(deadline - time.monotonic(), JUDGE_MINIMUM)):
+            return await work
     except TimeoutError:
         # The thread finishes on its own (the work is bounded) and fills the caches, so the
         # next probe of this chain is quick; this one reports the deadline it missed.
