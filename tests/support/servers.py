@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import random
 import socket
 import ssl
 import tempfile
@@ -106,11 +107,41 @@ def ipv6_loopback_available() -> bool:
 
 
 def unused_port(host: str = "127.0.0.1") -> int:
-    """A port with nothing listening: bind an ephemeral port, then let it go."""
+    """A port nothing uses now (TCP or UDP), below the kernel's ephemeral range.
+
+    Tests bind such a port later (a server started after its port went into a DNS zone or a
+    configuration file). A port from bind(0) comes from the ephemeral range, which the kernel
+    also hands to outgoing connections: one of them took such a port before the test bound it
+    ("address already in use", seen in CI). Below the range only another listener can."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _random.randrange(_PORTS_FROM, low)
+        if port in _handed_out:
+            continue
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(family, kind) as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port between {_PORTS_FROM} and {low} on {host}")
+
+
+_PORTS_FROM = 20000
+_random = random.Random()
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low = int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return low if low > _PORTS_FROM + 1000 else 32768
 
 
 class SmtpTestServer:
