@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from tlsprobe import policyreport
-from tlsprobe.model import CertFacts, CertPart, Phase, ProbeResult, Status
+from tlsprobe.model import UNREADABLE, CertFacts, CertPart, Phase, ProbeResult, Status
 from tlsprobe.probe.evaluate import days_left
 from tlsprobe.probe.software import MailServer, identify
 
@@ -132,7 +132,7 @@ def _leaf(leaf: CertFacts, now: datetime, server: MailServer) -> list[str]:
     left = days_left(leaf, now)
     remaining = f"{left:.0f} days left" if left >= 0 else f"EXPIRED {-left:.0f} days ago"
     valid = (
-        "(unreadable)"
+        UNREADABLE
         if leaf.unreadable(CertPart.VALIDITY)
         else f"{leaf.not_before:%Y-%m-%d} to {leaf.not_after:%Y-%m-%d %H:%M} UTC ({remaining})"
     )
@@ -176,7 +176,7 @@ def _chain(chain: Iterable[CertFacts]) -> list[str]:
         kind = "root" if cert.self_issued else ("intermediate" if index else "leaf")
         lines.append(f"  {index}  {kind:<12} {cert.subject}")
         readable = not cert.unreadable(CertPart.VALIDITY)
-        until = f"{cert.not_after:%Y-%m-%d}" if readable else "(unreadable)"
+        until = f"{cert.not_after:%Y-%m-%d}" if readable else UNREADABLE
         lines.append(f"     {'':<12} issued by {cert.issuer}, until {until}")
     root_sent = any(c.self_issued for c in chain[1:])
     lines.append("  (root sent along: harmless)" if root_sent else "  (root not sent: normal)")

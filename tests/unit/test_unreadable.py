@@ -19,8 +19,16 @@ from tests.support.pki import FIXED_NOW as NOW
 from tests.support.pki import Hierarchy, Issued
 from tlsprobe import report
 from tlsprobe.exporter.metrics import EndpointState, endpoint_samples
-from tlsprobe.model import CHECK_NAMES, Capture, Endpoint, Policy, ProbeResult, Status, TlsInfo
-from tlsprobe.probe import certs
+from tlsprobe.model import (
+    CHECK_NAMES,
+    UNREADABLE,
+    Capture,
+    Endpoint,
+    Policy,
+    ProbeResult,
+    Status,
+    TlsInfo,
+)
 from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import judge
 from tlsprobe.probe.sender import Session, judge_session
@@ -160,7 +168,7 @@ def test_truncated_der_keeps_its_fingerprint(store: TrustStore, leaf: Issued) ->
     result = judged(store, chain)
     assert result.status is Status.CRITICAL
     assert result.chain[0].sha256 == hashlib.sha256(chain[0]).hexdigest()
-    assert result.chain[0].subject == certs.UNREADABLE
+    assert result.chain[0].subject == UNREADABLE
 
 
 def test_a_huge_subject_is_clipped_in_messages(

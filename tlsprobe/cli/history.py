@@ -22,7 +22,7 @@ from tlsprobe.exporter.store_db import (
     read_events,
     read_timeline,
 )
-from tlsprobe.model import EndpointKey, readable_time
+from tlsprobe.model import UNREADABLE, EndpointKey, readable_time
 from tlsprobe.probe.names import host_port
 
 
@@ -32,7 +32,7 @@ def _when(moment: float) -> str:
 
 def _expiry(not_after: float, now: float) -> str:
     if not readable_time(not_after):
-        return "(unreadable)"
+        return UNREADABLE
     days = (not_after - now) / 86400
     date = datetime.fromtimestamp(not_after, UTC).strftime("%Y-%m-%d")
     if days < 0:

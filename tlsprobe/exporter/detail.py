@@ -17,7 +17,7 @@ from tlsprobe.exporter.metrics import EndpointState
 from tlsprobe.exporter.statuspage import STATUS_COLOURS, STYLE, age, when
 from tlsprobe.exporter.store import ChangeEvent, HistoryStore, TimelineEntry
 from tlsprobe.exporter.timeline import Change, Span, changes, spans
-from tlsprobe.model import CertFacts, CertPart, readable_time
+from tlsprobe.model import UNREADABLE, CertFacts, CertPart, readable_time
 
 e = html.escape
 
@@ -100,7 +100,7 @@ def _chain(chain: Sequence[CertFacts], now: float) -> str:
         days = (cert.not_after.timestamp() - now) / 86400
         names = ", ".join(cert.dns_names) or "-"
         validity = (
-            "(unreadable)"
+            UNREADABLE
             if cert.unreadable(CertPart.VALIDITY)
             else f"{when(cert.not_before.timestamp())}<br>{when(cert.not_after.timestamp())}"
             f"<br><small>{days:.0f} days left</small>"
@@ -119,7 +119,7 @@ def _chain(chain: Sequence[CertFacts], now: float) -> str:
 
 
 def _until(not_after: float) -> str:
-    return when(not_after) if readable_time(not_after) else "(unreadable)"
+    return when(not_after) if readable_time(not_after) else UNREADABLE
 
 
 def _history(spans: Sequence[Span], changes: Sequence[Change]) -> str:

@@ -12,6 +12,7 @@ its modules are `enums` (closed vocabularies), `endpoint` (what is probed, host[
 """
 
 from tlsprobe.model.certs import (
+    UNREADABLE,
     UNREADABLE_TIME,
     CertFacts,
     CertPart,
@@ -57,6 +58,7 @@ __all__ = [
     "O365_RULES",
     "PHASES",
     "TRANSIENT_REASONS",
+    "UNREADABLE",
     "UNREADABLE_TIME",
     "CanaryReason",
     "Capture",

@@ -21,9 +21,12 @@ class CertPart(enum.StrEnum):
     EXTENSIONS = "extensions"
 
 
+UNREADABLE = "(unreadable)"
+"""The placeholder of a text field that cannot be read, and what is shown for a date that
+cannot be read."""
 UNREADABLE_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 """The placeholder of a validity date that cannot be read (a `CertFacts` with a VALIDITY
-problem); the drift history stores it as 0.0. Shown as "(unreadable)", never as a 1970 date."""
+problem); the drift history stores it as 0.0. Shown as `UNREADABLE`, never as a 1970 date."""
 
 
 def readable_time(timestamp: float) -> bool:

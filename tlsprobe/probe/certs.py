@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from tlsprobe.model import UNREADABLE_TIME, CertFacts, CertPart, CertProblem
+from tlsprobe.model import UNREADABLE, UNREADABLE_TIME, CertFacts, CertPart, CertProblem
 from tlsprobe.probe import der as lenient
 from tlsprobe.probe.bytecache import ByteLRU
 
@@ -35,7 +35,6 @@ READ_ERRORS = (
 )
 """What `cryptography` raises on hostile certificates when a field is read."""
 
-UNREADABLE = "(unreadable)"
 _T = TypeVar("_T")
 
 
