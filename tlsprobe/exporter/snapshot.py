@@ -72,8 +72,9 @@ class SnapshotRenderer:
         extra: Iterable[Sample] = (),
     ) -> bytes:
         """The exposition of `states`, `stats` and `extra` (as `TextRenderer.render`), gzipped."""
-        if self.changed(states):
-            self._update(states)
+        changes = self._changes(states)
+        if changes:
+            self._update(states, changes)
         return gzip_body(self._segments(own_samples(states, stats, extra)))
 
     def changed(self, states: Sequence[EndpointState]) -> int:
@@ -103,8 +104,11 @@ class SnapshotRenderer:
         joined_copies = sum(len(family.data) for family in self._families if family)
         return self._endpoints.held_bytes() + self._targets.held_bytes() + joined_copies
 
-    def _update(self, states: Sequence[EndpointState]) -> None:
-        changes = self._changes(states)
+    def _update(
+        self,
+        states: Sequence[EndpointState],
+        changes: dict[EndpointKey, EndpointState | None],
+    ) -> None:
         self._endpoints.update(changes)
         touched: dict[TargetKey, None] = {}
         for key, state in changes.items():
