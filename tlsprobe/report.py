@@ -11,12 +11,23 @@ from datetime import datetime
 from typing import Any
 
 from tlsprobe import policyreport
-from tlsprobe.model import UNREADABLE, CertFacts, CertPart, Phase, ProbeResult, Status
+from tlsprobe.model import (
+    UNREADABLE,
+    CertFacts,
+    CertPart,
+    Phase,
+    ProbeResult,
+    Status,
+    readable_time,
+)
 from tlsprobe.probe.evaluate import days_left
 from tlsprobe.probe.software import MailServer, identify
 
 
-def _iso(moment: datetime) -> str:
+def _iso(moment: datetime) -> str | None:
+    """ISO 8601 in UTC; None (JSON null) for a date the certificate's encoding did not give."""
+    if not readable_time(moment.timestamp()):
+        return None
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

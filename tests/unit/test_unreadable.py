@@ -9,7 +9,10 @@ refuse the certificate. A library warning never reaches the user: it becomes a f
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +21,10 @@ from tests.support.broken import MAKERS
 from tests.support.pki import FIXED_NOW as NOW
 from tests.support.pki import Hierarchy, Issued
 from tlsprobe import report
-from tlsprobe.exporter.metrics import EndpointState, endpoint_samples
+from tlsprobe.exporter.config import parse_config
+from tlsprobe.exporter.metrics import EndpointState, ExporterStats, endpoint_samples
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.model import (
     CHECK_NAMES,
     UNREADABLE,
@@ -226,3 +232,43 @@ def test_a_huge_subject_is_clipped_in_the_info_labels(
 ) -> None:
     samples = _samples(judged(store, broken_chain("huge-subject", "leaf", ca, leaf)))
     assert max(len(value) for value in samples["tlsprobe_cert_info"]) <= 256
+
+
+def test_json_gives_null_for_dates_that_cannot_be_read(
+    ca: Hierarchy, leaf: Issued, store: TrustStore
+) -> None:
+    """`--json` and /probe?debug=true said 1970-01-01T00:00:00Z: a date no certificate has,
+    which a consumer would take for a long-expired one."""
+    doc = report.to_json(judged(store, broken_chain("month-13", "leaf", ca, leaf)))
+    served = doc["chain"][0]
+    assert served["not_after"] is None  # month 13 is in notAfter; notBefore still reads
+    assert served["not_before"].endswith("Z")
+    assert doc["chain"][1]["not_after"].endswith("Z")  # the readable intermediate keeps its date
+    assert "1970" not in json.dumps(doc)
+
+
+def test_the_outcome_log_says_unreadable_not_1970(
+    ca: Hierarchy,
+    leaf: Issued,
+    store: TrustStore,
+    ca_file: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = {
+        "state_dir": str(tmp_path),
+        "defaults": {"ca_file": str(ca_file)},
+        "tenants": {
+            "contoso": {
+                "accepted_domains": ["contoso.test"],
+                "targets": [{"name": "mx", "host": HOST}],
+            }
+        },
+    }
+    config = parse_config(data, base_dir=tmp_path)
+    scheduler = Scheduler(config, results=LatestResults(), stats=ExporterStats())
+    result = judged(store, broken_chain("month-13", "leaf", ca, leaf))
+    with caplog.at_level(logging.INFO, logger="tlsprobe.exporter.scheduler"):
+        scheduler.publish(config.targets[0], result)
+    (fields,) = [r.__dict__["fields"] for r in caplog.records]
+    assert fields["not_after"] == UNREADABLE

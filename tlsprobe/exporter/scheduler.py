@@ -30,12 +30,14 @@ from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.store import Drift, HistoryStore
 from tlsprobe.model import (
     TRANSIENT_REASONS,
+    UNREADABLE,
     Endpoint,
     EndpointKey,
     ProbeError,
     ProbeResult,
     Reason,
     Status,
+    readable_time,
 )
 from tlsprobe.probe import discover
 from tlsprobe.probe.evaluate import TrustStore
@@ -405,7 +407,12 @@ class Scheduler:
             fields["failing"] = ",".join(failing)
         if result.leaf:
             fields["fingerprint"] = result.leaf.sha256[:16]
-            fields["not_after"] = result.leaf.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+            not_after = result.leaf.not_after
+            fields["not_after"] = (
+                not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+                if readable_time(not_after.timestamp())
+                else UNREADABLE
+            )
         log.log(level, "probe outcome changed", extra={"fields": fields})
 
     @property
