@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import sys
 import types
 from pathlib import Path
@@ -18,7 +19,8 @@ import aiohttp
 import pytest
 
 from tests.support.gates import Gate, importable
-from tests.support.pki import Hierarchy
+from tests.support.piecemeal import get_in_pieces
+from tests.support.pki import Hierarchy, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tlsprobe import __version__
 from tlsprobe.cli.main import main as cli_main
@@ -149,3 +151,51 @@ def test_serve_answers_http_on_real_uvloop(tmp_path: Path) -> None:
     status, text = eventloop.run(scrape())
     assert status == 200
     assert 'event_loop="uvloop"' in text
+
+
+def test_serve_answers_https_and_ends_silent_handshakes_on_real_uvloop(
+    tmp_path: Path, pki: Hierarchy, ca_file: Path
+) -> None:
+    """With web TLS the guard admits the TCP connection and starts TLS itself (start_tls on
+    uvloop's transports): a scrape over HTTPS works, and a connection that never sends its
+    ClientHello is closed at the header deadline and counted."""
+    importable("uvloop", Gate.UVLOOP)
+    leaf = pki.leaf(["localhost", "127.0.0.1"])
+    cert, key = write_server_files(tmp_path, leaf.key, pki.chain(leaf), stem="web")
+    (tmp_path / "web.yml").write_text(
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+    )
+    data = _config_data(tmp_path)
+    listen = {"listen": f"127.0.0.1:{unused_port()}"}
+    data["web"] = listen | {"config_file": str(tmp_path / "web.yml"), "header_timeout": "0.5s"}
+    config = parse_config(data, base_dir=tmp_path)
+
+    async def scrape() -> tuple[bytes, list[bytes], int, str]:
+        exporter = app.Exporter(config)
+        await exporter.start()
+        try:
+            host, port = exporter.bound[0]
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                silent = await asyncio.wait_for(reader.read(), timeout=15)
+            finally:
+                writer.close()
+            # uvloop reads the first piece before TLS starts: it must reach the TLS layer.
+            pieces = [
+                await get_in_pieces(host, port, ca_file, "/-/healthy", first=first)
+                for first in (1, 64, 300)
+            ]
+            ctx = ssl.create_default_context(cafile=str(ca_file))
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{exporter.url}/metrics", ssl=ctx) as response,
+            ):
+                return silent, pieces, response.status, await response.text()
+        finally:
+            await exporter.stop()
+
+    silent, pieces, status, text = eventloop.run(scrape())
+    assert (silent, status) == (b"", 200)
+    assert all(p.startswith(b"HTTP/1.1 200") for p in pieces), [p[:40] for p in pieces]
+    assert 'event_loop="uvloop"' in text
+    assert 'tlsprobe_http_connections_closed_total{reason="header_timeout"} 1.0' in text

@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.exporter import fetch as get
 from tests.support.exporter import in_process
+from tests.support.piecemeal import get_in_pieces
 from tests.support.pki import Hierarchy, Issued, make_leaf, make_root, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tests.support.wait import eventually
@@ -541,6 +542,91 @@ async def test_tls_on_the_web_endpoint(
         # Without the test CA the client must not trust the exporter's certificate.
         with pytest.raises(aiohttp.ClientError):
             await get(http, f"{exporter.url}/metrics", ssl=ssl.create_default_context())
+
+
+async def _silent(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection that never sends a ClientHello."""
+    return await asyncio.open_connection(host, port)
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> bool:
+    with contextlib.suppress(ConnectionError):
+        await reader.read()
+    return True
+
+
+async def test_tls_handshakes_count_against_the_connection_cap(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer, web_tls_files: tuple[str, str]
+) -> None:
+    """Connections that never finish (or start) their TLS handshake are connections: before,
+    the guard saw a connection only once its handshake was done, so a flood of silent
+    handshakes held descriptors past web.max_connections until the handshake timeout."""
+    cert, key = web_tls_files
+    web = web_config(tmp_path, {"tls_server_config": {"cert_file": cert, "key_file": key}})
+    web |= {"max_connections": 8, "header_timeout": "60s"}
+    data = config_data(tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)], web=web)
+    async with running(tmp_path, data) as exporter:
+        host, port = exporter.bound[0]
+        held: list[asyncio.StreamWriter] = []
+        try:
+            readers = []
+            for _ in range(24):
+                reader, writer = await _silent(host, port)
+                readers.append(reader)
+                held.append(writer)
+            # The cap makes room by closing the oldest idle connections: 16 of the 24 at least.
+            closed = await asyncio.wait_for(
+                asyncio.gather(*(_closed_by_server(reader) for reader in readers[:16])), 20
+            )
+            async with aiohttp.ClientSession() as http:
+                ctx = client_context(ca_file)
+                status, text = await get(http, f"{exporter.url}/metrics", ssl=ctx)
+        finally:
+            for writer in held:
+                writer.close()
+    assert closed == [True] * 16
+    assert status == 200
+    assert one(text, "tlsprobe_http_connections_closed_total", reason="limit") >= 16
+    assert one(text, "tlsprobe_http_connections") <= 8
+
+
+async def test_a_client_hello_in_two_pieces_is_answered(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer, web_tls_files: tuple[str, str]
+) -> None:
+    """The guard starts TLS itself once it has admitted the connection: the bytes of a
+    ClientHello split over two segments reach the TLS layer whole and in order."""
+    cert, key = web_tls_files
+    web = web_config(tmp_path, {"tls_server_config": {"cert_file": cert, "key_file": key}})
+    data = config_data(tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)], web=web)
+    async with running(tmp_path, data) as exporter:
+        host, port = exporter.bound[0]
+        responses = [
+            await get_in_pieces(host, port, ca_file, "/-/healthy", first=first)
+            for first in (1, 5, 64, 300)
+        ]
+    assert all(r.startswith(b"HTTP/1.1 200") for r in responses), [r[:40] for r in responses]
+
+
+async def test_a_handshake_never_started_is_closed_after_the_header_timeout(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer, web_tls_files: tuple[str, str]
+) -> None:
+    """One deadline from the first byte: TLS handshake and request headers together."""
+    cert, key = web_tls_files
+    web = web_config(tmp_path, {"tls_server_config": {"cert_file": cert, "key_file": key}})
+    web |= {"header_timeout": "0.5s", "idle_timeout": "1h"}
+    data = config_data(tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)], web=web)
+    async with running(tmp_path, data) as exporter:
+        reader, writer = await _silent(*exporter.bound[0])
+        try:
+            # A generous bound, not a timing assert: the deadline is half a second.
+            assert await asyncio.wait_for(_closed_by_server(reader), timeout=15)
+        finally:
+            writer.close()
+        async with aiohttp.ClientSession() as http:
+            ctx = client_context(ca_file)
+            status, text = await get(http, f"{exporter.url}/metrics", ssl=ctx)
+    assert status == 200
+    assert one(text, "tlsprobe_http_connections_closed_total", reason="header_timeout") == 1
 
 
 # --- logging -------------------------------------------------------------------------------

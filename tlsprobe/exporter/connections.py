@@ -9,6 +9,10 @@ keep-alive or one still sending its headers): a flood of idle or slow-header con
 costs the flooder its own connections, never the next scrape, which sends its request at once.
 A connection must send its request headers within `header_timeout` of opening (or of its first
 byte after an idle spell); aiohttp closes idle keep-alive connections after `idle_timeout`.
+
+With TLS the guard admits the TCP connection and only then starts TLS on it (`loop.start_tls`),
+so a connection in its handshake counts against the cap and can be evicted like an idle one,
+and the one deadline from opening covers the handshake and the request headers together.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import asyncio
 import enum
 import logging
 import resource
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -89,9 +94,12 @@ class ConnectionGuard:
     def open(self) -> int:
         return len(self._open)
 
-    def factory(self, server: web.Server) -> Callable[[], asyncio.Protocol]:
-        """The protocol factory for `loop.create_server`: aiohttp's handler, guarded."""
-        return lambda: _Guarded(server(), self)
+    def factory(
+        self, server: web.Server, tls: ssl.SSLContext | None = None
+    ) -> Callable[[], asyncio.Protocol]:
+        """The protocol factory for `loop.create_server` (without `ssl=`): aiohttp's handler,
+        guarded, and TLS started on the connection once it is admitted when `tls` is given."""
+        return lambda: _Guarded(server(), self, tls)
 
     def admit(self, connection: _Guarded) -> bool:
         if len(self._open) >= self.limit and not self._evict_one():
@@ -112,6 +120,15 @@ class ConnectionGuard:
                 return True
         return False
 
+    async def end_handshakes(self) -> None:
+        """Abort the connections still in their TLS handshake (aiohttp does not know them yet,
+        so its shutdown would leave them to the handshake timeout) and wait until they end."""
+        pending = [c.handshake for c in self._open if c.handshake is not None]
+        for connection in list(self._open):
+            if connection.handshake is not None:
+                connection.abort()
+        await asyncio.gather(*(task for task in pending if task), return_exceptions=True)
+
     def header_expired(self, connection: _Guarded) -> None:
         self.closed[Closed.HEADER_TIMEOUT] += 1
         self.forget(connection)
@@ -120,13 +137,23 @@ class ConnectionGuard:
 
 class _Guarded(asyncio.Protocol):
     """aiohttp's RequestHandler behind a doorman: the transport talks to this protocol, which
-    passes everything on and watches when a complete request arrives."""
+    passes everything on and watches when a complete request arrives. With `tls`, the TCP
+    connection is admitted first and TLS started on it afterwards; this protocol then sits
+    behind the TLS transport, and the handler meets the connection once the handshake is done."""
 
-    def __init__(self, handler: RequestHandler, guard: ConnectionGuard) -> None:
+    def __init__(
+        self, handler: RequestHandler, guard: ConnectionGuard, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._handler = handler
         self._guard = guard
+        self._tls = tls
         self._transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._raw_early: list[bytes] | None = None
+        """TLS bytes read before TLS started on the connection (uvloop), for the TLS protocol."""
+        self._early: list[bytes] | None = None
+        """Request bytes that came with the end of the handshake, before the handler was told."""
+        self._handshake: asyncio.Task[None] | None = None
         self.opened = time.monotonic()
 
     @property
@@ -142,7 +169,70 @@ class _Guarded(asyncio.Protocol):
             self._transport.abort()
             return
         self._arm()
-        self._handler.connection_made(transport)
+        if self._tls is None:
+            self._handler.connection_made(transport)
+            return
+        # TLS is started in the next turn: uvloop starts reading a new connection only after
+        # connection_made returns and ignores a pause_reading() made in it (asyncio honours
+        # it). Whatever arrives before then (the ClientHello, or its first part) is kept and
+        # handed to the TLS protocol in order (`_feed_tls`).
+        self._transport.pause_reading()
+        self._raw_early = []
+        asyncio.get_running_loop().call_soon(self._start_tls, self._transport, self._tls)
+
+    def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        if raw.is_closing():  # evicted or out of time before it started
+            return
+        loop = asyncio.get_running_loop()
+        starting = loop.start_tls(
+            raw, self, context, server_side=True, ssl_handshake_timeout=self._guard.header_timeout
+        )
+        # The synchronous part of start_tls runs now (it pauses reading, puts the TLS protocol
+        # on the transport and schedules that protocol's connection_made), so the early bytes
+        # can follow in the same turn, before anything else is read.
+        try:
+            awaited = starting.send(None)
+        except Exception as exc:  # a verdict on this connection only
+            log.debug("TLS on the web port did not start: %s", exc)
+            self._gone(raw)
+            return
+        self._early = []
+        early, self._raw_early = self._raw_early or [], None
+        if early:
+            loop.call_soon(_feed, raw, b"".join(early))
+        self._handshake = loop.create_task(self._handshaken(raw, starting, awaited))
+
+    async def _handshaken(
+        self, raw: asyncio.Transport, starting: Coroutine[Any, Any, Any], awaited: Any
+    ) -> None:
+        try:
+            secured = await _finish(starting, awaited)
+        except asyncio.CancelledError:
+            self._gone(raw)
+            raise
+        except Exception as exc:  # refused, reset, evicted, out of time: all the same here
+            log.debug("TLS handshake on the web port ended: %s", exc)
+            self._gone(raw)
+            return
+        if secured is None or secured.is_closing():
+            self._gone(raw)
+            return
+        self._transport = secured
+        self._handler.connection_made(secured)
+        early, self._early = self._early or [], None
+        for data in early:
+            self.data_received(data)
+
+    def _gone(self, raw: asyncio.Transport) -> None:
+        self._disarm()
+        self._guard.forget(self)
+        raw.abort()
+
+    @property
+    def handshake(self) -> asyncio.Task[None] | None:
+        """The TLS handshake in progress, if any."""
+        task = self._handshake
+        return task if task is not None and not task.done() else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -151,6 +241,18 @@ class _Guarded(asyncio.Protocol):
             self._handler.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._raw_early is not None:
+            # Bytes of the TLS handshake read before TLS started (uvloop): bounded, a
+            # ClientHello is a few kilobytes and the client waits for the server's answer.
+            if sum(map(len, self._raw_early)) + len(data) > _EARLY_LIMIT:
+                self.abort()
+            self._raw_early.append(data)
+            return
+        if self._early is not None:
+            # TLS delivers the first request bytes in the turn the handshake ends, before
+            # `_start_tls` resumes; the request line and headers are bounded by the deadline.
+            self._early.append(data)
+            return
         # aiohttp counts complete request heads in _request_count (no public counter).
         before = self._handler._request_count
         self._handler.data_received(data)
@@ -160,7 +262,8 @@ class _Guarded(asyncio.Protocol):
             self._arm()  # the first bytes of the next request after an idle spell
 
     def eof_received(self) -> None:
-        self._handler.eof_received()
+        if self._handler.transport is not None:  # else the handshake never finished: close
+            self._handler.eof_received()
 
     def pause_writing(self) -> None:
         self._handler.pause_writing()
@@ -186,6 +289,52 @@ class _Guarded(asyncio.Protocol):
         self._deadline = None
         if not self.busy:
             self._guard.header_expired(self)
+
+
+_EARLY_LIMIT = 65536
+"""Bytes a client may send before TLS started on its connection: more than any ClientHello."""
+
+
+async def _finish(starting: Coroutine[Any, Any, Any], awaited: Any) -> Any:
+    """Drive a coroutine whose first step has run (`starting.send(None)` gave `awaited`) to its
+    end, as a task would: wait for what it waits on, resume it, until it returns. Cancelling
+    the caller throws the cancellation into the coroutine, so it cleans up as it would."""
+    while True:
+        try:
+            if awaited is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((awaited,))
+        except asyncio.CancelledError as cancelled:
+            try:
+                awaited = starting.throw(cancelled)
+            except StopIteration as done:
+                return done.value
+            continue
+        try:
+            awaited = starting.send(None)
+        except StopIteration as done:
+            return done.value
+
+
+def _feed(raw: asyncio.Transport, data: bytes) -> None:
+    """Hand bytes read before TLS started to the TLS protocol now on `raw`, as the transport
+    would have (asyncio's and uvloop's TLS protocols are buffered protocols)."""
+    if raw.is_closing():
+        return
+    # Duck-typed: uvloop's TLS protocol has the buffered protocol's methods without deriving
+    # from asyncio.BufferedProtocol.
+    protocol: Any = raw.get_protocol()
+    if not hasattr(protocol, "get_buffer"):
+        protocol.data_received(data)
+        return
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(protocol.get_buffer(len(view)))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        protocol.buffer_updated(size)
+        view = view[size:]
 
 
 class GuardedSite(web.BaseSite):
@@ -214,14 +363,14 @@ class GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        # A TLS handshake happens before the guard sees the connection: bound it by the same
-        # deadline as the request headers.
-        handshake = self._guard.header_timeout if self._ssl_context is not None else None
+        # No ssl= here: the guard admits the TCP connection, then starts TLS on it.
         self._server = await asyncio.get_running_loop().create_server(
-            self._guard.factory(server),
+            self._guard.factory(server, self._ssl_context),
             self._host,
             self._port,
-            ssl=self._ssl_context,
             backlog=self._backlog,
-            ssl_handshake_timeout=handshake,
         )
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._guard.end_handshakes()
