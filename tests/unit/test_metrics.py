@@ -9,6 +9,8 @@ parsing its output and comparing samples with `generate_latest` for the same sta
 from __future__ import annotations
 
 import gzip
+import math
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -18,6 +20,8 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -522,3 +526,40 @@ def test_renderer_target_lines_follow_a_changed_leaf(
     assert (distinct, key, 1.0) in parsed(renderer.render([good], None).decode())
     assert (distinct, key, 2.0) in parsed(renderer.render([good, second], None).decode())
     assert (distinct, key, 1.0) in parsed(renderer.render([good], None).decode())
+
+
+def _check_number(value: float) -> None:
+    """What the exposition's number format promises: it reads back as the same value, whole
+    numbers below 1e15 are written out with ".0" (not 1e+16 or 5.0e-324 style), infinities
+    and NaN are Prometheus' tokens, and everything else is Python's shortest repr."""
+    text = metrics._number(value)
+    if math.isnan(value):
+        assert text == "NaN"
+        return
+    assert float(text) == value
+    if math.isinf(value):
+        assert text == ("+Inf" if value > 0 else "-Inf")
+    elif value == int(value) and abs(value) < 1e15:
+        assert re.fullmatch(r"-?[0-9]+\.0", text), text
+    else:
+        assert text == repr(float(value))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats() | st.integers(min_value=-(10**20), max_value=10**20).map(float))
+def test_number_format(value: float) -> None:
+    _check_number(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, -0.0, 1.0, 1e15, -1e15, 1e15 - 1, 0.1, 1795764298.6, 2.0**53, 1e300, 5e-324],
+)
+def test_number_format_edges(value: float) -> None:
+    _check_number(value)
+
+
+def test_extra_label_pairs_are_escaped_as_the_endpoint_labels_are() -> None:
+    names, values = ("subject", "issuer"), ('CN="x"\\y', "line\nbreak")
+    assert metrics._extra_pairs(names, values) == metrics._pairs(names, values)
+    assert metrics._extra_pairs(names, values) == 'subject="CN=\\"x\\"\\\\y",issuer="line\\nbreak"'

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.support.pki import Hierarchy
 from tests.support.renders import count_renders
+from tlsprobe.exporter import deflate
 from tlsprobe.exporter.deflate import compressor, gzip_body, joined, segment
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats, Sample, TextRenderer
 from tlsprobe.exporter.snapshot import SnapshotRenderer
@@ -135,6 +136,26 @@ def test_segments_in_any_order_make_one_valid_gzip(
     one_member = zlib.decompressobj(16 + zlib.MAX_WBITS)
     assert one_member.decompress(body) == whole
     assert one_member.eof and not one_member.unused_data
+
+
+@given(st.binary(max_size=2000), st.binary(max_size=70_000))
+def test_crc_combination_is_the_crc_of_the_texts_one_after_the_other(
+    first: bytes, second: bytes
+) -> None:
+    crcs = (zlib.crc32(first), zlib.crc32(second), len(second))
+    assert deflate.python_combine(*crcs) == zlib.crc32(first + second)
+    assert deflate.combine(*crcs) == zlib.crc32(first + second)
+
+
+def test_crc_combination_uses_the_zlib_library_where_it_loads() -> None:
+    """Debian's zlib is there for CI; elsewhere the pure-Python method is the fallback."""
+    assert deflate.combine is not deflate.python_combine
+
+
+def test_the_pure_python_combination_makes_valid_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deflate, "combine", deflate.python_combine)
+    texts = [b"a" * 70_000, bytes(range(256)) * 40, b"", b"tail\n"]
+    assert gzip.decompress(gzip_body([segment(t) for t in texts])) == b"".join(texts)
 
 
 def test_gzip_tool_accepts_the_body() -> None:

@@ -5,16 +5,21 @@ back-reference into what came before it. Such segments can follow each other in 
 still form one valid deflate stream, so a scrape body is the segments cached for what did not
 change, a fresh segment for what did, one final empty block and the gzip trailer: a single-member
 gzip file that every decoder reads (several members would not do: curl and aiohttp stop after the
-first). The trailer's CRC-32 of the whole text is combined from the segments' own CRCs (the
-method of zlib's crc32_combine, which Python's zlib does not expose), so the text is never put
-together uncompressed.
+first). The trailer's CRC-32 of the whole text is combined from the segments' own CRCs, so the
+text is never put together uncompressed. Python's zlib module does not expose zlib's
+crc32_combine; it is called in the zlib library itself (ctypes, about two microseconds), with a
+pure-Python version of the same method where that library cannot be loaded (tens of
+microseconds a combination: a millisecond and more of every scrape).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 LEVEL = 1
@@ -52,6 +57,7 @@ _X2N = _powers()
 """x^(2^n) modulo the polynomial, n = 0..31."""
 
 
+@functools.lru_cache(maxsize=1024)
 def _shift(size: int) -> int:
     """x^(8 * size) modulo the polynomial: what appending `size` bytes does to a CRC."""
     power, k = 1 << 31, 3
@@ -63,6 +69,33 @@ def _shift(size: int) -> int:
     return power
 
 
+def python_combine(crc1: int, crc2: int, size2: int) -> int:
+    """CRC-32 of A then B from CRC-32(A), CRC-32(B) and len(B): zlib's crc32_combine."""
+    return (_multiply(_shift(size2), crc1) if crc1 else 0) ^ crc2
+
+
+def _native_combine() -> Callable[[int, int, int], int] | None:
+    """crc32_combine64 of the system's zlib (the library Python's zlib module is built on),
+    or None where it cannot be loaded."""
+    for name in ("libz.so.1", ctypes.util.find_library("z")):
+        if not name:
+            continue
+        try:
+            function = ctypes.CDLL(name).crc32_combine64
+        except (OSError, AttributeError):
+            continue
+        function.restype = ctypes.c_ulong
+        function.argtypes = (ctypes.c_ulong, ctypes.c_ulong, ctypes.c_int64)
+        if function(zlib.crc32(b"a"), zlib.crc32(b"bc"), 2) != zlib.crc32(b"abc"):
+            continue  # not the zlib it claims to be
+        return function
+    return None
+
+
+combine: Callable[[int, int, int], int] = _native_combine() or python_combine
+"""CRC-32 of two texts one after the other, from their CRCs and the second one's length."""
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     """Compressed text that can stand anywhere in a deflate stream, with what the gzip
@@ -72,8 +105,6 @@ class Segment:
     crc: int
     size: int
     """Length of the text it holds."""
-    shift: int
-    """`_shift(size)`, kept so a trailer costs one multiplication per segment."""
 
     def text(self) -> bytes:
         """The text it holds (for splicing new lines into it)."""
@@ -89,13 +120,13 @@ def segment(text: bytes, using: zlib._Compress | None = None) -> Segment:
     """`text` compressed as a segment; the full flush lets `using` go on with the next one."""
     engine = using or compressor()
     data = engine.compress(text) + engine.flush(zlib.Z_FULL_FLUSH)
-    return Segment(data, zlib.crc32(text), len(text), _shift(len(text)))
+    return Segment(data, zlib.crc32(text), len(text))
 
 
 def joined(segments: Sequence[Segment]) -> Segment:
     """The segments one after another, as one segment."""
     crc, size = _combined(segments)
-    return Segment(b"".join([s.data for s in segments]), crc, size, _shift(size))
+    return Segment(b"".join([s.data for s in segments]), crc, size)
 
 
 def gzip_body(segments: Sequence[Segment]) -> bytes:
@@ -109,6 +140,6 @@ def _combined(segments: Sequence[Segment]) -> tuple[int, int]:
     """CRC-32 and length of the segments' texts one after another."""
     crc, size = 0, 0
     for part in segments:
-        crc = _multiply(part.shift, crc) ^ part.crc
+        crc = combine(crc, part.crc, part.size)
         size += part.size
     return crc, size

@@ -10,6 +10,7 @@ same sample functions (tests/support/collector.py), the oracle it earns its plac
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -265,19 +266,29 @@ def _escape(value: str) -> str:
 
 
 def _number(value: float) -> str:
+    # Most values are whole, finite and small (statuses, counts, timestamps): one comparison
+    # chain answers them. NaN fails every comparison and falls through.
+    if -1e15 < value < 1e15:
+        whole = int(value)
+        return f"{whole}.0" if value == whole else repr(value)
     if value == math.inf:
         return "+Inf"
     if value == -math.inf:
         return "-Inf"
     if math.isnan(value):
         return "NaN"
-    if value == int(value) and abs(value) < 1e15:
-        return f"{int(value)}.0"
     return repr(value)
 
 
 def _pairs(names: Sequence[str], values: Sequence[str]) -> str:
     return ",".join(f'{name}="{_escape(v)}"' for name, v in zip(names, values, strict=True))
+
+
+@functools.lru_cache(maxsize=4096)
+def _extra_pairs(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """`_pairs` for a sample's own labels: phase, check and reason names, TLS versions and
+    ciphers repeat across every endpoint, so they are escaped and joined once (bounded)."""
+    return _pairs(names, values)
 
 
 def _line(metric: MetricDef, values: Sequence[str], value: float) -> str:
@@ -307,13 +318,21 @@ def render_endpoint(state: EndpointState) -> dict[str, bytes]:
     base = _pairs(ENDPOINT_LABELS, state.label_values)
     out: dict[str, list[str]] = {}
     for name, extra, value in endpoint_samples(state):
-        metric = BY_NAME[name]
-        pairs = f"{base},{_pairs(metric.labels, extra)}" if extra else base
-        out.setdefault(name, []).append(f"{_SAMPLE_NAMES[name]}{{{pairs}}} {_number(value)}\n")
+        head = _SAMPLE_NAMES[name]
+        if extra:
+            line = f"{head}{{{base},{_extra_pairs(_LABELS[name], extra)}}} {_number(value)}\n"
+        else:
+            line = f"{head}{{{base}}} {_number(value)}\n"
+        lines = out.get(name)
+        if lines is None:
+            out[name] = [line]
+        else:
+            lines.append(line)
     return {name: "".join(lines).encode() for name, lines in out.items()}
 
 
 _SAMPLE_NAMES: Mapping[str, str] = {m.name: m.sample_name for m in METRICS}
+_LABELS: Mapping[str, tuple[str, ...]] = {m.name: tuple(m.labels) for m in METRICS}
 
 
 class TextRenderer:
