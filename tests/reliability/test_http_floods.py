@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -115,35 +116,72 @@ async def _scrape_until_probed(
     return series
 
 
+async def _flood(
+    path: Path, log: Path, *, partial: bool, tls: ssl.SSLContext | None = None
+) -> tuple[list[int], dict[Series, float]]:
+    """`tlsprobe serve` with 256 descriptors; 80 more flood connections a round (480 in all,
+    far beyond the 256 descriptors: half of them slow-header ones when `partial`), a scrape
+    after each round, the descriptors counted. Returns the scrapes' statuses and, with the
+    flood still held, the series once the target is judged."""
+    held: list[asyncio.StreamWriter] = []
+    with serve_with_low_nofile(path, log) as (process, url):
+        assert url.startswith("https://" if tls else "http://"), url
+        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        connector = aiohttp.TCPConnector(force_close=True, ssl=tls or True)
+        timeout = aiohttp.ClientTimeout(total=10)
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+                statuses: list[int] = []
+                for round_ in range(6):
+                    await asyncio.gather(
+                        *(
+                            _hold(host, int(port), partial=partial and i % 2 == 1, held=held)
+                            for i in range(80)
+                        )
+                    )
+                    status, text = await fetch(http, f"{url}/metrics")
+                    statuses.append(status)
+                    fds = open_fds(process.pid)
+                    assert fds < NOFILE - 40, f"round {round_}: {fds} descriptors open"
+                # With the flood still held, the probes keep their descriptors: the target is
+                # judged (probes run every 3 s), not "unknown: Too many open files".
+                return statuses, await _scrape_until_probed(http, url, text)
+        finally:
+            for writer in held:
+                writer.close()
+
+
 async def test_idle_and_slow_header_connections_cannot_exhaust_descriptors(
     tmp_path: Path, ca_file: Path, good: SmtpTestServer
 ) -> None:
     path = config(tmp_path, ca_file, good, interval="3s", header_timeout="30s")
     log = tmp_path / "serve.log"
-    held: list[asyncio.StreamWriter] = []
-    with serve_with_low_nofile(path, log) as (process, url):
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        connector = aiohttp.TCPConnector(force_close=True)
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            statuses: list[int] = []
-            for round_ in range(6):
-                # 80 more flood connections a round: 480 in all, far beyond the 256 descriptors.
-                await asyncio.gather(
-                    *(_hold(host, int(port), partial=i % 2 == 1, held=held) for i in range(80))
-                )
-                status, text = await fetch(http, f"{url}/metrics")
-                statuses.append(status)
-                fds = open_fds(process.pid)
-                assert fds < NOFILE - 40, f"round {round_}: {fds} descriptors open"
-            # With the flood still held, the probes keep their descriptors: the target is
-            # judged (probes run every 3 s), not "unknown: Too many open files".
-            series = await _scrape_until_probed(http, url, text)
-        for writer in held:
-            writer.close()
+    statuses, series = await _flood(path, log, partial=True)
     assert statuses == [200] * 6
     limit = values(series, "tlsprobe_http_connection_limit")[0]
     assert limit <= NOFILE - 64 - 2 * 10
+    assert values(series, "tlsprobe_http_connections_closed_total", reason="limit")[0] > 0
+    assert values(series, "tlsprobe_probe_success", target="good") == [1.0]
+    assert "Too many open files" not in log.read_text()
+
+
+async def test_silent_tls_handshakes_cannot_exhaust_descriptors(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy, good: SmtpTestServer
+) -> None:
+    """The same flood against a TLS web port: connections that never send a ClientHello. The
+    guard starts TLS itself after admitting a connection, so they count against the cap; when
+    the handshake ran first, they held descriptors past it until the header timeout."""
+    leaf = pki.leaf(["localhost", "127.0.0.1"])
+    cert, key = write_server_files(tmp_path, leaf.key, pki.chain(leaf), stem="web")
+    web = tmp_path / "web-config.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    path = config(
+        tmp_path, ca_file, good, interval="3s", header_timeout="30s", config_file=str(web)
+    )
+    log = tmp_path / "serve.log"
+    tls = ssl.create_default_context(cafile=str(ca_file))
+    statuses, series = await _flood(path, log, partial=False, tls=tls)
+    assert statuses == [200] * 6
     assert values(series, "tlsprobe_http_connections_closed_total", reason="limit")[0] > 0
     assert values(series, "tlsprobe_probe_success", target="good") == [1.0]
     assert "Too many open files" not in log.read_text()
