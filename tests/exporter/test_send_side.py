@@ -248,6 +248,48 @@ async def test_a_sender_verdict_survives_a_restart(
     assert values(text, "tlsprobe_sender_status", **labels) == [], "a removed sender's row stays"
 
 
+@contextlib.asynccontextmanager
+async def silent_relay() -> AsyncIterator[int]:
+    """A relay that accepts the connection and never greets: a canary submission hangs."""
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_a_canary_failure_survives_a_restart(tmp_path: Path, ca_file: Path) -> None:
+    """A restart must not resolve TlsprobeCanaryMissing or start its `for:` over: the last
+    canary outcome is served again at start, until the first canary after it has its own."""
+    relay = f"127.0.0.1:{unused_port()}"
+    canary = {"relay": relay, "recipient": CANARY_RCPT, "interval": "1h", "deadline": "30s"}
+    data = config_data(tmp_path, ca_file, receiver_port=unused_port(), canary=canary)
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    async with running(tmp_path, data) as exporter:
+        side = exporter.send_side
+        assert side is not None
+        await eventually(lambda: side.snapshot()[0].canary is not None, "the canary's outcome")
+        before = side.snapshot()[0].canary
+    assert before is not None and before.reason is not None
+    async with silent_relay() as port:
+        data["tenants"]["contoso"]["senders"][0]["canary"]["relay"] = f"127.0.0.1:{port}"
+        async with running(tmp_path, data) as exporter:
+            restarted = exporter.send_side
+            assert restarted is not None
+            text = await get(exporter, "/metrics")
+            restored = restarted.snapshot()[0].canary
+    assert restored == before  # the first canary after the start is still submitting
+    assert values(text, "tlsprobe_canary_success", **labels) == [0.0]
+    reason = before.reason.value
+    assert values(text, "tlsprobe_canary_failure_info", reason=reason, **labels) == [1.0]
+
+
 async def test_unknown_peers_are_refused_at_rcpt_and_only_counted(
     tmp_path: Path, ca_file: Path
 ) -> None:

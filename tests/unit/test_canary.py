@@ -56,3 +56,68 @@ def test_submitting_to_nothing_is_unreachable() -> None:
     relay = canary.Relay("127.0.0.1", free_port(), recipient="c@canary.test")
     outcome = asyncio.run(canary.submit(relay, "tok", timeout=2))
     assert outcome is not None and outcome.reason is CanaryReason.SUBMIT_UNREACHABLE
+
+
+class _Relay:
+    """A loopback relay that greets one byte at a time, or never; notes when the client's
+    connection closes."""
+
+    def __init__(self, drip: float | None) -> None:
+        self.drip = drip
+        self.closed = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if self.drip is None:
+                await reader.read()  # until the client's side is shut
+            else:
+                while True:  # "220 " forever, never a line end: every read gets a byte
+                    for byte in b"220 ":
+                        writer.write(bytes([byte]))
+                        await writer.drain()
+                        await asyncio.sleep(self.drip)
+        except ConnectionError:
+            pass
+        finally:
+            self.closed.set()
+            writer.close()
+
+
+async def _serve(relay: _Relay) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_a_cancelled_submission_closes_its_connection_at_once() -> None:
+    """A stop or reload cancels the canary task: the worker thread's connection is shut then,
+    not left to run to its 60 s deadline (which held the exporter's shutdown that long)."""
+    relay = _Relay(drip=None)
+    server, port = await _serve(relay)
+    try:
+        task = asyncio.create_task(
+            canary.submit(canary.Relay("127.0.0.1", port), canary.new_token(), timeout=60)
+        )
+        await asyncio.sleep(0.5)
+        task.cancel()
+        # A generous bound, not a timing assert: without the fix it is the 60 s deadline.
+        await asyncio.wait_for(relay.closed.wait(), timeout=15)
+        assert task.cancelled()
+    finally:
+        server.close()
+
+
+async def test_a_drip_feeding_relay_cannot_stretch_the_deadline() -> None:
+    """Each read gets a byte well within the per-read timeout; the whole submission still ends
+    at its one deadline (it ran until the relay stopped)."""
+    relay = _Relay(drip=0.2)
+    server, port = await _serve(relay)
+    try:
+        relay_at = canary.Relay("127.0.0.1", port)
+        outcome = await asyncio.wait_for(
+            canary.submit(relay_at, canary.new_token(), timeout=2), timeout=20
+        )
+        await asyncio.wait_for(relay.closed.wait(), timeout=15)
+    finally:
+        server.close()
+    assert outcome is not None and outcome.reason is CanaryReason.SUBMIT_TIMEOUT
+    assert "within 2 s" in outcome.message

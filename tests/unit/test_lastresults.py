@@ -13,8 +13,24 @@ from types import MappingProxyType
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import Hierarchy
-from tlsprobe.exporter.lastresults import ResultStore, decode, encode
-from tlsprobe.model import Capture, Endpoint, Policy, ProbeError, ProbeResult, Reason, TlsInfo
+from tlsprobe.exporter.lastresults import (
+    ResultStore,
+    decode,
+    decode_canary,
+    encode,
+    encode_canary,
+)
+from tlsprobe.exporter.senders import CanaryState
+from tlsprobe.model import (
+    CanaryReason,
+    Capture,
+    Endpoint,
+    Policy,
+    ProbeError,
+    ProbeResult,
+    Reason,
+    TlsInfo,
+)
 from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import judge
 
@@ -91,3 +107,32 @@ def test_a_failed_write_is_kept_for_the_next_flush(
     store.flush()
     assert [key for key, _ in store.load()] == [KEY]
     store.close()
+
+
+FAILED_CANARY = CanaryState(
+    False, 1796000000.5, None, CanaryReason.MISSING, "not received within 60 s", 1795990000.0
+)
+GOOD_CANARY = CanaryState(True, 1796000100.25, 0.042, last_success_at=1796000100.25)
+
+
+def test_a_canary_outcome_reads_back_equal_after_a_reopen(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "results.sqlite3")
+    store.put_canary(("contoso", "relay-1"), FAILED_CANARY)
+    store.put_canary(("contoso", "relay-2"), GOOD_CANARY)
+    store.close()
+    again = ResultStore(tmp_path / "results.sqlite3")
+    assert again.load_canaries() == {
+        ("contoso", "relay-1"): FAILED_CANARY,
+        ("contoso", "relay-2"): GOOD_CANARY,
+    }
+    # Pruned with the senders no longer configured (a sender's key in the results' form).
+    again.prune([("contoso", "sender:relay-2", "relay-2", "", "")])
+    assert again.load_canaries() == {("contoso", "relay-2"): GOOD_CANARY}
+    again.close()
+
+
+def test_unreadable_canary_rows_are_skipped() -> None:
+    assert decode_canary("{") is None
+    assert decode_canary('{"format": 99}') is None
+    assert decode_canary('{"format": 1, "success": false}') is None
+    assert decode_canary(encode_canary(FAILED_CANARY)) == FAILED_CANARY

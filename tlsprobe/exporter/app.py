@@ -178,6 +178,8 @@ class Exporter:
             server_leaf=self.server_leaf,
             restored=restored,
             on_result=self._remember_sender,
+            canaries=self.last_results.load_canaries() if self.last_results else None,
+            on_canary=self.last_results.put_canary if self.last_results else None,
         )
         try:
             await self.send_side.start()

@@ -7,8 +7,9 @@ the exporter loads these results (for the targets still configured), publishes t
 probes as usual; each new result replaces its restored one.
 
 `state_dir/results.sqlite3` holds one row per endpoint, and one per sender of the send side
-(its last judged session, target `sender:NAME`), so that a restart resolves no sender page
-either. Results are collected in memory and
+(its last judged session, target `sender:NAME`), and the last canary outcome of each sender
+that has one (table `last_canary`), so that a restart resolves no sender or canary page
+either, nor starts its `for:` over. Results are collected in memory and
 written every `FLUSH_INTERVAL` seconds and at stop, in one transaction, from a worker thread;
 a result whose verdict did not change since the last write only moves its timestamp, so the
 steady state writes a few bytes per probe. A kill -9 loses at most one interval of results
@@ -33,9 +34,10 @@ from typing import Any
 from tlsprobe.exporter.config import Config
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import state_for
-from tlsprobe.exporter.senders import SENDER_TARGET
+from tlsprobe.exporter.senders import SENDER_TARGET, CanaryState, SenderKey, result_key
 from tlsprobe.exporter.store import HistoryStore, StateError
 from tlsprobe.model import (
+    CanaryReason,
     Check,
     CheckName,
     Endpoint,
@@ -67,6 +69,16 @@ _SCHEMA = """
         PRIMARY KEY (tenant, target, host, address, port)
     ) WITHOUT ROWID
 """
+_CANARY_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS last_canary (
+        tenant TEXT NOT NULL, sender TEXT NOT NULL, body TEXT NOT NULL,
+        PRIMARY KEY (tenant, sender)
+    ) WITHOUT ROWID
+"""
+_CANARY_UPSERT = """
+    INSERT INTO last_canary VALUES (?, ?, ?)
+    ON CONFLICT (tenant, sender) DO UPDATE SET body = excluded.body
+"""
 _UPSERT = """
     INSERT INTO last_result VALUES (?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (tenant, target, host, address, port) DO UPDATE SET
@@ -86,6 +98,7 @@ class ResultStore:
         self._lock = threading.Lock()
         self._swap = threading.Lock()
         self._pending: dict[Key, ProbeResult] = {}
+        self._canaries: dict[SenderKey, CanaryState] = {}
         self._written: dict[Key, str] = {}
         self._failing = False
         try:
@@ -94,6 +107,7 @@ class ResultStore:
             )
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(_SCHEMA)
+            self._conn.execute(_CANARY_SCHEMA)
         except sqlite3.Error as exc:
             raise StateError(f"{path}: cannot be used for last results ({exc})") from exc
 
@@ -102,6 +116,22 @@ class ResultStore:
         # flush's disk write, and a flush never iterates a dict the loop is adding to.
         with self._swap:
             self._pending[key] = result
+
+    def put_canary(self, key: SenderKey, state: CanaryState) -> None:
+        """A sender's latest canary outcome, written with the next flush."""
+        with self._swap:
+            self._canaries[key] = state
+
+    def load_canaries(self) -> dict[SenderKey, CanaryState]:
+        """Every stored canary outcome that can still be read (a row that cannot is skipped)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT tenant, sender, body FROM last_canary").fetchall()
+        loaded = {}
+        for tenant, sender, body in rows:
+            state = decode_canary(body)
+            if state is not None:
+                loaded[(tenant, sender)] = state
+        return loaded
 
     def load(self) -> list[tuple[Key, ProbeResult]]:
         """Every stored result that can still be read (a row that cannot is skipped)."""
@@ -129,19 +159,27 @@ class ResultStore:
                 " AND address = ? AND port = ?",
                 gone,
             )
+            senders = {(k[0], k[2]) for k in wanted if k[1].startswith(SENDER_TARGET)}
+            stored = self._conn.execute("SELECT tenant, sender FROM last_canary").fetchall()
+            self._conn.executemany(
+                "DELETE FROM last_canary WHERE tenant = ? AND sender = ?",
+                [k for k in stored if tuple(k) not in senders],
+            )
 
     def flush(self) -> None:
         """Write what was put since the last flush; on failure keep it for the next one."""
         with self._lock:
             with self._swap:
                 pending, self._pending = self._pending, {}
-            if not pending:
+                canaries, self._canaries = self._canaries, {}
+            if not pending and not canaries:
                 return
             try:
-                self._write(pending)
+                self._write(pending, canaries)
             except sqlite3.Error as exc:
                 with self._swap:
                     self._pending = pending | self._pending
+                    self._canaries = canaries | self._canaries
                 if not self._failing:
                     log.warning("last results %s cannot be written: %s", self.path, exc)
                 self._failing = True
@@ -155,7 +193,9 @@ class ResultStore:
         with self._lock:
             self._conn.close()
 
-    def _write(self, pending: dict[Key, ProbeResult]) -> None:
+    def _write(
+        self, pending: dict[Key, ProbeResult], canaries: dict[SenderKey, CanaryState]
+    ) -> None:
         upserts, touches, digests = [], [], {}
         for key, result in pending.items():
             body = encode(result)
@@ -170,6 +210,9 @@ class ResultStore:
         try:
             self._conn.executemany(_UPSERT, upserts)
             self._conn.executemany(_TOUCH, touches)
+            self._conn.executemany(
+                _CANARY_UPSERT, [(*key, encode_canary(c)) for key, c in canaries.items()]
+            )
             self._conn.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:
@@ -244,6 +287,41 @@ def _checks(rows: list[list[Any]]) -> Iterator[Check]:
         yield Check(CheckName(name), Status(status), message, symptom, reason)
 
 
+def encode_canary(state: CanaryState) -> str:
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "success": state.success,
+            "at": state.at,
+            "round_trip": state.round_trip,
+            "reason": state.reason.value if state.reason else None,
+            "message": state.message,
+            "last_success_at": state.last_success_at,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_canary(body: str) -> CanaryState | None:
+    """The outcome `encode_canary` wrote, or None when it cannot be read back (logged)."""
+    try:
+        record = json.loads(body)
+        if record.get("format") != FORMAT:
+            raise ValueError(f"unknown format {record.get('format')!r}")
+        round_trip, reason = record["round_trip"], record["reason"]
+        return CanaryState(
+            success=bool(record["success"]),
+            at=float(record["at"]),
+            round_trip=None if round_trip is None else float(round_trip),
+            reason=None if reason is None else CanaryReason(reason),
+            message=str(record["message"]),
+            last_success_at=float(record["last_success_at"]),
+        )
+    except Exception as exc:  # a stored row must never stop the start
+        log.info("a stored canary outcome cannot be read, skipped: %s", exc)
+        return None
+
+
 # --- start-up -----------------------------------------------------------------------------------
 
 
@@ -270,5 +348,7 @@ def restore(
             state = replace(state, drift=history.drift((tenant, name, host, address, int(port))))
         results.put(state)
         restored.append(key)
-    store.prune([*restored, *(key for key, _ in sender_rows)])
+    # Every configured sender's rows stay (its canary outcome may be stored without a verdict).
+    configured = [result_key(s) for s in config.send.senders] if config.send else []
+    store.prune([*restored, *configured])
     return len(restored), sender_rows

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,8 @@ SENDER_TARGET = "sender:"
 TrustFor = Callable[[Path | None], TrustStore]
 ResultKey = tuple[str, str, str, str, str]
 """A sender's row in the last results (`lastresults`): tenant, `sender:NAME`, NAME, "", ""."""
+SenderKey = tuple[str, str]
+"""(tenant, sender name)."""
 ServerLeaf = Callable[[str, str], str | None]
 """(tenant, target) -> SHA-256 of the leaf the server probe of that target sees now."""
 
@@ -76,9 +78,13 @@ class SendSide:
         server_leaf: ServerLeaf,
         restored: Iterable[tuple[ResultKey, ProbeResult]] = (),
         on_result: Callable[[ResultKey, ProbeResult], None] | None = None,
+        canaries: Mapping[SenderKey, CanaryState] | None = None,
+        on_canary: Callable[[SenderKey, CanaryState], None] | None = None,
     ) -> None:
         """`restored`: the last verdicts kept from before a restart (served until the sender's
-        next session); `on_result` is told every new verdict, to keep it for the next start."""
+        next session); `on_result` is told every new verdict, to keep it for the next start.
+        `canaries` and `on_canary` do the same for canary outcomes (served until the first
+        canary after the start has its outcome)."""
         self.config = config
         self._history = history
         self._trust_for = trust_for
@@ -89,6 +95,11 @@ class SendSide:
         }
         for key, result in restored:
             self._restore(key, result)
+        for sender_key, outcome in (canaries or {}).items():
+            state = self._states.get(sender_key)
+            if state is not None and state.sender.canary is not None:
+                self._states[sender_key] = replace(state, canary=outcome)
+        self._on_canary = on_canary
         self._book = canary.CanaryBook()
         self._tokens: dict[str, tuple[str, str]] = {}
         """Canary token in flight -> sender key; each leaves when its outcome is recorded."""
@@ -265,6 +276,8 @@ class SendSide:
                 extra={"fields": {"sender": key[1], "reason": outcome.reason.value}},
             )
         self._states[key] = replace(state, canary=current)
+        if self._on_canary is not None:
+            self._on_canary(key, current)
 
     # --- views ---------------------------------------------------------------------------
 

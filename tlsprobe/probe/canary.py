@@ -7,7 +7,10 @@ token still pending at its deadline is a failure with reason `missing`. Submissi
 carry a bounded `CanaryReason` too; free text stays in messages.
 
 Submission uses the standard library's `smtplib` in a worker thread: it speaks STARTTLS and
-AUTH, and every socket operation is bounded by the timeout. STARTTLS to the relay does not
+AUTH. The whole submission has one deadline (a relay that answers slowly, line by line, cannot
+stretch it), and at that deadline, or when the caller is cancelled (a stop, a reload), the
+connection is shut at once so the worker thread ends with it instead of holding the process's
+shutdown for up to the deadline. STARTTLS to the relay does not
 verify the relay's certificate (that certificate is what the server-side probe judges); the
 password, when configured, is sent only after STARTTLS. Values only: no metric or store here.
 """
@@ -15,12 +18,15 @@ password, when configured, is sent only after STARTTLS. Values only: no metric o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import smtplib
+import socket
 import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from tlsprobe.model import CanaryReason
 from tlsprobe.probe.smtpserver import CANARY_HEADER
@@ -76,12 +82,41 @@ def message_bytes(relay: Relay, token: str) -> str:
 
 
 async def submit(relay: Relay, token: str, *, timeout: float) -> Outcome | None:
-    """Submit one canary; None when the relay accepted it, else the failure."""
+    """Submit one canary within `timeout`; None when the relay accepted it, else the failure."""
+    clients: list[smtplib.SMTP] = []
     try:
-        await asyncio.to_thread(_submit_blocking, relay, token, timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.to_thread(_submit_blocking, relay, token, timeout, clients)
     except _SubmitError as exc:
         return Outcome("", token, None, exc.reason, exc.message)
+    except TimeoutError:
+        _shut(clients)
+        message = f"relay did not take the canary within {timeout:g} s"
+        return Outcome("", token, None, CanaryReason.SUBMIT_TIMEOUT, message)
+    except asyncio.CancelledError:
+        _shut(clients)
+        raise
     return None
+
+
+class _Client(smtplib.SMTP):
+    """smtplib's client, remembered by the caller once its socket exists, so that another
+    thread can shut that socket (and so end a blocked read) at the deadline."""
+
+    def __init__(self, clients: list[smtplib.SMTP], **options: Any) -> None:
+        clients.append(self)
+        super().__init__(**options)
+
+
+def _shut(clients: list[smtplib.SMTP]) -> None:
+    """Shut the submission's connection from the event loop's thread: the worker's blocked
+    read returns at once. The plain socket's shutdown, also under TLS (SSLSocket.shutdown
+    would drop its SSL object under the worker's feet)."""
+    for client in clients:
+        sock = client.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _SubmitError(Exception):
@@ -91,9 +126,10 @@ class _SubmitError(Exception):
         self.message = message
 
 
-def _submit_blocking(relay: Relay, token: str, timeout: float) -> None:
+def _submit_blocking(relay: Relay, token: str, timeout: float, clients: list[smtplib.SMTP]) -> None:
     try:
-        with smtplib.SMTP(relay.host, relay.port, local_hostname=relay.helo, timeout=timeout) as c:
+        options = {"local_hostname": relay.helo, "timeout": timeout}
+        with _Client(clients, host=relay.host, port=relay.port, **options) as c:
             if relay.starttls:
                 c.starttls(context=_context())
             if relay.username:
