@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 from tests.support.smtpclients import free_port
 from tlsprobe.model import CanaryReason
@@ -121,3 +123,33 @@ async def test_a_drip_feeding_relay_cannot_stretch_the_deadline() -> None:
         server.close()
     assert outcome is not None and outcome.reason is CanaryReason.SUBMIT_TIMEOUT
     assert "within 2 s" in outcome.message
+
+
+async def test_a_connect_the_relay_never_answers_holds_no_thread() -> None:
+    """A firewall that drops the relay's SYNs: the connect hangs. It runs on the event loop,
+    so cancelling the canary (a stop) leaves no worker thread behind for the interpreter's
+    shutdown to wait on (it waited the whole 60 s deadline)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepted: once its queue is full, further SYNs are dropped
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        relay = canary.Relay("127.0.0.1", port)
+        task = asyncio.create_task(canary.submit(relay, canary.new_token(), timeout=60))
+        await asyncio.sleep(0.5)
+        assert not task.done(), "the connect was expected to hang"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # A generous bound, not a timing assert: a worker blocked in connect takes 60 s.
+        await asyncio.wait_for(asyncio.get_running_loop().shutdown_default_executor(), 15)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

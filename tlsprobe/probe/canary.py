@@ -84,36 +84,76 @@ def message_bytes(relay: Relay, token: str) -> str:
 async def submit(relay: Relay, token: str, *, timeout: float) -> Outcome | None:
     """Submit one canary within `timeout`; None when the relay accepted it, else the failure."""
     clients: list[smtplib.SMTP] = []
+    sock: socket.socket | None = None
     try:
         async with asyncio.timeout(timeout):
-            await asyncio.to_thread(_submit_blocking, relay, token, timeout, clients)
+            # Connected here, on the loop, so that a relay that never answers the connect (a
+            # firewall dropping it) holds no thread; the dialogue then runs in one.
+            sock = await _connect(relay.host, relay.port)
+            await asyncio.to_thread(_submit_blocking, relay, token, timeout, clients, sock)
     except _SubmitError as exc:
         return Outcome("", token, None, exc.reason, exc.message)
     except TimeoutError:
-        _shut(clients)
+        _shut(clients, sock)
         message = f"relay did not take the canary within {timeout:g} s"
         return Outcome("", token, None, CanaryReason.SUBMIT_TIMEOUT, message)
     except asyncio.CancelledError:
-        _shut(clients)
+        _shut(clients, sock)
         raise
+    except OSError as exc:
+        return Outcome("", token, None, CanaryReason.SUBMIT_UNREACHABLE, f"relay: {exc}")
     return None
 
 
+async def _connect(host: str, port: int) -> socket.socket:
+    """A TCP connection to the relay, each of its addresses in turn."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    last: OSError = OSError(f"{host} has no address")
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise last
+
+
 class _Client(smtplib.SMTP):
-    """smtplib's client, remembered by the caller once its socket exists, so that another
-    thread can shut that socket (and so end a blocked read) at the deadline."""
+    """smtplib's client on a socket connected beforehand, remembered by the caller so that
+    another thread can shut that socket (and so end a blocked read) at the deadline."""
 
-    def __init__(self, clients: list[smtplib.SMTP], **options: Any) -> None:
+    def __init__(
+        self, clients: list[smtplib.SMTP], connected: socket.socket, **options: Any
+    ) -> None:
+        self._connected = connected
         clients.append(self)
-        super().__init__(**options)
+        super().__init__(**options)  # no host: smtplib connects nothing itself
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        self._host = host  # smtplib sets it only when __init__ connects; STARTTLS sends it (SNI)
+        self._connected.settimeout(timeout)
+        return self._connected
 
 
-def _shut(clients: list[smtplib.SMTP]) -> None:
+def _shut(clients: list[smtplib.SMTP], connected: socket.socket | None) -> None:
     """Shut the submission's connection from the event loop's thread: the worker's blocked
     read returns at once. The plain socket's shutdown, also under TLS (SSLSocket.shutdown
-    would drop its SSL object under the worker's feet)."""
+    would drop its SSL object under the worker's feet). A socket no worker took yet is
+    closed here."""
+    if not clients:
+        if connected is not None:
+            connected.close()
+        return
     for client in clients:
-        sock = client.sock
+        sock = client.sock or connected
         if sock is not None:
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
@@ -126,10 +166,12 @@ class _SubmitError(Exception):
         self.message = message
 
 
-def _submit_blocking(relay: Relay, token: str, timeout: float, clients: list[smtplib.SMTP]) -> None:
+def _submit_blocking(
+    relay: Relay, token: str, timeout: float, clients: list[smtplib.SMTP], sock: socket.socket
+) -> None:
     try:
-        options = {"local_hostname": relay.helo, "timeout": timeout}
-        with _Client(clients, host=relay.host, port=relay.port, **options) as c:
+        with _Client(clients, sock, local_hostname=relay.helo, timeout=timeout) as c:
+            c.connect(relay.host, relay.port)  # the socket given; reads the greeting
             if relay.starttls:
                 c.starttls(context=_context())
             if relay.username:
