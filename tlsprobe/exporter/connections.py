@@ -175,7 +175,7 @@ class _Guarded(asyncio.Protocol):
         # TLS is started in the next turn: uvloop starts reading a new connection only after
         # connection_made returns and ignores a pause_reading() made in it (asyncio honours
         # it). Whatever arrives before then (the ClientHello, or its first part) is kept and
-        # handed to the TLS protocol in order (`_feed_tls`).
+        # handed to the TLS protocol in order (`_feed`).
         self._transport.pause_reading()
         self._raw_early = []
         asyncio.get_running_loop().call_soon(self._start_tls, self._transport, self._tls)
@@ -250,7 +250,7 @@ class _Guarded(asyncio.Protocol):
             return
         if self._early is not None:
             # TLS delivers the first request bytes in the turn the handshake ends, before
-            # `_start_tls` resumes; the request line and headers are bounded by the deadline.
+            # `_handshaken` resumes; the request line and headers are bounded by the deadline.
             self._early.append(data)
             return
         # aiohttp counts complete request heads in _request_count (no public counter).
