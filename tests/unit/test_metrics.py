@@ -40,6 +40,7 @@ from tlsprobe.exporter.metrics import (
     TextRenderer,
 )
 from tlsprobe.exporter.scrape import Scrape
+from tlsprobe.exporter.snapshot import SnapshotRenderer
 from tlsprobe.exporter.store import Drift, StoredCert
 from tlsprobe.model import (
     Capture,
@@ -500,6 +501,25 @@ async def test_scrape_renders_many_new_results_in_a_worker_thread(
     plain, gzipped = await Scrape().body(everything[:1], stats, gzip_ok=False)
     assert threads == [threading.get_ident()]
     assert not gzipped and plain == TextRenderer().render(everything[:1], stats)
+
+
+async def test_a_scrape_compares_the_states_once(
+    monkeypatch: pytest.MonkeyPatch, everything: list[EndpointState], stats: ExporterStats
+) -> None:
+    """Deciding where to render and rendering share one comparison of the states (a pass over
+    every endpoint's state: it was made twice per scrape)."""
+    compared: list[int] = []
+    real = SnapshotRenderer._moved
+
+    def counting(self: SnapshotRenderer, states: Sequence[EndpointState]) -> list[int] | None:
+        compared.append(len(states))
+        return real(self, states)
+
+    monkeypatch.setattr(SnapshotRenderer, "_moved", counting)
+    scraper = Scrape()
+    for _ in range(3):
+        await scraper.body(everything, stats, gzip_ok=True)
+    assert compared == [len(everything)] * 3
 
 
 def test_stats_snapshot_does_not_follow_later_counts() -> None:

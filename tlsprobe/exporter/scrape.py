@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Sequence
 
 from tlsprobe.exporter.metrics import EndpointState, ExporterStats, Sample
-from tlsprobe.exporter.snapshot import SnapshotRenderer
+from tlsprobe.exporter.snapshot import Changes, SnapshotRenderer
 
 GZIP_MIN_BYTES = 4096
 """Smaller bodies go out as they are: their gzip header and trailer save nothing worth it."""
@@ -44,10 +44,12 @@ class Scrape:
         """The exposition text of the snapshot (`extra`: samples with all their label values),
         gzipped when `gzip_ok` and worth it; returns (body, whether it is gzipped)."""
         async with self._lock:
-            if self.renderer.changed(states) <= INLINE_CHANGES:
+            # Worked out once: the comparison of the states is a pass over all of them.
+            changes = self.renderer.changes(states)
+            if len(changes) <= INLINE_CHANGES:
                 # Cheap: on the web loop, without two more hand-offs of the GIL to a worker.
-                return self._render(states, stats, extra, gzip_ok)
-            return await asyncio.to_thread(self._render, states, stats, extra, gzip_ok)
+                return self._render(states, stats, extra, gzip_ok, changes)
+            return await asyncio.to_thread(self._render, states, stats, extra, gzip_ok, changes)
 
     def _render(
         self,
@@ -55,8 +57,9 @@ class Scrape:
         stats: ExporterStats,
         extra: Sequence[Sample],
         gzip_ok: bool,
+        changes: Changes,
     ) -> tuple[bytes, bool]:
-        body = self.renderer.gzip(states, stats, extra)
+        body = self.renderer.gzip(states, stats, extra, changes)
         text_size = int.from_bytes(body[-4:], "little")
         if gzip_ok and text_size > GZIP_MIN_BYTES:
             return body, True

@@ -37,6 +37,8 @@ from tlsprobe.exporter.metrics import (
 from tlsprobe.model import EndpointKey
 
 TargetKey = tuple[str, str]
+Changes = dict[EndpointKey, EndpointState | None]
+"""Endpoints with a new state since the last snapshot, and (None) those gone."""
 
 
 def _endpoint_parts(_: EndpointKey, state: EndpointState) -> Parts:
@@ -70,22 +72,15 @@ class SnapshotRenderer:
         states: Sequence[EndpointState],
         stats: ExporterStats | None,
         extra: Iterable[Sample] = (),
+        changes: Changes | None = None,
     ) -> bytes:
-        """The exposition of `states`, `stats` and `extra` (as `TextRenderer.render`), gzipped."""
-        changes = self._changes(states)
+        """The exposition of `states`, `stats` and `extra` (as `TextRenderer.render`), gzipped.
+        `changes`: `self.changes(states)` when the caller has it already."""
+        if changes is None:
+            changes = self.changes(states)
         if changes:
             self._update(states, changes)
         return gzip_body(self._segments(own_samples(states, stats, extra)))
-
-    def changed(self, states: Sequence[EndpointState]) -> int:
-        """How many endpoints have a new state, arrived or left since the last snapshot: the
-        work a render will do."""
-        moved = self._moved(states)
-        if moved is not None:
-            return len(moved)
-        shown, now = {id(state) for state in self._last}, {id(state) for state in states}
-        arrived = sum(id(state) not in shown for state in states)
-        return arrived + sum(id(state) not in now for state in self._last)
 
     def _moved(self, states: Sequence[EndpointState]) -> list[int] | None:
         """The places where `states` has another state for the same endpoint than the last
@@ -104,11 +99,7 @@ class SnapshotRenderer:
         joined_copies = sum(len(family.data) for family in self._families if family)
         return self._endpoints.held_bytes() + self._targets.held_bytes() + joined_copies
 
-    def _update(
-        self,
-        states: Sequence[EndpointState],
-        changes: dict[EndpointKey, EndpointState | None],
-    ) -> None:
+    def _update(self, states: Sequence[EndpointState], changes: Changes) -> None:
         self._endpoints.update(changes)
         touched: dict[TargetKey, None] = {}
         for key, state in changes.items():
@@ -128,8 +119,9 @@ class SnapshotRenderer:
             )
         self._last = list(states)
 
-    def _changes(self, states: Sequence[EndpointState]) -> dict[EndpointKey, EndpointState | None]:
-        """The endpoints with a new state since the last scrape, and (None) those gone.
+    def changes(self, states: Sequence[EndpointState]) -> Changes:
+        """The endpoints with a new state since the last scrape, and (None) those gone: the
+        work a render will do.
 
         A state the last scrape showed is the same object now, so identity finds the few new
         ones without computing 10,000 keys; `_last` holds the old states, so no id is reused.
