@@ -517,9 +517,20 @@ async def test_a_scrape_compares_the_states_once(
 
     monkeypatch.setattr(SnapshotRenderer, "_moved", counting)
     scraper = Scrape()
-    for _ in range(3):
-        await scraper.body(everything, stats, gzip_ok=True)
+    await scraper.body(everything, stats, gzip_ok=True)
+    compared.clear()
+    for later in (1.0, 2.0, 3.0):  # a new result for the last endpoint before each scrape
+        last = everything[-1]
+        newer = replace(
+            last, result=replace(last.result, started_at=last.result.started_at + later)
+        )
+        states = [*everything[:-1], newer]
+        await scraper.body(states, stats, gzip_ok=True)
     assert compared == [len(everything)] * 3
+    compared.clear()
+    body, _ = await scraper.body(list(states), stats, gzip_ok=True)  # nothing new
+    assert compared == []  # decided by one list comparison in C
+    assert gzip.decompress(body) == TextRenderer().render(states, stats)
 
 
 def test_stats_snapshot_does_not_follow_later_counts() -> None:

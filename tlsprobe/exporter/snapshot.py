@@ -126,6 +126,10 @@ class SnapshotRenderer:
         A state the last scrape showed is the same object now, so identity finds the few new
         ones without computing 10,000 keys; `_last` holds the old states, so no id is reused.
         """
+        if states == self._last:
+            # Nothing new, the usual case between probes: list equality in C, which takes an
+            # identical element as equal without comparing it (equal states render alike).
+            return {}
         moved = self._moved(states)
         if moved is not None:
             return {states[i].key: states[i] for i in moved}
