@@ -111,18 +111,18 @@ async def test_a_cancelled_submission_closes_its_connection_at_once() -> None:
 async def test_a_drip_feeding_relay_cannot_stretch_the_deadline() -> None:
     """Each read gets a byte well within the per-read timeout; the whole submission still ends
     at its one deadline (it ran until the relay stopped)."""
-    relay = _Relay(drip=0.2)
+    relay = _Relay(drip=0.1)
     server, port = await _serve(relay)
     try:
         relay_at = canary.Relay("127.0.0.1", port)
         outcome = await asyncio.wait_for(
-            canary.submit(relay_at, canary.new_token(), timeout=2), timeout=20
+            canary.submit(relay_at, canary.new_token(), timeout=1), timeout=20
         )
         await asyncio.wait_for(relay.closed.wait(), timeout=15)
     finally:
         server.close()
     assert outcome is not None and outcome.reason is CanaryReason.SUBMIT_TIMEOUT
-    assert "within 2 s" in outcome.message
+    assert "within 1 s" in outcome.message
 
 
 async def test_a_connect_the_relay_never_answers_holds_no_thread() -> None:

@@ -576,7 +576,7 @@ def _check_number(value: float) -> None:
         assert text == repr(float(value))
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.floats() | st.integers(min_value=-(10**20), max_value=10**20).map(float))
 def test_number_format(value: float) -> None:
     _check_number(value)
