@@ -24,8 +24,9 @@ from tlsprobe.probe.evaluate import days_left
 from tlsprobe.probe.software import MailServer, identify
 
 
-def _iso(moment: datetime) -> str | None:
-    """ISO 8601 in UTC; None (JSON null) for a date the certificate's encoding did not give."""
+def iso_time(moment: datetime) -> str | None:
+    """ISO 8601 in UTC; None (JSON null) for a date the certificate's encoding did not give.
+    The JSON output and the exporter's outcome log write certificate dates with it."""
     if not readable_time(moment.timestamp()):
         return None
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -36,8 +37,8 @@ def cert_json(facts: CertFacts) -> dict[str, Any]:
         "subject": facts.subject,
         "issuer": facts.issuer,
         "serial": facts.serial,
-        "not_before": _iso(facts.not_before),
-        "not_after": _iso(facts.not_after),
+        "not_before": iso_time(facts.not_before),
+        "not_after": iso_time(facts.not_after),
         "sha256": facts.sha256,
         "dns_names": list(facts.dns_names),
         "common_names": list(facts.common_names),

@@ -123,11 +123,10 @@ class ConnectionGuard:
     async def end_handshakes(self) -> None:
         """Abort the connections still in their TLS handshake (aiohttp does not know them yet,
         so its shutdown would leave them to the handshake timeout) and wait until they end."""
-        pending = [c.handshake for c in self._open if c.handshake is not None]
-        for connection in list(self._open):
-            if connection.handshake is not None:
-                connection.abort()
-        await asyncio.gather(*(task for task in pending if task), return_exceptions=True)
+        pending = [(c, task) for c in self._open if (task := c.handshake) is not None]
+        for connection, _ in pending:
+            connection.abort()
+        await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
 
     def header_expired(self, connection: _Guarded) -> None:
         self.closed[Closed.HEADER_TIMEOUT] += 1

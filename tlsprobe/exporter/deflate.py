@@ -19,7 +19,7 @@ import ctypes.util
 import functools
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 LEVEL = 1
@@ -77,9 +77,7 @@ def python_combine(crc1: int, crc2: int, size2: int) -> int:
 def _native_combine() -> Callable[[int, int, int], int] | None:
     """crc32_combine64 of the system's zlib (the library Python's zlib module is built on),
     or None where it cannot be loaded."""
-    for name in ("libz.so.1", ctypes.util.find_library("z")):
-        if not name:
-            continue
+    for name in _zlib_names():
         try:
             function = ctypes.CDLL(name).crc32_combine64
         except (OSError, AttributeError):
@@ -90,6 +88,14 @@ def _native_combine() -> Callable[[int, int, int], int] | None:
             continue  # not the zlib it claims to be
         return function
     return None
+
+
+def _zlib_names() -> Iterator[str]:
+    yield "libz.so.1"
+    # Looked up only where that soname does not load: find_library runs ldconfig or a compiler.
+    found = ctypes.util.find_library("z")
+    if found:
+        yield found
 
 
 combine: Callable[[int, int, int], int] = _native_combine() or python_combine

@@ -332,7 +332,7 @@ def render_endpoint(state: EndpointState) -> dict[str, bytes]:
 
 
 _SAMPLE_NAMES: Mapping[str, str] = {m.name: m.sample_name for m in METRICS}
-_LABELS: Mapping[str, tuple[str, ...]] = {m.name: tuple(m.labels) for m in METRICS}
+_LABELS: Mapping[str, tuple[str, ...]] = {m.name: m.labels for m in METRICS}
 
 
 class TextRenderer:

@@ -22,6 +22,7 @@ from typing import Any
 
 import tenacity
 
+from tlsprobe import report
 from tlsprobe.exporter import mxguard
 from tlsprobe.exporter.config import Config, TargetConfig
 from tlsprobe.exporter.dnspolicies import DnsPolicies
@@ -37,7 +38,6 @@ from tlsprobe.model import (
     ProbeResult,
     Reason,
     Status,
-    readable_time,
 )
 from tlsprobe.probe import discover
 from tlsprobe.probe.evaluate import TrustStore
@@ -407,12 +407,7 @@ class Scheduler:
             fields["failing"] = ",".join(failing)
         if result.leaf:
             fields["fingerprint"] = result.leaf.sha256[:16]
-            not_after = result.leaf.not_after
-            fields["not_after"] = (
-                not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
-                if readable_time(not_after.timestamp())
-                else UNREADABLE
-            )
+            fields["not_after"] = report.iso_time(result.leaf.not_after) or UNREADABLE
         log.log(level, "probe outcome changed", extra={"fields": fields})
 
     @property
