@@ -38,15 +38,16 @@ from typing import Any
 from benchmarks.sweep import fleet_config, run_on, run_workers, tlsprobe_prober
 from tlsprobe.exporter.app import Exporter
 from tlsprobe.exporter.config import parse_config
-from tlsprobe.exporter.metrics import EndpointState, ExporterStats, TextRenderer
+from tlsprobe.exporter.exposition.metrics import ExporterStats, TextRenderer
+from tlsprobe.exporter.exposition.snapshot import SnapshotRenderer
+from tlsprobe.exporter.history.store import HistoryStore, history_path
+from tlsprobe.exporter.pages.status import PAGE_TTL, StatusPage
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
-from tlsprobe.exporter.snapshot import SnapshotRenderer
-from tlsprobe.exporter.statuspage import PAGE_TTL, StatusPage
-from tlsprobe.exporter.store import HistoryStore, history_path
+from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import CertFacts, Endpoint, ProbeResult
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import probe_endpoint
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 
 async def template_result(address: str, port: int, ca_file: str, host: str) -> ProbeResult:

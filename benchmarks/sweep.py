@@ -45,12 +45,12 @@ from benchmarks.fleet import FLEET_NAME, fleet_cpu_seconds
 from tlsprobe.exporter import eventloop
 from tlsprobe.exporter.config import parse_config
 from tlsprobe.exporter.eventloop import EventLoop
-from tlsprobe.exporter.metrics import ExporterStats
+from tlsprobe.exporter.exposition.metrics import ExporterStats
+from tlsprobe.exporter.history.store import HistoryStore, history_path
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
-from tlsprobe.exporter.store import HistoryStore, history_path
-from tlsprobe.probe.sockconn import SockConn
-from tlsprobe.probe.transport import client_context
+from tlsprobe.probe.transport.sockconn import SockConn
+from tlsprobe.probe.transport.starttls import client_context
 
 ProbeOnce = Callable[[int], Awaitable[bool]]
 T = TypeVar("T")

@@ -18,7 +18,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from tests.support.pki import Hierarchy, fixed_hierarchy, make_hierarchy  # noqa: E402
-from tlsprobe.probe.evaluate import TrustStore  # noqa: E402
+from tlsprobe.probe.x509.evaluate import TrustStore  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from benchmarks.fleet import fleet_unavailable
 from tests.support.gates import Gate, prometheus_tool_or_none, unavailable
 from tests.support.pki import Hierarchy, make_hierarchy
 from tlsprobe.model import Policy, TlsInfo
-from tlsprobe.probe.evaluate import TrustStore, Verdict, clear_caches, evaluate_der
+from tlsprobe.probe.x509.evaluate import TrustStore, Verdict, clear_caches, evaluate_der
 
 REPO = Path(__file__).resolve().parent.parent
 TLS = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tlsprobe.model import DaneFindings
-from tlsprobe.probe.mtasts import DomainPolicy
+from tlsprobe.probe.dns.mtasts import DomainPolicy
 
 
 def dane_json(findings: DaneFindings) -> dict[str, Any]:

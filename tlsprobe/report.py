@@ -20,8 +20,8 @@ from tlsprobe.model import (
     Status,
     readable_time,
 )
-from tlsprobe.probe.evaluate import days_left
 from tlsprobe.probe.software import MailServer, identify
+from tlsprobe.probe.x509.evaluate import days_left
 
 
 def iso_time(moment: datetime) -> str | None:

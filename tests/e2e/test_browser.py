@@ -23,7 +23,7 @@ from tests.support.browser import Page, chromium, png_size
 from tests.support.exporter import DEMO_STATUS, ROOT, command, fetch_once
 from tests.support.servers import unused_port
 from tests.support.wait import WAIT, eventually
-from tlsprobe.exporter.statuspage import STATUS_COLOURS
+from tlsprobe.exporter.pages.status import STATUS_COLOURS
 from tlsprobe.model import Status
 
 pytestmark = pytest.mark.slow

@@ -47,7 +47,7 @@ from tests.support.pki import Hierarchy, Issued, KeyKind, make_leaf
 from tests.support.policyserver import PolicyServer, Response
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tests.support.wait import poll
-from tlsprobe.probe.dane import association
+from tlsprobe.probe.dns.dane import association
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 

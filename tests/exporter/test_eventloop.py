@@ -27,10 +27,10 @@ from tlsprobe.cli.main import main as cli_main
 from tlsprobe.exporter import app, eventloop
 from tlsprobe.exporter.config import Config, parse_config
 from tlsprobe.exporter.eventloop import EventLoop
-from tlsprobe.exporter.metrics import ExporterStats, exporter_samples
+from tlsprobe.exporter.exposition.metrics import ExporterStats, exporter_samples
 from tlsprobe.model import Endpoint, Policy, Status
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import probe_endpoint
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 HOST = "mail.contoso.test"
 

@@ -19,7 +19,7 @@ from tests.support.exporter import fetch, in_process
 from tests.support.pki import Hierarchy
 from tests.support.servers import Behaviour, ServerTls, SmtpTestServer, unused_port
 from tlsprobe.exporter.config import parse_config
-from tlsprobe.exporter.server import SCRAPE_TIMEOUT_HEADER, within_scrape_timeout
+from tlsprobe.exporter.web.server import SCRAPE_TIMEOUT_HEADER, within_scrape_timeout
 
 
 def target_with(timeout: float, retries: int = 2) -> Any:

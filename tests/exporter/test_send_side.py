@@ -27,10 +27,9 @@ from tests.support.pki import Hierarchy, Issued, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tests.support.smtpclients import check_named, relay_from_env, send_canary
 from tests.support.wait import eventually
-from tlsprobe.exporter import sendparse
 from tlsprobe.exporter.app import Exporter
-from tlsprobe.exporter.config import ConfigError, load_config
-from tlsprobe.exporter.metrics import METRIC_NAMES
+from tlsprobe.exporter.config import ConfigError, load_config, sendparse
+from tlsprobe.exporter.exposition.metrics import METRIC_NAMES
 from tlsprobe.model import Status
 
 CANARY_RCPT = "canary@receiver.tlsprobe.test"

@@ -22,9 +22,10 @@ from tests.support.policyserver import PolicyServer, Response, random_address
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tlsprobe.cli.main import main as cli_main
 from tlsprobe.model import DnssecStatus, Endpoint, Policy, ProbeResult, Status, TlsaMatch
-from tlsprobe.probe import dnssec, mtasts, policies
-from tlsprobe.probe.dane import association
-from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe import policies
+from tlsprobe.probe.dns import dnssec, mtasts
+from tlsprobe.probe.dns.dane import association
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 Z = "dane.test"
 CASES = (

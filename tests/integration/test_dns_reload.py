@@ -23,7 +23,7 @@ from tests.support.gates import Gate, unavailable
 from tests.support.pki import Hierarchy, Issued
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tlsprobe.model import Status
-from tlsprobe.probe.dane import association
+from tlsprobe.probe.dns.dane import association
 
 DOMAIN = "dane.test"
 MX = f"mx1.{DOMAIN}"

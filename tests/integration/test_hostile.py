@@ -42,8 +42,8 @@ from tests.support.servers import (
     unused_port,
 )
 from tlsprobe.model import Endpoint, Mode, Policy, ProbeResult, Reason, Status
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import probe_endpoint
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 HOST = "mail.contoso.test"
 EHLO = "probe.test"

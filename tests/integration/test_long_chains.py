@@ -26,8 +26,9 @@ from cryptography.x509.oid import NameOID
 from tests.support.pki import Hierarchy, Issued
 from tests.support.servers import ServerTls, SmtpTestServer
 from tlsprobe.model import Capture, Endpoint, Policy, ProbeResult, Reason, TlsInfo
-from tlsprobe.probe import evaluate, prober, trust
-from tlsprobe.probe.evaluate import MAX_CHAIN, TrustStore
+from tlsprobe.probe import prober
+from tlsprobe.probe.x509 import evaluate, trust
+from tlsprobe.probe.x509.evaluate import MAX_CHAIN, TrustStore
 
 HOST = "mail.contoso.test"
 SENT = 373

@@ -18,8 +18,8 @@ import pytest
 
 from tests.support.gates import Gate, unavailable
 from tlsprobe.model import Endpoint, Mode, Policy, Status
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import probe_endpoint
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 pytestmark = pytest.mark.postfix
 

@@ -28,9 +28,10 @@ from tests.support.smtpclients import (
     send_canary,
 )
 from tlsprobe.model import Policy, Reason, Status
-from tlsprobe.probe import receiver, smtpserver
-from tlsprobe.probe.evaluate import TrustStore
-from tlsprobe.probe.sender import Session, judge_session
+from tlsprobe.probe.send import receiver
+from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.smtp import server as smtpserver
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
 

@@ -25,10 +25,10 @@ import pytest
 from tests.support.exporter import command
 from tests.support.smtpclients import relay_from_env
 from tlsprobe.model import CanaryReason, Endpoint, Policy, ProbeResult, Status
-from tlsprobe.probe import canary, receiver
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import probe_endpoint
-from tlsprobe.probe.sender import Session, judge_session
+from tlsprobe.probe.send import canary, receiver
+from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 pytestmark = pytest.mark.postfix
 

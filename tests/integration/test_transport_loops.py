@@ -32,7 +32,7 @@ from tests.support.rawtls import RawCertificateServer
 from tests.support.servers import Behaviour, SmtpTestServer, unused_port
 from tests.support.wait import eventually
 from tlsprobe.model import Capture, Mode, Phase, Reason
-from tlsprobe.probe import transport
+from tlsprobe.probe.transport import starttls as transport
 
 HOST = "mail.contoso.test"
 T = TypeVar("T")

@@ -30,7 +30,7 @@ from tests.reliability.harness import (
 )
 from tests.support.exporter import start_serve
 from tests.support.wait import poll
-from tlsprobe.exporter.store import HistoryStore
+from tlsprobe.exporter.history.store import HistoryStore
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tlsprobe.exporter.config import ConfigError, load_config
-from tlsprobe.exporter.webconfig import WebConfig, WebConfigError, load_web_config
-from tlsprobe.probe.smtp import Failed, NeedData, ReplyParser, SmtpClient, SmtpError
+from tlsprobe.exporter.config.web import WebConfig, WebConfigError, load_web_config
+from tlsprobe.probe.smtp.client import Failed, NeedData, ReplyParser, SmtpClient, SmtpError
 
 TOTAL = 10 * 2**20
 MAX_LINE = 4096

@@ -23,9 +23,10 @@ from tests.reliability.harness import exporter_config, running, write_yaml
 from tests.support.exporter import fetch
 from tests.support.pki import Hierarchy, Issued, KeyKind
 from tests.support.servers import ServerTls, SmtpTestServer
-from tlsprobe.exporter import retention, store
-from tlsprobe.probe import certs, evaluate, trust
-from tlsprobe.probe.bytecache import ByteLRU
+from tlsprobe.exporter.history import retention, store
+from tlsprobe.probe.x509 import evaluate, trust
+from tlsprobe.probe.x509 import facts as certs
+from tlsprobe.probe.x509.bytecache import ByteLRU
 
 pytestmark = pytest.mark.slow
 

@@ -41,7 +41,7 @@ from tests.support.exporter import fetch, start_serve
 from tests.support.pki import Hierarchy, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer
 from tests.support.wait import eventually
-from tlsprobe.exporter.connections import ACCEPT_BURST, RESERVED_BASE, connection_budget
+from tlsprobe.exporter.web.connections import ACCEPT_BURST, RESERVED_BASE, connection_budget
 
 pytestmark = pytest.mark.slow
 

@@ -38,12 +38,12 @@ from tests.support.dnsserver import DnsTestServer
 from tests.support.exporter import fetch
 from tests.support.pki import Hierarchy, make_leaf, make_root, write_server_files
 from tests.support.servers import Behaviour, ServerTls, SmtpTestServer
-from tlsprobe.exporter.allowlist import AllowlistError, check_adhoc, is_public
 from tlsprobe.exporter.app import Exporter
 from tlsprobe.exporter.config import load_config
-from tlsprobe.exporter.webconfig import load_web_config
+from tlsprobe.exporter.config.web import load_web_config
+from tlsprobe.exporter.web.allowlist import AllowlistError, check_adhoc, is_public
 from tlsprobe.model import ProbeResult
-from tlsprobe.probe.discover import make_resolver
+from tlsprobe.probe.dns.discover import make_resolver
 
 HOST = "mail.contoso.test"
 CONFIGURED = "good"

@@ -23,7 +23,7 @@ import yaml
 from tests.support.gates import prometheus_tool
 from tests.support.servers import unused_port
 from tlsprobe.alerting.generate import DEFAULT_RUNBOOK_BASE, render
-from tlsprobe.exporter.metrics import METRIC_NAMES, METRICS
+from tlsprobe.exporter.exposition.metrics import METRIC_NAMES, METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"

@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tlsprobe.exporter.metrics import (
+from tlsprobe.exporter.exposition.metrics import (
     METRICS,
-    EndpointState,
     ExporterStats,
     MetricDef,
     Sample,
@@ -23,6 +22,7 @@ from tlsprobe.exporter.metrics import (
     exporter_samples,
     target_samples,
 )
+from tlsprobe.exporter.state import EndpointState
 
 
 class TlsprobeCollector(Collector):

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from tests.support.gates import Gate, unavailable
 from tests.support.pki import Hierarchy, write_server_files
-from tlsprobe.probe.mtasts_fetch import PORT, FetchSettings
+from tlsprobe.probe.dns.mtasts_fetch import PORT, FetchSettings
 
 
 def random_address() -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tlsprobe.exporter import metrics
-from tlsprobe.exporter.metrics import EndpointState
+from tlsprobe.exporter.exposition import metrics
+from tlsprobe.exporter.state import EndpointState
 
 
 def count_renders(monkeypatch: pytest.MonkeyPatch) -> list[EndpointState]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tlsprobe.exporter import allowlist, allowrules
-from tlsprobe.exporter.allowrules import Rule
-from tlsprobe.exporter.config import parse_config
+from tlsprobe.exporter.config import allowrules, parse_config
+from tlsprobe.exporter.config.allowrules import Rule
+from tlsprobe.exporter.web import allowlist
 
 
 def test_the_configuration_carries_the_parsed_rules() -> None:

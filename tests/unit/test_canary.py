@@ -8,7 +8,7 @@ import socket
 
 from tests.support.smtpclients import free_port
 from tlsprobe.model import CanaryReason
-from tlsprobe.probe import canary
+from tlsprobe.probe.send import canary
 
 
 def test_an_arrival_gives_the_round_trip_once() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tlsprobe.probe.certmsg import certificates
+from tlsprobe.probe.transport.certmsg import certificates
 
 LEAF, INTERMEDIATE = b"\x30\x82leaf-der", b"\x30\x82intermediate-der"
 

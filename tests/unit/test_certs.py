@@ -1,4 +1,5 @@
-"""Facts parsed from DER by `tlsprobe.probe.certs`: names, dates, serial, key, signature, CA flags.
+"""Facts parsed from DER by `tlsprobe.probe.x509.facts`: names, dates, serial, key, signature,
+CA flags.
 
 Parsing never judges, so each fact is checked against a certificate whose contents the test
 chose: a CA hierarchy with fixed dates, hand-built certificates for exact serials and distinguished
@@ -29,7 +30,7 @@ from tests.support.pki import (
 )
 from tests.support.pki import FIXED_NOW as NOW
 from tlsprobe.model import CertFacts, CertPart
-from tlsprobe.probe.certs import CertificateParseError, facts, facts_from_der, load
+from tlsprobe.probe.x509.facts import CertificateParseError, facts, facts_from_der, load
 
 HOST = "mail.contoso.test"
 

@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tlsprobe.exporter import config as config_module
-from tlsprobe.exporter.allowlist import parse_rule
 from tlsprobe.exporter.config import (
     Config,
     ConfigError,
@@ -32,6 +31,7 @@ from tlsprobe.exporter.config import (
     shard_of,
 )
 from tlsprobe.exporter.config import schema as config_schema
+from tlsprobe.exporter.web.allowlist import parse_rule
 from tlsprobe.model import Mode, Policy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "tlsprobe.example.yml"

@@ -21,7 +21,7 @@ import pytest
 from tlsprobe.cli.main import main
 from tlsprobe.exporter.app import Exporter
 from tlsprobe.exporter.config import ConfigError, load_config
-from tlsprobe.exporter.webconfig import WebConfigError, load_web_config
+from tlsprobe.exporter.config.web import WebConfigError, load_web_config
 
 SECRET = "Zq9xS3cretPw"
 HASH = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=4)).decode()

@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_hierarchy
 from tlsprobe.model import Check, DnssecStatus, Status, Tlsa, TlsaMatch
-from tlsprobe.probe import dane, danecache, trust
-from tlsprobe.probe.dane import TlsaAnswer, association, parse_tlsa
+from tlsprobe.probe.dns import dane, danecache
+from tlsprobe.probe.dns.dane import TlsaAnswer, association, parse_tlsa
+from tlsprobe.probe.x509 import trust
 
 HOST = "mail.contoso.test"
 NAME = "_25._tcp.mail.contoso.test"

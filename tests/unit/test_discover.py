@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.dnsserver import NXDOMAIN, SERVFAIL, TIMEOUT, DnsTestServer
 from tlsprobe.model import Reason
-from tlsprobe.probe.discover import MxHost, make_resolver, resolve_addresses, resolve_mx
+from tlsprobe.probe.dns.discover import MxHost, make_resolver, resolve_addresses, resolve_mx
 
 RESOLVER_TIMEOUT = 0.5
 

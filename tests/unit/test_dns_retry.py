@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from tlsprobe.exporter.config import parse_config
-from tlsprobe.exporter.metrics import ExporterStats
+from tlsprobe.exporter.exposition.metrics import ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.model import ProbeError, ProbeResult, Reason
-from tlsprobe.probe import discover
+from tlsprobe.probe.dns import discover
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Verdicts of `tlsprobe.probe.evaluate` on chains built in the test, against a fixed clock.
+"""Verdicts of `tlsprobe.probe.x509.evaluate` on chains built in the test, against a fixed clock.
 
 Every certificate here has its validity set relative to `NOW`, never to the real date, so a
 verdict cannot drift as time passes. The chains cover each `chain_trusted` reason token, the
@@ -28,8 +28,8 @@ from tests.support.pki import (
     make_root,
 )
 from tlsprobe.model import Check, CheckName, Policy, Status, TlsInfo, overall_status
-from tlsprobe.probe import certs
-from tlsprobe.probe.evaluate import (
+from tlsprobe.probe.x509 import facts as certs
+from tlsprobe.probe.x509.evaluate import (
     SYMPTOMS,
     TrustStore,
     Verdict,

@@ -21,9 +21,9 @@ from tests.support import der as D
 from tests.support.pki import Hierarchy, PrivateKey, make_intermediate, make_root
 from tlsprobe import report
 from tlsprobe.model import CHECK_NAMES, Capture, Endpoint, Policy, Status, TlsInfo
-from tlsprobe.probe import certs
-from tlsprobe.probe.evaluate import TrustStore, Verdict, evaluate_der
 from tlsprobe.probe.prober import judge
+from tlsprobe.probe.x509 import facts as certs
+from tlsprobe.probe.x509.evaluate import TrustStore, Verdict, evaluate_der
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HOST = "mail.contoso.test"

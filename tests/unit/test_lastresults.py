@@ -20,7 +20,7 @@ from tlsprobe.exporter.lastresults import (
     encode,
     encode_canary,
 )
-from tlsprobe.exporter.senders import CanaryState
+from tlsprobe.exporter.state import CanaryState
 from tlsprobe.model import (
     CanaryReason,
     Capture,
@@ -31,8 +31,8 @@ from tlsprobe.model import (
     Reason,
     TlsInfo,
 )
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import judge
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
 KEY = ("contoso", "relay", "mail.contoso.test", "127.0.0.1", "25")

@@ -29,19 +29,19 @@ from tests.support.collector import TlsprobeCollector
 from tests.support.pki import Hierarchy, Issued, make_intermediate, make_leaf
 from tests.support.renders import count_renders
 from tlsprobe import __version__
-from tlsprobe.exporter import metrics, scrape
-from tlsprobe.exporter.metrics import (
+from tlsprobe.exporter.exposition import metrics, scrape
+from tlsprobe.exporter.exposition.metrics import (
     ENDPOINT_LABELS,
     METRIC_NAMES,
     SEND_SIDE_METRICS,
-    EndpointState,
     ExporterStats,
     MtaStsSample,
     TextRenderer,
 )
-from tlsprobe.exporter.scrape import Scrape
-from tlsprobe.exporter.snapshot import SnapshotRenderer
-from tlsprobe.exporter.store import Drift, StoredCert
+from tlsprobe.exporter.exposition.scrape import Scrape
+from tlsprobe.exporter.exposition.snapshot import SnapshotRenderer
+from tlsprobe.exporter.history.store import Drift, StoredCert
+from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import (
     Capture,
     DaneFindings,
@@ -54,8 +54,8 @@ from tlsprobe.model import (
     Status,
     TlsInfo,
 )
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import judge
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
 STARTED = NOW.timestamp()

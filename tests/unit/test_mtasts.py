@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tlsprobe.model import Check, CheckName, Status
-from tlsprobe.probe import mtasts
-from tlsprobe.probe.mtasts import DomainPolicy, PolicyError, StsMode
+from tlsprobe.probe.dns import mtasts
+from tlsprobe.probe.dns.mtasts import DomainPolicy, PolicyError, StsMode
 
 ENFORCE = (
     b"version: STSv1\r\nmode: enforce\r\nmx: mail.contoso.test\r\n"

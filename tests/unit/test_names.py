@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tlsprobe.exporter.allowlist import AllowlistError, check_adhoc
 from tlsprobe.exporter.config import ConfigError, parse_config
+from tlsprobe.exporter.web.allowlist import AllowlistError, check_adhoc
 from tlsprobe.model import IMPLICIT_TLS_PORT, Mode
-from tlsprobe.probe import names, o365
-from tlsprobe.probe.smtp import SmtpClient
+from tlsprobe.probe import names
+from tlsprobe.probe.smtp.client import SmtpClient
+from tlsprobe.probe.x509 import o365
 
 VALID = [
     "mail.example.net",

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tlsprobe.model import Status
 from tlsprobe.probe.names import normalize_name
-from tlsprobe.probe.o365 import (
+from tlsprobe.probe.x509.o365 import (
     ConnectorMatch,
     ConnectorPattern,
     ConnectorPatternError,

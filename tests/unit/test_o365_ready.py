@@ -17,8 +17,9 @@ import pytest
 from tests.support.expected import SERVER_CHECKS
 from tests.support.pki import Hierarchy, Issued, KeyKind
 from tlsprobe import report
-from tlsprobe.exporter.metrics import EndpointState, render_endpoint
-from tlsprobe.exporter.statuspage import StatusPage
+from tlsprobe.exporter.exposition.metrics import render_endpoint
+from tlsprobe.exporter.pages.status import StatusPage
+from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import (
     O365_RULES,
     Capture,
@@ -31,8 +32,8 @@ from tlsprobe.model import (
     TlsInfo,
     o365_ready,
 )
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import judge
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
 TLS = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tlsprobe.exporter import policyhistory
 from tlsprobe.exporter.config import ConfigError, parse_config
-from tlsprobe.exporter.policyhistory import PolicyHistory
+from tlsprobe.exporter.history import policies as policyhistory
+from tlsprobe.exporter.history.policies import PolicyHistory
 
 
 def targets(*entries: dict[str, object]) -> list[tuple[bool, str | None]]:

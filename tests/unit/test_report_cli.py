@@ -42,7 +42,7 @@ from tlsprobe.model import (
     TlsInfo,
 )
 from tlsprobe.probe import prober as probe
-from tlsprobe.probe.evaluate import SYMPTOMS, TrustStore
+from tlsprobe.probe.x509.evaluate import SYMPTOMS, TrustStore
 
 HOST = "mail.contoso.test"
 TLS13 = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")

@@ -18,9 +18,9 @@ from tests.support.pki import FIXED_NOW as NOW
 from tests.support.pki import Hierarchy, KeyKind, make_leaf, make_root
 from tlsprobe import report
 from tlsprobe.model import Capture, Endpoint, Policy, ProbeError, Reason, TlsInfo
-from tlsprobe.probe.evaluate import SYMPTOMS, TrustStore
 from tlsprobe.probe.prober import judge
 from tlsprobe.probe.software import MailServer, identify
+from tlsprobe.probe.x509.evaluate import SYMPTOMS, TrustStore
 
 HOST = "mail.contoso.test"
 POLICY = Policy(certificate_domain="*.fabrikam.test", accepted_domains=("fabrikam.test",))

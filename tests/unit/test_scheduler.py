@@ -24,7 +24,7 @@ import pytest
 
 from tests.support.dnsserver import DnsTestServer
 from tlsprobe.exporter.config import Config, TargetConfig, parse_config
-from tlsprobe.exporter.metrics import ExporterStats
+from tlsprobe.exporter.exposition.metrics import ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.model import (
@@ -38,7 +38,7 @@ from tlsprobe.model import (
     Status,
     TlsInfo,
 )
-from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 EPOCH = 1_700_000_000.0
 TLS = TlsInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256")

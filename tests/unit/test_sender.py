@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tests.support.pki import Hierarchy, Issued, make_leaf
 from tests.support.smtpclients import check_named
 from tlsprobe.model import Policy, ProbeError, Reason, Status, TlsInfo
-from tlsprobe.probe.evaluate import TrustStore
-from tlsprobe.probe.sender import Session, judge_session
+from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
 TLS13 = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")

@@ -8,15 +8,15 @@ from datetime import UTC, datetime
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.pki import Hierarchy
-from tlsprobe.exporter.metrics import SEND_SIDE_METRICS, TextRenderer
-from tlsprobe.exporter.sendconfig import CanaryConfig, SenderConfig
-from tlsprobe.exporter.senders import CanaryState, SenderState
-from tlsprobe.exporter.sendmetrics import receiver_samples, sender_samples
-from tlsprobe.exporter.store import Drift
+from tlsprobe.exporter.config.send import CanaryConfig, SenderConfig
+from tlsprobe.exporter.exposition.metrics import SEND_SIDE_METRICS, TextRenderer
+from tlsprobe.exporter.exposition.send import receiver_samples, sender_samples
+from tlsprobe.exporter.history.store import Drift
+from tlsprobe.exporter.state import CanaryState, SenderState
 from tlsprobe.model import CanaryReason, Policy, ProbeError, Reason, TlsInfo
-from tlsprobe.probe import canary
-from tlsprobe.probe.evaluate import TrustStore
-from tlsprobe.probe.sender import Session, judge_session
+from tlsprobe.probe.send import canary
+from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
 TLS = TlsInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256")

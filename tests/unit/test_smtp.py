@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tlsprobe.model import Reason
-from tlsprobe.probe.smtp import (
+from tlsprobe.probe.smtp.client import (
     Done,
     Event,
     Failed,

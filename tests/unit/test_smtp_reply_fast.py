@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlsprobe.probe.smtp_reply import Reply, ReplyParser, SmtpError
+from tlsprobe.probe.smtp.reply import Reply, ReplyParser, SmtpError
 
 
 class _LineByLine(ReplyParser):

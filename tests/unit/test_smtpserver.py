@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import pytest
 
 from tlsprobe.model import Reason
-from tlsprobe.probe.smtp import Done, Failed, NeedData, Send, StartTls
-from tlsprobe.probe.smtpserver import Limits, MessageReceived, SmtpServer, State
+from tlsprobe.probe.smtp.client import Done, Failed, NeedData, Send, StartTls
+from tlsprobe.probe.smtp.server import Limits, MessageReceived, SmtpServer, State
 
 CANARY = "canary@receiver.test"
 

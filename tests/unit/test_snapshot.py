@@ -21,13 +21,14 @@ from hypothesis import strategies as st
 
 from tests.support.pki import Hierarchy
 from tests.support.renders import count_renders
-from tlsprobe.exporter import deflate
-from tlsprobe.exporter.deflate import compressor, gzip_body, joined, segment
-from tlsprobe.exporter.metrics import EndpointState, ExporterStats, Sample, TextRenderer
-from tlsprobe.exporter.snapshot import SnapshotRenderer
+from tlsprobe.exporter.exposition import deflate
+from tlsprobe.exporter.exposition.deflate import compressor, gzip_body, joined, segment
+from tlsprobe.exporter.exposition.metrics import ExporterStats, Sample, TextRenderer
+from tlsprobe.exporter.exposition.snapshot import SnapshotRenderer
+from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import Capture, Endpoint, Policy, TlsInfo
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import judge
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
 POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))

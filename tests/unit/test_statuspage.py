@@ -16,15 +16,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.broken import MAKERS
 from tests.support.pki import Hierarchy
-from tlsprobe.exporter import statuspage
-from tlsprobe.exporter.detail import detail_html
-from tlsprobe.exporter.metrics import EndpointState
-from tlsprobe.exporter.statuspage import PAGE_TTL, StatusPage
-from tlsprobe.exporter.store import TimelineEntry
-from tlsprobe.exporter.timeline import changes, spans
+from tlsprobe.exporter.history.store import TimelineEntry
+from tlsprobe.exporter.history.timeline import changes, spans
+from tlsprobe.exporter.pages import status as statuspage
+from tlsprobe.exporter.pages.detail import detail_html
+from tlsprobe.exporter.pages.status import PAGE_TTL, StatusPage
+from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import Capture, Endpoint, Policy, TlsInfo
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import judge
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
 

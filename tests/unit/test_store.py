@@ -24,8 +24,9 @@ import pytest
 
 from tests.support.pki import Hierarchy
 from tlsprobe.cli.history import format_timeline, history_command
-from tlsprobe.exporter import retention, store_db
-from tlsprobe.exporter.store import (
+from tlsprobe.exporter.history import db as store_db
+from tlsprobe.exporter.history import retention
+from tlsprobe.exporter.history.store import (
     Drift,
     EndpointKey,
     HistoryStore,
@@ -35,7 +36,7 @@ from tlsprobe.exporter.store import (
     history_path,
 )
 from tlsprobe.model import CertFacts
-from tlsprobe.probe.certs import facts_from_der
+from tlsprobe.probe.x509.facts import facts_from_der
 
 KEY: EndpointKey = ("contoso", "relay", "relay.contoso.test", "192.0.2.10", 25)
 OTHER: EndpointKey = ("contoso", "relay", "relay.contoso.test", "192.0.2.11", 25)
@@ -213,8 +214,8 @@ def test_forget_hides_an_endpoint_until_seen_again(
 CHILD = """
 import sys
 from pathlib import Path
-from tlsprobe.probe.certs import facts_from_der
-from tlsprobe.exporter.store import HistoryStore
+from tlsprobe.probe.x509.facts import facts_from_der
+from tlsprobe.exporter.history.store import HistoryStore
 
 db, first, second = sys.argv[1:4]
 leaves = [facts_from_der(Path(p).read_bytes()) for p in (first, second)]

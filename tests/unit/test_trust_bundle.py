@@ -22,8 +22,8 @@ import pytest
 from tests.support import der as D
 from tests.support.pki import Issued, make_root, pem_bundle
 from tests.support.servers import unused_port
-from tlsprobe.probe import trust
-from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
+from tlsprobe.probe.x509 import trust
+from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
 
 ROOT = Path(__file__).resolve().parents[2]
 

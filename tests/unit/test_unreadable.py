@@ -22,9 +22,10 @@ from tests.support.pki import FIXED_NOW as NOW
 from tests.support.pki import Hierarchy, Issued
 from tlsprobe import report
 from tlsprobe.exporter.config import parse_config
-from tlsprobe.exporter.metrics import EndpointState, ExporterStats, endpoint_samples
+from tlsprobe.exporter.exposition.metrics import ExporterStats, endpoint_samples
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
+from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import (
     CHECK_NAMES,
     UNREADABLE,
@@ -35,9 +36,9 @@ from tlsprobe.model import (
     Status,
     TlsInfo,
 )
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import judge
-from tlsprobe.probe.sender import Session, judge_session
+from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 HOST = "mail.contoso.test"
 POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))

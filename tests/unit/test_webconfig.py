@@ -12,7 +12,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from tlsprobe.exporter.webconfig import WebConfigError, load_web_config
+from tlsprobe.exporter.config.web import WebConfigError, load_web_config
 
 HASH = bcrypt.hashpw(b"scrape", bcrypt.gensalt(rounds=4)).decode()
 OTHER = bcrypt.hashpw(b"other", bcrypt.gensalt(rounds=4)).decode()

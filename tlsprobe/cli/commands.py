@@ -53,7 +53,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(_problem(args.config, problem), file=sys.stderr)
         return 2
     if config.web.config_file is not None:
-        from tlsprobe.exporter.webconfig import WebConfigError, load_web_config
+        from tlsprobe.exporter.config.web import WebConfigError, load_web_config
 
         try:
             load_web_config(config.web.config_file)
@@ -92,7 +92,7 @@ def _policy_history(state_dir: Path, host: str, code: int) -> int:
     """TLSA and MTA-STS changes after the certificate timeline; 0 when either had something."""
     import sqlite3
 
-    from tlsprobe.exporter import policyhistory
+    from tlsprobe.exporter.history import policies as policyhistory
 
     try:
         changes = policyhistory.changes_for(state_dir / policyhistory.POLICY_HISTORY_FILE, host)

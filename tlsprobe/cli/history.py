@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tlsprobe.exporter import timeline
-from tlsprobe.exporter.store_db import (
+from tlsprobe.exporter.history import timeline
+from tlsprobe.exporter.history.db import (
     ChangeEvent,
     StateError,
     TimelineEntry,

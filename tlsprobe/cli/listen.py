@@ -17,12 +17,13 @@ from typing import Any
 
 from tlsprobe import report
 from tlsprobe.cli import options
-from tlsprobe.cli.main import UsageError, add_policy_arguments, build_policy
+from tlsprobe.cli.connector import add_policy_arguments, build_policy
+from tlsprobe.cli.options import UsageError
 from tlsprobe.model import HostPortError, Policy, Status, parse_host_port
-from tlsprobe.probe import receiver
-from tlsprobe.probe.evaluate import TrustStore
 from tlsprobe.probe.prober import utcnow
-from tlsprobe.probe.sender import Session, judge_session
+from tlsprobe.probe.send import receiver
+from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 _SESSION_TIMEOUT = 60.0
 

@@ -15,6 +15,8 @@ from typing import NoReturn
 
 from tlsprobe import __version__
 from tlsprobe.cli import options
+from tlsprobe.cli.connector import add_policy_arguments, build_policy
+from tlsprobe.cli.options import UsageError
 from tlsprobe.model import (
     Endpoint,
     HostPortError,
@@ -24,9 +26,9 @@ from tlsprobe.model import (
     is_ip_literal,
     parse_host_port,
 )
-from tlsprobe.probe import names, o365
-from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
-from tlsprobe.probe.transport import default_ehlo_name
+from tlsprobe.probe import names
+from tlsprobe.probe.transport.starttls import default_ehlo_name
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 EXIT_USAGE = 3
 
@@ -34,34 +36,6 @@ EXIT_USAGE = 3
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-class UsageError(Exception):
-    """A bad argument value, reported in one line."""
-
-
-def build_policy(args: argparse.Namespace) -> tuple[Policy, TrustStore]:
-    """The connector policy and trust store of `check` and `listen` (same options)."""
-    # Each number's own range is checked by its argparse type (tlsprobe.cli.options).
-    if args.warn_days < args.crit_days:
-        raise UsageError("--crit-days must be no greater than --warn-days")
-    if args.certificate_domain:
-        try:
-            o365.ConnectorPattern.parse(args.certificate_domain)
-        except o365.ConnectorPatternError as exc:
-            raise UsageError(f"--certificate-domain: {exc}") from exc
-    try:
-        trust = TrustStore.from_pem_file(args.ca_file) if args.ca_file else TrustStore.system()
-    except TrustStoreError as exc:
-        raise UsageError(f"--ca-file: {exc}") from exc
-    policy = Policy(
-        certificate_domain=args.certificate_domain,
-        accepted_domains=tuple(args.accepted_domain),
-        warn_days=args.warn_days,
-        crit_days=args.crit_days,
-        expected=tuple(args.expect),
-    )
-    return policy, trust
 
 
 def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]:
@@ -139,31 +113,6 @@ def _add_check(sub: argparse._SubParsersAction[_Parser]) -> None:
 
     policyargs.add_arguments(p)
     p.set_defaults(func=cmd_check)
-
-
-def add_policy_arguments(p: argparse.ArgumentParser) -> None:
-    """Trust store and connector policy options, shared by `check` and `listen`."""
-    p.add_argument("--ca-file", help="PEM trust store (default: the system store)")
-    p.add_argument(
-        "--certificate-domain",
-        help="the connector's TlsSenderCertificateName: a name or *.domain",
-    )
-    p.add_argument(
-        "--accepted-domain",
-        action="append",
-        default=[],
-        metavar="DOMAIN",
-        help="an accepted domain of the tenant (repeatable)",
-    )
-    p.add_argument(
-        "--expect",
-        action="append",
-        default=[],
-        metavar="PIN",
-        help="pinned certificate: SHA-256 fingerprint or <I>issuer<S>subject",
-    )
-    p.add_argument("--warn-days", type=options.days, default=21.0, help="default 21")
-    p.add_argument("--crit-days", type=options.days, default=7.0, help="default 7")
 
 
 def make_parser() -> _Parser:

@@ -19,6 +19,10 @@ MAX_DAYS = 3650.0
 """Ten years: no certificate threshold is longer."""
 
 
+class UsageError(Exception):
+    """A bad argument value, reported in one line (exit 3)."""
+
+
 def bounded(
     low: float, high: float, *, low_open: bool = False, unit: str = ""
 ) -> Callable[[str], float]:

@@ -7,12 +7,12 @@ import asyncio
 
 import dns.resolver
 
-from tlsprobe.cli.main import UsageError
+from tlsprobe.cli.options import UsageError
 from tlsprobe.model import Endpoint, HostPortError, Policy, ProbeResult, parse_host_port
-from tlsprobe.probe import mtasts
-from tlsprobe.probe.evaluate import TrustStore
-from tlsprobe.probe.mtasts_fetch import FetchSettings
+from tlsprobe.probe.dns import mtasts
+from tlsprobe.probe.dns.mtasts_fetch import FetchSettings
 from tlsprobe.probe.policies import PolicyRequest, check_once
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -26,8 +26,10 @@ from aiohttp import web
 
 from tlsprobe.exporter import eventloop, links
 from tlsprobe.exporter.config import Config, ConfigError, TargetConfig, load_config
-from tlsprobe.exporter.connections import ConnectionGuard, GuardedSite, connection_budget
+from tlsprobe.exporter.config.web import WebConfig, WebConfigError, load_web_config
 from tlsprobe.exporter.dnspolicies import DnsPolicies, open_history
+from tlsprobe.exporter.exposition.metrics import ExporterStats
+from tlsprobe.exporter.history.store import HistoryStore, StateError, history_path
 from tlsprobe.exporter.lastresults import (
     FLUSH_INTERVAL,
     RESULTS_FILENAME,
@@ -35,16 +37,15 @@ from tlsprobe.exporter.lastresults import (
     ResultStore,
     restore,
 )
-from tlsprobe.exporter.metrics import EndpointState, ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.senders import SendSide
-from tlsprobe.exporter.server import WebApp
-from tlsprobe.exporter.store import HistoryStore, StateError, history_path
-from tlsprobe.exporter.webconfig import WebConfig, WebConfigError, load_web_config
-from tlsprobe.exporter.webthread import WebThread
+from tlsprobe.exporter.state import EndpointState
+from tlsprobe.exporter.web.connections import ConnectionGuard, GuardedSite, connection_budget
+from tlsprobe.exporter.web.server import WebApp
+from tlsprobe.exporter.web.thread import WebThread
 from tlsprobe.model import ProbeResult
-from tlsprobe.probe import discover
+from tlsprobe.probe.dns import discover
 from tlsprobe.probe.names import host_port
 
 log = logging.getLogger("tlsprobe")

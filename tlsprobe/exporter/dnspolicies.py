@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tlsprobe.exporter.config import Config, DnsSettings, TargetConfig
-from tlsprobe.exporter.metrics import MtaStsSample
-from tlsprobe.exporter.policyhistory import POLICY_HISTORY_FILE, PolicyHistory
+from tlsprobe.exporter.exposition.metrics import MtaStsSample
+from tlsprobe.exporter.history.policies import POLICY_HISTORY_FILE, PolicyHistory
 from tlsprobe.model import DaneFindings, ProbeResult
-from tlsprobe.probe import dnssec, mtasts, policies, tlsalookup
-from tlsprobe.probe.mtasts_fetch import FetchSettings
+from tlsprobe.probe import policies
+from tlsprobe.probe.dns import dnssec, mtasts, tlsalookup
+from tlsprobe.probe.dns.mtasts_fetch import FetchSettings
 
 log = logging.getLogger("tlsprobe.exporter.dnspolicies")
 

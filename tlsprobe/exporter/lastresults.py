@@ -32,10 +32,11 @@ from types import MappingProxyType
 from typing import Any
 
 from tlsprobe.exporter.config import Config
+from tlsprobe.exporter.history.store import HistoryStore, StateError
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import state_for
-from tlsprobe.exporter.senders import SENDER_TARGET, CanaryState, SenderKey, result_key
-from tlsprobe.exporter.store import HistoryStore, StateError
+from tlsprobe.exporter.senders import SENDER_TARGET, SenderKey, result_key
+from tlsprobe.exporter.state import CanaryState
 from tlsprobe.model import (
     CanaryReason,
     Check,
@@ -48,7 +49,7 @@ from tlsprobe.model import (
     Status,
     TlsInfo,
 )
-from tlsprobe.probe.certs import facts_from_der
+from tlsprobe.probe.x509.facts import facts_from_der
 
 log = logging.getLogger("tlsprobe.exporter.lastresults")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tlsprobe.exporter.metrics import EndpointState
+from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import EndpointKey
 
 

@@ -26,9 +26,10 @@ from tlsprobe import report
 from tlsprobe.exporter import mxguard
 from tlsprobe.exporter.config import Config, TargetConfig
 from tlsprobe.exporter.dnspolicies import DnsPolicies
-from tlsprobe.exporter.metrics import EndpointState, ExporterStats
+from tlsprobe.exporter.exposition.metrics import ExporterStats
+from tlsprobe.exporter.history.store import Drift, HistoryStore
 from tlsprobe.exporter.results import LatestResults
-from tlsprobe.exporter.store import Drift, HistoryStore
+from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import (
     TRANSIENT_REASONS,
     UNREADABLE,
@@ -39,10 +40,10 @@ from tlsprobe.model import (
     Reason,
     Status,
 )
-from tlsprobe.probe import discover
-from tlsprobe.probe.evaluate import TrustStore
+from tlsprobe.probe.dns import discover
 from tlsprobe.probe.prober import probe_endpoint
-from tlsprobe.probe.transport import default_ehlo_name
+from tlsprobe.probe.transport.starttls import default_ehlo_name
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 log = logging.getLogger("tlsprobe.exporter.scheduler")
 

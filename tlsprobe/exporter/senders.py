@@ -1,8 +1,8 @@
 """The send side inside `tlsprobe serve`: the receiver loop, sender verdicts and canaries.
 
-`SendSide` runs the receiver (`probe.receiver`) when the configuration has a `receiver:`
+`SendSide` runs the receiver (`probe.send.receiver`) when the configuration has a `receiver:`
 section, matches every ended session to a configured sender by its peer address, judges the
-client chain (`probe.sender.judge_session`, with `same_as_server` against the server probe of
+client chain (`probe.send.sender.judge_session`, with `same_as_server` against the server probe of
 the sender's `server_target`), records the leaf in the drift history, and keeps the latest
 `SenderState` per sender for `/metrics` and the status page. Sessions from unknown peers are
 only counted (refused at RCPT by the receiver, never given a series of their own). Per sender
@@ -16,16 +16,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tlsprobe.exporter.sendconfig import SenderConfig, SendSideConfig
-from tlsprobe.exporter.store import Drift, HistoryStore, StateError
-from tlsprobe.model import CanaryReason, ProbeResult
-from tlsprobe.probe import canary, receiver, smtpserver
-from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
-from tlsprobe.probe.sender import Session, judge_session
+from tlsprobe.exporter.config.send import SenderConfig, SendSideConfig
+from tlsprobe.exporter.history.store import Drift, HistoryStore, StateError
+from tlsprobe.exporter.state import CanaryState, SenderState
+from tlsprobe.model import ProbeResult
+from tlsprobe.probe.send import canary, receiver
+from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.smtp import server as smtpserver
+from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
 
 log = logging.getLogger("tlsprobe.senders")
 
@@ -42,30 +44,6 @@ SenderKey = tuple[str, str]
 """(tenant, sender name)."""
 ServerLeaf = Callable[[str, str], str | None]
 """(tenant, target) -> SHA-256 of the leaf the server probe of that target sees now."""
-
-
-@dataclass(frozen=True, slots=True)
-class CanaryState:
-    """The latest canary outcome of a sender."""
-
-    success: bool
-    at: float
-    round_trip: float | None = None
-    reason: CanaryReason | None = None
-    message: str = ""
-    last_success_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class SenderState:
-    """What is known of one sender now: its latest judged session and canary."""
-
-    sender: SenderConfig
-    result: ProbeResult | None = None
-    drift: Drift | None = None
-    sessions: int = 0
-    canary: CanaryState | None = None
-    canary_failures: tuple[tuple[CanaryReason, int], ...] = ()
 
 
 class SendSide:

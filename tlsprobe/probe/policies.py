@@ -18,10 +18,11 @@ from datetime import datetime
 import dns.asyncresolver
 
 from tlsprobe.model import DnssecStatus, Endpoint, Policy, ProbeResult, overall_status
-from tlsprobe.probe import certs, dane, dnssec, mtasts, tlsalookup
-from tlsprobe.probe.evaluate import TrustStore
-from tlsprobe.probe.mtasts_fetch import FetchSettings, fetch_policy
+from tlsprobe.probe.dns import dane, dnssec, mtasts, tlsalookup
+from tlsprobe.probe.dns.mtasts_fetch import FetchSettings, fetch_policy
 from tlsprobe.probe.prober import Clock, probe_endpoint, utcnow
+from tlsprobe.probe.x509 import facts as certs
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 
 @dataclass(frozen=True, slots=True)

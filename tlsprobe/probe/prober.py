@@ -28,8 +28,10 @@ from tlsprobe.model import (
     Reason,
     Status,
 )
-from tlsprobe.probe import certs, readable, transport
-from tlsprobe.probe.evaluate import (
+from tlsprobe.probe.transport import starttls as transport
+from tlsprobe.probe.x509 import facts as certs
+from tlsprobe.probe.x509 import readable
+from tlsprobe.probe.x509.evaluate import (
     SYMPTOMS,
     TrustStore,
     Verdict,

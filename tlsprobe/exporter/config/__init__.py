@@ -6,8 +6,10 @@ A configuration mistake must be caught when the file is loaded (at start, on rel
 1-65535`); unknown keys, wrong types, impossible values and unreadable trust stores are all
 refused.  This package is the public entry point; inside it, `schema` holds the keys and the
 frozen values, `values` and `fields` read single values, and `resolve` applies defaults, then
-tenant, then target.  The file is read by the shared bounded reader in
-`tlsprobe.exporter.yamlfile` (safe loader plus a duplicate-key check).
+tenant, then target. The other configuration files and sections live here too: `web` (the web
+configuration file: TLS and basic auth), `allowrules` (the `/probe` allowlist), `send` and
+`sendparse` (the send side's `receiver:` and `senders:`). Every file is read by the shared
+bounded reader `yamlfile` (safe loader plus a duplicate-key check).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tlsprobe.exporter.config.schema import (
     shard_of,
 )
 from tlsprobe.exporter.config.values import format_duration, kind, parse_duration
-from tlsprobe.exporter.yamlfile import MAX_YAML_BYTES, YamlFileError, read_yaml
+from tlsprobe.exporter.config.yamlfile import MAX_YAML_BYTES, YamlFileError, read_yaml
 
 MAX_CONFIG_BYTES = MAX_YAML_BYTES
 

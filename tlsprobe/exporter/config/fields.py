@@ -22,8 +22,8 @@ from tlsprobe.exporter.config.values import (
     string_of,
 )
 from tlsprobe.model import HostPortError, Mode, is_ip_literal, parse_host_port
-from tlsprobe.probe import o365
 from tlsprobe.probe.names import host_port, is_host_name, normalize_name, show
+from tlsprobe.probe.x509 import o365
 
 _FINGERPRINT = re.compile(r"[0-9a-fA-F]{64}")
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tlsprobe.exporter import sendparse
-from tlsprobe.exporter.config import fields
+from tlsprobe.exporter.config import fields, sendparse
 from tlsprobe.exporter.config.schema import (
     ADDRESSES,
     DEFAULT_KEYS,
@@ -34,6 +33,7 @@ from tlsprobe.exporter.config.schema import (
     TenantConfig,
     WebSettings,
 )
+from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.config.values import (
     choice,
     days,
@@ -51,10 +51,9 @@ from tlsprobe.exporter.config.values import (
     show_key,
     string_of,
 )
-from tlsprobe.exporter.sendconfig import SenderConfig
 from tlsprobe.model import Policy
-from tlsprobe.probe.evaluate import TrustStore, TrustStoreError
 from tlsprobe.probe.names import show
+from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
 
 _T = TypeVar("_T")
 _TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")

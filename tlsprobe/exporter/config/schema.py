@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tlsprobe.exporter.allowrules import Rule, parse_rule
-from tlsprobe.exporter.sendconfig import SendSideConfig
+from tlsprobe.exporter.config.allowrules import Rule, parse_rule
+from tlsprobe.exporter.config.send import SendSideConfig
 from tlsprobe.model import Mode, Policy
 
 DEFAULT_PORT: Final = 25

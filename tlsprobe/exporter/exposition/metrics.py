@@ -1,0 +1,400 @@
+"""The samples of the metric table (`table`) and their text exposition.
+
+Each endpoint's samples are derived by one
+function, `endpoint_samples`, from an immutable `EndpointState`; `/metrics` renders each
+endpoint's text once per new result and reuses it until the next, so a scrape of 10,000
+endpoints is string joins, not 200,000 formatting calls. `/metrics` and `/probe` both render
+with `TextRenderer`; the tests hold it equal to a prometheus_client collector built from the
+same sample functions (tests/support/collector.py), the oracle it earns its place against.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+
+from tlsprobe import __version__
+from tlsprobe.exporter.eventloop import EventLoop
+from tlsprobe.exporter.exposition.table import (
+    BY_NAME,
+    ENDPOINT_LABELS,
+    METRIC_NAMES,
+    METRICS,
+    SEND_SIDE_METRICS,
+    SENDER_LABELS,
+    TARGET_LABELS,
+    MetricDef,
+)
+from tlsprobe.exporter.state import EndpointState
+from tlsprobe.exporter.web.authgate import Verdict
+from tlsprobe.exporter.web.connections import Closed
+from tlsprobe.model import (
+    PHASES,
+    TRANSIENT_REASONS,
+    CertPart,
+    CheckName,
+    ProbeResult,
+    Status,
+)
+
+__all__ = [
+    "BY_NAME",
+    "ENDPOINT_LABELS",
+    "FAMILY_INDEX",
+    "METRICS",
+    "METRIC_NAMES",
+    "SENDER_LABELS",
+    "SEND_SIDE_METRICS",
+    "TARGET_LABELS",
+    "ExporterStats",
+    "MetricDef",
+    "Sample",
+    "TextRenderer",
+    "endpoint_samples",
+    "exporter_samples",
+    "facts_samples",
+    "family_header",
+    "own_samples",
+    "render_endpoint",
+    "sample_line",
+    "target_facts",
+    "target_samples",
+]
+
+
+@dataclass
+class ExporterStats:
+    """Exporter self-metrics. Mutated only on the event loop thread."""
+
+    reload_successful: bool = True
+    reload_success_at: float = 0.0
+    probes: dict[str, int] = field(default_factory=lambda: {s.label: 0 for s in Status})
+    retries: dict[str, int] = field(
+        default_factory=lambda: {r.value: 0 for r in sorted(TRANSIENT_REASONS)}
+    )
+    """Every reason a retry can have, from zero: the series exist before the first retry."""
+    state_writable: bool = True
+    state_write_errors: int = 0
+    targets_configured: int = 0
+    external_url: str = ""
+    http_connections: int = 0
+    http_connection_limit: int = 0
+    http_closed: dict[str, int] = field(default_factory=lambda: {r.value: 0 for r in Closed})
+    auth_outcomes: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
+    probe_requests_shared: int = 0
+    mx_skipped: dict[tuple[str, str], int] = field(default_factory=dict)
+    event_loop: EventLoop = EventLoop.ASYNCIO
+    mta_sts: dict[str, MtaStsSample] = field(default_factory=dict)
+    """Per MTA-STS policy domain of the configuration (bounded by it)."""
+
+    def snapshot(self) -> ExporterStats:
+        """A copy another thread may read while the loop goes on counting (each dict copied)."""
+        copy = replace(self)
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, dict):
+                setattr(copy, item.name, dict(value))
+        return copy
+
+
+@dataclass(frozen=True, slots=True)
+class MtaStsSample:
+    """What `/metrics` shows of one policy domain that announces a policy."""
+
+    fetched: bool
+    mode: str | None
+    max_age: float | None
+    id_changed_at: float
+
+
+Sample = tuple[str, tuple[str, ...], float]
+"""(family name, extra label values, value)."""
+
+
+def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
+    """Every sample one endpoint contributes. The one place that maps results to metrics."""
+    result = state.result
+    yield "tlsprobe_probe_success", (), 1.0 if result.success else 0.0
+    if result.error is not None:
+        yield "tlsprobe_probe_error_info", (result.error.kind.value,), 1.0
+    for phase in PHASES:
+        if phase in result.phases:
+            yield "tlsprobe_probe_duration_seconds", (phase,), result.phases[phase]
+    yield "tlsprobe_last_probe_timestamp_seconds", (), result.started_at
+    if state.interval:
+        yield "tlsprobe_probe_interval_seconds", (), state.interval
+    yield "tlsprobe_status", (), float(result.status)
+    for check in result.checks:
+        yield "tlsprobe_check_status", (check.name,), float(check.status)
+        if check.name is CheckName.CHAIN_TRUSTED and check.reason is not None:
+            yield "tlsprobe_chain_untrusted_info", (check.reason,), 1.0
+    yield "tlsprobe_o365_ready", (), 1.0 if result.o365_ready else 0.0
+    if result.tls is not None:
+        yield "tlsprobe_tls_info", (result.tls.version, result.tls.cipher), 1.0
+    leaf = result.leaf
+    if leaf is not None:
+        # Dates that could not be read are not exported as the epoch (an "expired in 1970").
+        if not leaf.unreadable(CertPart.VALIDITY):
+            yield "tlsprobe_cert_not_after_timestamp_seconds", (), leaf.not_after.timestamp()
+            yield "tlsprobe_cert_not_before_timestamp_seconds", (), leaf.not_before.timestamp()
+        if not any(c.unreadable(CertPart.VALIDITY) for c in result.chain):
+            earliest = min(c.not_after for c in result.chain).timestamp()
+            yield "tlsprobe_chain_earliest_not_after_timestamp_seconds", (), earliest
+        names = ",".join(leaf.dns_names)
+        info = (leaf.sha256, *map(_clip, (leaf.subject, leaf.issuer, leaf.serial, names)))
+        yield "tlsprobe_cert_info", info, 1.0
+    yield from _dane_samples(result)
+    if state.drift is not None:
+        previous = state.drift.previous
+        if previous is not None:
+            names = ",".join(previous.names)
+            old = (previous.fingerprint, previous.subject, previous.issuer, names)
+            yield "tlsprobe_cert_previous_info", old, 1.0
+            yield "tlsprobe_cert_previous_not_after_timestamp_seconds", (), previous.not_after
+        yield "tlsprobe_cert_changes", (), float(state.drift.changes_total)
+        yield "tlsprobe_cert_last_change_timestamp_seconds", (), state.drift.since
+
+
+def _dane_samples(result: ProbeResult) -> Iterator[Sample]:
+    """TLSA records found, by DNSSEC status; nothing when DANE was not asked for."""
+    if result.dane is not None:
+        dane = result.dane
+        yield "tlsprobe_dane_tlsa_records", (dane.status.value,), float(len(dane.records))
+
+
+TargetFacts = tuple[frozenset[str], tuple[str, str]]
+"""A target's distinct leaf fingerprints and its connector: all its own samples depend on."""
+
+
+def target_facts(states: Iterable[EndpointState]) -> dict[tuple[str, str], TargetFacts]:
+    """Per (tenant, target): the leaves its endpoints show, and its connector."""
+    leaves: dict[tuple[str, str], set[str]] = {}
+    connectors: dict[tuple[str, str], tuple[str, str]] = {}
+    for state in states:
+        key = (state.tenant, state.target)
+        seen = leaves.setdefault(key, set())
+        connectors[key] = state.connector
+        leaf = state.result.leaf
+        if leaf is not None:
+            seen.add(leaf.sha256)
+    return {key: (frozenset(seen), connectors[key]) for key, seen in leaves.items()}
+
+
+def facts_samples(key: tuple[str, str], facts: TargetFacts) -> Iterator[Sample]:
+    yield "tlsprobe_target_distinct_certificates", key, float(len(facts[0]))
+    yield "tlsprobe_connector_info", (*key, *facts[1]), 1.0
+
+
+def target_samples(states: Iterable[EndpointState]) -> Iterator[Sample]:
+    """Per target: distinct leaves across its endpoints that show one, and its connector."""
+    for key, facts in target_facts(states).items():
+        yield from facts_samples(key, facts)
+
+
+def exporter_samples(stats: ExporterStats, endpoints: int) -> Iterator[Sample]:
+    yield "tlsprobe_config_last_reload_successful", (), 1.0 if stats.reload_successful else 0.0
+    yield "tlsprobe_config_last_reload_success_timestamp_seconds", (), stats.reload_success_at
+    for status, count in stats.probes.items():
+        yield "tlsprobe_probes", (status,), float(count)
+    for reason, count in sorted(stats.retries.items()):
+        yield "tlsprobe_retries", (reason,), float(count)
+    yield "tlsprobe_http_connections", (), float(stats.http_connections)
+    yield "tlsprobe_http_connection_limit", (), float(stats.http_connection_limit)
+    for reason, count in stats.http_closed.items():
+        yield "tlsprobe_http_connections_closed", (reason,), float(count)
+    for outcome, count in stats.auth_outcomes.items():
+        yield "tlsprobe_http_auth_attempts", (outcome,), float(count)
+    yield "tlsprobe_probe_requests_shared", (), float(stats.probe_requests_shared)
+    for (tenant, target), count in sorted(stats.mx_skipped.items()):
+        yield "tlsprobe_mx_addresses_skipped", (tenant, target), float(count)
+    yield "tlsprobe_state_writable", (), 1.0 if stats.state_writable else 0.0
+    yield "tlsprobe_state_write_errors", (), float(stats.state_write_errors)
+    yield "tlsprobe_targets_configured", (), float(stats.targets_configured)
+    yield from _mta_sts_samples(stats.mta_sts)
+    yield "tlsprobe_endpoints", (), float(endpoints)
+    python = ".".join(map(str, sys.version_info[:3]))
+    yield "tlsprobe_build_info", (__version__, python, stats.event_loop.value), 1.0
+    if stats.external_url:
+        yield "tlsprobe_external_url_info", (stats.external_url,), 1.0
+
+
+def _mta_sts_samples(domains: Mapping[str, MtaStsSample]) -> Iterator[Sample]:
+    for domain, sample in sorted(domains.items()):
+        yield "tlsprobe_mta_sts_fetch_success", (domain,), 1.0 if sample.fetched else 0.0
+        if sample.mode is not None:
+            yield "tlsprobe_mta_sts_policy_info", (domain, sample.mode), 1.0
+        if sample.max_age is not None:
+            yield "tlsprobe_mta_sts_max_age_seconds", (domain,), sample.max_age
+        if sample.id_changed_at:
+            yield "tlsprobe_mta_sts_id_change_timestamp_seconds", (domain,), sample.id_changed_at
+
+
+# --- text exposition -----------------------------------------------------------------------
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    # Most values are whole, finite and small (statuses, counts, timestamps): one comparison
+    # chain answers them. NaN fails every comparison and falls through.
+    if -1e15 < value < 1e15:
+        whole = int(value)
+        return f"{whole}.0" if value == whole else repr(value)
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(value)
+
+
+def _pairs(names: Sequence[str], values: Sequence[str]) -> str:
+    return ",".join(f'{name}="{_escape(v)}"' for name, v in zip(names, values, strict=True))
+
+
+@functools.lru_cache(maxsize=4096)
+def _extra_pairs(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """`_pairs` for a sample's own labels: phase, check and reason names, TLS versions and
+    ciphers repeat across every endpoint, so they are escaped and joined once (bounded)."""
+    return _pairs(names, values)
+
+
+def _line(metric: MetricDef, values: Sequence[str], value: float) -> str:
+    pairs = _pairs(metric.all_labels, values)
+    return (
+        f"{metric.sample_name}{{{pairs}}} {_number(value)}\n"
+        if pairs
+        else (f"{metric.sample_name} {_number(value)}\n")
+    )
+
+
+def sample_line(sample: Sample) -> bytes:
+    """One sample's exposition line; `sample` carries all its label values."""
+    name, values, value = sample
+    return _line(BY_NAME[name], values, value).encode()
+
+
+def family_header(metric: MetricDef) -> bytes:
+    name = metric.sample_name
+    return f"# HELP {name} {metric.help}\n# TYPE {name} {metric.kind}\n".encode()
+
+
+def render_endpoint(state: EndpointState) -> dict[str, bytes]:
+    """One endpoint's exposition lines, grouped by family, encoded once."""
+    # The endpoint's own labels are escaped and joined once, not once per line: most of the
+    # cost of a new result's text was there.
+    base = _pairs(ENDPOINT_LABELS, state.label_values)
+    out: dict[str, list[str]] = {}
+    for name, extra, value in endpoint_samples(state):
+        head = _SAMPLE_NAMES[name]
+        if extra:
+            line = f"{head}{{{base},{_extra_pairs(_LABELS[name], extra)}}} {_number(value)}\n"
+        else:
+            line = f"{head}{{{base}}} {_number(value)}\n"
+        lines = out.get(name)
+        if lines is None:
+            out[name] = [line]
+        else:
+            lines.append(line)
+    return {name: "".join(lines).encode() for name, lines in out.items()}
+
+
+_SAMPLE_NAMES: Mapping[str, str] = {m.name: m.sample_name for m in METRICS}
+_LABELS: Mapping[str, tuple[str, ...]] = {m.name: m.labels for m in METRICS}
+
+
+class TextRenderer:
+    """Renders /metrics, caching each endpoint's text until its state object changes.
+
+    Each endpoint's lines are kept as one row of bytes per family (in `METRICS` order), so a
+    scrape transposes the rows and joins each column in C instead of appending 200,000
+    fragments one by one; a target's own lines are kept until its distinct leaves or its
+    connector change. Both caches hold only what the latest render used. Not thread-safe: one
+    render at a time (the server serialises them).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[EndpointState, tuple[bytes, ...]]] = {}
+        self._targets: dict[tuple[tuple[str, str], TargetFacts], list[tuple[int, bytes]]] = {}
+        self._headers = [family_header(m) for m in METRICS]
+
+    def render(
+        self,
+        states: Sequence[EndpointState],
+        stats: ExporterStats | None,
+        extra: Iterable[Sample] = (),
+    ) -> bytes:
+        """The exposition text; `stats` None leaves out the exporter's self-metrics. `extra`
+        samples carry all their label values (the send side's)."""
+        columns: list[tuple[bytes, ...]] = list(zip(*self._rows(states), strict=True)) or [
+            () for _ in METRICS
+        ]
+        tails: list[list[bytes]] = [[] for _ in METRICS]
+        for index, line in self._target_lines(states):
+            tails[index].append(line)
+        for sample in own_samples(states, stats, extra):
+            tails[FAMILY_INDEX[sample[0]]].append(sample_line(sample))
+        out: list[bytes] = []
+        for index, column in enumerate(columns):
+            lines = tails[index]
+            if lines or any(column):
+                out.append(self._headers[index])
+                out.extend(column)
+                out.extend(lines)
+        # Joining bytes: the cached fragments are never decoded or encoded again per scrape.
+        return b"".join(out)
+
+    def _rows(self, states: Sequence[EndpointState]) -> list[tuple[bytes, ...]]:
+        # Keyed by identity: the entry holds the state, so its id cannot be reused meanwhile.
+        cache, fresh = self._cache, {}
+        rows = []
+        for state in states:
+            entry = cache.get(id(state))
+            if entry is None or entry[0] is not state:
+                parts = render_endpoint(state)
+                entry = (state, tuple(parts.get(m.name, b"") for m in METRICS))
+            fresh[id(state)] = entry
+            rows.append(entry[1])
+        self._cache = fresh
+        return rows
+
+    def _target_lines(self, states: Sequence[EndpointState]) -> Iterator[tuple[int, bytes]]:
+        cache, fresh = self._targets, {}
+        for key, facts in target_facts(states).items():
+            lines = cache.get((key, facts))
+            if lines is None:
+                lines = [
+                    (FAMILY_INDEX[sample[0]], sample_line(sample))
+                    for sample in facts_samples(key, facts)
+                ]
+            fresh[key, facts] = lines
+            yield from lines
+        self._targets = fresh
+
+
+def own_samples(
+    states: Sequence[EndpointState], stats: ExporterStats | None, extra: Iterable[Sample]
+) -> Iterator[Sample]:
+    """The samples of a scrape that no endpoint or target owns: self-metrics and `extra`."""
+    if stats is not None:
+        yield from exporter_samples(stats, len(states))
+    yield from extra
+
+
+FAMILY_INDEX: Mapping[str, int] = {m.name: index for index, m in enumerate(METRICS)}
+"""Each family's place in `METRICS`, the order of the exposition."""
+
+
+_MAX_LABEL = 256
+"""Characters of a label value taken from a certificate: a 60 KB subject must not become a
+60 KB label on every scrape."""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."

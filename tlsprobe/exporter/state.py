@@ -1,0 +1,64 @@
+"""The published states: what the exporter knows of each endpoint and each sender right now.
+
+The scheduler and the send side publish these immutable values; the renderer (`exposition`), the
+pages and the last results on disk read them. They live here, apart from all of those, so that
+none of them imports another to get a dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tlsprobe.exporter.config.send import SenderConfig
+from tlsprobe.exporter.history.store import Drift
+from tlsprobe.model import CanaryReason, EndpointKey, ProbeResult
+
+__all__ = ["CanaryState", "EndpointState", "SenderState"]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """What is known of one endpoint right now: its latest result and its drift history."""
+
+    tenant: str
+    target: str
+    result: ProbeResult
+    drift: Drift | None = None
+    interval: float = 0.0
+    connector: tuple[str, str] = ("", "")
+    """The target's certificate domain and accepted domains (comma-joined); "" when unset."""
+
+    @property
+    def key(self) -> EndpointKey:
+        endpoint = self.result.endpoint
+        address = self.result.address or endpoint.address or ""
+        return (self.tenant, self.target, endpoint.host, address, endpoint.port)
+
+    @property
+    def label_values(self) -> tuple[str, ...]:
+        tenant, target, host, address, port = self.key
+        return (tenant, target, host, address, str(port))
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryState:
+    """The latest canary outcome of a sender."""
+
+    success: bool
+    at: float
+    round_trip: float | None = None
+    reason: CanaryReason | None = None
+    message: str = ""
+    last_success_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SenderState:
+    """What is known of one sender now: its latest judged session and canary."""
+
+    sender: SenderConfig
+    result: ProbeResult | None = None
+    drift: Drift | None = None
+    sessions: int = 0
+    canary: CanaryState | None = None
+    canary_failures: tuple[tuple[CanaryReason, int], ...] = ()

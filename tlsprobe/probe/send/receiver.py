@@ -1,0 +1,409 @@
+"""The receiver's transport: the only module with its sockets and TLS. Captures client chains.
+
+An asyncio SMTP listener drives `smtpserver.SmtpServer` and, at STARTTLS, runs a TLS server
+handshake that *requests* a client certificate and accepts whatever arrives: none, self-signed,
+expired, from an unknown root, for the wrong name. Python's `ssl` module cannot do that (a
+server context either does not ask, or aborts the handshake on a certificate it cannot verify,
+and then hands over nothing), so TLS here is pyOpenSSL's in memory-BIO mode with a verify
+callback that accepts everything; the chain is judged afterwards by `sender.judge_session`.
+
+Bounds: one deadline per session, a cap on concurrent sessions and a per-peer rate (both
+answered with `421` and a close), the SMTP server's line, message and error limits, and reads
+in bounded chunks from a bounded stream buffer. Low-level errors (OSError, OpenSSL errors,
+timeouts) become a `ProbeError` with a `Reason` here, once. Nothing a client sends is stored
+beyond the `Session` summary (the canary token, sizes, counters, a clipped transcript).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+
+from tlsprobe.model import ProbeError, Reason, TlsInfo
+from tlsprobe.probe.send.sender import Session
+from tlsprobe.probe.smtp import server as smtpserver
+from tlsprobe.probe.smtp.client import Done, Failed, NeedData, Send, StartTls
+
+_CHUNK = 16384
+_STREAM_LIMIT = 65536
+_CLOSE_GRACE = 1.0
+"""Seconds to let a final reply drain before the socket is aborted."""
+_PEERS_REMEMBERED = 4096
+"""Per-peer rate windows kept; the oldest is forgotten first (bounded memory)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverLimits:
+    session_timeout: float = 60.0
+    """One deadline for a whole session: greeting to close, handshake included."""
+    max_sessions: int = 20
+    per_peer_per_minute: int = 30
+    smtp: smtpserver.Limits = field(default_factory=smtpserver.Limits)
+
+
+AcceptRecipient = Callable[[str, str], bool]
+"""(peer address, recipient) -> accept? The receiver relays nothing: refused gets 550."""
+OnSession = Callable[[Session], None]
+OnMessage = Callable[[str, smtpserver.Message], None]
+
+
+class ReceiverTlsError(ValueError):
+    """The receiver's own certificate or key cannot be loaded."""
+
+
+def tls_context(
+    certfile: str | None = None, keyfile: str | None = None, *, hostname: str = "localhost"
+) -> SSL.Context:
+    """A server context that asks every client for a certificate and accepts any.
+
+    Without files, the receiver presents a fresh self-signed certificate: the relay's side of
+    the canary route (`smtp_tls_security_level = encrypt`) encrypts without verifying it.
+    Security level 0 and TLS 1.0 as the floor let weak and old clients finish the handshake, so
+    their certificate (and the TLS version) is reported, not lost.
+    """
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_VERSION)
+    ctx.set_cipher_list(b"ALL:!aNULL:!eNULL:@SECLEVEL=0")
+    if certfile:
+        try:
+            ctx.use_certificate_chain_file(certfile)
+            ctx.use_privatekey_file(keyfile or certfile)
+            ctx.check_privatekey()
+        except (OSError, SSL.Error) as exc:
+            raise ReceiverTlsError(f"{certfile}: cannot load certificate and key") from exc
+    else:
+        cert, key = _self_signed(hostname)
+        ctx.use_certificate(cert)
+        ctx.use_privatekey(key)
+    ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
+    return ctx
+
+
+def _accept_any(*_: object) -> bool:
+    # The chain is judged after the handshake; here every certificate (or none) is welcome.
+    return True
+
+
+def _self_signed(hostname: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+class Receiver:
+    """An SMTP listener whose sessions end as `Session` values handed to `on_session`."""
+
+    def __init__(
+        self,
+        *,
+        context: SSL.Context,
+        hostname: str,
+        accept_recipient: AcceptRecipient,
+        on_session: OnSession,
+        on_message: OnMessage | None = None,
+        limits: ReceiverLimits | None = None,
+    ) -> None:
+        self._context = context
+        self._hostname = hostname
+        self._accept = accept_recipient
+        self._on_session = on_session
+        self._on_message = on_message
+        self.limits = limits or ReceiverLimits()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0
+        self._peers: OrderedDict[str, deque[float]] = OrderedDict()
+        self.refused_sessions = 0
+        """Connections answered with 421 (session cap or per-peer rate)."""
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen; returns the bound (address, port) (port 0 picks a free one)."""
+        self._server = await asyncio.start_server(self._connected, host, port, limit=_STREAM_LIMIT)
+        address = self._server.sockets[0].getsockname()
+        return str(address[0]), int(address[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    @property
+    def active_sessions(self) -> int:
+        return self._active
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._tasks.discard(task)
+            writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        local = writer.get_extra_info("sockname") or ("?", 0)
+        if self._active >= self.limits.max_sessions or not self._admit(str(peer[0])):
+            self.refused_sessions += 1
+            writer.write(b"421 4.7.0 Too many sessions, try again later\r\n")
+            await _drain(writer)
+            return
+        self._active += 1
+        try:
+            session = await _Session(self, str(peer[0]), int(local[1]), reader, writer).run()
+        finally:
+            self._active -= 1
+        self._on_session(session)
+
+    def _admit(self, peer: str) -> bool:
+        """Per-peer sliding window of one minute; bounded number of peers remembered."""
+        now = time.monotonic()
+        window = self._peers.pop(peer, None) or deque()
+        while window and now - window[0] > 60.0:
+            window.popleft()
+        self._peers[peer] = window
+        if len(self._peers) > _PEERS_REMEMBERED:
+            self._peers.popitem(last=False)
+        if len(window) >= self.limits.per_peer_per_minute:
+            return False
+        window.append(now)
+        return True
+
+
+class _Tls:
+    """A pyOpenSSL server connection in memory-BIO mode over an asyncio stream."""
+
+    def __init__(
+        self, context: SSL.Context, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._conn = SSL.Connection(context, None)
+        self._conn.set_accept_state()
+        self._reader = reader
+        self._writer = writer
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self._conn.do_handshake()
+            except SSL.WantReadError:
+                self._flush()
+                if not await self._pull():
+                    raise ConnectionAbortedError("client closed the connection") from None
+                continue
+            self._flush()
+            return
+
+    def info(self) -> tuple[TlsInfo, tuple[bytes, ...], str | None]:
+        """Negotiated version and cipher, the client's chain as sent (DER), and the SNI."""
+        conn = self._conn
+        tls = TlsInfo(conn.get_protocol_version_name(), conn.get_cipher_name() or "")
+        leaf = conn.get_peer_certificate(as_cryptography=True)
+        rest = conn.get_peer_cert_chain(as_cryptography=True) or []
+        # On the server side OpenSSL's peer chain leaves the leaf out; some versions keep it.
+        if leaf is not None and rest and rest[0] == leaf:
+            rest = rest[1:]
+        chain = [leaf, *rest] if leaf is not None else []
+        sni = conn.get_servername()
+        return (
+            tls,
+            tuple(c.public_bytes(Encoding.DER) for c in chain),
+            sni.decode("ascii", "replace") if sni else None,
+        )
+
+    async def read(self) -> bytes:
+        while True:
+            try:
+                return self._conn.recv(_CHUNK)
+            except SSL.WantReadError:
+                self._flush()
+                if not await self._pull():
+                    return b""
+            except SSL.ZeroReturnError:
+                return b""
+
+    def write(self, data: bytes) -> None:
+        self._conn.sendall(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                data = self._conn.bio_read(_CHUNK)
+            except SSL.WantReadError:
+                return
+            if not data:
+                return
+            self._writer.write(data)
+
+    async def _pull(self) -> bool:
+        data = await self._reader.read(_CHUNK)
+        if not data:
+            self._conn.bio_shutdown()
+            return False
+        self._conn.bio_write(data)
+        return True
+
+
+class _Session:
+    """One inbound session: drive the SMTP state machine, hand TLS to `_Tls` at STARTTLS."""
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        peer: str,
+        local_port: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self._receiver = receiver
+        self._peer = peer
+        self._local_port = local_port
+        self._reader = reader
+        self._writer = writer
+        self._smtp = smtpserver.SmtpServer(
+            receiver._hostname,
+            accept_recipient=lambda rcpt: receiver._accept(peer, rcpt),
+            limits=receiver.limits.smtp,
+        )
+        self._tls: _Tls | None = None
+        self._info: tuple[TlsInfo, tuple[bytes, ...], str | None] | None = None
+        self._messages: list[smtpserver.Message] = []
+        self._started = time.perf_counter()
+        self._phases: dict[str, float] = {}
+
+    async def run(self) -> Session:
+        started_at = time.time()
+        timeout = self._receiver.limits.session_timeout
+        error: ProbeError | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                error = await self._dialogue()
+        except TimeoutError:
+            error = ProbeError(
+                Reason.TIMEOUT, f"session not finished within {timeout:g} s ({self._smtp.state})"
+            )
+            self._send_quietly(b"421 4.4.2 Timeout, closing connection\r\n")
+        except SSL.Error as exc:
+            error = ProbeError(Reason.TLS_HANDSHAKE, f"TLS failed: {_ssl_text(exc)}")
+        except OSError as exc:
+            error = ProbeError(Reason.PROTOCOL, f"connection failed: {exc.strerror or exc}")
+        await _drain(self._writer)
+        return self._summary(started_at, error)
+
+    async def _dialogue(self) -> ProbeError | None:
+        smtp = self._smtp
+        while True:
+            event = smtp.next_event()
+            if isinstance(event, NeedData):
+                smtp.receive_data(await self._read())
+            elif isinstance(event, Send):
+                self._write(event.data)
+                await self._writer.drain()
+            elif isinstance(event, smtpserver.MessageReceived):
+                self._message(event.message)
+            elif isinstance(event, StartTls):
+                await self._start_tls()
+            elif isinstance(event, Done):
+                return None
+            else:
+                assert isinstance(event, Failed)
+                return ProbeError(event.reason, event.message)
+
+    async def _start_tls(self) -> None:
+        await _drain(self._writer)
+        self._tls = _Tls(self._receiver._context, self._reader, self._writer)
+        begin = time.perf_counter()
+        await self._tls.handshake()
+        self._phases["handshake"] = time.perf_counter() - begin
+        self._info = self._tls.info()
+        self._smtp.tls_started()
+
+    async def _read(self) -> bytes:
+        if self._tls is not None:
+            return await self._tls.read()
+        return await self._reader.read(_CHUNK)
+
+    def _write(self, data: bytes) -> None:
+        if self._tls is not None:
+            self._tls.write(data)
+        else:
+            self._writer.write(data)
+
+    def _send_quietly(self, data: bytes) -> None:
+        with contextlib.suppress(OSError, SSL.Error):
+            self._write(data)
+
+    def _message(self, message: smtpserver.Message) -> None:
+        received = dataclasses.replace(message, received_at=time.time())
+        self._messages.append(received)
+        if self._receiver._on_message is not None:
+            self._receiver._on_message(self._peer, received)
+
+    def _summary(self, started_at: float, error: ProbeError | None) -> Session:
+        smtp = self._smtp
+        tls, chain, sni = self._info if self._info else (None, (), None)
+        if error is not None and self._tls is not None and self._info is None:
+            # Failed inside the handshake: whatever the reason, it is the TLS that broke.
+            error = ProbeError(Reason.TLS_HANDSHAKE, error.message)
+        self._phases["total"] = time.perf_counter() - self._started
+        return Session(
+            peer=self._peer,
+            local_port=self._local_port,
+            started_at=started_at,
+            helo=smtp.helo,
+            tls=tls,
+            chain_der=chain,
+            sni=sni,
+            error=error,
+            messages=tuple(self._messages),
+            auth_attempts=smtp.auth_attempts,
+            refused_recipients=smtp.refused_recipients,
+            discarded_plaintext=smtp.discarded_plaintext,
+            plaintext_mail=smtp.plaintext_mail,
+            phases=MappingProxyType(dict(self._phases)),
+            transcript=smtp.transcript.lines(),
+        )
+
+
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    """Let queued bytes go out, bounded: a client that does not read must not hold us."""
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(_CLOSE_GRACE):
+            await writer.drain()
+
+
+def _ssl_text(exc: SSL.Error) -> str:
+    parts = [str(item[-1]) for item in exc.args[0] if isinstance(item, tuple)] if exc.args else []
+    return ", ".join(parts) or exc.__class__.__name__
