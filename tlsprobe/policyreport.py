@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlsprobe.model import DaneFindings
+from tlsprobe.model import DaneFindings, DnssecStatus
 from tlsprobe.probe.dns.mtasts import DomainPolicy
 
 
@@ -19,7 +19,8 @@ def dane_json(findings: DaneFindings) -> dict[str, Any]:
         "name": findings.name,
         "dnssec": findings.status.value,
         "mx_dnssec": findings.mx_status.value if findings.mx_status else None,
-        "applicable": findings.applicable,
+        # A failed lookup decides nothing: whether DANE applies is not known (null).
+        "applicable": None if findings.status is DnssecStatus.FAILED else findings.applicable,
         "detail": findings.detail or None,
         "records": [
             {"record": v.record.text, "match": v.match.value, "note": v.note}
@@ -33,7 +34,11 @@ def dane_lines(findings: DaneFindings) -> list[str]:
     lines = [f"DANE          {findings.name} TLSA ({findings.status.value}{mx})"]
     if findings.detail:
         lines.append(f"  resolver    {findings.detail}")
-    if not findings.records:
+    if findings.status is DnssecStatus.BOGUS:
+        lines.append("  bogus: DNSSEC validation failed; validating senders defer every message")
+    elif findings.status is DnssecStatus.FAILED:
+        lines.append("  lookup failed: DANE not judged; validating senders that see it defer")
+    elif not findings.records:
         lines.append("  no TLSA records: DANE not applicable")
     for verdict in findings.records:
         lines.append(f"  {verdict.match.value:<10}  {verdict.record.text}")

@@ -91,6 +91,8 @@ def summary_line(result: ProbeResult, now: datetime) -> str:
         what = f"{where}: {result.error.kind.value}: {result.error.message}"
     else:
         failing = [c for c in result.checks if c.status in (Status.CRITICAL, Status.WARNING)]
+        if not failing and result.status is Status.UNKNOWN:
+            failing = [c for c in result.checks if c.status is Status.UNKNOWN]
         what = f"{where}: " + (
             "; ".join(f"{c.name}: {c.message}" for c in failing) if failing else "certificate OK"
         )

@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.asyncresolver
 import pytest
@@ -219,16 +220,29 @@ async def test_only_pkix_usages_and_malformed_records(lab: Lab, trust: TrustStor
     assert notes[0].startswith("malformed") and "unknown matching type" in notes[1]
 
 
-async def test_bogus_signature_is_unknown_with_the_extended_error(
+async def test_bogus_signature_is_critical_with_the_extended_error(
     lab: Lab, trust: TrustStore
 ) -> None:
     result = await probe(lab, "bogus", trust)
     assert result.dane is not None and result.dane.status is DnssecStatus.BOGUS
+    assert result.dane.applicable  # validating senders defer: DANE decides, it applies
     check = result.check("dane")
-    assert check is not None and check.status is Status.UNKNOWN
-    assert "EDE 6" in check.message
-    # Unknown never turns a healthy result critical or unknown by itself.
-    assert result.status is Status.OK
+    assert check is not None and check.status is Status.CRITICAL
+    assert "EDE 6" in check.message and "defer every message" in check.message
+    # Validating senders defer all mail to this MX (RFC 7672 2.1.1): the endpoint is down.
+    assert result.status is Status.CRITICAL
+
+
+async def test_cli_reports_a_bogus_answer_as_critical_in_text_and_json(
+    lab: Lab, ca_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text, data = await run_check(lab, "bogus", ca_file, capsys)
+    assert code == 2, text
+    assert text.startswith("TLSPROBE CRITICAL") and "bogus" in text.splitlines()[0]
+    assert "not applicable" not in text
+    assert data["status"] == "critical"
+    assert data["dane"]["dnssec"] == "bogus" and data["dane"]["applicable"] is True
+    assert {c["name"]: c["status"] for c in data["checks"]}["dane"] == "critical"
 
 
 async def test_insecure_delegation_is_a_warning(lab: Lab, trust: TrustStore) -> None:
@@ -347,29 +361,40 @@ async def test_txt_id_change_without_policy_change_is_a_finding(
 # --- tlsprobe check --dane --mta-sts ------------------------------------------------------------
 
 
-async def test_cli_prints_the_records_and_which_one_matched(
-    lab: Lab, sts_server: PolicyServer, ca_file: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    leaf = lab.current["ok"]
+async def run_check(
+    lab: Lab, case: str, ca_file: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str, dict[str, Any]]:
+    """`tlsprobe check --dane` of a case's server, as text then as JSON (same exit code)."""
+    leaf = lab.current[case]
     server = SmtpTestServer(
-        ServerTls((leaf.cert, lab.intermediate), leaf.key), port=lab.ports["ok"]
+        ServerTls((leaf.cert, lab.intermediate), leaf.key), port=lab.ports[case]
     )
     common = [
         "check",
-        f"ok.{Z}:{lab.ports['ok']}",
+        f"{lab.host(case)}:{lab.ports[case]}",
         "--address=127.0.0.1",
         f"--ca-file={ca_file}",
         "--dane",
         f"--resolver=127.0.0.1:{lab.dns.port}",
-        f"--mta-sts=enforce.{Z}",
-        "--timeout=10",
+        *extra,
     ]
     async with server:
         code = await asyncio.to_thread(cli_main, common)
         text = capsys.readouterr().out
         json_code = await asyncio.to_thread(cli_main, [*common, "--json"])
         data = json.loads(capsys.readouterr().out)
-    assert code == json_code == 0, text
+    assert code == json_code, text
+    return code, text, data
+
+
+async def test_cli_prints_the_records_and_which_one_matched(
+    lab: Lab, sts_server: PolicyServer, ca_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text, data = await run_check(
+        lab, "ok", ca_file, capsys, f"--mta-sts=enforce.{Z}", "--timeout=10"
+    )
+    leaf = lab.current["ok"]
+    assert code == 0, text
     published = tlsa(3, 1, 1, leaf.cert)
     assert f"matched     {published}" in text
     assert "next_key" in text and "secure" in text

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_hierarchy
-from tlsprobe.model import Check, DnssecStatus, Status, Tlsa, TlsaMatch
+from tlsprobe.model import Check, CheckName, DnssecStatus, Status, Tlsa, TlsaMatch, overall_status
 from tlsprobe.probe.dns import dane, danecache
 from tlsprobe.probe.dns.dane import TlsaAnswer, association, parse_tlsa
 from tlsprobe.probe.x509 import trust
@@ -176,14 +176,40 @@ def test_a_malformed_record_beside_a_good_one_does_not_hide_the_match(
     assert check is not None and check.status is Status.WARNING
 
 
-def test_bogus_is_unknown_with_the_extended_error(pki: Hierarchy, leaf: Issued) -> None:
+def test_bogus_is_critical_with_the_extended_error(pki: Hierarchy, leaf: Issued) -> None:
     answer = TlsaAnswer(NAME, DnssecStatus.BOGUS, detail="EDE 6 (DNSSEC Bogus)")
     check, findings = dane.judge(
         answer, [leaf.der], host=HOST, next_hop=None, mx_status=None, now=datetime.now(UTC)
     )
-    assert check is not None and check.status is Status.UNKNOWN
+    # RFC 7672 2.1.1: validating senders defer all mail to the host.
+    assert check is not None and check.status is Status.CRITICAL
     assert "bogus" in check.message and "EDE 6" in check.message
+    assert findings.applicable
+    assert overall_status([check]) is Status.CRITICAL
+
+
+def test_a_bogus_mx_answer_is_critical(pki: Hierarchy, leaf: Issued) -> None:
+    check, _ = judge([record(3, 1, 1, leaf.cert)], pki.chain(leaf), mx_status=DnssecStatus.BOGUS)
+    assert check is not None and check.status is Status.CRITICAL
+    assert "MX lookup" in check.message and "bogus" in check.message
+
+
+def test_a_failed_lookup_makes_an_otherwise_healthy_result_unknown(leaf: Issued) -> None:
+    answer = TlsaAnswer(NAME, DnssecStatus.FAILED, detail="TLSA lookup timed out")
+    check, findings = dane.judge(
+        answer, [leaf.der], host=HOST, next_hop=None, mx_status=None, now=datetime.now(UTC)
+    )
+    assert check is not None and check.status is Status.UNKNOWN
     assert not findings.applicable
+    ok = Check(CheckName.HOSTNAME, Status.OK, "fine")
+    # Not "OK": a sender seeing the same failure defers; not critical: it may be ours alone.
+    assert overall_status([ok, check]) is Status.UNKNOWN
+    assert overall_status([Check(CheckName.NOT_EXPIRED, Status.WARNING, "soon"), check]) is (
+        Status.WARNING
+    )
+    # Other unknowns are "not judged" and leave the roll-up alone.
+    unjudged = Check(CheckName.HOSTNAME, Status.UNKNOWN, "probed by IP address")
+    assert overall_status([ok, unjudged]) is Status.OK
 
 
 def test_no_records_is_not_applicable(leaf: Issued) -> None:

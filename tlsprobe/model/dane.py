@@ -69,5 +69,6 @@ class DaneFindings:
 
     @property
     def applicable(self) -> bool:
-        """DANE applies: TLSA records exist (judged or not)."""
-        return bool(self.records)
+        """DANE applies: TLSA records exist (judged or not), or the answer is bogus (validating
+        senders then defer: a bogus answer is no denial of existence)."""
+        return bool(self.records) or self.status is DnssecStatus.BOGUS

@@ -177,14 +177,26 @@ def o365_ready(checks: Iterable[Check]) -> bool:
     )
 
 
-def overall_status(checks: tuple[Check, ...] | list[Check]) -> Status:
-    """Critical if any check is critical, else warning if any is warning, else ok.
+_UNKNOWN_MAY_BLOCK = frozenset({CheckName.DANE})
+"""Checks whose unknown may hide an outage: a TLSA lookup that fails (timeout, unreachable
+authority) is no denial of existence, and validating senders that see the same failure defer
+mail (RFC 7672 2.1.1). The other unknowns are "not judged" by configuration (`hostname` of an
+IP literal, Office 365 checks without domains) or leave mail flowing (`mta_sts` unusable:
+senders deliver without MTA-STS or keep their cached policy)."""
 
-    A check that could not be determined (unknown) does not make the whole result unknown:
-    UNKNOWN overall is reserved for "no certificate could be seen".
+
+def overall_status(checks: tuple[Check, ...] | list[Check]) -> Status:
+    """Critical if any check is critical, else warning if any is warning, else unknown if a
+    check whose unknown may hide an outage is unknown (`dane`), else ok.
+
+    Any other check that could not be determined does not make the whole result unknown.
     """
     worst = Status.OK
     for check in checks:
         if check.status in (Status.CRITICAL, Status.WARNING) and check.status > worst:
             worst = check.status
+    if worst is Status.OK and any(
+        c.status is Status.UNKNOWN and c.name in _UNKNOWN_MAY_BLOCK for c in checks
+    ):
+        return Status.UNKNOWN
     return worst

@@ -218,13 +218,29 @@ def _check(
     answer: TlsaAnswer, findings: DaneFindings, chain: Sequence[x509.Certificate]
 ) -> Check | None:
     if answer.status is DnssecStatus.BOGUS:
+        # RFC 7672 2.1.1: a bogus answer is no denial of existence; validating senders treat
+        # the host as unusable and defer: an outage, whatever records the zone means to publish.
         detail = f": {answer.detail}" if answer.detail else ""
-        return _unknown(
-            f"TLSA lookup for {answer.name} is bogus (DNSSEC validation failed"
-            f"{detail}); validating senders defer mail"
+        return Check(
+            CHECK,
+            Status.CRITICAL,
+            f"TLSA answer for {answer.name} is bogus (DNSSEC validation failed{detail}); "
+            "validating senders defer every message to this host",
+            SYMPTOM,
         )
     if answer.status is DnssecStatus.FAILED:
-        return _unknown(f"TLSA lookup for {answer.name} failed: {answer.detail or 'no answer'}")
+        return _unknown(
+            f"TLSA lookup for {answer.name} failed: {answer.detail or 'no answer'}; "
+            "validating senders that see the same failure defer mail"
+        )
+    if findings.mx_status is DnssecStatus.BOGUS:
+        return Check(
+            CHECK,
+            Status.CRITICAL,
+            "the MX lookup that names this host is bogus (DNSSEC validation failed); "
+            "validating senders defer every message to the domain",
+            SYMPTOM,
+        )
     if not findings.records:
         return None
     insecure = _insecure(answer, findings)
