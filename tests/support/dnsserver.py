@@ -4,7 +4,8 @@
 `zone[(name, rdtype)] = [rdata text, ...]`, read afresh for every query: a test changes the dict
 and the next query sees the change (endpoints appearing and disappearing with the zone).
 `behaviours[name]` makes a name misbehave: "servfail", "nxdomain", or "timeout" (never answer);
-`behaviours[(name, rdtype)]` does so for one type only (AAAA failing while A answers).
+`behaviours[(name, rdtype)]` does so for one type only (AAAA failing while A answers); "slow"
+answers after `slow_seconds` (one query at a time over UDP, so slow queries queue up).
 Answers are built with dnspython's message API; a UDP answer larger than the client's payload
 size is sent truncated so that the client retries over TCP. The server never forwards and never
 recurses: whatever is not in the dict does not exist. It is a context manager; leaving it stops
@@ -33,7 +34,8 @@ import dns.rrset
 SERVFAIL = "servfail"
 NXDOMAIN = "nxdomain"
 TIMEOUT = "timeout"
-BEHAVIOURS = frozenset({SERVFAIL, NXDOMAIN, TIMEOUT})
+SLOW = "slow"
+BEHAVIOURS = frozenset({SERVFAIL, NXDOMAIN, TIMEOUT, SLOW})
 
 LOOPBACK = "127.0.0.1"
 UDP_PAYLOAD_WITHOUT_EDNS = 512
@@ -112,6 +114,8 @@ class DnsTestServer:
         self.zone: Zone = zone if zone is not None else {}
         self.behaviours: Behaviours = behaviours if behaviours is not None else {}
         self.ttl = ttl
+        self.slow_seconds = 0.5
+        """How long a "slow" name waits before its answer."""
         self.queries: list[tuple[str, str, str]] = []
         """(name, rdtype, "udp" | "tcp") of every query received, for assertions."""
         self.stopping = threading.Event()
@@ -144,6 +148,8 @@ class DnsTestServer:
             raise ValueError(f"unknown behaviour {behaviour!r} for {name}")
         if behaviour == TIMEOUT:
             return None
+        if behaviour == SLOW:
+            self.stopping.wait(self.slow_seconds)
         if behaviour in (SERVFAIL, NXDOMAIN):
             response = dns.message.make_response(query)
             response.set_rcode(dns.rcode.SERVFAIL if behaviour == SERVFAIL else dns.rcode.NXDOMAIN)

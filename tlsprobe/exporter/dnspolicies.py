@@ -1,7 +1,9 @@
 """DANE and MTA-STS for the exporter: judge each probe result against its DNS policies.
 
 A target with `dane` gets its TLSA records looked up through the validating resolver of the
-`dns:` section (the one discovery uses) after every probe that captured a chain; a target with
+`dns:` section (the one discovery uses) beside every probe, judged when the probe captured a
+chain; the lookups start with the probe and end by the target's timeout, so one deadline
+covers the probe and its policies (`/probe` within the scrape's timeout); a target with
 an `mta_sts_domain` gets the `mta_sts` check from that domain's policy, fetched at most once per
 target interval per domain (senders cache it for `max_age`, so refetching each probe would only
 load the policy server). The policy host `mta-sts.DOMAIN` is resolved through that same
@@ -17,7 +19,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +27,10 @@ from pathlib import Path
 from tlsprobe.exporter.config import Config, DnsSettings, TargetConfig
 from tlsprobe.exporter.exposition.metrics import MtaStsSample
 from tlsprobe.exporter.history.policies import POLICY_HISTORY_FILE, PolicyHistory
-from tlsprobe.model import DaneFindings, ProbeResult
+from tlsprobe.model import DaneFindings, Endpoint, ProbeResult
 from tlsprobe.probe import policies
-from tlsprobe.probe.dns import dnssec, mtasts, tlsalookup
+from tlsprobe.probe.dns import dnssec, mtasts
+from tlsprobe.probe.dns.dane import TlsaAnswer
 from tlsprobe.probe.dns.mtasts_fetch import FetchSettings
 
 log = logging.getLogger("tlsprobe.exporter.dnspolicies")
@@ -92,26 +95,44 @@ class DnsPolicies:
             self._history.close()
             self._history = None
 
-    async def judge(self, target: TargetConfig, result: ProbeResult) -> ProbeResult:
-        """`result` with the `dane` and `mta_sts` checks its target asks for."""
-        if not result.chain or not (target.dane or target.mta_sts_domain):
+    async def judge(
+        self, target: TargetConfig, endpoint: Endpoint, probe: Awaitable[ProbeResult]
+    ) -> ProbeResult:
+        """The probe's result with the `dane` and `mta_sts` checks its target asks for. The
+        lookups run beside the probe, from its start, and end by the target's timeout (one
+        deadline for the probe and its policies); they are dropped when no chain was seen."""
+        if not (target.dane or target.mta_sts_domain):
+            return await probe
+        lookups = asyncio.ensure_future(self._lookups(target, endpoint))
+        try:
+            result = await probe
+        except BaseException:
+            lookups.cancel()
+            raise
+        if not result.chain:
+            lookups.cancel()  # nothing to judge them against
             return result
-        if target.dane:
-            result = await self._dane(target, result)
-        if target.mta_sts_domain:
-            state = await self._domain(target, target.mta_sts_domain)
-            result = policies.add_mta_sts(result, state.policy)
-        return result
+        dane, sts = await lookups
+        if dane is not None:
+            result = policies.add_dane(result, *dane, datetime.now(UTC))
+            if result.dane is not None:
+                self._record_tlsa(result.dane)
+        return policies.add_mta_sts(result, sts)
 
-    async def _dane(self, target: TargetConfig, result: ProbeResult) -> ProbeResult:
-        endpoint = result.endpoint
-        mx_status = await policies.mx_status(self._resolver, target.mx) if target.mx else None
-        answer = await tlsalookup.lookup_tlsa(self._resolver, endpoint.host, endpoint.port)
-        context = policies.DaneContext(self._resolver, target.mx, mx_status)
-        judged = policies.add_dane(result, answer, context, datetime.now(UTC))
-        if judged.dane is not None:
-            self._record_tlsa(judged.dane)
-        return judged
+    async def _lookups(
+        self, target: TargetConfig, endpoint: Endpoint
+    ) -> tuple[tuple[TlsaAnswer, policies.DaneContext] | None, mtasts.DomainPolicy | None]:
+        dane, sts = await asyncio.gather(
+            policies.lookup_dane(
+                self._resolver, endpoint.host, endpoint.port, target.mx, timeout=target.timeout
+            )
+            if target.dane
+            else _nothing(),
+            self._domain_within(target, target.mta_sts_domain)
+            if target.mta_sts_domain
+            else _nothing(),
+        )
+        return dane, sts
 
     def _record_tlsa(self, findings: DaneFindings) -> None:
         # A failed or bogus lookup says nothing about the records: no drift from it.
@@ -120,6 +141,18 @@ class DnsPolicies:
         value = " | ".join(v.record.text for v in findings.records)
         if self._history.observe("tlsa", findings.name, value, self._wall()):
             log.warning("TLSA records changed", extra={"fields": {"name": findings.name}})
+
+    async def _domain_within(self, target: TargetConfig, domain: str) -> mtasts.DomainPolicy:
+        """The domain's policy, fresh or remembered, by the target's timeout (waiting for
+        another endpoint's fetch of the same domain included)."""
+        try:
+            async with asyncio.timeout(target.timeout):
+                return (await self._domain(target, domain)).policy
+        except TimeoutError:
+            what = "MTA-STS TXT lookup and policy fetch"
+            return mtasts.DomainPolicy(
+                domain, None, None, policies.past_deadline(what, target.timeout)
+            )
 
     async def _domain(self, target: TargetConfig, domain: str) -> DomainState:
         lock = self._locks.setdefault(domain, asyncio.Lock())
@@ -163,3 +196,7 @@ class DnsPolicies:
             max_age=float(policy.max_age) if policy else None,
             id_changed_at=state.id_changed_at,
         )
+
+
+async def _nothing() -> None:
+    return None

@@ -296,10 +296,9 @@ class Scheduler:
                 started_at=self._wall(),
                 address=job.endpoint.address,
             )
-        result = await self.probe_with_retries(job)
         if self.dns_policies is None:
-            return result
-        return await self.dns_policies.judge(job.target, result)
+            return await self.probe_with_retries(job)
+        return await self.dns_policies.judge(job.target, job.endpoint, self.probe_with_retries(job))
 
     async def probe_with_retries(self, job: Job) -> ProbeResult:
         """Probe once; only a transient failure goes on to tenacity's bounded retries."""

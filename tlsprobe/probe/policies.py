@@ -41,6 +41,36 @@ async def mx_status(resolver: dns.asyncresolver.Resolver, domain: str) -> Dnssec
     return (await dnssec.lookup(resolver, domain, "MX")).status
 
 
+def past_deadline(what: str, timeout: float) -> str:
+    return f"{what} did not finish within the probe's {timeout:g} s deadline"
+
+
+async def lookup_dane(
+    resolver: dns.asyncresolver.Resolver,
+    host: str,
+    port: int,
+    next_hop: str | None,
+    *,
+    timeout: float,
+) -> tuple[dane.TlsaAnswer, DaneContext]:
+    """The TLSA answer for `host:port` and the DNSSEC status of the MX lookup of `next_hop`
+    (when given), side by side and together within `timeout`: past it, the answer is a failed
+    lookup that says so."""
+    try:
+        async with asyncio.timeout(timeout):
+            answer, status = await asyncio.gather(
+                tlsalookup.lookup_tlsa(resolver, host, port),
+                mx_status(resolver, next_hop) if next_hop else _nothing(),
+            )
+    except TimeoutError:
+        owner = f"_{port}._tcp.{host.lower().rstrip('.')}"
+        failed = dane.TlsaAnswer(
+            owner, DnssecStatus.FAILED, detail=past_deadline("TLSA lookup", timeout)
+        )
+        return failed, DaneContext(resolver, next_hop, None)
+    return answer, DaneContext(resolver, next_hop, status)
+
+
 async def probe_with_policies(
     endpoint: Endpoint,
     policy: Policy,
@@ -56,9 +86,9 @@ async def probe_with_policies(
     if dane_context is None:
         result = await probe_endpoint(endpoint, policy, trust, timeout=timeout, now=clock)
         return add_mta_sts(result, sts)
-    result, answer = await asyncio.gather(
+    result, (answer, _) = await asyncio.gather(
         probe_endpoint(endpoint, policy, trust, timeout=timeout, now=clock),
-        tlsalookup.lookup_tlsa(dane_context.resolver, endpoint.host, endpoint.port),
+        lookup_dane(dane_context.resolver, endpoint.host, endpoint.port, None, timeout=timeout),
     )
     return add_mta_sts(add_dane(result, answer, dane_context, clock()), sts)
 
@@ -101,8 +131,25 @@ async def domain_policy(
     *,
     timeout: float,
 ) -> mtasts.DomainPolicy:
-    """One policy domain's MTA-STS state: the TXT id, the policy, and TLS-RPT destinations."""
+    """One policy domain's MTA-STS state: the TXT id, the policy, and TLS-RPT destinations,
+    all of it (TXT lookups, policy host lookup, fetch) within `timeout`."""
     domain = domain.lower().rstrip(".")
+    try:
+        async with asyncio.timeout(timeout):
+            return await _domain_policy(domain, resolver, fetch, timeout=timeout)
+    except TimeoutError:
+        return mtasts.DomainPolicy(
+            domain, None, None, past_deadline("MTA-STS TXT lookup and policy fetch", timeout)
+        )
+
+
+async def _domain_policy(
+    domain: str,
+    resolver: dns.asyncresolver.Resolver,
+    fetch: FetchSettings,
+    *,
+    timeout: float,
+) -> mtasts.DomainPolicy:
     (found, texts), (_, rpt) = await asyncio.gather(
         dnssec.lookup_txt(resolver, f"_mta-sts.{domain}"),
         dnssec.lookup_txt(resolver, f"_smtp._tls.{domain}"),
@@ -147,24 +194,26 @@ async def check_once(
     *,
     timeout: float,
 ) -> tuple[ProbeResult, mtasts.DomainPolicy | None]:
-    """One probe with the requested DNS policies: the probe, the TLSA lookup and the policy
-    fetch run side by side, each within `timeout`. Raises `dns.resolver.NoResolverConfiguration`
-    when no resolver is given and the system has none (a setup error)."""
+    """One probe with the requested DNS policies: the probe, the TLSA and MX lookups and the
+    policy fetch run side by side, all within the one `timeout`. Raises
+    `dns.resolver.NoResolverConfiguration` when no resolver is given and the system has none
+    (a setup error)."""
     resolver = dnssec.make_validating_resolver(
         request.nameservers, port=request.dns_port, timeout=min(timeout, 10.0)
     )
     domain = request.sts_domain
-    context = None
-    if request.dane:
-        status = await mx_status(resolver, domain) if domain else None
-        context = DaneContext(resolver, next_hop=domain, mx_status=status)
-    if domain is None:
-        result = await probe_with_policies(
-            endpoint, policy, trust, timeout=timeout, dane_context=context
-        )
-        return result, None
-    result, sts = await asyncio.gather(
-        probe_with_policies(endpoint, policy, trust, timeout=timeout, dane_context=context),
-        domain_policy(domain, resolver, request.fetch, timeout=timeout),
+    result, found, sts = await asyncio.gather(
+        probe_endpoint(endpoint, policy, trust, timeout=timeout),
+        lookup_dane(resolver, endpoint.host, endpoint.port, domain, timeout=timeout)
+        if request.dane
+        else _nothing(),
+        domain_policy(domain, resolver, request.fetch, timeout=timeout) if domain else _nothing(),
     )
+    if found is not None:
+        answer, context = found
+        result = add_dane(result, answer, context, utcnow())
     return add_mta_sts(result, sts), sts
+
+
+async def _nothing() -> None:
+    return None
