@@ -68,3 +68,47 @@ def test_history_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     history.close()
     changes = policyhistory.changes_for(tmp_path / "h.sqlite", "a.test")
     assert [c.new for c in changes] == ["15", "16", "17", "18", "19"]
+
+
+def test_one_hostile_subject_keeps_a_bounded_history_and_evicts_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(policyhistory, "MAX_ROWS", 50)
+    monkeypatch.setattr(policyhistory, "MAX_ROWS_PER_SUBJECT", 20, raising=False)
+    path = tmp_path / "h.sqlite"
+    history = PolicyHistory(path)
+    history.observe("mta_sts", "contoso.test", "id=1", 0.0)
+    assert history.observe("mta_sts", "contoso.test", "id=2", 1.0)
+    hostile = "_25._tcp.mx.hostile.test"
+    # 1,300 records of 73 characters: about 95 KB a value, changing every cycle.
+    value = ""
+    for n in range(120):
+        value = " | ".join(f"3 1 1 {n:04x}{i:060x}" for i in range(1300))
+        history.observe("tlsa", hostile, value, 2.0 + n)
+    history.close()
+    assert [c.new for c in policyhistory.changes_for(path, "mx.contoso.test")] == ["id=2"]
+    kept = policyhistory.changes_for(path, "mx.hostile.test")
+    assert len(kept) == 20
+    limit = 2048 + 100  # MAX_VALUE_CHARS and the length-and-digest tail
+    assert all(len(c.old) <= limit and len(c.new) <= limit for c in kept)
+    # Cut values still tell the changes apart: each kept change is a real one.
+    assert all(c.old != c.new for c in kept)
+    assert f"({len(value)} characters, sha256 " in kept[-1].new
+
+
+def test_over_the_byte_cap_the_largest_subject_gives_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(policyhistory, "MAX_BYTES", 40_000, raising=False)
+    path = tmp_path / "h.sqlite"
+    history = PolicyHistory(path)
+    history.observe("mta_sts", "contoso.test", "id=1", 0.0)
+    history.observe("mta_sts", "contoso.test", "id=2", 1.0)
+    for n in range(60):
+        history.observe("tlsa", "_25._tcp.mx.big.test", f"{n:x}" * 2000, 2.0 + n)
+    history.close()
+    assert [c.new for c in policyhistory.changes_for(path, "mx.contoso.test")] == ["id=2"]
+    big = policyhistory.changes_for(path, "mx.big.test")
+    assert 0 < len(big) < 59
+    assert sum(len(c.old) + len(c.new) for c in big) <= 40_000
+    assert big[-1].at == 61.0  # the newest survive
