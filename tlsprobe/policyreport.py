@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlsprobe.model import DaneFindings, DnssecStatus
+from tlsprobe.model import DaneFindings, DnssecStatus, TlsaMatch, TlsaVerdict
+from tlsprobe.probe.dns.listing import REPORT_ITEMS, listed
 from tlsprobe.probe.dns.mtasts import DomainPolicy
 
 
@@ -22,11 +23,18 @@ def dane_json(findings: DaneFindings) -> dict[str, Any]:
         # A failed lookup decides nothing: whether DANE applies is not known (null).
         "applicable": None if findings.status is DnssecStatus.FAILED else findings.applicable,
         "detail": findings.detail or None,
+        # The first REPORT_ITEMS records, matched ones first; `records_total` counts them all.
         "records": [
             {"record": v.record.text, "match": v.match.value, "note": v.note}
-            for v in findings.records
+            for v in _shown(findings)
         ],
+        "records_total": len(findings.records),
     }
+
+
+def _shown(findings: DaneFindings) -> list[TlsaVerdict]:
+    order = sorted(findings.records, key=lambda v: v.match is not TlsaMatch.MATCHED)
+    return order[:REPORT_ITEMS]
 
 
 def dane_lines(findings: DaneFindings) -> list[str]:
@@ -40,9 +48,11 @@ def dane_lines(findings: DaneFindings) -> list[str]:
         lines.append("  lookup failed: DANE not judged; validating senders that see it defer")
     elif not findings.records:
         lines.append("  no TLSA records: DANE not applicable")
-    for verdict in findings.records:
+    for verdict in _shown(findings):
         lines.append(f"  {verdict.match.value:<10}  {verdict.record.text}")
         lines.append(f"  {'':<10}  {verdict.note}")
+    if len(findings.records) > REPORT_ITEMS:
+        lines.append(f"  ... and {len(findings.records) - REPORT_ITEMS} more records")
     return [*lines, ""]
 
 
@@ -54,7 +64,8 @@ def sts_json(domain: DomainPolicy) -> dict[str, Any]:
         "error": domain.error or None,
         "mode": policy.mode.value if policy else None,
         "max_age": policy.max_age if policy else None,
-        "mx": list(policy.mx) if policy else [],
+        "mx": list(policy.mx[:REPORT_ITEMS]) if policy else [],
+        "mx_total": len(policy.mx) if policy else 0,
         "policy_sha256": policy.sha256 if policy else None,
         "tlsrpt_rua": list(domain.tlsrpt_rua),
     }
@@ -69,7 +80,7 @@ def sts_lines(domain: DomainPolicy) -> list[str]:
     else:
         head = (
             f"MTA-STS       {domain.domain} id {domain.policy_id}: mode {policy.mode.value}, "
-            f"max_age {policy.max_age}s, mx {', '.join(policy.mx) or '(none)'}"
+            f"max_age {policy.max_age}s, mx {listed(policy.mx, REPORT_ITEMS, ', ') or '(none)'}"
         )
     rua = ", ".join(domain.tlsrpt_rua) or "(no _smtp._tls record)"
     return [head, f"TLS-RPT       {rua}", ""]

@@ -40,6 +40,7 @@ CASES = (
     "malformed",
     "bogus",
     "none",
+    "loop",
 )
 
 
@@ -83,6 +84,8 @@ class Lab:
             f"{owner['pkix']} TLSA {tlsa(0, 1, 1, self.root)}",
             f"{owner['malformed']} TLSA 3 1 7 {'ab' * 20}",
             f"{owner['bogus']} TLSA {tlsa(3, 1, 1, c['bogus'].cert)}",
+            f"{owner['loop']} CNAME loop2",
+            f"loop2 CNAME {owner['loop']}",
             "@ MX 10 ok",
             *sts_records(),
             *(f"mta-sts.{d} A {self.sts_address}" for d in STS_DOMAINS),
@@ -243,6 +246,23 @@ async def test_cli_reports_a_bogus_answer_as_critical_in_text_and_json(
     assert data["status"] == "critical"
     assert data["dane"]["dnssec"] == "bogus" and data["dane"]["applicable"] is True
     assert {c["name"]: c["status"] for c in data["checks"]}["dane"] == "critical"
+
+
+async def test_a_cname_loop_at_the_tlsa_owner_is_a_named_failed_lookup(
+    lab: Lab, trust: TrustStore
+) -> None:
+    """Unbound answers a loop with a bare SERVFAIL: not bogus (it fails with checking disabled
+    too), and never "not applicable"."""
+    result = await probe(lab, "loop", trust)
+    owner = f"_{lab.ports['loop']}._tcp.loop.{Z}"
+    assert result.dane is not None and result.dane.status is DnssecStatus.FAILED
+    assert result.dane.applicable is False and result.dane.detail == (
+        f"CNAME loop at {owner}: {owner} -> loop2.{Z} -> {owner}"
+    )
+    check = result.check("dane")
+    assert check is not None and check.status is Status.UNKNOWN
+    assert "CNAME loop" in check.message
+    assert result.status is Status.UNKNOWN
 
 
 async def test_insecure_delegation_is_a_warning(lab: Lab, trust: TrustStore) -> None:

@@ -3,6 +3,7 @@ the DANE-TA verdict cache (per chain, record and names; bounded; missed on chang
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_hierarchy
+from tlsprobe import policyreport
 from tlsprobe.model import Check, CheckName, DnssecStatus, Status, Tlsa, TlsaMatch, overall_status
 from tlsprobe.probe.dns import dane, danecache
 from tlsprobe.probe.dns.dane import TlsaAnswer, association, parse_tlsa
@@ -318,3 +320,30 @@ def test_the_cache_is_bounded(
         assert danecache.entries() <= 3
     assert len(verifications) == 8
     assert danecache.entries() == 3
+
+
+def test_thirteen_hundred_records_give_bounded_messages_and_reports(
+    pki: Hierarchy, leaf: Issued
+) -> None:
+    records = tuple(Tlsa(3, 1, 1, n.to_bytes(32, "big")) for n in range(1, 1301))
+    answer = TlsaAnswer(NAME, DnssecStatus.SECURE, records, base=HOST)
+    check, findings = dane.judge(
+        answer,
+        [c.public_bytes(Encoding.DER) for c in pki.chain(leaf)],
+        host=HOST,
+        next_hop=None,
+        mx_status=DnssecStatus.SECURE,
+        now=datetime.now(UTC),
+    )
+    assert check is not None and check.status is Status.CRITICAL
+    assert len(check.message) < 1000 and "and 1297 more" in check.message
+    data = policyreport.dane_json(findings)
+    assert len(data["records"]) == 20 and data["records_total"] == 1300
+    assert len(json.dumps(data)) < 6000
+    lines = policyreport.dane_lines(findings)
+    assert len(lines) < 50 and "and 1280 more records" in lines[-2]
+    unusable = TlsaAnswer(NAME, DnssecStatus.SECURE, tuple(Tlsa(1, 1, 1, r.data) for r in records))
+    check, _ = dane.judge(
+        unusable, [leaf.der], host=HOST, next_hop=None, mx_status=None, now=datetime.now(UTC)
+    )
+    assert check is not None and check.status is Status.WARNING and len(check.message) < 1000

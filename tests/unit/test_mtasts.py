@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from tlsprobe import policyreport
 from tlsprobe.model import Check, CheckName, Status
 from tlsprobe.probe.dns import mtasts
 from tlsprobe.probe.dns.mtasts import DomainPolicy, PolicyError, StsMode
@@ -118,3 +121,17 @@ def test_tlsrpt() -> None:
     texts = ["v=TLSRPTv1; rua=mailto:tls@contoso.test,https://r.contoso.test/x"]
     assert mtasts.parse_tlsrpt(texts) == ("mailto:tls@contoso.test", "https://r.contoso.test/x")
     assert mtasts.parse_tlsrpt(["v=spf1 -all"]) == ()
+
+
+def test_a_policy_of_thousands_of_mx_patterns_gives_bounded_messages_and_reports() -> None:
+    patterns = b"".join(b"mx: m%d.contoso.test\r\n" % n for n in range(2500))
+    policy = domain(ENFORCE + patterns)
+    assert policy.policy is not None and len(policy.policy.mx) == 2502
+    check = mtasts.check_endpoint(policy, "relay.contoso.test", GOOD_CHECKS)
+    assert check is not None and check.status is Status.CRITICAL
+    assert len(check.message) < 500 and "and 2499 more" in check.message
+    lines = policyreport.sts_lines(policy)
+    assert len("\n".join(lines)) < 1500 and "and 2482 more" in lines[0]
+    data = policyreport.sts_json(policy)
+    assert len(data["mx"]) == 20 and data["mx_total"] == 2502
+    assert len(json.dumps(data)) < 2000

@@ -31,6 +31,7 @@ from tlsprobe.model import (
     TlsaVerdict,
 )
 from tlsprobe.probe.dns import danecache
+from tlsprobe.probe.dns.listing import listed
 from tlsprobe.probe.x509 import facts as certs
 from tlsprobe.probe.x509 import o365
 from tlsprobe.probe.x509.evaluate import TrustStore, check_trust
@@ -203,8 +204,8 @@ def _trust_anchor_verdict(
     matched = next((n for n in names if o365.hostname_matches(n, presented)), None)
     if matched is None:
         note = (
-            f"trust anchor {subject} matches, but the leaf names ({', '.join(presented)}) "
-            f"carry none of {', '.join(names)}"
+            f"trust anchor {subject} matches, but the leaf names "
+            f"({listed(list(presented), sep=', ')}) carry none of {', '.join(names)}"
         )
         return TlsaVerdict(record, TlsaMatch.NO_MATCH, note)
     return TlsaVerdict(
@@ -248,7 +249,7 @@ def _check(
         return Check(CHECK, Status.WARNING, insecure, "senders ignore these TLSA records")
     usable = [v for v in findings.records if v.match is not TlsaMatch.UNUSABLE]
     if not usable:
-        reasons = "; ".join(f"{v.record.text}: {v.note}" for v in findings.records)
+        reasons = listed([f"{v.record.text[:24]}...: {v.note}" for v in findings.records])
         return Check(
             CHECK,
             Status.WARNING,
@@ -280,7 +281,7 @@ def _insecure(answer: TlsaAnswer, findings: DaneFindings) -> str:
 
 
 def _mismatch(name: str, usable: Sequence[TlsaVerdict], chain: Sequence[x509.Certificate]) -> str:
-    published = "; ".join(f"{v.record.text[:24]}... ({v.note})" for v in usable)
+    published = listed([f"{v.record.text[:24]}... ({v.note})" for v in usable])
     return (
         f"no TLSA record at {name} matches the chain served: published {published}; "
         f"the server's key gives {_served(chain[0])}"

@@ -28,6 +28,8 @@ from tlsprobe.probe.dns.discover import make_resolver
 
 MAX_TXT_CHARS = 4096
 """A TXT record is joined from its strings and cut here: policies are short."""
+PLAIN_SERVFAIL = "SERVFAIL"
+"""The detail of a SERVFAIL that carried no extended DNS error."""
 _UNREACHABLE_EDE = frozenset({22, 23})
 """EDE 22 No Reachable Authority, 23 Network Error: a failure, not a validation verdict."""
 
@@ -100,7 +102,7 @@ def servfail_status(responses: Sequence[dns.message.Message]) -> DnssecStatus:
 def ede_text(responses: Sequence[dns.message.Message]) -> str:
     """The extended DNS errors (RFC 8914) of SERVFAIL replies, bounded; else "SERVFAIL"."""
     ede = [o for r in responses for o in r.extended_errors()]
-    return "; ".join(o.to_text()[:200] for o in ede[:3]) or "SERVFAIL"
+    return "; ".join(o.to_text()[:200] for o in ede[:3]) or PLAIN_SERVFAIL
 
 
 def _text(name: dns.name.Name) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tlsprobe.model import Check, CheckName, Status
+from tlsprobe.probe.dns.listing import listed
 
 CHECK = CheckName.MTA_STS
 MAX_POLICY_BYTES = 64 * 1024
@@ -187,7 +188,7 @@ def check_endpoint(domain: DomainPolicy, host: str, checks: Sequence[Check]) -> 
 def _failures(policy: Policy, host: str, checks: Sequence[Check]) -> list[str]:
     found: list[str] = []
     if mx_matches(host, policy.mx) is None:
-        found.append(f"MX {host} matches no mx pattern ({', '.join(policy.mx)})")
+        found.append(f"MX {host} matches no mx pattern ({listed(policy.mx, sep=', ')})")
     by_name = {c.name: c for c in checks}
     trusted = by_name.get(CheckName.CHAIN_TRUSTED)
     if trusted is None or trusted.status is not Status.OK:

@@ -8,11 +8,19 @@ come from dnspython's tolerant parse, the TLSA records from the wire with their 
 published, so `dane` can call the bad ones malformed and still judge the good ones. Each
 configured resolver is tried in turn within the resolver's lifetime; every failure is data.
 A truncated reply returns None: the caller then asks through dnspython (which retries on TCP).
+
+A SERVFAIL without an extended error says nothing of why, so the question is asked again with
+checking disabled (CD, RFC 4035 3.2.2): an answer then means validation failed (bogus); another
+SERVFAIL means the name itself does not resolve (a failed lookup, not a DNSSEC verdict), and
+the owner's CNAMEs are followed one by one to name a loop. A CNAME chain in an answer that
+loops (a resolver that hands the chain back) is named the same way, never "no records".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import struct
 
 import dns.asyncresolver
@@ -30,6 +38,9 @@ from tlsprobe.probe.dns import dnssec
 from tlsprobe.probe.dns.dane import TlsaAnswer
 
 _MAX_DATAGRAM = 65535
+MAX_CNAME_HOPS = 8
+"""CNAMEs followed by hand to name a loop; a longer chain is reported as too long."""
+_SHOWN_NAMES = 6
 
 
 class _Exchange(asyncio.DatagramProtocol):
@@ -50,8 +61,7 @@ class _Exchange(asyncio.DatagramProtocol):
 
 async def lookup(resolver: dns.asyncresolver.Resolver, owner: str, base: str) -> TlsaAnswer | None:
     """The TLSA records at `owner`, as published, with the DNSSEC status of the answer."""
-    query = dns.message.make_query(owner, "TLSA", use_edns=0, payload=1232)
-    query.flags |= dns.flags.AD
+    query = _query(owner, "TLSA")
     failure = "no resolver configured"
     try:
         async with asyncio.timeout(resolver.lifetime):
@@ -61,10 +71,84 @@ async def lookup(resolver: dns.asyncresolver.Resolver, owner: str, base: str) ->
                 except (TimeoutError, OSError) as exc:
                     failure = f"TLSA via {address}: {exc or 'timed out'}"
                     continue
-                return _answer(owner, base, wire)
+                answer = _answer(owner, base, wire)
+                if answer is not None and answer.detail == dnssec.PLAIN_SERVFAIL:
+                    with contextlib.suppress(TimeoutError, OSError):  # then it stays bogus
+                        answer = await _servfail_cause(answer, address, port, resolver.timeout)
+                return answer
     except TimeoutError:
         failure = "TLSA lookup timed out"
     return TlsaAnswer(owner, DnssecStatus.FAILED, base=base, detail=failure)
+
+
+def _query(name: str, rdtype: str, *, checking_disabled: bool = False) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+    query.flags |= dns.flags.AD | (dns.flags.CD if checking_disabled else 0)
+    return query
+
+
+async def _servfail_cause(
+    answer: TlsaAnswer, address: str, port: int, timeout: float
+) -> TlsaAnswer:
+    """Bogus when the owner resolves with checking disabled; else a failed lookup, its CNAME
+    loop named when there is one."""
+    again = _query(answer.name, "TLSA", checking_disabled=True)
+    reply = _message(await _exchange(again, address, port, timeout))
+    if reply is not None and reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        detail = "SERVFAIL; it resolves with checking disabled: DNSSEC validation failed"
+        return dataclasses.replace(answer, detail=detail)
+    chain = [answer.name.lower()]
+    for _ in range(MAX_CNAME_HOPS):
+        ask = _query(chain[-1], "CNAME", checking_disabled=True)
+        reply = _message(await _exchange(ask, address, port, timeout))
+        target = _cname_of(reply, chain[-1]) if reply is not None else None
+        if target is None:
+            break
+        chain.append(target)
+        if target in chain[:-1]:
+            return dataclasses.replace(answer, status=DnssecStatus.FAILED, detail=_loop(chain))
+    if len(chain) > MAX_CNAME_HOPS:
+        detail = f"CNAME chain longer than {MAX_CNAME_HOPS} names: {_shown(chain)}"
+    else:
+        detail = "SERVFAIL, also with checking disabled: the name does not resolve"
+    return dataclasses.replace(answer, status=DnssecStatus.FAILED, detail=detail)
+
+
+def _message(wire: bytes) -> dns.message.Message | None:
+    try:
+        return dns.message.from_wire(wire, continue_on_error=True)
+    except (dns.exception.DNSException, ValueError, struct.error):
+        return None
+
+
+def _cname_of(message: dns.message.Message, name: str) -> str | None:
+    for rrset in message.answer:
+        if rrset.rdtype == dns.rdatatype.CNAME and _text(rrset.name) == name and len(rrset):
+            return _text(rrset[0].target)
+    return None
+
+
+def _cname_loop(message: dns.message.Message, owner: str) -> str:
+    """The loop the answer's CNAME chain makes from `owner`; empty when it makes none."""
+    chain = [owner.lower()]
+    while (target := _cname_of(message, chain[-1])) is not None:
+        chain.append(target)
+        if target in chain[:-1]:
+            return _loop(chain)
+    return ""
+
+
+def _loop(chain: list[str]) -> str:
+    return f"CNAME loop at {chain[0]}: {_shown(chain)}"
+
+
+def _shown(chain: list[str]) -> str:
+    names = chain if len(chain) <= _SHOWN_NAMES else [*chain[:_SHOWN_NAMES], "..."]
+    return " -> ".join(n[:80] for n in names)
+
+
+def _text(name: dns.name.Name) -> str:
+    return name.to_text(omit_final_dot=True).lower()
 
 
 async def _exchange(query: dns.message.Message, address: str, port: int, timeout: float) -> bytes:
@@ -90,6 +174,9 @@ def _answer(owner: str, base: str, wire: bytes) -> TlsaAnswer | None:
         return TlsaAnswer(owner, DnssecStatus.FAILED, base=base, detail=f"TLSA reply: {exc}")
     rcode = message.rcode()
     secure = DnssecStatus.SECURE if flags & dns.flags.AD else DnssecStatus.INSECURE
+    loop = _cname_loop(message, owner) if rcode == dns.rcode.NOERROR and not records else ""
+    if loop:
+        return TlsaAnswer(owner, DnssecStatus.FAILED, base=base, detail=loop)
     if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
         return TlsaAnswer(owner, secure, records if rcode == dns.rcode.NOERROR else (), base=base)
     if rcode != dns.rcode.SERVFAIL:
