@@ -25,8 +25,8 @@ from tests.support.exporter import in_process
 from tests.support.pki import Hierarchy, Issued
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tlsprobe.cli.main import main as cli_main
-from tlsprobe.probe.dns import dnssec
 from tlsprobe.probe import policies
+from tlsprobe.probe.dns import dnssec
 from tlsprobe.probe.dns.dane import association
 from tlsprobe.probe.dns.mtasts_fetch import FetchSettings
 

@@ -13,13 +13,16 @@ from types import MappingProxyType
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import Hierarchy
+from tlsprobe.exporter.config import parse_config
 from tlsprobe.exporter.lastresults import (
     ResultStore,
     decode,
     decode_canary,
     encode,
     encode_canary,
+    restore,
 )
+from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.state import CanaryState
 from tlsprobe.model import (
     CanaryReason,
@@ -136,3 +139,31 @@ def test_unreadable_canary_rows_are_skipped() -> None:
     assert decode_canary('{"format": 99}') is None
     assert decode_canary('{"format": 1, "success": false}') is None
     assert decode_canary(encode_canary(FAILED_CANARY)) == FAILED_CANARY
+
+
+def test_a_file_holding_both_sides_of_a_dns_failure_restores_the_newer(
+    tmp_path: Path, pki: Hierarchy, trust: TrustStore
+) -> None:
+    """Files written before endpoints were forgotten as they went: a target's address-less
+    failure row beside rows with addresses. Only the newer kind is current."""
+    config = parse_config(
+        {"tenants": {"contoso": {"targets": [{"name": "relay", "host": "mail.contoso.test"}]}}},
+        base_dir=tmp_path,
+    )
+    failure = replace(
+        result_for(pki, trust, "x", error=ProbeError(Reason.DNS, "NXDOMAIN")),
+        address=None,
+        endpoint=replace(ENDPOINT, address=None),
+    )
+    healthy = result_for(pki, trust, "mail.contoso.test")
+    failed_key = (*KEY[:3], "", "25")
+    for failure_at, healthy_at, expected in ((1.0, 2.0, "127.0.0.1"), (3.0, 2.0, "")):
+        store = ResultStore(tmp_path / f"results-{failure_at}.sqlite3")
+        store.put(failed_key, replace(failure, started_at=failure_at))
+        store.put(KEY, replace(healthy, started_at=healthy_at))
+        store.flush()
+        results = LatestResults()
+        count, _ = restore(store, config, results, None)
+        store.close()
+        assert count == 1
+        assert [s.key[3] for s in results.snapshot()] == [expected]

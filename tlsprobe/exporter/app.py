@@ -44,7 +44,7 @@ from tlsprobe.exporter.state import EndpointState
 from tlsprobe.exporter.web.connections import ConnectionGuard, GuardedSite, connection_budget
 from tlsprobe.exporter.web.server import WebApp
 from tlsprobe.exporter.web.thread import WebThread
-from tlsprobe.model import ProbeResult
+from tlsprobe.model import EndpointKey, ProbeResult
 from tlsprobe.probe.dns import discover
 from tlsprobe.probe.names import host_port
 
@@ -103,6 +103,7 @@ class Exporter:
             history=self.history,
             resolver=self.resolver,
             on_publish=self._remember,
+            on_forget=self._forget_results,
             dns_policies=DnsPolicies(
                 self.config,
                 history=open_history(self.config.state_dir),
@@ -208,6 +209,10 @@ class Exporter:
     def _remember(self, state: EndpointState) -> None:
         if self.last_results is not None:
             self.last_results.put(state.label_values, state.result)  # type: ignore[arg-type]
+
+    def _forget_results(self, keys: list[EndpointKey]) -> None:
+        if self.last_results is not None:
+            self.last_results.forget((t, n, h, a, str(p)) for t, n, h, a, p in keys)
 
     def _remember_sender(self, key: Key, result: ProbeResult) -> None:
         if self.last_results is not None:

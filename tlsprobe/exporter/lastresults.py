@@ -4,7 +4,9 @@ Without it a fresh exporter shows no endpoint series until its first cycle, Prom
 series vanish, and pages that are still true resolve while `for:` timers start over. At start
 the exporter loads these results (for the targets still configured), publishes them unchanged
 (`tlsprobe_last_probe_timestamp_seconds` is the time each was taken, so their age is plain) and
-probes as usual; each new result replaces its restored one.
+probes as usual; each new result replaces its restored one. An endpoint that a cycle no longer
+finds (an address that left the zone, or the address-less row of a discovery that failed and
+then succeeded) is forgotten here too, so that a restart restores only current endpoints.
 
 `state_dir/results.sqlite3` holds one row per endpoint, and one per sender of the send side
 (its last judged session, target `sender:NAME`), and the last canary outcome of each sender
@@ -25,7 +27,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -76,6 +78,10 @@ _CANARY_SCHEMA = """
         PRIMARY KEY (tenant, sender)
     ) WITHOUT ROWID
 """
+_DELETE = (
+    "DELETE FROM last_result WHERE tenant = ? AND target = ? AND host = ? AND address = ?"
+    " AND port = ?"
+)
 _CANARY_UPSERT = """
     INSERT INTO last_canary VALUES (?, ?, ?)
     ON CONFLICT (tenant, sender) DO UPDATE SET body = excluded.body
@@ -99,6 +105,7 @@ class ResultStore:
         self._lock = threading.Lock()
         self._swap = threading.Lock()
         self._pending: dict[Key, ProbeResult] = {}
+        self._forgotten: set[Key] = set()
         self._canaries: dict[SenderKey, CanaryState] = {}
         self._written: dict[Key, str] = {}
         self._failing = False
@@ -117,6 +124,16 @@ class ResultStore:
         # flush's disk write, and a flush never iterates a dict the loop is adding to.
         with self._swap:
             self._pending[key] = result
+            self._forgotten.discard(key)
+
+    def forget(self, keys: Iterable[Key]) -> None:
+        """Endpoints a cycle no longer found (an early DNS failure's address-less row, an
+        address that left the zone): their rows go with the next flush, so that a restart
+        restores only the current endpoints."""
+        with self._swap:
+            for key in keys:
+                self._pending.pop(key, None)
+                self._forgotten.add(key)
 
     def put_canary(self, key: SenderKey, state: CanaryState) -> None:
         """A sender's latest canary outcome, written with the next flush."""
@@ -155,11 +172,7 @@ class ResultStore:
                 "SELECT tenant, target, host, address, port FROM last_result"
             ).fetchall()
             gone = [k for k in keys if tuple(k) not in wanted]
-            self._conn.executemany(
-                "DELETE FROM last_result WHERE tenant = ? AND target = ? AND host = ?"
-                " AND address = ? AND port = ?",
-                gone,
-            )
+            self._conn.executemany(_DELETE, gone)
             senders = {(k[0], k[2]) for k in wanted if k[1].startswith(SENDER_TARGET)}
             stored = self._conn.execute("SELECT tenant, sender FROM last_canary").fetchall()
             self._conn.executemany(
@@ -173,14 +186,16 @@ class ResultStore:
             with self._swap:
                 pending, self._pending = self._pending, {}
                 canaries, self._canaries = self._canaries, {}
-            if not pending and not canaries:
+                forgotten, self._forgotten = self._forgotten, set()
+            if not pending and not canaries and not forgotten:
                 return
             try:
-                self._write(pending, canaries)
+                self._write(pending, canaries, forgotten)
             except sqlite3.Error as exc:
                 with self._swap:
                     self._pending = pending | self._pending
                     self._canaries = canaries | self._canaries
+                    self._forgotten |= forgotten - self._pending.keys()
                 if not self._failing:
                     log.warning("last results %s cannot be written: %s", self.path, exc)
                 self._failing = True
@@ -195,7 +210,10 @@ class ResultStore:
             self._conn.close()
 
     def _write(
-        self, pending: dict[Key, ProbeResult], canaries: dict[SenderKey, CanaryState]
+        self,
+        pending: dict[Key, ProbeResult],
+        canaries: dict[SenderKey, CanaryState],
+        forgotten: Set[Key] = frozenset(),
     ) -> None:
         upserts, touches, digests = [], [], {}
         for key, result in pending.items():
@@ -214,12 +232,15 @@ class ResultStore:
             self._conn.executemany(
                 _CANARY_UPSERT, [(*key, encode_canary(c)) for key, c in canaries.items()]
             )
+            self._conn.executemany(_DELETE, list(forgotten))
             self._conn.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             raise
         self._written.update(digests)
+        for key in forgotten:
+            self._written.pop(key, None)
 
 
 def _digest(body: str) -> str:
@@ -335,7 +356,7 @@ def restore(
     senders = {s.key for s in config.send.senders} if config.send else set()
     restored: list[Key] = []
     sender_rows: list[tuple[Key, ProbeResult]] = []
-    for key, result in store.load():
+    for key, result in _current(store.load()):
         if key[1].startswith(SENDER_TARGET):
             if (key[0], key[2]) in senders:
                 sender_rows.append((key, result))
@@ -353,3 +374,19 @@ def restore(
     configured = [result_key(s) for s in config.send.senders] if config.send else []
     store.prune([*restored, *configured])
     return len(restored), sender_rows
+
+
+def _current(rows: list[tuple[Key, ProbeResult]]) -> list[tuple[Key, ProbeResult]]:
+    """Rows a running exporter would still show. Files written before endpoints were forgotten
+    as they went can hold both a target's address-less row (discovery failed: no endpoint) and
+    rows with addresses; a cycle publishes one kind or the other, so only the newer kind of
+    each target is current."""
+    newest: dict[tuple[str, str, bool], float] = {}
+    for key, result in rows:
+        side = (key[0], key[1], key[3] == "")
+        newest[side] = max(newest.get(side, 0.0), result.started_at)
+    return [
+        (key, result)
+        for key, result in rows
+        if newest[(key[0], key[1], key[3] == "")] >= newest.get((key[0], key[1], key[3] != ""), 0.0)
+    ]

@@ -82,9 +82,11 @@ class Scheduler:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         on_publish: Callable[[EndpointState], None] | None = None,
+        on_forget: Callable[[list[EndpointKey]], None] | None = None,
     ) -> None:
         self.results = results
         self._on_publish = on_publish
+        self._on_forget = on_forget
         self.stats = stats
         self.history = history
         self._probe = probe
@@ -158,6 +160,8 @@ class Scheduler:
             self._outcomes.pop(endpoint, None)
         if self.history is not None:
             self.history.forget(removed)
+        if self._on_forget is not None and removed:
+            self._on_forget(removed)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -185,6 +189,8 @@ class Scheduler:
             self._outcomes.pop(key, None)
         if self.history is not None and gone:
             self.history.forget(gone)
+        if self._on_forget is not None and gone:
+            self._on_forget(gone)
         return list(states)
 
     async def probe_unpublished(self, target: TargetConfig) -> list[ProbeResult]:
