@@ -248,6 +248,35 @@ async def test_probe_answers_for_the_named_target_only(
     assert '"certificate_domain": "*.contoso.test"' in debug
 
 
+async def test_probe_shows_the_connector_as_metrics_does_and_checks_module(
+    tmp_path: Path, ca_file: Path, good: SmtpTestServer
+) -> None:
+    data = config_data(
+        tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)], interval="5m"
+    )
+    connector = {"certificate_domain": "*.contoso.test", "accepted_domains": "contoso.test"}
+    async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
+        await results_for(exporter, "good")
+        _, metrics = await get(http, f"{exporter.url}/metrics")
+        url = f"{exporter.url}/probe"
+        answers = {
+            module: await get(http, url, params={"target": "good", "module": module})
+            for module in ("tlsprobe", "smtp_starttls", "smtps", "http_2xx")
+        }
+        plain = await get(http, url, params={"target": "good"})
+        twice = await get(http, f"{url}?target=good&module=tlsprobe&module=smtps")
+    assert one(metrics, "tlsprobe_connector_info", target="good", **connector) == 1
+    for status, text in (plain, answers["tlsprobe"], answers["smtp_starttls"]):
+        assert status == 200, text
+        assert one(text, "tlsprobe_connector_info", target="good", **connector) == 1
+    # Modules that do not fit are refused, never silently ignored.
+    status, text = answers["smtps"]
+    assert status == 400 and "module=smtp_starttls" in text
+    status, text = answers["http_2xx"]
+    assert status == 400 and "unknown module" in text and "http_2xx" not in text
+    assert twice[0] == 400
+
+
 async def test_probe_refuses_unknown_hosts_unless_allowlisted(
     tmp_path: Path, ca_file: Path, good: SmtpTestServer, bad: SmtpTestServer
 ) -> None:

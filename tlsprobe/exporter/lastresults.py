@@ -36,9 +36,8 @@ from typing import Any
 from tlsprobe.exporter.config import Config
 from tlsprobe.exporter.history.store import HistoryStore, StateError
 from tlsprobe.exporter.results import LatestResults
-from tlsprobe.exporter.scheduler import state_for
 from tlsprobe.exporter.senders import SENDER_TARGET, SenderKey, result_key
-from tlsprobe.exporter.state import CanaryState
+from tlsprobe.exporter.state import CanaryState, state_for
 from tlsprobe.model import (
     CanaryReason,
     Check,

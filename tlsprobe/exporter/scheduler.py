@@ -29,7 +29,7 @@ from tlsprobe.exporter.dnspolicies import DnsPolicies
 from tlsprobe.exporter.exposition.metrics import ExporterStats
 from tlsprobe.exporter.history.store import Drift, HistoryStore
 from tlsprobe.exporter.results import LatestResults
-from tlsprobe.exporter.state import EndpointState
+from tlsprobe.exporter.state import EndpointState, state_for
 from tlsprobe.model import (
     TRANSIENT_REASONS,
     UNREADABLE,
@@ -422,15 +422,6 @@ class Scheduler:
 
 
 _BAD = (Status.CRITICAL, Status.WARNING)
-
-
-def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:
-    """A result of `target` as published: with its interval and connector policy."""
-    policy = target.policy
-    connector = (policy.certificate_domain or "", ",".join(policy.accepted_domains))
-    return EndpointState(
-        target.tenant, target.name, result, interval=target.interval, connector=connector
-    )
 
 
 def _transient(result: ProbeResult) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tlsprobe.exporter.config import TargetConfig
 from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.history.store import Drift
 from tlsprobe.model import CanaryReason, EndpointKey, ProbeResult
@@ -62,3 +63,12 @@ class SenderState:
     sessions: int = 0
     canary: CanaryState | None = None
     canary_failures: tuple[tuple[CanaryReason, int], ...] = ()
+
+
+def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:
+    """A result of `target` as published: with its interval and connector policy."""
+    policy = target.policy
+    connector = (policy.certificate_domain or "", ",".join(policy.accepted_domains))
+    return EndpointState(
+        target.tenant, target.name, result, interval=target.interval, connector=connector
+    )

@@ -36,13 +36,13 @@ from tlsprobe.exporter.exposition.send import send_side_samples
 from tlsprobe.exporter.pages.detail import detail_page
 from tlsprobe.exporter.pages.senders import senders_section
 from tlsprobe.exporter.pages.status import STATUS_COLOURS, StatusPage
-from tlsprobe.exporter.state import EndpointState
+from tlsprobe.exporter.state import state_for
 from tlsprobe.exporter.web.allowlist import AllowlistError, check_adhoc
 from tlsprobe.exporter.web.authgate import AuthGate, Verdict
 from tlsprobe.exporter.web.connections import ConnectionGuard
 from tlsprobe.exporter.web.probelimit import ProbeLimiter
 from tlsprobe.exporter.web.thread import same_loop
-from tlsprobe.model import ProbeResult
+from tlsprobe.model import Mode, ProbeResult
 from tlsprobe.probe.prober import utcnow
 
 log = logging.getLogger("tlsprobe.exporter.server")
@@ -223,6 +223,9 @@ class WebApp:
                 )
             except AllowlistError as exc:
                 return web.Response(status=403, text=f"forbidden: {exc}\n")
+        refused = module_refusal(request.query.getall("module", []), target)
+        if refused:
+            return web.Response(status=400, text=refused + "\n")
         try:
             target = within_scrape_timeout(target, request.headers.get(SCRAPE_TIMEOUT_HEADER))
         except ValueError as exc:
@@ -239,7 +242,7 @@ class WebApp:
             self._probe_tasks.discard(task)
         if debug:
             return web.Response(text=_debug_text(target, results, elapsed))
-        states = [EndpointState(target.tenant, target.name, r) for r in results]
+        states = [state_for(target, r) for r in results]
         body = TextRenderer().render(states, None)
         return web.Response(body=body, content_type="text/plain")
 
@@ -291,6 +294,30 @@ class WebApp:
 
 class _ProbesBusy(Exception):
     """Every /probe slot is taken: the request is refused (429), not queued."""
+
+
+MODULES = {"tlsprobe": None, "smtp_starttls": Mode.STARTTLS, "smtps": Mode.IMPLICIT}
+"""What `/probe?module=` accepts: blackbox_exporter's names for what tlsprobe does (the
+target's configured mode decides how it is probed; a module must agree with it)."""
+
+
+def module_refusal(modules: Sequence[str], target: TargetConfig) -> str:
+    """Why `module=` cannot be honoured for `target` (the 400's text); empty when it can.
+    The value is never echoed."""
+    if not modules:
+        return ""
+    if len(modules) > 1:
+        return "module given more than once"
+    if modules[0] not in MODULES:
+        return f"unknown module: /probe accepts {', '.join(MODULES)}"
+    mode = MODULES[modules[0]]
+    if mode is not None and mode is not target.mode:
+        return (
+            f"module {modules[0]} probes {mode} TLS, but target {target.name!r} is configured "
+            f"for {target.mode} TLS: use module=tlsprobe or module="
+            f"{next(m for m, v in MODULES.items() if v is target.mode)}"
+        )
+    return ""
 
 
 def within_scrape_timeout(target: TargetConfig, header: str | None) -> TargetConfig:
