@@ -151,6 +151,8 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
         "dns.nameservers: must not be empty (omit it to use the system resolver)",
     ),
     ("dns:\n  timeout: 0\n" + ONE, "dns.timeout: must be greater than 0"),
+    ("dns:\n  hosts_file: 5\n" + ONE, "dns.hosts_file: must be a string, got integer"),
+    ("dns:\n  hosts_file: ''\n" + ONE, "dns.hosts_file: must be a path, or false to ask DNS only"),
     ("dns:\n  port: 0\n" + ONE, "dns.port: must be 1-65535"),
     # defaults
     ("defaults:\n  concurrency: 0\n" + ONE, "defaults.concurrency: must be 1-10000"),

@@ -61,7 +61,9 @@ def failing_lookup(
     """Make every address lookup fail after `takes` seconds; returns when each one began."""
     calls: list[float] = []
 
-    async def lookup(host: str, resolver: Any, *, which: str) -> discover.AddressResult:
+    async def lookup(
+        host: str, resolver: Any, *, which: str, hosts: Any = None
+    ) -> discover.AddressResult:
         calls.append(clock.now)
         clock.now += takes
         error = ProbeError(Reason.DNS, f"{host}: A: SERVFAIL")

@@ -41,6 +41,7 @@ from tlsprobe.model import (
     Status,
 )
 from tlsprobe.probe.dns import discover
+from tlsprobe.probe.dns.hostsfile import HostsFile
 from tlsprobe.probe.prober import probe_endpoint
 from tlsprobe.probe.transport.starttls import default_ehlo_name
 from tlsprobe.probe.x509.evaluate import TrustStore
@@ -106,6 +107,8 @@ class Scheduler:
         self._resolver = resolver or discover.make_resolver(
             config.dns.nameservers, port=config.dns.port, timeout=config.dns.timeout
         )
+        self._hosts: HostsFile | None = None
+        self._use_hosts_file(config)
         # DANE and MTA-STS, when the caller (the exporter) asks for them.
         self.dns_policies = dns_policies
         self.in_flight = 0
@@ -120,10 +123,18 @@ class Scheduler:
         """Discovery asks `resolver` from the next lookup on (a reload changed `dns:`)."""
         self._resolver = resolver
 
+    def _use_hosts_file(self, config: Config) -> None:
+        path = config.dns.hosts_file
+        if path is None:
+            self._hosts = None
+        elif self._hosts is None or self._hosts.path != path:
+            self._hosts = HostsFile(path)
+
     def apply(self, config: Config) -> None:
         """Bring the running loops in line with `config`: stop removed or changed targets."""
         if config.concurrency != self.config.concurrency:
             self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._use_hosts_file(config)
         self.config = config
         self._trust.clear()
         if self.dns_policies is not None:
@@ -227,14 +238,23 @@ class Scheduler:
         return jobs
 
     async def _host_jobs(self, target: TargetConfig, endpoint: Endpoint) -> list[Job]:
+        # A configured host is resolved as `tlsprobe check` resolves it: the hosts file, then
+        # DNS. MX hosts come from DNS only, as senders resolve them.
+        hosts = self._hosts if target.mx is None else None
         result = await self._retry_dns(
             target,
             lambda: discover.resolve_addresses(
-                endpoint.host, self._resolver, which="one" if target.addresses == "one" else "all"
+                endpoint.host,
+                self._resolver,
+                which="one" if target.addresses == "one" else "all",
+                hosts=hosts,
             ),
         )
         if result.error is not None:
-            return [Job(target, endpoint, result.error)]
+            error = result.error
+            if target.mx is None:
+                error = replace(error, message=error.message + _resolution_hint(hosts))
+            return [Job(target, endpoint, error)]
         addresses = list(result.addresses)
         if target.mx is not None:
             addresses, skipped = mxguard.split(addresses, target.networks)
@@ -422,6 +442,14 @@ class Scheduler:
 
 
 _BAD = (Status.CRITICAL, Status.WARNING)
+
+
+def _resolution_hint(hosts: HostsFile | None) -> str:
+    where = f"the hosts file {hosts.path} and DNS" if hosts is not None else "DNS only"
+    return (
+        f" (serve resolves a configured host through {where} (dns:), with no search"
+        " domains: give the full name, or the target's address)"
+    )
 
 
 def _transient(result: ProbeResult) -> bool:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from tlsprobe.exporter.config import fields, sendparse
 from tlsprobe.exporter.config.schema import (
     ADDRESSES,
+    DEFAULT_HOSTS_FILE,
     DEFAULT_KEYS,
     DEFAULT_LISTEN_PORT,
     DEFAULT_PORT,
@@ -110,7 +111,7 @@ class _Parser:
         top = mapping(data, "", TOP_KEYS)
         state_dir = self.attempt(lambda: self.state_dir(top.get("state_dir", "./state")))
         web = self.attempt(lambda: self.web(top.get("web")))
-        dns = self.attempt(lambda: dns_settings(top.get("dns")))
+        dns = self.attempt(lambda: dns_settings(top.get("dns"), self.base_dir))
         defaults_and_concurrency = self.attempt(lambda: self.defaults(top.get("defaults")))
         defaults, concurrency = defaults_and_concurrency or (_Defaults(), 50)
         tenants_data = self.attempt(lambda: mapping_of_any(top.get("tenants"), "tenants"))
@@ -383,8 +384,16 @@ def _address(section: Mapping[str, object], where: str, mx: str | None) -> str |
 # --- sections ------------------------------------------------------------------------------
 
 
-def dns_settings(value: object) -> DnsSettings:
+def dns_settings(value: object, base_dir: Path) -> DnsSettings:
     section = mapping(value, "dns", DNS_KEYS)
+    hosts_file: Path | None = DEFAULT_HOSTS_FILE
+    if section.get("hosts_file", True) is False:
+        hosts_file = None
+    elif "hosts_file" in section:
+        text = string_of(section["hosts_file"], "dns.hosts_file")
+        if not text:
+            raise ConfigError("dns.hosts_file", "must be a path, or false to ask DNS only")
+        hosts_file = base_dir / text
     nameservers = listing(section.get("nameservers"), "dns.nameservers")
     if "nameservers" in section and not nameservers:
         raise ConfigError(
@@ -397,6 +406,7 @@ def dns_settings(value: object) -> DnsSettings:
         nameservers=tuple(ip_text(v, f"dns.nameservers[{i}]") for i, v in enumerate(nameservers)),
         port=integer(section.get("port", 53), "dns.port", 1, 65535),
         timeout=timeout,
+        hosts_file=hosts_file,
     )
 
 

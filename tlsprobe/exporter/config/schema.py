@@ -34,7 +34,8 @@ WEB_KEYS = (
     "probe_min_interval",
     "external_url",
 )
-DNS_KEYS = ("nameservers", "port", "timeout")
+DEFAULT_HOSTS_FILE: Final = Path("/etc/hosts")
+DNS_KEYS = ("nameservers", "port", "timeout", "hosts_file")
 DEFAULT_KEYS = (
     "interval",
     "timeout",
@@ -136,6 +137,9 @@ class DnsSettings:
     """IP addresses; empty means the system resolver (/etc/resolv.conf)."""
     port: int
     timeout: float
+    hosts_file: Path | None = DEFAULT_HOSTS_FILE
+    """Asked before DNS for configured hosts (as `tlsprobe check`'s system resolver does);
+    None when `hosts_file: false`."""
 
 
 @dataclass(frozen=True, slots=True)

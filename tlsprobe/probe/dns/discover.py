@@ -27,6 +27,7 @@ from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
 from tlsprobe.model import ProbeError, Reason
+from tlsprobe.probe.dns.hostsfile import HostsFile
 
 Which = Literal["all", "one"]
 
@@ -137,16 +138,21 @@ async def resolve_mx(domain: str, resolver: dns.asyncresolver.Resolver) -> MxRes
 
 
 async def resolve_addresses(
-    host: str, resolver: dns.asyncresolver.Resolver, *, which: Which = "all"
+    host: str,
+    resolver: dns.asyncresolver.Resolver,
+    *,
+    which: Which = "all",
+    hosts: HostsFile | None = None,
 ) -> AddressResult:
     """The addresses of `host`: every A and AAAA (`which="all"`) or one of them (`"one"`).
 
     "one" is the lowest IPv4 address, else the lowest IPv6 one, not the first in the answer:
     servers rotate their answers, and the `address` label must not churn from cycle to cycle.
 
-    An IP literal is its own address. A and AAAA are asked concurrently so the whole call is
-    bounded by one resolver lifetime; when one family fails and the other answers, the answer
-    wins and no error is reported.
+    An IP literal is its own address; a name that `hosts` (the hosts file, when given) lists
+    has the addresses listed there, without DNS. A and AAAA are asked concurrently so the
+    whole call is bounded by one resolver lifetime; when one family fails and the other
+    answers, the answer wins and no error is reported.
     """
     if which not in ("all", "one"):
         raise ValueError(f"which must be 'all' or 'one', not {which!r}")
@@ -157,6 +163,10 @@ async def resolve_addresses(
     if isinstance(name, _Failure):
         return _address_failure(host.strip().lower(), name)
     normalized = _host_text(name)
+    listed = hosts.lookup(normalized) if hosts is not None else ()
+    if listed:
+        chosen = (_stable_first(listed),) if which == "one" else listed
+        return AddressResult(normalized, chosen, error=None, transient=False)
     answers = await asyncio.gather(_query(resolver, name, "A"), _query(resolver, name, "AAAA"))
     addresses = tuple(
         dict.fromkeys(
