@@ -251,9 +251,7 @@ async def test_probe_answers_for_the_named_target_only(
 async def test_probe_shows_the_connector_as_metrics_does_and_checks_module(
     tmp_path: Path, ca_file: Path, good: SmtpTestServer
 ) -> None:
-    data = config_data(
-        tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)], interval="5m"
-    )
+    data = config_data(tmp_path, ca_file, [target("good", "mail.contoso.test", good.port)])
     connector = {"certificate_domain": "*.contoso.test", "accepted_domains": "contoso.test"}
     async with running(tmp_path, data) as exporter, aiohttp.ClientSession() as http:
         await results_for(exporter, "good")
