@@ -238,7 +238,7 @@ def _check(
         return Check(
             CHECK,
             Status.CRITICAL,
-            "the MX lookup that names this host is bogus (DNSSEC validation failed); "
+            "the MX lookup that names this host is bogus (SERVFAIL from the validating resolver); "
             "validating senders defer every message to the domain",
             SYMPTOM,
         )
