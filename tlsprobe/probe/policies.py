@@ -5,7 +5,9 @@
 policy: not applicable). `domain_policy` learns one policy domain's MTA-STS state (TXT id,
 policy fetched with full verification, TLS-RPT destinations); callers fetch it once per domain
 and cycle and hand it to every endpoint of that domain. Nothing here raises for what DNS or a
-policy server does: failures become findings.
+policy server does: failures become findings. One deadline covers a probe and its policies:
+`lookup_dane` (TLSA and MX side by side) and `domain_policy` (TXT lookups, policy host, fetch)
+each end by the probe's timeout, run beside the probe, and past it say so in the finding.
 """
 
 from __future__ import annotations
