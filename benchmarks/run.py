@@ -252,14 +252,15 @@ def _rss_per_endpoint(rss: dict[str, Any]) -> float:
 
 
 def _render_per_changed(render: dict[str, Any]) -> float:
-    """ms per changed endpoint of the scrape after 5 % of the endpoints changed."""
-    return float(render["changed_5pct_ms"]) / len(range(0, render["endpoints"], 20))
+    """CPU ms per changed endpoint of the scrape after 5 % of the endpoints changed."""
+    return float(render["changed_5pct_cpu_ms"]) / len(range(0, render["endpoints"], 20))
 
 
 def growth(
     render: dict[str, Any], rss: dict[str, Any], render_5: dict[str, Any], rss_5: dict[str, Any]
 ) -> dict[str, Any]:
-    """Cost per endpoint at GROWTH times the endpoints over the cost per endpoint at 1x."""
+    """Cost per endpoint at GROWTH times the endpoints over the cost per endpoint at 1x; render
+    costs as CPU time, which moves less with the load of a shared machine than wall time."""
     return {
         "endpoints": [render["endpoints"], render_5["endpoints"]],
         "rss_mb_per_endpoint": [_rss_per_endpoint(rss), _rss_per_endpoint(rss_5)],
@@ -267,14 +268,14 @@ def growth(
         "render_ms_per_changed": [_render_per_changed(render), _render_per_changed(render_5)],
         "render_per_changed_ratio": _render_per_changed(render_5) / _render_per_changed(render),
         **{
-            f"{key}_per_endpoint_ratio": (render_5[f"{key}_ms"] / render_5["endpoints"])
-            / (render[f"{key}_ms"] / render["endpoints"])
+            f"{key}_per_endpoint_ratio": (render_5[f"{key}_cpu_ms"] / render_5["endpoints"])
+            / (render[f"{key}_cpu_ms"] / render["endpoints"])
             for key in _PER_ENDPOINT
         },
     }
 
 
-_PER_ENDPOINT = ("cold", "warm", "status_page_cold", "status_page_rows_cached")
+_PER_ENDPOINT = ("cold", "status_page_cold", "status_page_rows_cached")
 """Render figures whose cost per endpoint part two compares between the two sizes."""
 
 
@@ -486,16 +487,22 @@ def _growth_table(scale: dict[str, Any]) -> list[str]:
         f"| {scale['rss']['rss_mb'] - scale['rss']['baseline_rss_mb']:.0f} "
         f"| {grown['rss']['rss_mb'] - grown['rss']['baseline_rss_mb']:.0f} "
         f"| {g['rss_per_endpoint_ratio']:.2f} |",
-        f"| render, 5 % of the endpoints changed (ms) | {scale['render']['changed_5pct_ms']:.0f} "
-        f"| {grown['render']['changed_5pct_ms']:.0f} | {g['render_per_changed_ratio']:.2f} |",
         *(
-            f"| {label} (ms) | {scale['render'][f'{key}_ms']:.1f} "
-            f"| {grown['render'][f'{key}_ms']:.1f} | {g[f'{key}_per_endpoint_ratio']:.2f} |"
-            for key, label in (
-                ("cold", "render, cold"),
-                ("warm", "render, warm"),
-                ("status_page_cold", "status page, cold"),
-                ("status_page_rows_cached", "status page, rows cached"),
+            f"| {label} (CPU ms) | {scale['render'][f'{key}_cpu_ms']:.1f} "
+            f"| {grown['render'][f'{key}_cpu_ms']:.1f} | {ratio:.2f} |"
+            for key, label, ratio in (
+                (
+                    "changed_5pct",
+                    "render, 5 % of the endpoints changed",
+                    g["render_per_changed_ratio"],
+                ),
+                ("cold", "render, cold", g["cold_per_endpoint_ratio"]),
+                ("status_page_cold", "status page, cold", g["status_page_cold_per_endpoint_ratio"]),
+                (
+                    "status_page_rows_cached",
+                    "status page, rows cached",
+                    g["status_page_rows_cached_per_endpoint_ratio"],
+                ),
             )
         ),
     ]
