@@ -102,7 +102,7 @@ async def test_listen_imports_no_exporter_yaml_aiohttp_or_resolver(tmp_path: Pat
     port = unused_port()
     code, modules = await modules_of(tmp_path, "listen", f"127.0.0.1:{port}", "--timeout", "0.3")
     assert code == 3  # nobody connected: UNKNOWN after the wait, so the listener really ran
-    assert "tlsprobe.probe.receiver" in modules
+    assert "tlsprobe.probe.send.receiver" in modules
     assert loaded(modules, NOT_FOR_LISTEN) == []
 
 
