@@ -8,10 +8,13 @@ patterns, `max_age` and TLS-RPT destinations.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlsprobe.model import DaneFindings
-from tlsprobe.probe.dns.mtasts import DomainPolicy
+
+if TYPE_CHECKING:
+    # Only a type here: `tlsprobe check` without --mta-sts need not load the policy parser.
+    from tlsprobe.probe.dns.mtasts import DomainPolicy
 
 
 def dane_json(findings: DaneFindings) -> dict[str, Any]:

@@ -39,6 +39,7 @@ NOT_FOR_A_CHECK = (
     "yaml",
     "dns",
     "importlib.metadata",
+    "tlsprobe.probe.dns",
 )
 NOT_FOR_LISTEN = tuple(m for m in NOT_FOR_A_CHECK if m != "tlsprobe.cli.listen")
 NOT_FOR_HISTORY = ("tlsprobe.exporter.config", "aiohttp", "yaml", "dns", "importlib.metadata")
