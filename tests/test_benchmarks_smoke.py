@@ -47,7 +47,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=400,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -82,7 +82,7 @@ def test_ratios_and_targets_are_computed(short_run: dict[str, Any]) -> None:
     if prometheus_tool_or_none("blackbox_exporter"):
         assert ratios["throughput_tlsprobe_vs_blackbox"] > 0
     targets = short_run["targets"]
-    assert len(targets) == 6
+    assert len(targets) == 8
     for row in targets:
         assert row["met"] is None or row["met"] == _holds(row["limit"], row["measured"])
 
@@ -94,9 +94,8 @@ def test_a_fleet_bound_sweep_judges_no_throughput(short_run: dict[str, Any]) -> 
     bare_cores = short_run["sweep"]["bare"]["cores"]
     assert check["fleet_bound"] == (bare_cores < 0.9)
     assert check["note"].startswith("fleet-bound" if check["fleet_bound"] else "prober-bound")
-    throughput = next(t for t in short_run["targets"] if t["target"].startswith("throughput"))
     if check["fleet_bound"]:
-        assert throughput["measured"] is None and throughput["met"] is None
+        assert short_run["ratios"]["throughput_tlsprobe_vs_blackbox_judged"] is None
 
 
 def _holds(limit: str, measured: float) -> bool:
@@ -118,6 +117,32 @@ def test_exporter_scale_figures_are_present(short_run: dict[str, Any]) -> None:
         assert 0 < latency[phase]["median_ms"] <= latency[phase]["p99_ms"]
     swept = latency["probes_during_sweep"]
     assert 0 < swept["ok"] == swept["probes"]
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
+def test_cost_growth_compares_five_times_the_endpoints(short_run: dict[str, Any]) -> None:
+    scale = short_run["scale"]
+    assert scale["growth"]["endpoints"] == [1000, 5000]
+    assert scale["grown"]["rss"]["targets"] == 5000
+    assert scale["grown"]["render"]["bytes"] > 5 * scale["render"]["bytes"] * 0.9
+    for key in ("rss_per_endpoint_ratio", "render_per_changed_ratio", "cold_per_endpoint_ratio"):
+        assert scale["growth"][key] > 0, key
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
+def test_the_check_process_ran_beside_its_references(short_run: dict[str, Any]) -> None:
+    check = short_run["check"]
+    assert check["tlsprobe"]["exit_codes"] == [0]  # the fleet's certificate judged OK each run
+    assert check["s_client"]["exit_codes"] == [0]
+    assert check["tlsprobe"]["runs"] == 3
+    if "skipped" not in check["check_ssl_cert"]:
+        assert check["reference"] == "check_ssl_cert"
+        assert check["check_ssl_cert"]["exit_codes"] == [0]
+    else:
+        assert check["reference"] == "s_client"
+    assert check["ratio"] > 0 and check["imports_share"] > 0
 
 
 # --- the evaluation cache ------------------------------------------------------------------

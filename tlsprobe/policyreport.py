@@ -8,11 +8,14 @@ patterns, `max_age` and TLS-RPT destinations.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlsprobe.model import DaneFindings, DnssecStatus, TlsaMatch, TlsaVerdict
-from tlsprobe.probe.dns.listing import REPORT_ITEMS, listed
-from tlsprobe.probe.dns.mtasts import DomainPolicy
+from tlsprobe.probe.listing import REPORT_ITEMS, listed
+
+if TYPE_CHECKING:
+    # Only a type here: `tlsprobe check` without --mta-sts need not load the policy parser.
+    from tlsprobe.probe.dns.mtasts import DomainPolicy
 
 
 def dane_json(findings: DaneFindings) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from tests.support.servers import (
     Behaviour,
     ServerTls,
     SmtpTestServer,
+    check_argv,
     ipv6_loopback_available,
     unused_port,
 )
@@ -496,23 +497,8 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 def cli_args(port: int, ca_file: Path, *extra: str) -> list[str]:
-    return [
-        "check",
-        f"{HOST}:{port}",
-        "--address",
-        "127.0.0.1",
-        "--ca-file",
-        str(ca_file),
-        "--certificate-domain",
-        "*.contoso.test",
-        "--accepted-domain",
-        "contoso.test",
-        "--ehlo-name",
-        EHLO,
-        "--timeout",
-        str(TIMEOUT),
-        *extra,
-    ]
+    connector = ["--certificate-domain", "*.contoso.test", "--accepted-domain", "contoso.test"]
+    return [*check_argv(HOST, port, ca_file, EHLO, TIMEOUT), *connector, *extra]
 
 
 async def test_cli_json_for_a_healthy_server(

@@ -144,6 +144,22 @@ def _ephemeral_low() -> int:
     return low if low > _PORTS_FROM + 1000 else 32768
 
 
+def check_argv(host: str, port: int, ca_file: Path, ehlo: str, timeout: float) -> list[str]:
+    """`tlsprobe check` of `host` on a loopback server's port, trusting `ca_file`."""
+    return [
+        "check",
+        f"{host}:{port}",
+        "--address",
+        "127.0.0.1",
+        "--ca-file",
+        str(ca_file),
+        "--ehlo-name",
+        ehlo,
+        "--timeout",
+        str(timeout),
+    ]
+
+
 class SmtpTestServer:
     """A scripted SMTP server on loopback. Use as `async with SmtpTestServer(...) as server`."""
 

@@ -42,6 +42,7 @@ from tlsprobe.model import (
     TlsInfo,
 )
 from tlsprobe.probe import prober as probe
+from tlsprobe.probe.transport import starttls as transport
 from tlsprobe.probe.x509.evaluate import SYMPTOMS, TrustStore
 
 HOST = "mail.contoso.test"
@@ -326,7 +327,8 @@ def no_probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise AssertionError("the CLI looked up this host's name despite a usage error")
 
     monkeypatch.setattr(probe, "probe_endpoint", must_not_probe)
-    monkeypatch.setattr(cli, "default_ehlo_name", must_not_resolve)
+    # The CLI imports the transport when it builds the check, so this is the name it calls.
+    monkeypatch.setattr(transport, "default_ehlo_name", must_not_resolve)
     yield
 
 

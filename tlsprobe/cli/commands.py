@@ -1,14 +1,19 @@
-"""The exporter's subcommands: serve, demo, validate-config, history. Argument wiring only."""
+"""The exporter's subcommands: serve, demo, validate-config, history, rules. Argument wiring only.
+
+Each `add_*` gives one subcommand its options (tlsprobe.cli.main calls only the one a run names);
+each command imports what it uses when it runs: `history --state-dir` reads the state without
+loading the configuration package (YAML and its schema).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from tlsprobe.exporter.config import ConfigError, load_config
+if TYPE_CHECKING:
+    from tlsprobe.exporter.config import ConfigError
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -31,6 +36,7 @@ def _problem(file: str, error: ConfigError) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from tlsprobe.exporter import eventloop
     from tlsprobe.exporter.app import serve, setup_logging
+    from tlsprobe.exporter.config import ConfigError, load_config
 
     setup_logging(args.log_level)
     try:
@@ -46,6 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from tlsprobe.exporter.config import ConfigError, load_config
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -66,6 +74,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     from tlsprobe.demo.run import run_demo
     from tlsprobe.exporter.app import setup_logging
 
@@ -79,6 +89,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     state_dir = Path(args.state_dir) if args.state_dir else None
     if state_dir is None:
+        from tlsprobe.exporter.config import ConfigError, load_config
+
         try:
             state_dir = load_config(args.config).state_dir
         except ConfigError as exc:
@@ -118,38 +130,43 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    serve = sub.add_parser("serve", help="run the exporter")
+_LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def add_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--config", required=True, metavar="FILE")
     serve.add_argument("--shard", type=_shard, metavar="I/N", help="own only shard I of N")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="self-contained demo: loopback endpoints and the exporter")
+
+def add_demo(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--listen", default="127.0.0.1:9825", metavar="ADDR:PORT")
     demo.add_argument("--interval", default="30s", help="probe interval (default 30s)")
     demo.add_argument("--state-dir", help="keep history here (default: a temporary directory)")
-    demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    demo.add_argument("--log-level", default="info", choices=_LOG_LEVELS)
     demo.set_defaults(func=cmd_demo)
 
-    validate = sub.add_parser("validate-config", help="check a configuration file and exit")
+
+def add_validate(validate: argparse.ArgumentParser) -> None:
     validate.add_argument("config", metavar="FILE")
     validate.set_defaults(func=cmd_validate)
 
-    history = sub.add_parser("history", help="print the certificate timeline of a host")
+
+def add_history(history: argparse.ArgumentParser) -> None:
     history.add_argument("host", help="host name (or target name)")
     where = history.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", metavar="FILE", help="read state_dir from this config")
     where.add_argument("--state-dir", metavar="DIR")
     history.set_defaults(func=cmd_history)
 
+
+def add_rules(rules: argparse.ArgumentParser) -> None:
     from tlsprobe.alerting.generate import DEFAULT_RUNBOOK_BASE
 
-    rules = sub.add_parser(
-        "rules",
-        help="print the Prometheus alerting rules",
-        description="Print the alerting rules, generated from the template shipped with this "
-        "version, with runbook links under --runbook-base.",
+    rules.description = (
+        "Print the alerting rules, generated from the template shipped with this "
+        "version, with runbook links under --runbook-base."
     )
     rules.add_argument(
         "--runbook-base",

@@ -123,13 +123,11 @@ def sender_json(session: Session) -> dict[str, Any]:
     }
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "listen",
-        help="wait for one inbound SMTP session and judge the client certificate",
-        description="Listen for one SMTP session (send a test message from your relay here) and "
+def register(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Listen for one SMTP session (send a test message from your relay here) and "
         "judge the certificate the relay presents as a TLS client, as Exchange Online does. "
-        "Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown.",
+        "Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown."
     )
     p.add_argument(
         "listen", metavar="[ADDRESS:]PORT", help="where to listen; address default 127.0.0.1"

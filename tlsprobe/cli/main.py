@@ -2,33 +2,28 @@
 
 Usage errors print one line and exit 3 (UNKNOWN, the Nagios convention for a check that could
 not run); configuration errors from `serve` and `validate-config` exit 2.
+
+Start-up is part of the cost of a check: Nagios, Icinga and Checkmk start `tlsprobe check` once
+per service and interval. So a run builds the options of the one subcommand it names, and each
+subcommand imports what it uses when it runs: `check` loads neither the exporter's configuration
+(YAML) nor aiohttp nor dnspython's resolver unless `--dane` or `--mta-sts` asks for DNS
+(tests/integration/test_cli_imports.py holds it to that).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from tlsprobe import __version__
 from tlsprobe.cli import options
-from tlsprobe.cli.connector import add_policy_arguments, build_policy
 from tlsprobe.cli.options import UsageError
-from tlsprobe.model import (
-    Endpoint,
-    HostPortError,
-    Mode,
-    Policy,
-    Status,
-    is_ip_literal,
-    parse_host_port,
-)
-from tlsprobe.probe import names
-from tlsprobe.probe.transport.starttls import default_ehlo_name
-from tlsprobe.probe.x509.evaluate import TrustStore
+
+if TYPE_CHECKING:
+    from tlsprobe.model import Endpoint, Policy
+    from tlsprobe.probe.x509.evaluate import TrustStore
 
 EXIT_USAGE = 3
 
@@ -39,6 +34,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]:
+    from tlsprobe.cli.connector import build_policy
+    from tlsprobe.model import Endpoint, HostPortError, Mode, is_ip_literal, parse_host_port
+    from tlsprobe.probe import names
+    from tlsprobe.probe.transport.starttls import default_ehlo_name
+
     try:
         host, port = parse_host_port(args.target)
     except HostPortError as exc:
@@ -60,6 +60,9 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
     from tlsprobe import policyreport, report
     from tlsprobe.cli import policyargs
     from tlsprobe.probe.prober import probe_endpoint, utcnow
@@ -86,12 +89,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return int(result.status)
 
 
-def _add_check(sub: argparse._SubParsersAction[_Parser]) -> None:
-    p = sub.add_parser(
-        "check",
-        help="probe one SMTP endpoint once (Nagios-style exit code)",
-        description="Probe one SMTP endpoint and judge its certificate as Exchange Online would. "
-        "Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown.",
+def add_check(p: argparse.ArgumentParser) -> None:
+    from tlsprobe.cli import policyargs
+    from tlsprobe.cli.connector import add_policy_arguments
+    from tlsprobe.model import Mode
+
+    p.description = (
+        "Probe one SMTP endpoint and judge its certificate as Exchange Online would. "
+        "Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown."
     )
     p.add_argument("target", metavar="HOST[:PORT]", help="host to check; port defaults to 25")
     p.add_argument("--address", help="connect to this IP instead of resolving HOST")
@@ -109,31 +114,89 @@ def _add_check(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the SMTP transcript")
-    from tlsprobe.cli import policyargs
-
     policyargs.add_arguments(p)
     p.set_defaults(func=cmd_check)
 
 
-def make_parser() -> _Parser:
+_COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (the line in `tlsprobe --help`, "module:function" that adds its options)
+    "check": (
+        "probe one SMTP endpoint once (Nagios-style exit code)",
+        "tlsprobe.cli.main:add_check",
+    ),
+    "serve": ("run the exporter", "tlsprobe.cli.commands:add_serve"),
+    "demo": (
+        "self-contained demo: loopback endpoints and the exporter",
+        "tlsprobe.cli.commands:add_demo",
+    ),
+    "validate-config": (
+        "check a configuration file and exit",
+        "tlsprobe.cli.commands:add_validate",
+    ),
+    "history": ("print the certificate timeline of a host", "tlsprobe.cli.commands:add_history"),
+    "rules": ("print the Prometheus alerting rules", "tlsprobe.cli.commands:add_rules"),
+    "listen": (
+        "wait for one inbound SMTP session and judge the client certificate",
+        "tlsprobe.cli.listen:register",
+    ),
+}
+
+
+class _Version(argparse._VersionAction):
+    """`--version`, reading the distribution's metadata only when asked."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        from tlsprobe import __version__
+
+        self.version = f"tlsprobe {__version__}"
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _named(argv: Sequence[str]) -> str | None:
+    """The subcommand argv names: its first word that is not an option (the top level's options
+    take no value); None when --help or -- comes first (left to the whole parser)."""
+    for arg in argv:
+        if arg in ("-h", "--help", "--"):
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def make_parser(argv: Sequence[str] | None = None) -> _Parser:
+    """The whole parser; given `argv` that names a subcommand, one with only that subcommand (its
+    options added by its own module, imported then), which parses that argv alike: with a
+    command named, no message of the top level shows the list of commands (--help and -- before
+    the command get the whole parser)."""
     parser = _Parser(
         prog="tlsprobe",
         description="Watch the TLS certificates of SMTP servers relaying through Exchange Online.",
     )
-    parser.add_argument("--version", action="version", version=f"tlsprobe {__version__}")
+    parser.add_argument("--version", action=_Version, version="tlsprobe")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_check(sub)
-    from tlsprobe.cli import commands
-
-    commands.register(sub)
-    from tlsprobe.cli import listen
-
-    listen.register(sub)
+    wanted = None if argv is None else _named(argv)
+    for name, (summary, where) in _COMMANDS.items():
+        if wanted in _COMMANDS and name != wanted:
+            continue
+        p = sub.add_parser(name, help=summary)
+        if argv is None or name == wanted:
+            module, _, function = where.partition(":")
+            add: Callable[[argparse.ArgumentParser], None] = getattr(
+                import_module(module), function
+            )
+            add(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = make_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
@@ -141,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tlsprobe {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        from tlsprobe.model import Status
+
         return int(Status.UNKNOWN)
     return code
 

@@ -1,18 +1,21 @@
-"""`tlsprobe check --dane / --mta-sts DOMAIN`: the DNS policy arguments and their wiring."""
+"""`tlsprobe check --dane / --mta-sts DOMAIN`: the DNS policy arguments and their wiring.
+
+The DNS machinery (dnspython's resolver, the MTA-STS fetch) is imported only when one of the two
+options asks for it: a plain check resolves its host with getaddrinfo and needs none of it.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from tlsprobe.cli.options import UsageError
-from tlsprobe.model import Endpoint, HostPortError, Policy, ProbeResult, parse_host_port
-from tlsprobe.probe.dns import mtasts
-from tlsprobe.probe.dns.mtasts_fetch import FetchSettings
-from tlsprobe.probe.policies import PolicyRequest, check_once
-from tlsprobe.probe.x509.evaluate import TrustStore
+
+if TYPE_CHECKING:
+    from tlsprobe.model import Endpoint, Policy, ProbeResult
+    from tlsprobe.probe.dns import mtasts
+    from tlsprobe.probe.policies import PolicyRequest
+    from tlsprobe.probe.x509.evaluate import TrustStore
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +41,9 @@ def request(args: argparse.Namespace) -> PolicyRequest | None:
     """The DNS policies asked for; None when neither --dane nor --mta-sts was given."""
     if not args.dane and not args.mta_sts:
         return None
+    from tlsprobe.probe.dns.mtasts_fetch import FetchSettings
+    from tlsprobe.probe.policies import PolicyRequest
+
     nameservers: tuple[str, ...] = ()
     port = 53
     if args.resolver:
@@ -52,6 +58,8 @@ def request(args: argparse.Namespace) -> PolicyRequest | None:
 
 
 def _host_port(value: str, option: str) -> tuple[str, int | None]:
+    from tlsprobe.model import HostPortError, parse_host_port
+
     try:
         return parse_host_port(value)
     except HostPortError as exc:
@@ -65,6 +73,12 @@ def run(
     policies: PolicyRequest,
     timeout: float,
 ) -> tuple[ProbeResult, mtasts.DomainPolicy | None]:
+    import asyncio
+
+    import dns.resolver
+
+    from tlsprobe.probe.policies import check_once
+
     try:
         return asyncio.run(check_once(endpoint, policy, trust, policies, timeout=timeout))
     except dns.resolver.NoResolverConfiguration as exc:

@@ -31,7 +31,7 @@ from tlsprobe.model import (
     TlsaVerdict,
 )
 from tlsprobe.probe.dns import danecache
-from tlsprobe.probe.dns.listing import listed
+from tlsprobe.probe.listing import listed
 from tlsprobe.probe.x509 import facts as certs
 from tlsprobe.probe.x509 import o365
 from tlsprobe.probe.x509.evaluate import TrustStore, check_trust

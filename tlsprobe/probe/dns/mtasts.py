@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tlsprobe.model import Check, CheckName, Status
-from tlsprobe.probe.dns.listing import listed
+from tlsprobe.probe.listing import listed
 
 CHECK = CheckName.MTA_STS
 MAX_POLICY_BYTES = 64 * 1024
