@@ -22,6 +22,7 @@ from tlsprobe.exporter.config.values import (
     string_of,
 )
 from tlsprobe.model import HostPortError, Mode, is_ip_literal, parse_host_port
+from tlsprobe.probe import files
 from tlsprobe.probe.names import host_port, is_host_name, normalize_name, show
 from tlsprobe.probe.x509 import o365
 
@@ -180,12 +181,20 @@ def external_url(value: object) -> str | None:
         raise ConfigError("web.external_url", str(exc)) from exc
 
 
-def check_readable(path: Path, where: str) -> None:
+def check_readable(path: Path, where: str, limit: int) -> None:
+    """A regular file of at most `limit` bytes that can be read (`tlsprobe.probe.files`)."""
     try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from None
+        files.check(path, limit)
+    except files.FileError as exc:
+        raise ConfigError(where, str(exc)) from None
+
+
+def read_file(path: Path, where: str, limit: int) -> bytes:
+    """The content of a regular file of at most `limit` bytes, read no further than that."""
+    try:
+        return files.read(path, limit)
+    except files.FileError as exc:
+        raise ConfigError(where, str(exc)) from None
 
 
 def exists(path: Path) -> bool:

@@ -52,6 +52,7 @@ from tlsprobe.exporter.config.values import (
     show_key,
     string_of,
 )
+from tlsprobe.exporter.config.yamlfile import MAX_YAML_BYTES
 from tlsprobe.model import Policy
 from tlsprobe.probe.names import show
 from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
@@ -197,7 +198,7 @@ class _Parser:
         config_file = None
         if "config_file" in web:
             config_file = self.path(web["config_file"], "web.config_file")
-            fields.check_readable(config_file, "web.config_file")
+            fields.check_readable(config_file, "web.config_file", MAX_YAML_BYTES)
         allowlist = listing(web.get("probe_allowlist"), "web.probe_allowlist")
         return WebSettings(
             listen_host=host,

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import yaml
 
+from tlsprobe.probe import files
 from tlsprobe.probe.names import show
 
 MAX_YAML_BYTES: Final = 1 << 20
@@ -93,12 +94,9 @@ class _QuietLoader(_StrictLoader):
 def read_yaml(path: Path, *, show_keys: bool = True, max_bytes: int = MAX_YAML_BYTES) -> object:
     """The document in `path` as plain dicts, lists and scalars; any problem a YamlFileError."""
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise YamlFileError(f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        raise YamlFileError(f"larger than {_size(max_bytes)}; refusing to parse it")
+        raw = files.read(path, max_bytes)
+    except files.FileError as exc:
+        raise YamlFileError(exc.message) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -147,7 +145,3 @@ def _marked(exc: yaml.MarkedYAMLError, *, quiet: bool = False) -> YamlFileError:
     where = f"line {mark.line + 1}, column {mark.column + 1}"
     message = f"YAML error at {where}: {problem}"
     return YamlFileError(message, syntax=True, where=where, problem=problem)
-
-
-def _size(limit: int) -> str:
-    return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
