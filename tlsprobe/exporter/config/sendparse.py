@@ -19,7 +19,6 @@ from tlsprobe.exporter.config.send import (
 )
 from tlsprobe.model import Policy, parse_host_port
 from tlsprobe.probe.files import MAX_PEM_BYTES
-from tlsprobe.probe.names import show
 from tlsprobe.probe.send import canary
 from tlsprobe.probe.send.receiver import ReceiverTlsError, load_identity
 from tlsprobe.probe.x509.bundle import MAX_BUNDLE_BYTES
@@ -122,7 +121,10 @@ def senders(
     names = [s.name for s in parsed]
     for index, name in enumerate(names):
         if name in names[:index]:
-            raise ConfigError(f"{where}[{index}].name", f"duplicate sender name {name!r}")
+            first = names.index(name)
+            raise ConfigError(
+                f"{where}[{index}].name", f"duplicate sender name (also {where}[{first}])"
+            )
     return parsed
 
 
@@ -177,8 +179,8 @@ def _canary(value: object, where: str, base_dir: Path) -> CanaryConfig:
             raise ConfigError(where, f"needs {key}")
     try:
         host, port = parse_host_port(values.string_of(section["relay"], f"{where}.relay"))
-    except ValueError as exc:
-        raise ConfigError(f"{where}.relay", str(exc)) from None
+    except ValueError:
+        raise ConfigError(f"{where}.relay", "must be HOST or HOST:PORT ([IPv6]:PORT)") from None
     username = (
         values.string_of(section["username"], f"{where}.username")
         if "username" in section
@@ -240,14 +242,14 @@ def _network(value: object, where: str) -> str:
     try:
         return str(ipaddress.ip_network(text, strict=False))
     except ValueError:
-        raise ConfigError(where, f"{show(text)} is not an IP address or network") from None
+        raise ConfigError(where, "is not an IP address or network") from None
 
 
 def _address(value: object, where: str) -> str:
     text = values.string_of(value, where).strip().lower()
     local, at, domain = text.rpartition("@")
     if not at or not local or any(ch.isspace() or ch in '<>"' for ch in text):
-        raise ConfigError(where, f"{show(text)} is not a mail address (local@domain)")
+        raise ConfigError(where, "is not a mail address (local@domain)")
     return f"{local}@{values.domain_name(domain, where)}"
 
 

@@ -157,7 +157,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     file = Path(path)
     name = str(file)
     try:
-        data = read_yaml(file, show_keys=False, max_bytes=MAX_FILE_BYTES) or {}
+        data = read_yaml(file, max_bytes=MAX_FILE_BYTES) or {}
     except YamlFileError as exc:
         raise WebConfigError(name, _yaml_problem(exc)) from None
     if not isinstance(data, dict):
