@@ -169,3 +169,12 @@ def test_the_reader_reads_no_further_than_its_bound(tmp_path: Path) -> None:
     with pytest.raises(files.FileError, match="larger than 9 bytes"):
         files.read(path, 9)
     assert files.size(1 << 20) == "1 MiB" and files.size(1024) == "1 KiB"
+
+
+def test_reading_a_head_takes_only_regular_files_and_only_the_head(tmp_path: Path) -> None:
+    path = tmp_path / "hosts"
+    path.write_bytes(b"y" * 100)
+    assert files.read_head(path, 10) == b"y" * 10
+    for other in (Path("/dev/zero"), _fifo(tmp_path), tmp_path):
+        with pytest.raises(files.FileError, match="not a regular file"):
+            files.read_head(other, 10)

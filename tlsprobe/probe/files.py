@@ -34,10 +34,22 @@ class FileError(ValueError):
 
 def read(path: str | Path, limit: int) -> bytes:
     """The whole content of the regular file `path`, at most `limit` bytes, else FileError."""
-    fd = _open(path, limit)
+    data = _read(_open(path, limit), path, limit + 1)
+    if len(data) > limit:
+        raise FileError(path, f"larger than {size(limit)}")
+    return data
+
+
+def read_head(path: str | Path, limit: int) -> bytes:
+    """The first `limit` bytes of the regular file `path` (for a file whose rest may be
+    ignored, such as the hosts file); anything but a readable regular file is a FileError."""
+    return _read(_open(path, None), path, limit)
+
+
+def _read(fd: int, path: str | Path, most: int) -> bytes:
     try:
         chunks: list[bytes] = []
-        left = limit + 1
+        left = most
         while left > 0:
             chunk = os.read(fd, left)
             if not chunk:
@@ -48,10 +60,7 @@ def read(path: str | Path, limit: int) -> bytes:
         raise FileError(path, f"cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > limit:
-        raise FileError(path, f"larger than {size(limit)}")
-    return data
+    return b"".join(chunks)
 
 
 def check(path: str | Path, limit: int) -> None:
@@ -59,7 +68,7 @@ def check(path: str | Path, limit: int) -> None:
     os.close(_open(path, limit))
 
 
-def _open(path: str | Path, limit: int) -> int:
+def _open(path: str | Path, limit: int | None) -> int:
     try:
         fd = os.open(path, _FLAGS)
     except OSError as exc:
@@ -68,7 +77,7 @@ def _open(path: str | Path, limit: int) -> int:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise FileError(path, "not a regular file")
-        if info.st_size > limit:
+        if limit is not None and info.st_size > limit:
             raise FileError(path, f"larger than {size(limit)}")
         os.set_blocking(fd, True)
     except OSError as exc:
