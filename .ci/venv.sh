@@ -46,4 +46,8 @@ if ! { [[ -x $dir/bin/python ]] && "$dir/bin/python" -c "$new_enough"; }; then
     # --clear: a half-made one from an earlier failure, or one whose interpreter is gone.
     "$python" -m venv --clear "$dir"
 fi
-"$dir/bin/python" -m pip install -q --disable-pip-version-check "$@"
+# Not -q: each package is shown as it is collected and installed (a fresh install takes
+# minutes); the progress bar only where someone watches a terminal.
+progress=()
+[[ -t 1 ]] || progress=(--progress-bar off)
+"$dir/bin/python" -m pip install --disable-pip-version-check "${progress[@]}" "$@"

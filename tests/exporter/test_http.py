@@ -727,3 +727,16 @@ async def test_a_malformed_request_gets_400_and_no_traceback_in_the_log(
     noisy = [r for r in caplog.records if r.name == "aiohttp.server" and r.levelno >= logging.ERROR]
     assert noisy == []
     assert any(r.getMessage() == "bad HTTP request refused" for r in caplog.records)
+
+
+async def test_the_aiohttp_internals_the_connection_guard_reads_are_there() -> None:
+    """exporter/web/connections.py reads two private attributes of aiohttp's RequestHandler (no
+    public equivalent): what it relies on, checked on every version CI installs (the floors
+    stage too: both arrived in aiohttp 3.11)."""
+
+    async def answer(_: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        return aiohttp.web.Response()
+
+    handler = aiohttp.web.Server(answer)()
+    assert handler._request_in_progress is False
+    assert handler._request_count == 0

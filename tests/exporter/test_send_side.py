@@ -125,7 +125,7 @@ def test_the_receiver_is_off_by_default_and_loopback_when_on(tmp_path: Path, ca_
     [
         ({"peers": ["not-an-ip"]}, "tenants.contoso.senders[0].peers[0]"),
         ({"peers": []}, "tenants.contoso.senders[0].peers"),
-        ({"bogus": 1}, "tenants.contoso.senders[0].bogus"),
+        ({"bogus": 1}, "tenants.contoso.senders[0]"),
         ({"canary": {"relay": "127.0.0.1:25"}}, "tenants.contoso.senders[0].canary"),
         (
             {"canary": {"relay": "127.0.0.1:25", "recipient": "x@y.test", "username": "u"}},

@@ -20,7 +20,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import dns.exception
 import dns.flags
@@ -41,6 +41,10 @@ LOOPBACK = "127.0.0.1"
 UDP_PAYLOAD_WITHOUT_EDNS = 512
 MAX_CNAME_HOPS = 8
 _POLL_SECONDS = 0.02
+_IN_ORDER: dict[str, Any] = {"want_shuffle": False}
+"""Records on the wire in the zone's order. Passed as keywords because dnspython before 2.9
+types `to_wire`'s extra keywords as `Dict[str, Any]` each, so `want_shuffle=False` fails type
+checks there although it works on every version."""
 """How often the listeners look for `stop`: the wait every test's teardown pays."""
 
 Zone = dict[tuple[str, str], list[str]]
@@ -216,7 +220,7 @@ def _udp_wire(response: dns.message.Message, query_wire: bytes) -> bytes:
     query = dns.message.from_wire(query_wire)
     limit = query.payload if query.edns >= 0 else UDP_PAYLOAD_WITHOUT_EDNS
     try:
-        return response.to_wire(max_size=limit, want_shuffle=False)
+        return response.to_wire(max_size=limit, **_IN_ORDER)
     except dns.exception.TooBig:
         truncated = dns.message.make_response(query)
         truncated.flags |= dns.flags.AA | dns.flags.TC
@@ -235,7 +239,7 @@ class _TcpHandler(socketserver.BaseRequestHandler):
             if response is None:
                 self.server.dns.stopping.wait()  # "timeout": hold the connection, say nothing
                 return
-            payload = response.to_wire(max_size=65535, want_shuffle=False)
+            payload = response.to_wire(max_size=65535, **_IN_ORDER)
             sock.sendall(struct.pack("!H", len(payload)) + payload)
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
+from typing import Any
 
 from tests.support.smtpclients import free_port
 from tlsprobe.model import CanaryReason
 from tlsprobe.probe.send import canary
+from tlsprobe.probe.smtp.reply import MESSAGE_CHARS
 
 
 def test_an_arrival_gives_the_round_trip_once() -> None:
@@ -153,3 +156,122 @@ async def test_a_connect_the_relay_never_answers_holds_no_thread() -> None:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+Script = Callable[[bytes], bytes]
+"""What a scripted relay answers to one command line (the greeting answers b"")."""
+
+
+class _ScriptedRelay:
+    """A loopback relay that answers each command line with what `script` says, and notes how
+    many bytes it got written before the client went away."""
+
+    def __init__(self, script: Script, *, hold: bool = True) -> None:
+        self.script = script
+        self.hold = hold
+        self.closed = asyncio.Event()
+        self.written = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = b""
+            while True:
+                quit_ = line.upper().startswith(b"QUIT")
+                answer = b"221 bye\r\n" if quit_ else self.script(line)
+                writer.write(answer)
+                await writer.drain()
+                self.written += len(answer)
+                line = await reader.readline()
+                if not line:
+                    break
+                if line.upper().startswith(b"DATA"):
+                    writer.write(b"354 go ahead\r\n")
+                    while (await reader.readline()) not in (b".\r\n", b""):
+                        pass
+        except ConnectionError:
+            pass
+        finally:
+            self.closed.set()
+            writer.close()
+
+
+async def _submit_to(script: Script, **relay: Any) -> tuple[canary.Outcome | None, int]:
+    scripted = _ScriptedRelay(script)
+    server = await asyncio.start_server(scripted, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        at = canary.Relay("127.0.0.1", port, starttls=False, recipient="c@canary.test", **relay)
+        outcome = await asyncio.wait_for(canary.submit(at, "tok", timeout=30), timeout=60)
+        await asyncio.wait_for(scripted.closed.wait(), timeout=15)
+    finally:
+        server.close()
+    return outcome, scripted.written
+
+
+def _greeting_of(lines: int, width: int = 10) -> Script:
+    body = b"".join(b"220-" + b"x" * width + b"\r\n" for _ in range(lines))
+    return lambda line: body if not line else b"250 ok\r\n"
+
+
+async def test_an_endless_multi_line_greeting_is_a_protocol_failure_not_a_timeout() -> None:
+    """smtplib's reader appended continuation lines without a bound: 1.9 GiB in 4 s. The relay
+    here stops after 4 MiB of `220-` lines and waits; the old reader kept all of them and ran to
+    the deadline, the bounded one gives up after MAX_REPLY_LINES."""
+    outcome, _ = await _submit_to(_greeting_of(200_000))
+    assert outcome is not None and outcome.reason is CanaryReason.SUBMIT_PROTOCOL
+    assert f"more than {canary.MAX_REPLY_LINES} lines" in outcome.message
+
+
+async def test_a_reply_larger_than_its_bound_is_a_protocol_failure() -> None:
+    outcome, _ = await _submit_to(_greeting_of(40, width=canary.MAX_REPLY_LINE - 10))
+    assert outcome is not None and outcome.reason is CanaryReason.SUBMIT_PROTOCOL
+    assert f"larger than {canary.MAX_REPLY_BYTES} bytes" in outcome.message
+
+
+async def test_the_whole_exchange_is_bounded_in_bytes() -> None:
+    """Every reply within its own bounds, but each nearly as large as allowed: the submission
+    stops reading at MAX_EXCHANGE_BYTES in all."""
+    lines = canary.MAX_REPLY_BYTES // 200 - 1
+
+    def big(line: bytes) -> bytes:
+        code = b"220" if not line else b"250"
+        return (
+            b"".join(code + b"-" + b"y" * 190 + b"\r\n" for _ in range(lines)) + code + b" ok\r\n"
+        )
+
+    outcome, _ = await _submit_to(big)
+    assert outcome is not None and outcome.reason is CanaryReason.SUBMIT_PROTOCOL
+    assert f"more than {canary.MAX_EXCHANGE_BYTES} bytes" in outcome.message
+
+
+async def test_a_huge_refusal_becomes_a_short_message() -> None:
+    """A 550 of many long lines (a 160 MB one became the stored and shown message)."""
+    refusal = b"".join(b"550-" + b"z" * 900 + b"\r\n" for _ in range(15)) + b"550 no\r\n"
+
+    def refuse_mail(line: bytes) -> bytes:
+        if not line:
+            return b"220 relay\r\n"
+        return refusal if line.upper().startswith(b"MAIL") else b"250 ok\r\n"
+
+    outcome, _ = await _submit_to(refuse_mail)
+    assert outcome is not None and outcome.reason is CanaryReason.SUBMIT_REFUSED
+    assert len(outcome.message) <= MESSAGE_CHARS and outcome.message.isprintable()
+    assert outcome.message.startswith("relay refused")
+
+
+async def test_a_well_behaved_relay_takes_the_canary() -> None:
+    """The bounded reader still speaks smtplib's dialogue: greeting, EHLO, MAIL, RCPT, DATA."""
+    ehlo = b"250-relay\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+
+    def good(line: bytes) -> bytes:
+        if not line:
+            return b"220 relay ready\r\n"
+        return ehlo if line.upper().startswith(b"EHLO") else b"250 ok\r\n"
+
+    outcome, _ = await _submit_to(good)
+    assert outcome is None
+
+
+def test_an_outcome_message_is_one_short_line_whoever_builds_it() -> None:
+    outcome = canary.Outcome("relay-1", "tok", None, CanaryReason.MISSING, "a\nb" * 100_000)
+    assert len(outcome.message) <= MESSAGE_CHARS and outcome.message.isprintable()

@@ -68,21 +68,21 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ),
     (
         "targets: []\ntargets: []\n",
-        "{file}: YAML error at line 2, column 1: duplicate key 'targets'",
+        "{file}: YAML error at line 2, column 1: duplicate key",
     ),
     ("a: b: c\n", "{file}: YAML error at line 1, column 5: mapping values are not allowed here"),
     (
         "x: !!python/object/apply:os.system ['true']\n",
         "{file}: YAML error at line 1, column 4: could not determine a constructor for the tag "
-        "'tag:yaml.org,2002:python/object/apply:os.system'",
+        "(not shown)",
     ),
     # Seconds of YAML parsing: in the whole suite only.
     pytest.param("[" * 5000, "{file}: YAML nesting is too deep", marks=pytest.mark.slow),
     # top level
     (
         "foo: 1\n" + ONE,
-        "foo: unknown key 'foo' "
-        "(expected one of: defaults, dns, receiver, state_dir, targets, tenants, web)",
+        "key number 1 at the top level is unknown (expected one of: defaults, dns, receiver, "
+        "state_dir, targets, tenants, web)",
     ),
     ("{}\n", "tenants: no targets configured"),
     ("tenants: {}\n", "tenants: no targets configured"),
@@ -92,27 +92,27 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ("tenants: [contoso]\n", "tenants: must be a mapping, got list"),
     ("state_dir: 5\n" + ONE, "state_dir: must be a string, got integer"),
     ("state_dir: ''\n" + ONE, "state_dir: must not be empty"),
-    ("state_dir: config.yml\n" + ONE, "state_dir: {dir}/config.yml exists and is not a directory"),
+    ("state_dir: config.yml\n" + ONE, "state_dir: {file} exists and is not a directory"),
     # web
     ("web: [1]\n" + ONE, "web: must be a mapping, got list"),
     (
         "web:\n  lisen: ':1'\n" + ONE,
-        "web.lisen: unknown key 'lisen' (expected one of: "
-        "config_file, external_url, header_timeout, idle_timeout, listen, "
-        "max_concurrent_requests, max_connections, probe_allowlist, probe_min_interval)",
+        "web: key number 1 is unknown (expected one of: config_file, external_url, "
+        "header_timeout, idle_timeout, listen, max_concurrent_requests, max_connections, "
+        "probe_allowlist, probe_min_interval); did you mean listen?",
     ),
     (
         "web:\n  listen: '9825'\n" + ONE,
-        "web.listen: must be HOST:PORT, [IPv6]:PORT or :PORT, got '9825'",
+        "web.listen: must be HOST:PORT, [IPv6]:PORT or :PORT",
     ),
-    ("web:\n  listen: ':70000'\n" + ONE, "web.listen: port must be 1-65535, got '70000'"),
+    ("web:\n  listen: ':70000'\n" + ONE, "web.listen: port must be 1-65535"),
     (
         "web:\n  listen: '::1:9825'\n" + ONE,
-        "web.listen: write an IPv6 address in brackets ([::1]:PORT), got '::1:9825'",
+        "web.listen: write an IPv6 address in brackets ([::1]:PORT)",
     ),
     (
         "web:\n  listen: '[127.0.0.1]:9825'\n" + ONE,
-        "web.listen: must be HOST:PORT, [IPv6]:PORT or :PORT, got '[127.0.0.1]:9825'",
+        "web.listen: must be HOST:PORT, [IPv6]:PORT or :PORT",
     ),
     (
         "web:\n  probe_allowlist: ['*']\n" + ONE,
@@ -120,31 +120,31 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ),
     (
         "web:\n  probe_allowlist: [ok.example, 10.0.0.0/33]\n" + ONE,
-        "web.probe_allowlist[1]: '10.0.0.0/33' is not an IP network",
+        "web.probe_allowlist[1]: is not an IP network",
     ),
     (
         "web:\n  probe_allowlist: ['a b']\n" + ONE,
-        "web.probe_allowlist[0]: 'a b' is not a CIDR network, or HOST[:PORT] where HOST is a "
-        "host name, '*.domain' or IP address",
+        "web.probe_allowlist[0]: is not a CIDR network, or HOST[:PORT] where HOST is a host "
+        "name, '*.domain' or IP address",
     ),
     (
         "web:\n  probe_allowlist: ['mx.example.net:99999']\n" + ONE,
-        "web.probe_allowlist[0]: 'mx.example.net:99999' is not a CIDR network, or HOST[:PORT] "
-        "where HOST is a host name, '*.domain' or IP address",
+        "web.probe_allowlist[0]: is not a CIDR network, or HOST[:PORT] where HOST is a host "
+        "name, '*.domain' or IP address",
     ),
     (
         "web:\n  probe_allowlist: ['::/0']\n" + ONE,
-        "web.probe_allowlist[0]: '::/0' would allow probing any address",
+        "web.probe_allowlist[0]: would allow probing any address",
     ),
     ("web:\n  max_concurrent_requests: 0\n" + ONE, "web.max_concurrent_requests: must be 1-10000"),
     (
         "web:\n  config_file: missing.yml\n" + ONE,
-        "web.config_file: cannot read {dir}/missing.yml: No such file or directory",
+        "web.config_file: {dir}/missing.yml: cannot read: No such file or directory",
     ),
     # dns
     (
         "dns:\n  nameservers: [dns.google]\n" + ONE,
-        "dns.nameservers[0]: 'dns.google' is not an IP address",
+        "dns.nameservers[0]: is not an IP address",
     ),
     (
         "dns:\n  nameservers: []\n" + ONE,
@@ -159,8 +159,8 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ("defaults:\n  concurrency: 10001\n" + ONE, "defaults.concurrency: must be 1-10000"),
     (
         "defaults:\n  interval: 5 minutes\n" + ONE,
-        "defaults.interval: invalid duration '5 minutes': use a number of seconds or a value like "
-        "30s, 5m, 1h30m, 250ms",
+        "defaults.interval: is not a duration: use a number of seconds or a value like 30s, 5m, "
+        "1h30m, 250ms",
     ),
     ("defaults:\n  interval: 500ms\n" + ONE, "defaults.interval: must be at least 1s"),
     ("defaults:\n  interval: -5\n" + ONE, "defaults.interval: must not be negative"),
@@ -182,39 +182,45 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ("defaults:\n  retries: 11\n" + ONE, "defaults.retries: must be 0-10"),
     (
         "defaults:\n  addresses: some\n" + ONE,
-        "defaults.addresses: must be one of: all, one; got 'some'",
+        "defaults.addresses: must be one of: all, one",
     ),
     (
         "defaults:\n  ca_file: nope.pem\n" + ONE,
-        "defaults.ca_file: {dir}/nope.pem: No such file or directory",
+        "defaults.ca_file: {dir}/nope.pem: cannot read: No such file or directory",
     ),
     ("defaults:\n  port: yes\n" + ONE, "defaults.port: must be an integer, got boolean"),
     ("defaults:\n  port: 25.0\n" + ONE, "defaults.port: must be an integer, got number"),
     (
         "defaults:\n  ehlo_name: bad name\n" + ONE,
-        "defaults.ehlo_name: 'bad name' is not a host name or address literal",
+        "defaults.ehlo_name: is not a host name or address literal",
     ),
     (
         "defaults:\n  ehlo_name: '[::1]'\n" + ONE,
-        "defaults.ehlo_name: '[::1]': write [192.0.2.1] or [IPv6:2001:db8::1]",
+        "defaults.ehlo_name: write [192.0.2.1] or [IPv6:2001:db8::1]",
     ),
     (
         "defaults:\n  mode: implicit\n" + ONE,
-        "defaults.mode: unknown key 'mode' (expected one of: addresses, ca_file, concurrency, "
+        "defaults: key number 1 is unknown (expected one of: addresses, ca_file, concurrency, "
         "crit_days, ehlo_name, interval, port, retries, timeout, warn_days)",
     ),
     # tenants
     (
         "tenants:\n  'bad name': {}\n",
-        "tenants.bad name: tenant name must be 1-100 letters, digits, '_', '.' or '-'",
+        "tenants: tenant number 1: name must be 1-100 letters, digits, '_', '.' or '-'",
     ),
-    ("tenants:\n  123: {}\n", "tenants.123: tenant name must be a string (quote it), got integer"),
-    ("tenants:\n  no: {}\n", "tenants.False: tenant name must be a string (quote it), got boolean"),
+    (
+        "tenants:\n  123: {}\n",
+        "tenants: tenant number 1: name must be a string (quote it), got integer",
+    ),
+    (
+        "tenants:\n  no: {}\n",
+        "tenants: tenant number 1: name must be a string (quote it), got boolean",
+    ),
     ("tenants:\n  contoso: [a]\n", "tenants.contoso: must be a mapping, got list"),
     (
         tenant("accepted_domain: [contoso.com]"),
-        "tenants.contoso.accepted_domain: unknown key 'accepted_domain' "
-        "(expected one of: accepted_domains, certificate_domain, networks, senders, targets)",
+        "tenants.contoso: key number 1 is unknown (expected one of: accepted_domains, "
+        "certificate_domain, networks, senders, targets); did you mean accepted_domains?",
     ),
     (
         tenant("accepted_domains: contoso.com\ntargets: [{host: a.contoso.com}]"),
@@ -222,17 +228,16 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ),
     (
         tenant("accepted_domains: [contoso..com]\ntargets: [{host: a.contoso.com}]"),
-        "tenants.contoso.accepted_domains[0]: 'contoso..com' is not a valid domain name",
+        "tenants.contoso.accepted_domains[0]: is not a valid domain name",
     ),
     (
         tenant("accepted_domains: ['*.contoso.com']\ntargets: [{host: a.contoso.com}]"),
-        "tenants.contoso.accepted_domains[0]: '*.contoso.com' is not a valid domain name",
+        "tenants.contoso.accepted_domains[0]: is not a valid domain name",
     ),
     (
         tenant("certificate_domain: 'mail.*.contoso.com'\ntargets: [{host: a.contoso.com}]"),
-        "tenants.contoso.certificate_domain: connector certificate domain 'mail.*.contoso.com' "
-        "embeds a wildcard; Exchange Online allows it only as the leading label "
-        "(for example '*.contoso.com')",
+        "tenants.contoso.certificate_domain: embeds a wildcard; Exchange Online allows it only "
+        "as the leading label (for example '*.contoso.com')",
     ),
     (
         tenant(
@@ -246,7 +251,13 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
         "tenants.contoso.targets[0].crit_days: must not exceed warn_days (21)",
     ),
     # targets
-    (target("hots: mail.example.com"), f"targets[0].hots: unknown key 'hots' ({TARGET_KEYS})"),
+    (
+        target("hots: mail.example.com"),
+        "targets[0]: key number 1 is unknown (expected one of: address, addresses, ca_file, "
+        "certificate_domain, crit_days, dane, ehlo_name, expected_certificate, host, interval, "
+        "mode, mta_sts_domain, mx, name, networks, port, retries, sni, timeout, warn_days); did "
+        "you mean host?",
+    ),
     ("targets: [mail.example.com]\n", "targets[0]: must be a mapping, got string"),
     (
         target("host: a.example.com\nmx: example.com"),
@@ -258,13 +269,11 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ),
     (
         "targets:\n  - host: a.example.com\n  - host: A.Example.com.\n",
-        "targets[1]: duplicate target name 'a.example.com' (also targets[0]); "
-        "give each target its own name",
+        "targets[1]: duplicate target name (also targets[0]); give each target its own name",
     ),
     (
         "targets:\n  - {name: relay, host: a.example.com}\n  - {name: relay, mx: example.com}\n",
-        "targets[1].name: duplicate target name 'relay' (also targets[0]); "
-        "give each target its own name",
+        "targets[1].name: duplicate target name (also targets[0]); give each target its own name",
     ),
     (target('host: "mail\\a.example.com"'), "targets[0].host: must not contain control characters"),
     (
@@ -273,20 +282,20 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ),
     (
         target("host: mail_1.example.com"),
-        "targets[0].host: 'mail_1.example.com' is not a valid host name or IP address",
+        "targets[0].host: is not a valid host name or IP address",
     ),
     (
         target("host: 192.0.2.300"),
-        "targets[0].host: '192.0.2.300' is not a valid host name or IP address",
+        "targets[0].host: is not a valid host name or IP address",
     ),
     (target("host: [mail.example.com]"), "targets[0].host: must be a string, got list"),
     (
         target("mx: -bad.example.com"),
-        "targets[0].mx: '-bad.example.com' is not a valid domain name",
+        "targets[0].mx: is not a valid domain name",
     ),
     (
         target("host: a.example.com\naddress: relay.example.com"),
-        "targets[0].address: 'relay.example.com' is not an IP address",
+        "targets[0].address: is not an IP address",
     ),
     (
         target("mx: example.com\naddress: 192.0.2.1"),
@@ -296,7 +305,7 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     (target("host: a.example.com\nport: 0"), "targets[0].port: must be 1-65535"),
     (
         target("host: a.example.com\nmode: tls"),
-        "targets[0].mode: must be one of: starttls, implicit; got 'tls'",
+        "targets[0].mode: must be one of: starttls, implicit",
     ),
     (
         target("host: a.example.com\nsni: 192.0.2.1"),
@@ -344,8 +353,8 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ),
     (
         target("host: a.example.com\ncertificate_domain: '*.com'"),
-        "targets[0].certificate_domain: connector certificate domain '*.com' would accept every "
-        "certificate under a top-level domain; use '*.' followed by your own domain",
+        "targets[0].certificate_domain: would accept every certificate under a top-level "
+        "domain; use '*.' followed by your own domain",
     ),
 ]
 
@@ -385,10 +394,10 @@ def test_independent_problems_are_all_collected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert [str(p) for p in caught.value.problems] == [
-        "web.listen: must be HOST:PORT, [IPv6]:PORT or :PORT, got 'nowhere'",
+        "web.listen: must be HOST:PORT, [IPv6]:PORT or :PORT",
         "defaults.retries: must be 0-10",
         "targets[0].port: must be 1-65535",
-        "targets[2].mx: 'bad domain' is not a valid domain name",
+        "targets[2].mx: is not a valid domain name",
     ]
     assert str(caught.value) == str(caught.value.problems[0])
 
@@ -405,7 +414,7 @@ def test_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
     path.write_text(ONE + "# " + "x" * config_module.MAX_CONFIG_BYTES + "\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert str(caught.value) == f"{path}: larger than 1 MiB; refusing to parse it"
+    assert str(caught.value) == f"{path}: larger than 1 MiB"
 
 
 def test_not_utf8(tmp_path: Path) -> None:
@@ -727,15 +736,15 @@ def test_parse_duration(value: object, seconds: float) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("", "invalid duration ''"),
-        ("5 m", "invalid duration '5 m'"),
-        ("30m1h", "invalid duration '30m1h'"),
-        ("1h1h", "invalid duration '1h1h'"),
-        ("5min", "invalid duration '5min'"),
-        ("1e3", "invalid duration '1e3'"),
-        ("nan", "invalid duration 'nan'"),
-        ("-5s", "invalid duration '-5s'"),
-        ("٣s", "invalid duration '٣s'"),
+        ("", "is not a duration"),
+        ("5 m", "is not a duration"),
+        ("30m1h", "is not a duration"),
+        ("1h1h", "is not a duration"),
+        ("5min", "is not a duration"),
+        ("1e3", "is not a duration"),
+        ("nan", "is not a duration"),
+        ("-5s", "is not a duration"),
+        ("٣s", "is not a duration"),
         (-1, "must not be negative"),
         (float("nan"), "must be a finite duration"),
         (True, "got boolean"),

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tests.support.pki import Hierarchy
 from tlsprobe.exporter.config import parse_config
 from tlsprobe.exporter.lastresults import (
+    MAX_STORED_MESSAGE,
     ResultStore,
     decode,
     decode_canary,
@@ -35,6 +36,7 @@ from tlsprobe.model import (
     TlsInfo,
 )
 from tlsprobe.probe.prober import judge
+from tlsprobe.probe.smtp.reply import MESSAGE_CHARS
 from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
@@ -167,3 +169,38 @@ def test_a_file_holding_both_sides_of_a_dns_failure_restores_the_newer(
         store.close()
         assert count == 1
         assert [s.key[3] for s in results.snapshot()] == [expected]
+
+
+def test_messages_are_stored_bounded(pki: Hierarchy, trust: TrustStore, tmp_path: Path) -> None:
+    """A relay's 160 MB refusal became the stored canary message (a 321 MB file); a probe
+    error's text is the peer's too. What is stored is bounded, whoever built the value."""
+    huge = "z" * 2_000_000
+    store = ResultStore(tmp_path / "results.sqlite3")
+    store.put(KEY, result_for(pki, trust, error=ProbeError(Reason.PROTOCOL, huge)))
+    refused = CanaryState(False, 1.0, None, CanaryReason.SUBMIT_REFUSED, huge)
+    store.put_canary(("contoso", "relay-1"), refused)
+    store.close()
+    assert (tmp_path / "results.sqlite3").stat().st_size < 200_000
+    reopened = ResultStore(tmp_path / "results.sqlite3")
+    [(_, result)] = reopened.load()
+    assert result.error is not None and len(result.error.message) <= MAX_STORED_MESSAGE
+    state = reopened.load_canaries()[("contoso", "relay-1")]
+    assert len(state.message) <= MESSAGE_CHARS
+    reopened.close()
+
+
+def test_an_oversized_row_from_before_the_bound_is_dropped_and_its_space_given_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "results.sqlite3"
+    ResultStore(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        huge = '"message":"' + "z" * 8_000_000 + '"'
+        body = encode_canary(GOOD_CANARY).replace('"message":""', huge)
+        conn.execute("INSERT INTO last_canary VALUES ('contoso', 'relay-1', ?)", (body,))
+        conn.commit()
+    assert path.stat().st_size > 8_000_000
+    store = ResultStore(path)
+    assert store.load_canaries() == {}
+    store.close()
+    assert path.stat().st_size < 1_000_000

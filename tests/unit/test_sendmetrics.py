@@ -12,10 +12,12 @@ from tlsprobe.exporter.config.send import CanaryConfig, SenderConfig
 from tlsprobe.exporter.exposition.metrics import SEND_SIDE_METRICS, TextRenderer
 from tlsprobe.exporter.exposition.send import receiver_samples, sender_samples
 from tlsprobe.exporter.history.store import Drift
+from tlsprobe.exporter.pages.senders import senders_section
 from tlsprobe.exporter.state import CanaryState, SenderState
-from tlsprobe.model import CanaryReason, Policy, ProbeError, Reason, TlsInfo
+from tlsprobe.model import CanaryReason, Policy, ProbeError, Reason, Status, TlsInfo
 from tlsprobe.probe.send import canary
 from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.smtp.reply import MESSAGE_CHARS
 from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
@@ -58,3 +60,15 @@ def test_sender_labels_are_tenant_and_sender(pki: Hierarchy, trust: TrustStore) 
         'tlsprobe_canary_failure_info{tenant="contoso",sender="relay-2",reason="missing"} 1.0'
         in text
     )
+
+
+def test_the_status_page_shows_a_huge_canary_refusal_bounded() -> None:
+    """A relay's 160 MB 550 became a 160 MB status page on every request: a canary state
+    holds one clipped line, whoever built it (an outcome, or a row read back from disk)."""
+    refusal = "relay refused: 550 " + "x" * 1_000_000
+    failed = CanaryState(False, NOW.timestamp(), None, CanaryReason.SUBMIT_REFUSED, refusal)
+    colours = dict.fromkeys(Status, "#fff")
+    state = SenderState(sender("relay-1"), canary=failed)
+    page = senders_section([state], NOW.timestamp(), colours)
+    assert len(failed.message) <= MESSAGE_CHARS
+    assert "relay refused: 550 xxx" in page and len(page) < 5000

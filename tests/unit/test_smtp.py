@@ -666,3 +666,15 @@ def test_client_turns_any_input_into_events(chunks: list[bytes], starttls: bool)
     else:
         raise AssertionError("client never finished")
     assert len(client.transcript) <= 201
+
+
+@pytest.mark.parametrize(
+    "reads", [[b"250-a\r\n250-b\r\n250 c\r\n"], [b"250-a\r\n", b"250-b\r\n250 c\r\n"]]
+)
+def test_a_reply_over_its_line_count_is_refused(reads: list[bytes]) -> None:
+    """One read (the fast path) or several: the line count bounds the reply either way."""
+    parser = ReplyParser(max_lines=2)
+    with pytest.raises(SmtpError, match="more than 2 lines"):
+        for data in reads:
+            parser.feed(data)
+    assert ReplyParser(max_lines=3).feed(b"".join(reads)) == [Reply(250, ("a", "b", "c"))]

@@ -17,6 +17,10 @@ a result whose verdict did not change since the last write only moves its timest
 steady state writes a few bytes per probe. A kill -9 loses at most one interval of results
 (the certificate history, which drives the drift alerts, is written at once by `store`).
 A write that fails is logged and retried at the next flush; it never stops probing.
+
+Every message is stored clipped (`MAX_STORED_MESSAGE` characters; a relay's 160 MB refusal once
+made a 321 MB file), and at open a row larger than `MAX_ROW_BYTES` (written before that bound)
+is dropped, and the file is compacted (VACUUM) when most of it is free pages.
 """
 
 from __future__ import annotations
@@ -57,6 +61,13 @@ log = logging.getLogger("tlsprobe.exporter.lastresults")
 RESULTS_FILENAME = "results.sqlite3"
 FLUSH_INTERVAL = 15.0
 FORMAT = 1
+MAX_STORED_MESSAGE = 4096
+"""Characters kept of each message (a probe error, a check's, a canary's)."""
+MAX_ROW_BYTES = 1 << 20
+"""A stored row larger than this is dropped at open: only a row from before the message bound
+can be (ten certificates and their checks take a few hundred KiB at most)."""
+_COMPACT_FREE_BYTES = 1 << 20
+"""Free pages beyond this, and more than half the file, are given back by VACUUM at open."""
 
 Key = tuple[str, str, str, str, str]
 """EndpointState.label_values: (tenant, target, host, address, port)."""
@@ -115,8 +126,27 @@ class ResultStore:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(_SCHEMA)
             self._conn.execute(_CANARY_SCHEMA)
+            self._drop_oversized()
         except sqlite3.Error as exc:
             raise StateError(f"{path}: cannot be used for last results ({exc})") from exc
+
+    def _drop_oversized(self) -> None:
+        """Rows past `MAX_ROW_BYTES` go unread, and the file gives their space back."""
+        dropped = 0
+        for table in ("last_result", "last_canary"):
+            cursor = self._conn.execute(
+                f"DELETE FROM {table} WHERE length(CAST(body AS BLOB)) > ?",  # noqa: S608
+                (MAX_ROW_BYTES,),
+            )
+            dropped += max(cursor.rowcount, 0)
+        if dropped:
+            log.warning("last results %s: %d oversized rows dropped", self.path, dropped)
+        pages, free, size = (
+            self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("page_count", "freelist_count", "page_size")
+        )
+        if free * size > _COMPACT_FREE_BYTES and 2 * free > pages:
+            self._conn.execute("VACUUM")
 
     def put(self, key: Key, result: ProbeResult) -> None:
         # A lock of its own, held for a dict operation only: the event loop never waits for a
@@ -242,6 +272,13 @@ class ResultStore:
             self._written.pop(key, None)
 
 
+def _clip(text: str) -> str:
+    """A stored message: the whole of any real one, a bounded start of a hostile one."""
+    if len(text) <= MAX_STORED_MESSAGE:
+        return text
+    return text[: MAX_STORED_MESSAGE - 3] + "..."
+
+
 def _digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -265,11 +302,12 @@ def encode(result: ProbeResult) -> str:
         ],
         "address": result.address,
         "status": int(result.status),
-        "error": [result.error.kind.value, result.error.message] if result.error else None,
+        "error": [result.error.kind.value, _clip(result.error.message)] if result.error else None,
         "tls": [result.tls.version, result.tls.cipher] if result.tls else None,
         "chain": [base64.b64encode(c.der).decode() for c in result.chain],
         "checks": [
-            [str(c.name), int(c.status), c.message, c.symptom, c.reason] for c in result.checks
+            [str(c.name), int(c.status), _clip(c.message), _clip(c.symptom), c.reason]
+            for c in result.checks
         ],
     }
     return json.dumps(record, separators=(",", ":"))
@@ -316,7 +354,7 @@ def encode_canary(state: CanaryState) -> str:
             "at": state.at,
             "round_trip": state.round_trip,
             "reason": state.reason.value if state.reason else None,
-            "message": state.message,
+            "message": _clip(state.message),
             "last_success_at": state.last_success_at,
         },
         separators=(",", ":"),

@@ -13,6 +13,7 @@ from tlsprobe.exporter.config import TargetConfig
 from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.history.store import Drift
 from tlsprobe.model import CanaryReason, EndpointKey, ProbeResult
+from tlsprobe.probe.smtp.reply import MESSAGE_CHARS, clip
 
 __all__ = ["CanaryState", "EndpointState", "SenderState"]
 
@@ -50,7 +51,12 @@ class CanaryState:
     round_trip: float | None = None
     reason: CanaryReason | None = None
     message: str = ""
+    """One printable line of at most `MESSAGE_CHARS`: clipped here, whether it comes from a
+    canary's outcome or from disk (the status page shows it)."""
     last_success_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", clip(self.message, MESSAGE_CHARS))
 
 
 @dataclass(frozen=True, slots=True)

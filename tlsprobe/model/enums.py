@@ -54,6 +54,8 @@ class CanaryReason(enum.StrEnum):
     SUBMIT_TLS = "submit_tls"
     SUBMIT_AUTH = "submit_auth"
     SUBMIT_REFUSED = "submit_refused"
+    SUBMIT_PROTOCOL = "submit_protocol"
+    """The relay broke SMTP: a malformed reply, or one past the canary's bounds."""
     MISSING = "missing"
     """Submitted, but not received before its deadline (the relay's routing or TLS broke)."""
 

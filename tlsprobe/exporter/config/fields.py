@@ -22,7 +22,8 @@ from tlsprobe.exporter.config.values import (
     string_of,
 )
 from tlsprobe.model import HostPortError, Mode, is_ip_literal, parse_host_port
-from tlsprobe.probe.names import host_port, is_host_name, normalize_name, show
+from tlsprobe.probe import files
+from tlsprobe.probe.names import host_port, is_host_name, normalize_name
 from tlsprobe.probe.x509 import o365
 
 _FINGERPRINT = re.compile(r"[0-9a-fA-F]{64}")
@@ -83,7 +84,7 @@ def connector(section: Mapping[str, object], where: str) -> str | None:
     try:
         return str(o365.ConnectorPattern.parse(text))
     except o365.ConnectorPatternError as exc:
-        raise ConfigError(at, str(exc)) from None
+        raise ConfigError(at, exc.problem) from None
 
 
 def expected_pins(value: object, where: str) -> tuple[str, ...]:
@@ -115,7 +116,7 @@ def pin(value: object, where: str) -> str:
 def listen_address(value: object, where: str) -> tuple[str, int]:
     text = string_of(value, where)
     host, sep, port = text.rpartition(":")
-    usage = f"must be HOST:PORT, [IPv6]:PORT or :PORT, got {show(text)}"
+    usage = "must be HOST:PORT, [IPv6]:PORT or :PORT"
     if not sep:
         raise ConfigError(where, usage)
     if host.startswith("[") and host.endswith("]"):
@@ -123,13 +124,11 @@ def listen_address(value: object, where: str) -> tuple[str, int]:
         if not is_ip_literal(host) or ":" not in host:
             raise ConfigError(where, usage)
     elif ":" in host:
-        raise ConfigError(
-            where, f"write an IPv6 address in brackets ([::1]:PORT), got {show(text)}"
-        )
+        raise ConfigError(where, "write an IPv6 address in brackets ([::1]:PORT)")
     elif host and not is_ip_literal(host) and not is_host_name(normalize_name(host)):
         raise ConfigError(where, usage)
     if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(where, f"port must be 1-65535, got {show(port)}")
+        raise ConfigError(where, "port must be 1-65535")
     return host, int(port)
 
 
@@ -139,8 +138,7 @@ def allow_entry(value: object, where: str) -> str:
     if "/" in text:
         return allow_network(text, where)
     usage = (
-        f"{show(text)} is not a CIDR network, or HOST[:PORT] where HOST is a host name, "
-        "'*.domain' or IP address"
+        "is not a CIDR network, or HOST[:PORT] where HOST is a host name, '*.domain' or IP address"
     )
     try:
         host, port = parse_host_port(text)
@@ -165,9 +163,9 @@ def allow_network(text: str, where: str) -> str:
     try:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ConfigError(where, f"{show(text)} is not an IP network") from None
+        raise ConfigError(where, "is not an IP network") from None
     if network.prefixlen == 0:
-        raise ConfigError(where, f"{show(text)} would allow probing any address")
+        raise ConfigError(where, "would allow probing any address")
     return str(network)
 
 
@@ -180,12 +178,20 @@ def external_url(value: object) -> str | None:
         raise ConfigError("web.external_url", str(exc)) from exc
 
 
-def check_readable(path: Path, where: str) -> None:
+def check_readable(path: Path, where: str, limit: int) -> None:
+    """A regular file of at most `limit` bytes that can be read (`tlsprobe.probe.files`)."""
     try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from None
+        files.check(path, limit)
+    except files.FileError as exc:
+        raise ConfigError(where, str(exc)) from None
+
+
+def read_file(path: Path, where: str, limit: int) -> bytes:
+    """The content of a regular file of at most `limit` bytes, read no further than that."""
+    try:
+        return files.read(path, limit)
+    except files.FileError as exc:
+        raise ConfigError(where, str(exc)) from None
 
 
 def exists(path: Path) -> bool:

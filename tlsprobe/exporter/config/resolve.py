@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from tlsprobe.exporter.config import fields, sendparse
 from tlsprobe.exporter.config.schema import (
@@ -49,11 +49,10 @@ from tlsprobe.exporter.config.values import (
     listing,
     mapping,
     mapping_of_any,
-    show_key,
     string_of,
 )
+from tlsprobe.exporter.config.yamlfile import MAX_YAML_BYTES
 from tlsprobe.model import Policy
-from tlsprobe.probe.names import show
 from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
 
 _T = TypeVar("_T")
@@ -117,8 +116,8 @@ class _Parser:
         tenants_data = self.attempt(lambda: mapping_of_any(top.get("tenants"), "tenants"))
         tenants: list[TenantConfig] = []
         targets: list[TargetConfig] = []
-        for key, value in (tenants_data or {}).items():
-            parsed = self.attempt(functools.partial(self.tenant, key, value, defaults))
+        for number, (key, value) in enumerate((tenants_data or {}).items(), 1):
+            parsed = self.attempt(functools.partial(self.tenant, key, value, defaults, number))
             if parsed is not None:
                 tenants.append(parsed[0])
                 targets.extend(parsed[1])
@@ -156,8 +155,8 @@ class _Parser:
 
     def senders(self, key: object, value: object, defaults: _Defaults) -> list[SenderConfig]:
         """A tenant's `senders:` (the tenant itself is judged by `tenant`)."""
-        if not isinstance(key, str) or not isinstance(value, dict) or "senders" not in value:
-            return []
+        if not _tenant_named(key) or not isinstance(value, dict) or "senders" not in value:
+            return []  # a tenant with a bad name is reported by `tenant`
         where = f"tenants.{key}"
         domains = listing(value.get("accepted_domains"), f"{where}.accepted_domains")
         policy = Policy(
@@ -197,7 +196,7 @@ class _Parser:
         config_file = None
         if "config_file" in web:
             config_file = self.path(web["config_file"], "web.config_file")
-            fields.check_readable(config_file, "web.config_file")
+            fields.check_readable(config_file, "web.config_file", MAX_YAML_BYTES)
         allowlist = listing(web.get("probe_allowlist"), "web.probe_allowlist")
         return WebSettings(
             listen_host=host,
@@ -262,13 +261,20 @@ class _Parser:
         return path
 
     def tenant(
-        self, key: object, value: object, defaults: _Defaults
+        self, key: object, value: object, defaults: _Defaults, number: int = 1
     ) -> tuple[TenantConfig, list[TargetConfig]]:
-        where = f"tenants.{show_key(key)}"
+        # A tenant's name is in the path of every key below it, so only a valid one is shown.
         if not isinstance(key, str):
-            raise ConfigError(where, f"tenant name must be a string (quote it), got {kind(key)}")
+            raise ConfigError(
+                "tenants",
+                f"tenant number {number}: name must be a string (quote it), got {kind(key)}",
+            )
         if not _TENANT_NAME.fullmatch(key):
-            raise ConfigError(where, "tenant name must be 1-100 letters, digits, '_', '.' or '-'")
+            raise ConfigError(
+                "tenants",
+                f"tenant number {number}: name must be 1-100 letters, digits, '_', '.' or '-'",
+            )
+        where = f"tenants.{key}"
         section = mapping(value, where, TENANT_KEYS)
         domains = listing(section.get("accepted_domains"), f"{where}.accepted_domains")
         tenant = TenantConfig(
@@ -299,8 +305,8 @@ class _Parser:
                 self.errors.append(
                     ConfigError(
                         f"{at}.name" if named else at,
-                        f"duplicate target name {show(target.name)} (also "
-                        f"{where}[{first_index[target.name]}]); give each target its own name",
+                        f"duplicate target name (also {where}[{first_index[target.name]}]); "
+                        "give each target its own name",
                     )
                 )
                 continue
@@ -359,6 +365,10 @@ class _Parser:
             mta_sts_domain=mta_sts_domain,
             networks=parsed["networks"] if "networks" in section else tenant.networks,
         )
+
+
+def _tenant_named(key: object) -> TypeGuard[str]:
+    return isinstance(key, str) and _TENANT_NAME.fullmatch(key) is not None
 
 
 class _Reported(Exception):

@@ -1,5 +1,5 @@
 """Read the send side's configuration (`receiver:` and each tenant's `senders:`) into
-`config.send` values, with the configuration's error conventions: one `ConfigError` per problem,
+`sendconfig` values, with the configuration's error conventions: one `ConfigError` per problem,
 naming the key; a canary password is read from its file and never shown."""
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from tlsprobe.exporter.config.send import (
     SendSideConfig,
 )
 from tlsprobe.model import Policy, parse_host_port
-from tlsprobe.probe.names import show
+from tlsprobe.probe.files import MAX_PEM_BYTES
 from tlsprobe.probe.send import canary
+from tlsprobe.probe.send.receiver import ReceiverTlsError, load_identity
+from tlsprobe.probe.x509.bundle import MAX_BUNDLE_BYTES
+from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
 
 RECEIVER_KEYS = (
     "listen",
@@ -63,10 +66,16 @@ def receiver(value: object, base_dir: Path) -> ReceiverConfig:
     if "listen" in section:
         host, port = fields.listen_address(section["listen"], "receiver.listen")
         host = host or "127.0.0.1"  # loopback unless an address is configured
-    cert = _file(section, "tls_cert_file", "receiver", base_dir)
-    key = _file(section, "tls_key_file", "receiver", base_dir)
+    cert = _file(section, "tls_cert_file", "receiver", base_dir, MAX_PEM_BYTES)
+    key = _file(section, "tls_key_file", "receiver", base_dir, MAX_PEM_BYTES)
     if key is not None and cert is None:
         raise ConfigError("receiver.tls_key_file", "needs receiver.tls_cert_file")
+    if cert is not None:
+        try:
+            load_identity(str(cert), str(key) if key else None)
+        except ReceiverTlsError as exc:
+            at = "receiver.tls_key_file" if exc.key_file else "receiver.tls_cert_file"
+            raise ConfigError(at, str(exc)) from None
     recipients = values.listing(section.get("recipients"), "receiver.recipients")
     return ReceiverConfig(
         listen_host=host,
@@ -112,7 +121,10 @@ def senders(
     names = [s.name for s in parsed]
     for index, name in enumerate(names):
         if name in names[:index]:
-            raise ConfigError(f"{where}[{index}].name", f"duplicate sender name {name!r}")
+            first = names.index(name)
+            raise ConfigError(
+                f"{where}[{index}].name", f"duplicate sender name (also {where}[{first}])"
+            )
     return parsed
 
 
@@ -148,7 +160,7 @@ def _sender(
         name=values.display_name(section["name"], f"{where}.name"),
         peers=tuple(_network(v, f"{where}.peers[{i}]") for i, v in enumerate(peers)),
         policy=policy,
-        ca_file=_file(section, "ca_file", where, base_dir) or default_ca,
+        ca_file=_trust_file(section, where, base_dir) or default_ca,
         server_target=(
             values.display_name(section["server_target"], f"{where}.server_target")
             if "server_target" in section
@@ -167,14 +179,14 @@ def _canary(value: object, where: str, base_dir: Path) -> CanaryConfig:
             raise ConfigError(where, f"needs {key}")
     try:
         host, port = parse_host_port(values.string_of(section["relay"], f"{where}.relay"))
-    except ValueError as exc:
-        raise ConfigError(f"{where}.relay", str(exc)) from None
+    except ValueError:
+        raise ConfigError(f"{where}.relay", "must be HOST or HOST:PORT ([IPv6]:PORT)") from None
     username = (
         values.string_of(section["username"], f"{where}.username")
         if "username" in section
         else None
     )
-    password_file = _file(section, "password_file", where, base_dir)
+    password_file = _file(section, "password_file", where, base_dir, _MAX_PASSWORD)
     if (username is None) != (password_file is None):
         raise ConfigError(where, "give username and password_file together")
     interval = values.duration(section.get("interval", "5m"), f"{where}.interval")
@@ -192,7 +204,9 @@ def _canary(value: object, where: str, base_dir: Path) -> CanaryConfig:
     return CanaryConfig(relay=relay, interval=interval, deadline=deadline)
 
 
-def _file(section: Mapping[str, object], key: str, where: str, base_dir: Path) -> Path | None:
+def _file(
+    section: Mapping[str, object], key: str, where: str, base_dir: Path, limit: int
+) -> Path | None:
     if key not in section:
         return None
     at = f"{where}.{key}"
@@ -200,17 +214,25 @@ def _file(section: Mapping[str, object], key: str, where: str, base_dir: Path) -
     if not text:
         raise ConfigError(at, "must not be empty")
     path = base_dir / text
-    fields.check_readable(path, at)
+    fields.check_readable(path, at, limit)
+    return path
+
+
+def _trust_file(section: Mapping[str, object], where: str, base_dir: Path) -> Path | None:
+    """A sender's `ca_file`: a PEM bundle that loads, as a target's must."""
+    path = _file(section, "ca_file", where, base_dir, MAX_BUNDLE_BYTES)
+    if path is not None:
+        try:
+            TrustStore.from_pem_file(path)
+        except TrustStoreError as exc:
+            raise ConfigError(f"{where}.ca_file", str(exc)) from None
     return path
 
 
 def _password(path: Path, where: str) -> str:
-    try:
-        data = path.read_bytes()[: _MAX_PASSWORD + 1]
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read the file: {exc.strerror or exc}") from None
+    data = fields.read_file(path, where, _MAX_PASSWORD)
     text = data.decode("utf-8", "replace").rstrip("\r\n")
-    if not text or len(data) > _MAX_PASSWORD or "\n" in text:
+    if not text or "\n" in text:
         raise ConfigError(where, "the file must hold one line (the password), at most 1 KiB")
     return text
 
@@ -220,14 +242,14 @@ def _network(value: object, where: str) -> str:
     try:
         return str(ipaddress.ip_network(text, strict=False))
     except ValueError:
-        raise ConfigError(where, f"{show(text)} is not an IP address or network") from None
+        raise ConfigError(where, "is not an IP address or network") from None
 
 
 def _address(value: object, where: str) -> str:
     text = values.string_of(value, where).strip().lower()
     local, at, domain = text.rpartition("@")
     if not at or not local or any(ch.isspace() or ch in '<>"' for ch in text):
-        raise ConfigError(where, f"{show(text)} is not a mail address (local@domain)")
+        raise ConfigError(where, "is not a mail address (local@domain)")
     return f"{local}@{values.domain_name(domain, where)}"
 
 

@@ -1,5 +1,7 @@
 """Readers for the configuration's scalar values: each returns a checked value or raises a
-`ConfigError` at the key path it was given, with a message fit to follow that path.
+`ConfigError` at the key path it was given, with a message fit to follow that path. No message
+quotes the value (or an unknown key): a password pasted on the wrong line, or a canary relay
+written `user:password@host`, would be printed, logged and shown in a reload's answer.
 
 Durations are Prometheus-style text (`30s`, `1h30m`) or seconds; host names are LDH labels
 after IDNA normalization.
@@ -7,6 +9,7 @@ after IDNA normalization.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import re
@@ -16,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from tlsprobe.exporter.config.schema import MAX_DAYS, MAX_DURATION, ConfigError
 from tlsprobe.model import is_ip_literal
 from tlsprobe.probe import names
-from tlsprobe.probe.names import is_host_name, normalize_name, show
+from tlsprobe.probe.names import is_host_name, normalize_name
 
 _DURATION = re.compile(
     r"(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?"
@@ -58,8 +61,7 @@ def _duration_seconds(text: str) -> float:
     match = _DURATION.fullmatch(stripped)
     if match is None or not any(match.groupdict().values()):
         raise ValueError(
-            f"invalid duration {show(text)}: use a number of seconds or a value like "
-            "30s, 5m, 1h30m, 250ms"
+            "is not a duration: use a number of seconds or a value like 30s, 5m, 1h30m, 250ms"
         )
     return sum(float(v) * _UNIT_SECONDS[unit] for unit, v in match.groupdict().items() if v)
 
@@ -83,11 +85,15 @@ def format_duration(seconds: float) -> str:
 def mapping(value: object, where: str, allowed: Sequence[str]) -> dict[str, object]:
     """A mapping with only `allowed` keys; null values count as absent."""
     section = mapping_of_any(value, where)
-    for key in section:
+    for number, key in enumerate(section, 1):
         if not isinstance(key, str) or key not in allowed:
+            close = difflib.get_close_matches(key, allowed, 1) if isinstance(key, str) else []
+            hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(
-                join_path(where, show_key(key)),
-                f"unknown key {show(key)} (expected one of: {', '.join(sorted(allowed))})",
+                where,
+                f"key number {number}{'' if where else ' at the top level'} is unknown "
+                "(expected one of: "
+                f"{', '.join(sorted(allowed))}){hint}",
             )
     return {str(k): v for k, v in section.items() if v is not None}
 
@@ -143,7 +149,7 @@ def choice(value: object, where: str, choices: Iterable[str]) -> str:
     text = string_of(value, where)
     options = tuple(choices)
     if text not in options:
-        raise ConfigError(where, f"must be one of: {', '.join(options)}; got {show(text)}")
+        raise ConfigError(where, f"must be one of: {', '.join(options)}")
     return text
 
 
@@ -159,7 +165,7 @@ def ip_text(value: object, where: str) -> str:
     try:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
-        raise ConfigError(where, f"{show(text)} is not an IP address") from None
+        raise ConfigError(where, "is not an IP address") from None
 
 
 def host_value(value: object, where: str) -> str:
@@ -176,7 +182,7 @@ def domain_name(value: object, where: str) -> str:
 def _name(text: str, where: str, what: str) -> str:
     name = normalize_name(text)
     if not is_host_name(name):
-        raise ConfigError(where, f"{show(text)} is not {what}")
+        raise ConfigError(where, f"is not {what}")
     return name
 
 
@@ -186,7 +192,7 @@ def ehlo_value(value: object, where: str) -> str:
     try:
         return names.ehlo_name(text)
     except names.EhloNameError as exc:
-        raise ConfigError(where, f"{show(text)}{exc.problem}") from None
+        raise ConfigError(where, exc.problem.lstrip(": ")) from None
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -208,10 +214,6 @@ def kind(value: object) -> str:
         if isinstance(value, type_):
             return name
     return type(value).__name__
-
-
-def show_key(key: object) -> str:
-    return show(key)[1:-1]
 
 
 def join_path(where: str, key: str) -> str:

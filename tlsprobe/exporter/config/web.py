@@ -30,6 +30,8 @@ from typing import Any
 import bcrypt
 
 from tlsprobe.exporter.config.yamlfile import MAX_YAML_BYTES, YamlFileError, read_yaml
+from tlsprobe.probe import files
+from tlsprobe.probe.x509.bundle import MAX_BUNDLE_BYTES
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -63,6 +65,12 @@ _TLS_KEYS = {
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _USER_NAME = re.compile(r"[^\s:]{1,128}")
 MAX_FILE_BYTES = MAX_YAML_BYTES
+_TLS_FILE_BYTES = {
+    "cert_file": files.MAX_PEM_BYTES,
+    "key_file": files.MAX_PEM_BYTES,
+    "client_ca_file": MAX_BUNDLE_BYTES,
+}
+"""The bound of each file tls_server_config names (read by `tlsprobe.probe.files`)."""
 BCRYPT_SLOTS = 2
 """bcrypt checks running at once, process-wide; one more fails at once (401)."""
 _slots = threading.BoundedSemaphore(BCRYPT_SLOTS)
@@ -149,7 +157,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     file = Path(path)
     name = str(file)
     try:
-        data = read_yaml(file, show_keys=False, max_bytes=MAX_FILE_BYTES) or {}
+        data = read_yaml(file, max_bytes=MAX_FILE_BYTES) or {}
     except YamlFileError as exc:
         raise WebConfigError(name, _yaml_problem(exc)) from None
     if not isinstance(data, dict):
@@ -167,11 +175,11 @@ def _tls_source(section: Any, base: Path) -> str:
     if section is None:
         return ""
     digest = hashlib.sha256(repr(sorted(section.items())).encode())
-    for key in ("cert_file", "key_file", "client_ca_file"):
+    for key, limit in _TLS_FILE_BYTES.items():
         if key in section:
             try:
-                digest.update((base / str(section[key])).read_bytes()[:MAX_FILE_BYTES])
-            except OSError:
+                digest.update(files.read(base / str(section[key]), limit))
+            except files.FileError:
                 digest.update(b"unreadable")
     return digest.hexdigest()
 
@@ -214,6 +222,9 @@ def _tls(section: Any, base: Path, where: str) -> ssl.SSLContext | None:
         ctx.maximum_version = _version(section["max_version"], f"{where}.max_version")
         if ctx.maximum_version < ctx.minimum_version:
             raise WebConfigError(where, "max_version is lower than min_version")
+    # OpenSSL opens these two by name; they are checked first as every named file is.
+    _check_file(base / str(cert), "cert_file", where)
+    _check_file(base / str(key), "key_file", where)
     try:
         ctx.load_cert_chain(base / str(cert), base / str(key))
     except (OSError, ssl.SSLError) as exc:
@@ -235,10 +246,18 @@ def _client_auth(ctx: ssl.SSLContext, section: dict[str, Any], base: Path, where
         ca = section.get("client_ca_file")
         if not ca:
             raise WebConfigError(where, f"client_ca_file is required with {auth}")
+        _check_file(base / str(ca), "client_ca_file", where)
         try:
             ctx.load_verify_locations(base / str(ca))
         except (OSError, ssl.SSLError) as exc:
             raise WebConfigError(where, f"cannot load client_ca_file: {exc}") from exc
+
+
+def _check_file(path: Path, key: str, where: str) -> None:
+    try:
+        files.check(path, _TLS_FILE_BYTES[key])
+    except files.FileError as exc:
+        raise WebConfigError(f"{where}.{key}", str(exc)) from None
 
 
 def _version(value: Any, where: str) -> ssl.TLSVersion:

@@ -1,10 +1,11 @@
 """The bounded YAML reader both configuration files share (tlsprobe.yml and web-config.yml).
 
-A file is read up to a size cap and refused beyond it, decoded as UTF-8, and parsed with
-PyYAML's safe loader extended by a duplicate-key check: PyYAML silently keeps the last of two
-equal keys, and a silently overridden key is a lost setting (or, in web-config.yml, a lost
-user).  Every failure is one `YamlFileError` whose message is a single line naming the place
-(line and column) and never quoting the document, unless the caller allows keys to be shown.
+A file is read by the bounded regular-file reader (`tlsprobe.probe.files`), decoded as UTF-8,
+and parsed with PyYAML's safe loader extended by a duplicate-key check: PyYAML silently keeps
+the last of two equal keys, and a silently overridden key is a lost setting (or, in
+web-config.yml, a lost user).  Every failure is one `YamlFileError` whose message is a single
+line naming the place (line and column) and never quoting the document: no value, key, alias or
+tag name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Final
 
 import yaml
 
-from tlsprobe.probe.names import show
+from tlsprobe.probe import files
 
 MAX_YAML_BYTES: Final = 1 << 20
 """Larger files are refused before parsing: no real configuration comes close."""
@@ -40,9 +41,8 @@ class YamlFileError(ValueError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate keys (which it would silently override)."""
-
-    show_keys = True
+    """PyYAML's safe loader, refusing duplicate keys (which it would silently override); the
+    duplicate is not quoted (a misplaced secret may be a key)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[object] = set()
@@ -56,9 +56,8 @@ class _StrictLoader(yaml.SafeLoader):
             except TypeError:
                 continue  # an unhashable key; the safe loader reports it itself
             if duplicate:
-                shown = f" {show(key)}" if self.show_keys else ""
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key{shown}", key_node.start_mark
+                    None, None, "duplicate key", key_node.start_mark
                 )
         return super().construct_mapping(node, deep=deep)
 
@@ -84,35 +83,24 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_y
 _StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader.construct_yaml_timestamp)
 
 
-class _QuietLoader(_StrictLoader):
-    """The strict loader for files holding secrets: a duplicate key is not quoted."""
-
-    show_keys = False
-
-
-def read_yaml(path: Path, *, show_keys: bool = True, max_bytes: int = MAX_YAML_BYTES) -> object:
+def read_yaml(path: Path, *, max_bytes: int = MAX_YAML_BYTES) -> object:
     """The document in `path` as plain dicts, lists and scalars; any problem a YamlFileError."""
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise YamlFileError(f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        raise YamlFileError(f"larger than {_size(max_bytes)}; refusing to parse it")
+        raw = files.read(path, max_bytes)
+    except files.FileError as exc:
+        raise YamlFileError(exc.message) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise YamlFileError(f"not UTF-8 text (line {line})") from None
-    loader = _StrictLoader if show_keys else _QuietLoader
     try:
         # A subclass of SafeLoader: only plain YAML types, never arbitrary Python objects.
-        return yaml.load(text, Loader=loader)  # noqa: S506
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506
     except yaml.MarkedYAMLError as exc:
-        raise _marked(exc, quiet=not show_keys) from None
-    except yaml.YAMLError as exc:
-        detail = "" if not show_keys else ": " + " ".join(str(exc).split())
-        raise YamlFileError(f"YAML error{detail}", syntax=True) from None
+        raise _marked(exc) from None
+    except yaml.YAMLError:
+        raise YamlFileError("YAML error", syntax=True) from None
     except (ValueError, OverflowError):
         # A scalar PyYAML cannot convert, beyond those the loader catches itself.
         raise YamlFileError("YAML error: a value cannot be read", syntax=True) from None
@@ -127,19 +115,18 @@ _HINTS = {
     # Only a local tag (`!word`): `!!python/...` is an attack, not an unquoted value.
     "could not determine a constructor for the tag '!": "a value starting with '!' must be quoted",
 }
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_QUOTED = re.compile(r"'(?!<[a-z ]+>')[^']*'|\"[^\"]*\"")
+"""What PyYAML's complaint quotes from the document; its own token names ('<stream end>') stay."""
 
 
-def _marked(exc: yaml.MarkedYAMLError, *, quiet: bool = False) -> YamlFileError:
-    """Where the YAML breaks, without PyYAML's snippet of the line (it may hold a secret).
-
-    `quiet` also drops what the complaint quotes from the document (an alias or tag name is
-    the rest of an unquoted value: a password starting with `*` or `!`)."""
+def _marked(exc: yaml.MarkedYAMLError) -> YamlFileError:
+    """Where the YAML breaks, without PyYAML's snippet of the line (it may hold a secret), and
+    without what the complaint quotes from the document (an alias or tag name is the rest of
+    an unquoted value: a password starting with `*` or `!`)."""
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or exc.context or "invalid YAML"
     hint = next((h for k, h in _HINTS.items() if k in f"{exc.context} {exc.problem}"), None)
-    if quiet:
-        problem = _QUOTED.sub("(not shown)", problem)
+    problem = _QUOTED.sub("(not shown)", problem)
     if hint is not None:
         problem = f"{problem}: {hint}"
     if mark is None:
@@ -147,7 +134,3 @@ def _marked(exc: yaml.MarkedYAMLError, *, quiet: bool = False) -> YamlFileError:
     where = f"line {mark.line + 1}, column {mark.column + 1}"
     message = f"YAML error at {where}: {problem}"
     return YamlFileError(message, syntax=True, where=where, problem=problem)
-
-
-def _size(limit: int) -> str:
-    return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"

@@ -12,9 +12,9 @@ never raises.
 from __future__ import annotations
 
 import ipaddress
-import os
-import stat
 from pathlib import Path
+
+from tlsprobe.probe import files
 
 MAX_BYTES = 1024 * 1024
 DEFAULT_PATH = Path("/etc/hosts")
@@ -44,20 +44,13 @@ class HostsFile:
 
 
 def _read(path: Path) -> str:
-    """At most MAX_BYTES of a regular file; "" for anything else (a FIFO, a device: opened
-    without blocking and refused after fstat, so nothing waits on a writer or reads forever)."""
+    """At most MAX_BYTES of a regular file; "" for anything else (a FIFO, a device: the one
+    reader of named files opens without blocking and refuses them, so nothing waits on a
+    writer or reads forever)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
+        return files.read_head(path, MAX_BYTES).decode("utf-8", "replace")
+    except files.FileError:
         return ""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return os.read(fd, MAX_BYTES).decode("utf-8", "replace")
-    except OSError:
-        return ""
-    finally:
-        os.close(fd)
 
 
 def parse(text: str) -> dict[str, tuple[str, ...]]:

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import dns.asyncresolver
 
+from tlsprobe.probe import files
 from tlsprobe.probe.dns.discover import resolve_addresses
 from tlsprobe.probe.dns.mtasts import MAX_POLICY_BYTES
+from tlsprobe.probe.x509.bundle import MAX_BUNDLE_BYTES
 
 PATH = "/.well-known/mta-sts.txt"
 _LINE_LIMIT = 8192
@@ -51,7 +53,10 @@ def policy_url(domain: str) -> str:
 
 
 def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Full verification, host name included; TLS 1.2 or newer."""
+    """Full verification, host name included; TLS 1.2 or newer. OpenSSL reads `ca_file`
+    itself, so it is checked first as every configured file is (a FileError is a ValueError)."""
+    if ca_file is not None:
+        files.check(ca_file, MAX_BUNDLE_BYTES)
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context

@@ -6,11 +6,17 @@ the token back. `CanaryBook` pairs submissions with arrivals: an arrival gives t
 token still pending at its deadline is a failure with reason `missing`. Submission failures
 carry a bounded `CanaryReason` too; free text stays in messages.
 
-Submission uses the standard library's `smtplib` in a worker thread: it speaks STARTTLS and
-AUTH. The whole submission has one deadline (a relay that answers slowly, line by line, cannot
-stretch it), and at that deadline, or when the caller is cancelled (a stop, a reload), the
-connection is shut at once so the worker thread ends with it instead of holding the process's
-shutdown for up to the deadline. STARTTLS to the relay does not
+Submission uses the standard library's `smtplib` in a worker thread: it speaks STARTTLS,
+AUTH and DATA (dot-stuffing included), which the probe's sans-IO client (`smtp`, greeting to
+STARTTLS only) does not. Its reply reader is the one part replaced: smtplib's appends
+continuation lines without a bound (an endless multi-line greeting took a process to 1.9 GiB
+in 4 s), so every reply here goes through the probe's `ReplyParser`, bounded in line length,
+reply size and line count, and the whole submission reads at most `MAX_EXCHANGE_BYTES`; a relay
+beyond them fails with `submit_protocol`. Every message is clipped to one printable line of
+`MESSAGE_CHARS`: it is stored and shown. The whole submission has one deadline (a relay that
+answers slowly, line by line, cannot stretch it), and at that deadline, or when the caller is
+cancelled (a stop, a reload), the connection is shut at once so the worker thread ends with it
+instead of holding the process's shutdown for up to the deadline. STARTTLS to the relay does not
 verify the relay's certificate (that certificate is what the server-side probe judges); the
 password, when configured, is sent only after STARTTLS. Values only: no metric or store here.
 """
@@ -29,10 +35,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlsprobe.model import CanaryReason
+from tlsprobe.probe.smtp.reply import MESSAGE_CHARS, ReplyParser, clip
 from tlsprobe.probe.smtp.server import CANARY_HEADER
 
 _PENDING_LIMIT = 1024
 """Canaries in flight across all senders; the oldest is dropped (as missing) beyond it."""
+MAX_REPLY_LINE = 1024
+"""Bytes in one reply line (RFC 5321 section 4.5.3.1.5 allows 512)."""
+MAX_REPLY_BYTES = 16384
+MAX_REPLY_LINES = 100
+"""A relay's EHLO lists a dozen extensions; a reply of more lines is no relay's."""
+MAX_EXCHANGE_BYTES = 65536
+"""Everything one submission reads from the relay, all replies together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +81,10 @@ class Outcome:
     round_trip: float | None
     reason: CanaryReason | None
     message: str = ""
+    """One printable line of at most `MESSAGE_CHARS` (clipped here, whoever builds it)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", clip(self.message, MESSAGE_CHARS))
 
 
 def new_token() -> str:
@@ -142,6 +160,41 @@ class _Client(smtplib.SMTP):
         self._connected.settimeout(timeout)
         return self._connected
 
+    _budget = MAX_EXCHANGE_BYTES
+    """Bytes the relay may still send in this submission."""
+
+    def getreply(self) -> tuple[int, bytes]:
+        """One reply, read through the bounded `ReplyParser` (smtplib's own reader keeps every
+        continuation line). Returns what smtplib's does: the code and the lines' text joined
+        by LF; a relay past a bound is a `_SubmitError`."""
+        if self.file is None:
+            if self.sock is None:
+                raise smtplib.SMTPServerDisconnected("not connected")
+            self.file = self.sock.makefile("rb")
+        parser = ReplyParser(
+            max_line=MAX_REPLY_LINE, max_reply=MAX_REPLY_BYTES, max_lines=MAX_REPLY_LINES
+        )
+        while True:
+            # At most one line past the bound: the parser then says which bound it broke.
+            line = self.file.readline(min(MAX_REPLY_LINE + 3, self._budget + 1))
+            if not line:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("connection closed by the relay")
+            self._budget -= len(line)
+            if self._budget < 0:
+                self.close()
+                raise _SubmitError(
+                    CanaryReason.SUBMIT_PROTOCOL,
+                    f"relay sent more than {MAX_EXCHANGE_BYTES} bytes in one submission",
+                )
+            replies, error = parser.take(line)
+            if error is not None:
+                self.close()
+                raise _SubmitError(CanaryReason.SUBMIT_PROTOCOL, f"relay: {error.message}")
+            if replies:
+                reply = replies[0]
+                return reply.code, "\n".join(reply.lines).encode("utf-8", "replace")
+
 
 def _shut(clients: list[smtplib.SMTP], connected: socket.socket | None) -> None:
     """Shut the submission's connection from the event loop's thread: the worker's blocked
@@ -163,7 +216,7 @@ class _SubmitError(Exception):
     def __init__(self, reason: CanaryReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-        self.message = message
+        self.message = clip(message, MESSAGE_CHARS)
 
 
 def _submit_blocking(
@@ -184,8 +237,11 @@ def _submit_blocking(
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
         raise _SubmitError(CanaryReason.SUBMIT_REFUSED, f"relay refused: {exc}") from exc
     except smtplib.SMTPResponseException as exc:
+        text = (
+            exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else ""
+        )
         raise _SubmitError(
-            CanaryReason.SUBMIT_REFUSED, f"relay refused: {exc.smtp_code} {exc.smtp_error!r}"
+            CanaryReason.SUBMIT_REFUSED, f"relay refused: {exc.smtp_code} {text}"
         ) from exc
     except ssl.SSLError as exc:
         raise _SubmitError(CanaryReason.SUBMIT_TLS, f"STARTTLS to the relay failed: {exc}") from exc

@@ -27,13 +27,15 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from tlsprobe.model import ProbeError, Reason, TlsInfo
+from tlsprobe.probe import files
 from tlsprobe.probe.send.sender import Session
 from tlsprobe.probe.smtp import server as smtpserver
 from tlsprobe.probe.smtp.client import Done, Failed, NeedData, Send, StartTls
@@ -44,6 +46,20 @@ _CLOSE_GRACE = 1.0
 """Seconds to let a final reply drain before the socket is aborted."""
 _PEERS_REMEMBERED = 4096
 """Per-peer rate windows kept; the oldest is forgotten first (bounded memory)."""
+PrivateKey = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | dsa.DSAPrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)
+_KEY_TYPES = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    dsa.DSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +78,44 @@ OnMessage = Callable[[str, smtpserver.Message], None]
 
 
 class ReceiverTlsError(ValueError):
-    """The receiver's own certificate or key cannot be loaded."""
+    """The receiver's own certificate or key cannot be loaded; `key_file` says whether the key
+    (not the certificate) is to blame."""
+
+    def __init__(self, message: str, *, key_file: bool = False) -> None:
+        super().__init__(message)
+        self.key_file = key_file
+
+
+Identity = tuple[list[x509.Certificate], PrivateKey]
+"""The receiver's chain (leaf first) and the leaf's private key."""
+
+
+def load_identity(certfile: str, keyfile: str | None = None) -> Identity:
+    """The chain in `certfile` and the key in `keyfile` (else in `certfile` too), each read
+    through the bounded regular-file reader; any problem a ReceiverTlsError."""
+    try:
+        chain = x509.load_pem_x509_certificates(files.read(certfile, files.MAX_PEM_BYTES))
+    except files.FileError as exc:
+        raise ReceiverTlsError(exc.message) from None
+    except ValueError:
+        raise ReceiverTlsError("no PEM certificate could be read") from None
+    try:
+        key = serialization.load_pem_private_key(
+            files.read(keyfile or certfile, files.MAX_PEM_BYTES), password=None
+        )
+    except files.FileError as exc:
+        raise ReceiverTlsError(exc.message, key_file=keyfile is not None) from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ReceiverTlsError(
+            "no unencrypted PEM private key could be read", key_file=keyfile is not None
+        ) from None
+    if not isinstance(key, _KEY_TYPES):
+        raise ReceiverTlsError("the key cannot sign for TLS", key_file=keyfile is not None)
+    if key.public_key() != chain[0].public_key():
+        raise ReceiverTlsError(
+            "the key does not match the first certificate", key_file=keyfile is not None
+        )
+    return chain, key
 
 
 def tls_context(
@@ -79,12 +132,15 @@ def tls_context(
     ctx.set_min_proto_version(SSL.TLS1_VERSION)
     ctx.set_cipher_list(b"ALL:!aNULL:!eNULL:@SECLEVEL=0")
     if certfile:
+        chain, key = load_identity(certfile, keyfile)
         try:
-            ctx.use_certificate_chain_file(certfile)
-            ctx.use_privatekey_file(keyfile or certfile)
+            ctx.use_certificate(chain[0])
+            for cert in chain[1:]:
+                ctx.add_extra_chain_cert(cert)
+            ctx.use_privatekey(key)
             ctx.check_privatekey()
-        except (OSError, SSL.Error) as exc:
-            raise ReceiverTlsError(f"{certfile}: cannot load certificate and key") from exc
+        except SSL.Error as exc:
+            raise ReceiverTlsError("OpenSSL cannot use the certificate and key") from exc
     else:
         cert, key = _self_signed(hostname)
         ctx.use_certificate(cert)

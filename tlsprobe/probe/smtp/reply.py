@@ -60,16 +60,20 @@ class ReplyParser:
     """Feeds bytes, yields complete replies. Bounded.
 
     Holds at most one partial line (`max_line` bytes) plus the lines of the reply being
-    assembled (`max_reply` bytes); anything larger is a protocol error, as is any line that is
-    not `ddd`, `ddd text` or `ddd-text`. After an error the parser stays broken: every later
-    `feed` raises again rather than resynchronising on attacker-chosen bytes.
+    assembled (`max_reply` bytes, and `max_lines` lines when given); anything larger is a
+    protocol error, as is any line that is not `ddd`, `ddd text` or `ddd-text`. After an error
+    the parser stays broken: every later `feed` raises again rather than resynchronising on
+    attacker-chosen bytes.
     """
 
-    def __init__(self, *, max_line: int = 4096, max_reply: int = 65536) -> None:
-        if max_line < 3 or max_reply < max_line:
-            raise ValueError("need max_line >= 3 and max_reply >= max_line")
+    def __init__(
+        self, *, max_line: int = 4096, max_reply: int = 65536, max_lines: int | None = None
+    ) -> None:
+        if max_line < 3 or max_reply < max_line or (max_lines is not None and max_lines < 1):
+            raise ValueError("need max_line >= 3, max_reply >= max_line and max_lines >= 1")
         self._max_line = max_line
         self._max_reply = max_reply
+        self._max_lines = max_reply if max_lines is None else max_lines
         self._buffer = bytearray()
         self._code = 0
         self._lines: list[str] = []
@@ -136,7 +140,12 @@ class ReplyParser:
         lock-step server sends per read) and nothing is pending. Anything else, and every error,
         goes line by line; both ways give equal replies (tests/unit/test_smtp_reply_fast.py)."""
         buffer = self._buffer
-        if self._lines or len(buffer) > self._max_line or _ONE_REPLY.fullmatch(buffer) is None:
+        if (
+            self._lines
+            or len(buffer) > self._max_line
+            or buffer.count(b"\n") > self._max_lines
+            or _ONE_REPLY.fullmatch(buffer) is None
+        ):
             return False
         # Shorter than one line, so within every line and reply bound. ASCII codes and CR/LF
         # cannot be part of a UTF-8 sequence, so decoding it whole equals decoding each text.
@@ -191,6 +200,8 @@ class ReplyParser:
                 Reason.PROTOCOL,
                 f"multi-line reply changed code from {self._code} to {code}",
             )
+        if len(self._lines) >= self._max_lines:
+            raise SmtpError(Reason.PROTOCOL, f"reply of more than {self._max_lines} lines")
         self._code = code
         self._lines.append(text)
         if not final:

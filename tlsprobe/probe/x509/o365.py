@@ -29,7 +29,15 @@ _MAX_SHOWN = 5
 
 
 class ConnectorPatternError(ValueError):
-    """A connector certificate-domain value that Exchange Online would refuse or misread."""
+    """A connector certificate-domain value that Exchange Online would refuse or misread.
+
+    `problem` says what is wrong without the value (the configuration never echoes one);
+    `str()` quotes the value, for the command line that was just given it."""
+
+    def __init__(self, value: str, problem: str) -> None:
+        shown = f" {value!r}" if value else ""
+        super().__init__(f"connector certificate domain{shown} {problem}")
+        self.problem = problem
 
 
 def _is_under(name: str, domain: str) -> bool:
@@ -64,22 +72,24 @@ class ConnectorPattern:
     def parse(cls, value: str) -> ConnectorPattern:
         """Validate and normalize a connector value; ConnectorPatternError says what is wrong."""
         if not value:
-            raise ConnectorPatternError("connector certificate domain is empty")
+            raise ConnectorPatternError("", "is empty")
         if any(c.isspace() for c in value):
-            raise ConnectorPatternError(f"connector certificate domain {value!r} contains spaces")
+            raise ConnectorPatternError(value, "contains spaces")
         name = normalize_name(value)
         domain = _parse_wildcard(value, name)
         wildcard = domain is not None
         domain = name if domain is None else domain
         if not is_host_name(domain):
             raise ConnectorPatternError(
-                f"connector certificate domain {value!r} is not a valid DNS name "
-                "(labels of letters, digits and inner hyphens, 1-63 characters, separated by dots)"
+                value,
+                "is not a valid DNS name "
+                "(labels of letters, digits and inner hyphens, 1-63 characters, separated by dots)",
             )
         if wildcard and "." not in domain:
             raise ConnectorPatternError(
-                f"connector certificate domain {value!r} would accept every certificate under a "
-                f"top-level domain; use '*.' followed by your own domain"
+                value,
+                "would accept every certificate under a "
+                "top-level domain; use '*.' followed by your own domain",
             )
         return cls(raw=value, domain=domain, wildcard=wildcard)
 
@@ -93,25 +103,25 @@ def _parse_wildcard(value: str, name: str) -> str | None:
         return None
     if name == "*":
         raise ConnectorPatternError(
-            f"connector certificate domain {value!r} would accept any certificate; "
-            "use '*.contoso.com' or a literal name"
+            value, "would accept any certificate; use '*.contoso.com' or a literal name"
         )
     if name.count("*") > 1:
         raise ConnectorPatternError(
-            f"connector certificate domain {value!r} has more than one '*'; "
-            "only a single leading '*.' is allowed"
+            value, "has more than one '*'; only a single leading '*.' is allowed"
         )
     labels = name.split(".")
     star = next(i for i, label in enumerate(labels) if "*" in label)
     if labels[star] != "*":
         raise ConnectorPatternError(
-            f"connector certificate domain {value!r} has '*' inside a label; "
-            "only a whole leading label '*.' is allowed (for example '*.contoso.com')"
+            value,
+            "has '*' inside a label; "
+            "only a whole leading label '*.' is allowed (for example '*.contoso.com')",
         )
     if star != 0:
         raise ConnectorPatternError(
-            f"connector certificate domain {value!r} embeds a wildcard; Exchange Online allows "
-            "it only as the leading label (for example '*.contoso.com')"
+            value,
+            "embeds a wildcard; Exchange Online allows "
+            "it only as the leading label (for example '*.contoso.com')",
         )
     return name[2:]
 

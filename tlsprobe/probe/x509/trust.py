@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509 import verification as xv
 
 from tlsprobe.model import CertFacts, ChainReason, Check, CheckName, Status
+from tlsprobe.probe import files
 from tlsprobe.probe.x509 import bundle, readable
 from tlsprobe.probe.x509 import facts as certs
 from tlsprobe.probe.x509.bytecache import ByteLRU
@@ -74,12 +75,9 @@ class TrustStore:
     @classmethod
     def from_pem_file(cls, path: str | Path) -> TrustStore:
         try:
-            with Path(path).open("rb") as handle:
-                data = handle.read(bundle.MAX_BUNDLE_BYTES + 1)
-        except OSError as exc:
-            raise TrustStoreError(f"{path}: {exc.strerror or exc}") from exc
-        if len(data) > bundle.MAX_BUNDLE_BYTES:
-            raise TrustStoreError(f"{path}: larger than {bundle.MAX_BUNDLE_BYTES >> 20} MiB")
+            data = files.read(path, bundle.MAX_BUNDLE_BYTES)
+        except files.FileError as exc:
+            raise TrustStoreError(str(exc)) from None
         return cls.from_pem(data, str(path))
 
     @classmethod
