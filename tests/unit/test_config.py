@@ -6,6 +6,7 @@ contract that `tlsprobe validate-config` and the reload endpoint show to adminis
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import string
 from pathlib import Path
@@ -39,7 +40,8 @@ ONE = "targets:\n  - host: mail.example.com\n"
 FP = "AB:" * 31 + "AB"
 TARGET_KEYS = (
     "expected one of: address, addresses, ca_file, certificate_domain, crit_days, dane, "
-    "ehlo_name, expected_certificate, host, interval, mode, mta_sts_domain, mx, name, networks, "
+    "ehlo_name, expected_certificate, host, hostname_check, interval, mode, mta_sts_domain, mx, "
+    "name, networks, "
     "port, retries, sni, timeout, warn_days"
 )
 
@@ -214,7 +216,8 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     (
         tenant("accepted_domain: [contoso.com]"),
         "tenants.contoso.accepted_domain: unknown key 'accepted_domain' "
-        "(expected one of: accepted_domains, certificate_domain, networks, senders, targets)",
+        "(expected one of: accepted_domains, certificate_domain, exchange_online, "
+        "inbound_connector, networks, outbound_connectors, senders, targets)",
     ),
     (
         tenant("accepted_domains: contoso.com\ntargets: [{host: a.contoso.com}]"),
@@ -523,6 +526,7 @@ targets:
     fabrikam = TenantConfig("fabrikam", (), None)
     fp = "ab" * 32
     base_policy = Policy("*.contoso.com", ("contoso.com", "contoso.net"), 30.0, 10.0, ())
+    relay_policy = dataclasses.replace(base_policy, hostname_required=False)
     common: dict[str, Any] = {
         "port": 587,
         "mode": Mode.STARTTLS,
@@ -582,6 +586,7 @@ targets:
                     warn_days=14.0,
                     crit_days=2.5,
                     expected=(fp, "<I>CN=R3, O=Let's Encrypt, C=US<S>CN=relay.contoso.com"),
+                    hostname_required=False,  # a relay no MX or outbound connector names
                 ),
             ),
             TargetConfig(
@@ -589,6 +594,7 @@ targets:
                     **common,
                     "port": 465,
                     "mode": Mode.IMPLICIT,  # implied by port 465
+                    "policy": relay_policy,
                 },
                 tenant="contoso",
                 name="smtps.contoso.com",
@@ -597,7 +603,7 @@ targets:
                 sni="smtps.contoso.com",
             ),
             TargetConfig(
-                **{**common, "port": 465},  # explicit mode wins over port 465
+                **{**common, "port": 465, "policy": relay_policy},  # explicit mode wins
                 tenant="contoso",
                 name="198.51.100.1",
                 host="198.51.100.1",

@@ -105,6 +105,12 @@ def _policy_history(state_dir: Path, host: str, code: int) -> int:
     return 0
 
 
+def cmd_import_exo(args: argparse.Namespace) -> int:
+    from tlsprobe.cli.exo import import_exo
+
+    return import_exo(args)
+
+
 def cmd_rules(args: argparse.Namespace) -> int:
     from tlsprobe.alerting import generate
 
@@ -135,6 +141,27 @@ def register(sub: Any) -> None:
     validate = sub.add_parser("validate-config", help="check a configuration file and exit")
     validate.add_argument("config", metavar="FILE")
     validate.set_defaults(func=cmd_validate)
+
+    exo = sub.add_parser(
+        "import-exo",
+        help="import a tenant's Exchange Online exports; compare them with the configuration",
+        description="Read Get-AcceptedDomain, Get-InboundConnector and Get-OutboundConnector "
+        "exports (JSON or CSV) or a Microsoft365DSC configuration, print the tenant file they "
+        "imply and its differences from the configuration. Exit 0: no differences, 1: the "
+        "configuration drifted from the tenant, 2: an export or the configuration is unusable. "
+        "--write writes the tenant file (never the main configuration file).",
+    )
+    exo.add_argument("exports", nargs="+", metavar="EXPORT", help="export files (any order)")
+    exo.add_argument("--tenant", required=True, help="the tenant's name in the configuration")
+    exo.add_argument("--config", required=True, metavar="FILE", help="the main configuration")
+    exo.add_argument(
+        "--tenant-file",
+        metavar="FILE",
+        help="where the tenant file goes when the configuration names none "
+        "(default: exchange-online/TENANT.yml beside the configuration)",
+    )
+    exo.add_argument("--write", action="store_true", help="write the tenant file")
+    exo.set_defaults(func=cmd_import_exo)
 
     history = sub.add_parser("history", help="print the certificate timeline of a host")
     history.add_argument("host", help="host name (or target name)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -49,6 +50,9 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
         raise UsageError(f"--address {args.address!r} is not an IP address")
     sni = None if args.no_sni or is_ip_literal(host) else (args.sni or host)
     policy, trust = build_policy(args)
+    relay = bool(policy.certificate_domain or policy.accepted_domains)
+    required = args.hostname_check == "required" or (args.hostname_check == "auto" and not relay)
+    policy = dataclasses.replace(policy, hostname_required=required)
     try:
         ehlo = names.ehlo_name(args.ehlo_name or default_ehlo_name())
     except names.EhloNameError as exc:
@@ -100,6 +104,13 @@ def _add_check(sub: argparse._SubParsersAction[_Parser]) -> None:
     sni.add_argument("--sni", help="server name to send (default: HOST)")
     sni.add_argument("--no-sni", action="store_true", help="send no server name")
     add_policy_arguments(p)
+    p.add_argument(
+        "--hostname-check",
+        choices=["auto", "required", "informational"],
+        default="auto",
+        help="weight of the RFC 9525 host name check; auto: informational for a relay (a "
+        "connector domain or accepted domain given), else required",
+    )
     p.add_argument("--ehlo-name", help="name sent in EHLO (default: this machine's FQDN)")
     p.add_argument(
         "--timeout",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tlsprobe.exporter.config import fields, sendparse
+from tlsprobe.exporter.config import exo, fields, sendparse
 from tlsprobe.exporter.config.schema import (
     ADDRESSES,
     DEFAULT_HOSTS_FILE,
@@ -87,6 +87,15 @@ class _Parser:
         self.base_dir = base_dir
         self.errors: list[ConfigError] = []
         self._trust_checked: set[Path] = set()
+        self._merged: dict[str, dict[str, Any]] = {}
+
+    def section(self, key: str, value: object) -> dict[str, Any]:
+        """A tenant's section with its `exchange_online` file folded in, read once."""
+        where = f"tenants.{key}"
+        if key not in self._merged:
+            section = mapping(value, where, TENANT_KEYS)
+            self._merged[key] = exo.merged_section(section, where, self.base_dir)
+        return self._merged[key]
 
     def attempt(self, parse: Callable[[], _T]) -> _T | None:
         """Run one unit's parse; record its problem and carry on with the next unit."""
@@ -159,6 +168,7 @@ class _Parser:
         if not isinstance(key, str) or not isinstance(value, dict) or "senders" not in value:
             return []
         where = f"tenants.{key}"
+        value = self.section(key, value)
         domains = listing(value.get("accepted_domains"), f"{where}.accepted_domains")
         policy = Policy(
             certificate_domain=fields.connector(value, where),
@@ -167,6 +177,7 @@ class _Parser:
             ),
             warn_days=defaults.warn_days,
             crit_days=defaults.crit_days,
+            inbound_connector=exo.inbound_name(value, where),
         )
         return sendparse.senders(
             key,
@@ -269,7 +280,7 @@ class _Parser:
             raise ConfigError(where, f"tenant name must be a string (quote it), got {kind(key)}")
         if not _TENANT_NAME.fullmatch(key):
             raise ConfigError(where, "tenant name must be 1-100 letters, digits, '_', '.' or '-'")
-        section = mapping(value, where, TENANT_KEYS)
+        section = self.section(key, value)
         domains = listing(section.get("accepted_domains"), f"{where}.accepted_domains")
         tenant = TenantConfig(
             name=key,
@@ -280,6 +291,8 @@ class _Parser:
             ),
             certificate_domain=fields.connector(section, where),
             networks=_networks(section, where),
+            inbound_connector=exo.inbound_name(section, where),
+            outbound=exo.outbound_routes(section, where),
         )
         raw_targets = listing(section.get("targets"), f"{where}.targets")
         return tenant, self.targets(raw_targets, f"{where}.targets", tenant, defaults)
@@ -332,6 +345,11 @@ class _Parser:
         sni, send_sni = parsed["sni"]
         certificate_domain = parsed["connector"] or tenant.certificate_domain
         dane, mta_sts_domain = parsed["dns_policies"]
+        outbound = exo.route_for(tenant.outbound, host, mx)
+        relay = bool(certificate_domain or tenant.accepted_domains)
+        hostname_required = exo.hostname_required(
+            section, where, mx=mx, routed=outbound is not None, relay=relay
+        )
         return TargetConfig(
             tenant=tenant.name,
             name=parsed["name"],
@@ -353,6 +371,9 @@ class _Parser:
                 warn_days=settings.warn_days,
                 crit_days=settings.crit_days,
                 expected=parsed["pins"],
+                outbound=outbound,
+                hostname_required=hostname_required,
+                inbound_connector=tenant.inbound_connector,
             ),
             send_sni=send_sni,
             dane=dane,

@@ -14,7 +14,7 @@ from typing import Final
 
 from tlsprobe.exporter.config.allowrules import Rule, parse_rule
 from tlsprobe.exporter.config.send import SendSideConfig
-from tlsprobe.model import Mode, Policy
+from tlsprobe.model import Mode, OutboundRule, Policy
 
 DEFAULT_PORT: Final = 25
 DEFAULT_LISTEN_PORT: Final = 9825
@@ -48,7 +48,16 @@ DEFAULT_KEYS = (
     "ehlo_name",
     "port",
 )
-TENANT_KEYS = ("accepted_domains", "certificate_domain", "targets", "senders", "networks")
+TENANT_KEYS = (
+    "accepted_domains",
+    "certificate_domain",
+    "targets",
+    "senders",
+    "networks",
+    "exchange_online",
+    "inbound_connector",
+    "outbound_connectors",
+)
 TARGET_KEYS = (
     "name",
     "host",
@@ -70,6 +79,7 @@ TARGET_KEYS = (
     "dane",
     "mta_sts_domain",
     "networks",
+    "hostname_check",
 )
 
 
@@ -188,6 +198,17 @@ class TargetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundRoute:
+    """An outbound connector: where it delivers (smart hosts, or the MX of its recipient
+    domains) and what it validates (`rule`)."""
+
+    rule: OutboundRule
+    smart_hosts: tuple[str, ...] = ()
+    recipient_domains: tuple[str, ...] = ()
+    use_mx: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TenantConfig:
     """An Office 365 tenant: the domains its connector accepts mail for."""
 
@@ -198,6 +219,10 @@ class TenantConfig:
     """The connector's TlsSenderCertificateName, normalized (`*.contoso.com` or a literal)."""
     networks: tuple[str, ...] = ()
     """CIDR networks MX discovery may lead to even when loopback, link-local or unspecified."""
+    inbound_connector: str | None = None
+    """The Exchange name of the OnPremises inbound connector (from the import)."""
+    outbound: tuple[OutboundRoute, ...] = ()
+    """The outbound connectors that deliver to the tenant's servers (from the import)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,17 @@ def _symptom(state: EndpointState, ctx: Context) -> str:
     return "<br>".join(e(s) for s in symptoms) or "-"
 
 
+def _ready(state: EndpointState) -> str:
+    """yes/no, and the connector's Exchange name and the failing rules where known."""
+    result = state.result
+    ref = result.connector
+    named = f" ({e(ref.direction)} {e(ref.name)})" if ref is not None and ref.name else ""
+    if result.o365_ready:
+        return f"yes{named}"
+    failing = ", ".join(result.o365_failing)
+    return f"no{named}" + (f": {e(failing)}" if failing else "")
+
+
 COLUMNS: tuple[Column, ...] = (
     Column("Tenant", lambda s, _: e(s.tenant)),
     Column("Target", lambda s, _: e(s.target)),
@@ -143,7 +154,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Status", _status),
     Column("Last probe", _last_probe),
     Column("Days left", _days_left),
-    Column("O365 ready", lambda s, _: "yes" if s.result.o365_ready else "no"),
+    Column("O365 ready", lambda s, _: _ready(s)),
     Column("Names", _names),
     Column("Issuer", _issuer),
     Column("Last change", _last_change),
