@@ -128,9 +128,14 @@ def read_text(path: Path, max_bytes: int = MAX_EXPORT_BYTES) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ExportError(name, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        raise ExportError(name, "not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ExportError(name, "not a regular file")
         raw = handle.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise ExportError(name, f"larger than {max_bytes >> 20} MiB; refusing to read it")

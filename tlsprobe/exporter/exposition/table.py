@@ -247,6 +247,16 @@ METRICS: tuple[MetricDef, ...] = (
         scope="",
     ),
     _g("external_url_info", "Where users reach this exporter (web.external_url).", "url", scope=""),
+    _g(
+        "cross_tenant_attribution",
+        "1 per tenant whose certificate another tenant shares or whose connector overlaps another "
+        "tenant's (MC1226222): reason shared_certificate or connector_overlap.",
+        "tenant",
+        "other_tenant",
+        "reason",
+        "fingerprint_sha256",
+        scope="",
+    ),
     *SEND_SIDE_METRICS,
 )
 
