@@ -118,7 +118,14 @@ def fleet_plan(pki: Hierarchy) -> list[Endpoint]:
     return [
         Endpoint("healthy", f"relay.{DOMAIN}", served(f"relay.{DOMAIN}"), frozenset()),
         # Rotated three times by the last tests (renewal, rollback, a wrong name).
-        Endpoint("rotating", f"rotate.{DOMAIN}", served(f"rotate.{DOMAIN}"), frozenset()),
+        Endpoint(
+            "rotating",
+            f"rotate.{DOMAIN}",
+            served(f"rotate.{DOMAIN}"),
+            frozenset(),
+            # Dialled by name (an MX, say): its host-name check is a real one.
+            settings={"hostname_check": "required"},
+        ),
         Endpoint(
             "expiring",
             f"relay2.{DOMAIN}",

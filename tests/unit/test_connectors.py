@@ -194,3 +194,23 @@ def test_not_ready_names_the_inbound_connector_and_the_failing_rule(
     assert "Office 365    NOT ready for the inbound connector 'From relay'" in report.human(
         result, NOW
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "required"),
+    [
+        (["--certificate-domain", "*.contoso.test"], False),  # a relay
+        (["--accepted-domain", "contoso.test"], False),
+        (["--certificate-domain", "*.contoso.test", "--hostname-check", "required"], True),
+        ([], True),  # judged by no connector: any server, an MX
+        (["--hostname-check", "informational"], False),
+    ],
+)
+def test_tlsprobe_check_weighs_the_hostname_as_the_exporter_does(
+    argv: list[str], required: bool
+) -> None:
+    from tlsprobe.cli.main import build_check, make_parser
+
+    args = make_parser().parse_args(["check", RELAY, "--ehlo-name", "probe.test", *argv])
+    _, policy, _ = build_check(args)
+    assert policy.hostname_required is required
