@@ -385,3 +385,23 @@ def test_a_key_in_both_the_tenant_and_its_tenant_file_is_refused(tmp_path: Path)
     with pytest.raises(ConfigError) as caught:
         load_config(config)
     assert str(caught.value).startswith("tenants.contoso.accepted_domains: set here and in")
+
+
+def test_a_tenant_name_that_is_no_file_name_is_refused(
+    tmp_path: Path, export_files: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yml"
+    assert run("--tenant", "../../etc/x", "--config", config, "--write", *export_files) == 2
+    assert "--tenant: must be 1-100 letters" in capsys.readouterr().err
+    assert not (tmp_path.parent / "etc").exists() and not config.exists()
+
+
+def test_a_tenant_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "t.yml")
+    config = tmp_path / "c.yml"
+    config.write_text("tenants:\n  contoso:\n    exchange_online: t.yml\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)  # and does not wait for a writer
+    assert str(caught.value) == (
+        f"tenants.contoso.exchange_online: {tmp_path / 't.yml'} is not a regular file"
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsprobe.exporter.config import ConfigError, load_config
+from tlsprobe.exporter.config.schema import TENANT_NAME
 from tlsprobe.exporter.config.yamlfile import YamlFileError, read_yaml
 from tlsprobe.exporter.exchange import exports, tenantfile
 from tlsprobe.exporter.exchange.errors import ExportError
@@ -22,6 +23,8 @@ UNUSABLE = 2
 
 
 def import_exo(args: argparse.Namespace) -> int:
+    if not TENANT_NAME.fullmatch(args.tenant):
+        return _fail("--tenant: must be 1-100 letters, digits, '_', '.' or '-'")
     config = Path(args.config)
     try:
         export = exports.read_exports([Path(p) for p in args.exports])

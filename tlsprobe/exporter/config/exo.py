@@ -56,6 +56,8 @@ def merged_section(section: dict[str, Any], where: str, base_dir: Path) -> dict[
     if not text:
         raise ConfigError(at, "must not be empty")
     path = base_dir / text
+    if path.exists() and not path.is_file():
+        raise ConfigError(at, f"{path} is not a regular file")
     try:
         data = read_yaml(path, max_bytes=MAX_TENANT_FILE)
     except YamlFileError as exc:

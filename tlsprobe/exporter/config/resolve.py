@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from tlsprobe.exporter.config.schema import (
     DNS_KEYS,
     TARGET_KEYS,
     TENANT_KEYS,
+    TENANT_NAME,
     TOP_KEYS,
     WEB_KEYS,
     Config,
@@ -57,7 +57,6 @@ from tlsprobe.probe.names import show
 from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
 
 _T = TypeVar("_T")
-_TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 def resolve(data: dict[Any, Any], *, base_dir: Path, source: Path | None) -> Config:
@@ -278,7 +277,7 @@ class _Parser:
         where = f"tenants.{show_key(key)}"
         if not isinstance(key, str):
             raise ConfigError(where, f"tenant name must be a string (quote it), got {kind(key)}")
-        if not _TENANT_NAME.fullmatch(key):
+        if not TENANT_NAME.fullmatch(key):
             raise ConfigError(where, "tenant name must be 1-100 letters, digits, '_', '.' or '-'")
         section = self.section(key, value)
         domains = listing(section.get("accepted_domains"), f"{where}.accepted_domains")

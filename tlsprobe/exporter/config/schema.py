@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -22,6 +23,8 @@ MAX_DURATION: Final = 365 * 86400.0
 MAX_DAYS: Final = 3650
 ADDRESSES: Final = ("all", "one")
 
+TENANT_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+"""What a tenant's name may be (it is a metric label and, for `import-exo`, a file name)."""
 TOP_KEYS = ("state_dir", "web", "dns", "defaults", "tenants", "targets", "receiver")
 WEB_KEYS = (
     "listen",
