@@ -169,6 +169,8 @@ def fleet_plan(pki: Hierarchy) -> list[Endpoint]:
             f"mail.{DOMAIN}",
             served("www.fabrikam.example"),
             frozenset({"TlsprobeHostnameMismatch", "TlsprobeCertificateDomainMismatch", not_ready}),
+            # The MX of the domain: its host-name check is a real one.
+            settings={"hostname_check": "required"},
         ),
         Endpoint(
             "not-accepted",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from tlsprobe.exporter.exchange import attribution
-from tlsprobe.exporter.exchange.attribution import OVERLAP, SHARED, Presented, findings
+from tlsprobe.exporter.exchange.attribution import (
+    OVERLAP,
+    SHARED,
+    SHARED_NAME,
+    Presented,
+    findings,
+)
 
 
 def seen(tenant: str, fingerprint: str, *names: str, source: str = "target relay") -> Presented:
@@ -59,3 +65,18 @@ def test_findings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(attribution, "MAX_FINDINGS", 3)
     many = [seen(f"t{i}", "aa", "relay.example.net") for i in range(10)]
     assert len(findings(many, {})) == 3
+
+
+def test_two_certificates_with_one_name_in_two_tenants_share_it_without_any_connector() -> None:
+    """Renewed separately, one per tenant, both named for the relay: Exchange Online tells the
+    tenants apart by nothing the certificates carry."""
+    found = findings(
+        [seen("contoso", "aa", "Relay.MSP.example."), seen("fabrikam", "bb", "relay.msp.example")],
+        {},
+    )
+    assert pairs(found) == {
+        ("contoso", "fabrikam", SHARED_NAME),
+        ("fabrikam", "contoso", SHARED_NAME),
+    }
+    assert {f.fingerprint for f in found} == {"aa", "bb"}  # each side names its own
+    assert all("both name 'relay.msp.example'" in f.message for f in found)

@@ -8,6 +8,9 @@ connector, per tenant. Two findings, each reported for both tenants involved:
 
 - `shared_certificate`: one certificate (by SHA-256 fingerprint) presented for two tenants,
   served by their targets or presented by their senders;
+- `shared_name`: two certificates, one per tenant, that carry the same name (SAN or CN): the
+  names an inbound connector matches, so either tenant's connector that accepts one accepts
+  the other;
 - `connector_overlap`: a certificate presented for one tenant whose names another tenant's
   connector (`TlsSenderCertificateName`, Microsoft's matching) also accepts: `*.contoso.com`
   in one tenant and `relay.contoso.com` in another.
@@ -18,16 +21,19 @@ Pure: certificates and connector patterns in, findings out. The work is bounded 
 
 from __future__ import annotations
 
+import functools
 import html
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from tlsprobe.exporter.exposition.metrics import Sample
 from tlsprobe.exporter.state import EndpointState, SenderState
+from tlsprobe.probe.names import normalize_name
 from tlsprobe.probe.x509 import o365
 
 SHARED = "shared_certificate"
 OVERLAP = "connector_overlap"
+SHARED_NAME = "shared_name"
 MAX_FINDINGS = 1000
 FIX = (
     "give each tenant its own send connector on the relay with its own certificate, whose names "
@@ -69,13 +75,17 @@ def findings(
     parsed = {t: o365.ConnectorPattern.parse(p) for t, p in patterns.items() if t and p}
     out: set[Finding] = set()
     by_fingerprint: dict[str, list[Presented]] = {}
+    by_name: dict[str, list[Presented]] = {}
     for item in seen.values():
         by_fingerprint.setdefault(item.fingerprint, []).append(item)
+        for name in dict.fromkeys(normalize_name(n) for n in item.names):
+            by_name.setdefault(name, []).append(item)
     for group in by_fingerprint.values():
-        for item in group:
-            out.update(_shared(item, other) for other in group if other.tenant != item.tenant)
-            if len(out) >= MAX_FINDINGS:
-                return tuple(sorted(out)[:MAX_FINDINGS])
+        _pairs(out, group, _shared)
+    for name, group in by_name.items():
+        _pairs(out, group, functools.partial(_shared_name, name=name))
+    if len(out) >= MAX_FINDINGS:
+        return tuple(sorted(out)[:MAX_FINDINGS])
     for item in seen.values():
         for tenant, pattern in parsed.items():
             if tenant == item.tenant:
@@ -86,6 +96,34 @@ def findings(
         if len(out) >= MAX_FINDINGS:
             break
     return tuple(sorted(out)[:MAX_FINDINGS])
+
+
+def _pairs(
+    out: set[Finding],
+    group: list[Presented],
+    make: Callable[[Presented, Presented], Finding | None],
+) -> None:
+    """A finding for each ordered pair of the group from different tenants, while the
+    findings stay under `MAX_FINDINGS`."""
+    for item in group:
+        for other in group:
+            if len(out) >= MAX_FINDINGS:
+                return
+            if other.tenant != item.tenant:
+                found = make(item, other)
+                if found is not None:
+                    out.add(found)
+
+
+def _shared_name(item: Presented, other: Presented, *, name: str) -> Finding | None:
+    if item.fingerprint == other.fingerprint:
+        return None  # the same certificate: `shared_certificate` says so
+    message = (
+        f"tenant {item.tenant} ({item.source}) and tenant {other.tenant} ({other.source}) present "
+        f"certificates that both name {name!r}: Exchange Online attributes by the "
+        f"certificate's domain, so either tenant's mail can be attributed to the other; {FIX}"
+    )
+    return Finding(item.tenant, other.tenant, SHARED_NAME, item.fingerprint, message)
 
 
 def _shared(item: Presented, other: Presented) -> Finding:

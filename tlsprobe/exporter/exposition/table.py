@@ -250,7 +250,7 @@ METRICS: tuple[MetricDef, ...] = (
     _g(
         "cross_tenant_attribution",
         "1 per tenant whose certificate another tenant shares or whose connector overlaps another "
-        "tenant's (MC1226222): reason shared_certificate or connector_overlap.",
+        "tenant's (MC1226222): reason shared_certificate, shared_name or connector_overlap.",
         "tenant",
         "other_tenant",
         "reason",
