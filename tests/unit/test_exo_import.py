@@ -405,3 +405,20 @@ def test_a_tenant_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> 
     assert str(caught.value) == (
         f"tenants.contoso.exchange_online: {tmp_path / 't.yml'} is not a regular file"
     )
+
+
+def test_validate_config_compares_with_the_exports_for_ci(
+    tmp_path: Path, export_files: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tlsprobe.yml"
+    config.write_text(MAIN)
+    assert run("--tenant", "contoso", "--config", config, "--write", *export_files) == 0
+    capsys.readouterr()
+    assert main(["validate-config", str(config), "--exo", *map(str, export_files)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{config}: OK (2 targets in 1 tenants)")
+    assert "matches the tenant's exports" in err and "accepted_domains:" not in out
+    drifted = write_json(tmp_path / "accepted2.json", ACCEPTED[:1])
+    argv = ["validate-config", str(config), "--tenant", "contoso", "--exo", str(drifted)]
+    assert main([*argv, *map(str, export_files[1:])]) == 1
+    assert "accepted domain removed: 'fabrikam.test'" in capsys.readouterr().err

@@ -62,7 +62,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return 2
     tenants = len(config.tenants)
     print(f"{args.config}: OK ({len(config.targets)} targets in {tenants} tenants)")
-    return 0
+    if not args.exo:
+        return 0
+    tenant = args.tenant or (config.tenants[0].name if tenants == 1 else None)
+    if tenant is None:
+        print(
+            f"{args.config}: --exo needs --tenant (the file has {tenants} tenants)", file=sys.stderr
+        )
+        return 2
+    from tlsprobe.cli.exo import drift
+
+    return drift(Path(args.config), tenant, args.exo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -140,6 +150,14 @@ def register(sub: Any) -> None:
 
     validate = sub.add_parser("validate-config", help="check a configuration file and exit")
     validate.add_argument("config", metavar="FILE")
+    validate.add_argument(
+        "--exo",
+        nargs="+",
+        metavar="EXPORT",
+        help="also compare a tenant with its Exchange Online exports (as import-exo does): "
+        "exit 1 when the configuration drifted",
+    )
+    validate.add_argument("--tenant", help="the tenant --exo compares (default: the only one)")
     validate.set_defaults(func=cmd_validate)
 
     exo = sub.add_parser(

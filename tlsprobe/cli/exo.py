@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,36 +24,74 @@ UNUSABLE = 2
 
 
 def import_exo(args: argparse.Namespace) -> int:
-    if not TENANT_NAME.fullmatch(args.tenant):
-        return _fail("--tenant: must be 1-100 letters, digits, '_', '.' or '-'")
-    config = Path(args.config)
     try:
-        export = exports.read_exports([Path(p) for p in args.exports])
-    except ExportError as exc:
+        found = _compare(Path(args.config), args.tenant, args.exports, args.tenant_file)
+    except _Unusable as exc:
         return _fail(str(exc))
+    if not args.write:
+        print(f"# {found.tenant_path}\n{found.text}", end="")
+        return _report(args.tenant, found.diffs)
+    config = Path(args.config)
+    return _write(
+        args.tenant, config, found.target, found.tenant_path, text=found.text, named=found.named
+    )
+
+
+def drift(config: Path, tenant: str, paths: list[str]) -> int:
+    """`validate-config --exo`: the differences only; 0 in step, 1 drifted, 2 unusable."""
     try:
-        section, named = _tenant_section(config, args.tenant)
+        found = _compare(config, tenant, paths, None)
+    except _Unusable as exc:
+        return _fail(str(exc))
+    return _report(tenant, found.diffs)
+
+
+class _Unusable(Exception):
+    """An export or the configuration cannot be used; the message names which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Comparison:
+    target: Path
+    """The tenant file as the configuration names it (relative to it, or absolute)."""
+    tenant_path: Path
+    named: bool
+    """Whether the configuration names the tenant file already."""
+    text: str
+    diffs: list[str]
+
+
+def _compare(config: Path, tenant: str, paths: list[str], tenant_file: str | None) -> _Comparison:
+    if not TENANT_NAME.fullmatch(tenant):
+        raise _Unusable("--tenant: must be 1-100 letters, digits, '_', '.' or '-'")
+    try:
+        export = exports.read_exports([Path(p) for p in paths])
+    except ExportError as exc:
+        raise _Unusable(str(exc)) from None
+    try:
+        section, named = _tenant_section(config, tenant)
     except (YamlFileError, ValueError) as exc:
-        return _fail(f"{config}: {exc}")
-    target = named or Path(args.tenant_file or f"exchange-online/{args.tenant}.yml")
+        raise _Unusable(f"{config}: {exc}") from None
+    target = named or Path(tenant_file or f"exchange-online/{tenant}.yml")
     tenant_path = target if target.is_absolute() else config.parent / target
     plan = tenantfile.plan(export)
     try:
         current = _current(section, tenant_path if named else None)
     except (YamlFileError, ValueError) as exc:
-        return _fail(f"{tenant_path}: {exc}")
-    text = tenantfile.render(args.tenant, plan.block)
-    diffs = tenantfile.differences(current, plan.block)
+        raise _Unusable(f"{tenant_path}: {exc}") from None
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
-    if not args.write:
-        print(f"# {tenant_path}\n{text}", end="")
-        for line in diffs:
-            print(f"drift: tenants.{args.tenant}: {line}", file=sys.stderr)
-        if not diffs:
-            print(f"tenants.{args.tenant}: matches the tenant's exports", file=sys.stderr)
-        return DRIFT if diffs else 0
-    return _write(args.tenant, config, target, tenant_path, text=text, named=named is not None)
+    text = tenantfile.render(tenant, plan.block)
+    diffs = tenantfile.differences(current, plan.block)
+    return _Comparison(target, tenant_path, named is not None, text, diffs)
+
+
+def _report(tenant: str, diffs: list[str]) -> int:
+    for line in diffs:
+        print(f"drift: tenants.{tenant}: {line}", file=sys.stderr)
+    if not diffs:
+        print(f"tenants.{tenant}: matches the tenant's exports", file=sys.stderr)
+    return DRIFT if diffs else 0
 
 
 def _write(tenant: str, config: Path, target: Path, path: Path, *, text: str, named: bool) -> int:

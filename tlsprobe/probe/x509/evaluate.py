@@ -303,7 +303,8 @@ def _days(days: float) -> str:
 
 INFORMATIONAL = (
     "informational: no MX and no outbound connector points at this host, so nobody dials it by "
-    "this name (set hostname_check: required if senders do)"
+    "this name (if senders do: hostname_check: required, tlsprobe check --hostname-check "
+    "required)"
 )
 
 
