@@ -422,3 +422,13 @@ def test_validate_config_compares_with_the_exports_for_ci(
     argv = ["validate-config", str(config), "--tenant", "contoso", "--exo", str(drifted)]
     assert main([*argv, *map(str, export_files[1:])]) == 1
     assert "accepted domain removed: 'fabrikam.test'" in capsys.readouterr().err
+
+
+def test_a_name_that_merely_starts_like_a_namespace_is_a_name(tmp_path: Path) -> None:
+    data = {
+        "Name": "Microsoft.Relay",
+        "ConnectorType": "OnPremises",
+        "SmartHosts": "r.contoso.test",
+    }
+    export = exports.read_exports([write_json(tmp_path / "o.json", data)])
+    assert export.outbound[0].name == "Microsoft.Relay"

@@ -57,7 +57,9 @@ _KINDS = (
     (OUTBOUND, ("smarthosts", "tlssettings", "usemxrecord", "recipientdomains", "tlsdomain")),
 )
 _SPLIT = re.compile(r"[,\s]+")
-_DOTNET = re.compile(r"^(System|Microsoft)\.[\w.]+(`\d+)?(\[|$)|^@\{")
+_DOTNET = re.compile(r"^(System|Microsoft)\.\S*(`\d|Collections|MultiValuedProperty|\[)|^@\{")
+"""What PowerShell writes for a value it did not expand: a .NET collection's type name
+(`Export-Csv` of a list), `@{...}` (`ConvertTo-Json` past its `-Depth`)."""
 
 
 @dataclass(frozen=True, slots=True)
