@@ -137,14 +137,15 @@ def _symptom(state: EndpointState, ctx: Context) -> str:
 
 
 def _ready(state: EndpointState) -> str:
-    """yes/no, and the connector's Exchange name and the failing rules where known."""
+    """yes/no; below it the connector's direction and Exchange name where known, then each
+    failing rule on a line of its own (short lines: the table must fit the screen)."""
     result = state.result
     ref = result.connector
-    named = f" ({e(ref.direction)} {e(ref.name)})" if ref is not None and ref.name else ""
-    if result.o365_ready:
-        return f"yes{named}"
-    failing = ", ".join(result.o365_failing)
-    return f"no{named}" + (f": {e(failing)}" if failing else "")
+    lines = ["yes" if result.o365_ready else "no"]
+    if ref is not None and ref.name:
+        lines.append(f"<small>{e(ref.direction)} {e(ref.name)}</small>")
+    lines += [f"<small>{e(name)}</small>" for name in result.o365_failing]
+    return "<br>".join(lines)
 
 
 COLUMNS: tuple[Column, ...] = (
