@@ -77,10 +77,18 @@ def to_json(result: ProbeResult) -> dict[str, Any]:
             for c in result.checks
         ],
         "o365_ready": result.o365_ready,
+        "o365_connector": connector_json(result),
+        "o365_failing": [str(name) for name in result.o365_failing],
         **({"dane": policyreport.dane_json(result.dane)} if result.dane else {}),
         "started_at": result.started_at,
         "phases": {name: round(seconds, 6) for name, seconds in result.phases.items()},
     }
+
+
+def connector_json(result: ProbeResult) -> dict[str, str] | None:
+    """The connector `o365_ready` speaks for: direction, Exchange name, rule."""
+    ref = result.connector
+    return None if ref is None else {"direction": ref.direction, "name": ref.name, "rule": ref.rule}
 
 
 def summary_line(result: ProbeResult, now: datetime) -> str:
@@ -123,8 +131,7 @@ def _connection(result: ProbeResult) -> list[str]:
         f"Endpoint      {endpoint.host} port {endpoint.port} via {address}, "
         f"{endpoint.mode.value}, SNI {sni}",
         f"TLS           {tls}",
-        f"Office 365    {'ready' if result.o365_ready else 'NOT ready'} for a certificate-based "
-        "connector",
+        f"Office 365    {result.readiness}",
         "",
     ]
 

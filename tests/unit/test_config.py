@@ -6,6 +6,7 @@ contract that `tlsprobe validate-config` and the reload endpoint show to adminis
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import string
 from pathlib import Path
@@ -39,7 +40,8 @@ ONE = "targets:\n  - host: mail.example.com\n"
 FP = "AB:" * 31 + "AB"
 TARGET_KEYS = (
     "expected one of: address, addresses, ca_file, certificate_domain, crit_days, dane, "
-    "ehlo_name, expected_certificate, host, interval, mode, mta_sts_domain, mx, name, networks, "
+    "ehlo_name, expected_certificate, host, hostname_check, interval, mode, mta_sts_domain, mx, "
+    "name, networks, "
     "port, retries, sni, timeout, warn_days"
 )
 
@@ -220,7 +222,8 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     (
         tenant("accepted_domain: [contoso.com]"),
         "tenants.contoso: key number 1 is unknown (expected one of: accepted_domains, "
-        "certificate_domain, networks, senders, targets); did you mean accepted_domains?",
+        "certificate_domain, exchange_online, inbound_connector, networks, "
+        "outbound_connectors, senders, targets); did you mean accepted_domains?",
     ),
     (
         tenant("accepted_domains: contoso.com\ntargets: [{host: a.contoso.com}]"),
@@ -254,9 +257,9 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     (
         target("hots: mail.example.com"),
         "targets[0]: key number 1 is unknown (expected one of: address, addresses, ca_file, "
-        "certificate_domain, crit_days, dane, ehlo_name, expected_certificate, host, interval, "
-        "mode, mta_sts_domain, mx, name, networks, port, retries, sni, timeout, warn_days); did "
-        "you mean host?",
+        "certificate_domain, crit_days, dane, ehlo_name, expected_certificate, host, "
+        "hostname_check, interval, mode, mta_sts_domain, mx, name, networks, port, retries, sni, "
+        "timeout, warn_days); did you mean host?",
     ),
     ("targets: [mail.example.com]\n", "targets[0]: must be a mapping, got string"),
     (
@@ -532,6 +535,7 @@ targets:
     fabrikam = TenantConfig("fabrikam", (), None)
     fp = "ab" * 32
     base_policy = Policy("*.contoso.com", ("contoso.com", "contoso.net"), 30.0, 10.0, ())
+    relay_policy = dataclasses.replace(base_policy, hostname_required=False)
     common: dict[str, Any] = {
         "port": 587,
         "mode": Mode.STARTTLS,
@@ -591,6 +595,7 @@ targets:
                     warn_days=14.0,
                     crit_days=2.5,
                     expected=(fp, "<I>CN=R3, O=Let's Encrypt, C=US<S>CN=relay.contoso.com"),
+                    hostname_required=False,  # a relay no MX or outbound connector names
                 ),
             ),
             TargetConfig(
@@ -598,6 +603,7 @@ targets:
                     **common,
                     "port": 465,
                     "mode": Mode.IMPLICIT,  # implied by port 465
+                    "policy": relay_policy,
                 },
                 tenant="contoso",
                 name="smtps.contoso.com",
@@ -606,7 +612,7 @@ targets:
                 sni="smtps.contoso.com",
             ),
             TargetConfig(
-                **{**common, "port": 465},  # explicit mode wins over port 465
+                **{**common, "port": 465, "policy": relay_policy},  # explicit mode wins
                 tenant="contoso",
                 name="198.51.100.1",
                 host="198.51.100.1",

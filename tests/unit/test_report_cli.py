@@ -241,7 +241,7 @@ def _exact_key_sets(result: ProbeResult) -> dict[str, set[str]]:
 
 # Fields added to the original JSON contract since, documented in the README ("JSON output").
 EXTENSIONS = {
-    "top": {"started_at"},
+    "top": {"started_at", "o365_connector", "o365_failing"},
     "chain": {"common_names", "is_ca", "self_issued", "exchange_name"},
     "checks": {"exchange_online"},
 }
@@ -295,7 +295,10 @@ def test_human_report_gives_the_exchange_symptom_under_failing_checks(
 ) -> None:
     lines = report.human(expired, NOW).splitlines()
     assert lines[0].startswith("TLSPROBE CRITICAL - ")
-    assert "Office 365    NOT ready for a certificate-based connector" in lines
+    assert (
+        "Office 365    NOT ready for the inbound connector (TlsSenderCertificateName "
+        "*.contoso.test): chain_trusted, not_expired fails"
+    ) in lines
     failing = next(
         i for i, line in enumerate(lines) if line.split()[:2] == ["CRITICAL", "not_expired"]
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -11,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import Hierarchy, Issued, make_leaf
 from tests.support.smtpclients import check_named
-from tlsprobe.model import Policy, ProbeError, Reason, Status, TlsInfo
+from tlsprobe.model import ConnectorRef, Policy, ProbeError, Reason, Status, TlsInfo
 from tlsprobe.probe.send.sender import Session, judge_session
 from tlsprobe.probe.x509.evaluate import TrustStore
 
@@ -145,3 +146,18 @@ def test_a_leaf_without_any_eku_extension_allows_client_use(
     cert = builder.sign(pki.intermediate.key, hashes.SHA256())
     result = judge_session(session([cert.public_bytes(Encoding.DER)]), POLICY, trust, now=NOW)
     assert check_named(result, "client_auth_eku").status is Status.OK
+
+
+def test_a_senders_verdict_speaks_for_the_inbound_connector(
+    pki: Hierarchy, trust: TrustStore
+) -> None:
+    policy = replace(POLICY, inbound_connector="From contoso relay")
+    leaf = pki.leaf(("relay.contoso.test",))
+    result = judge_session(session(sent(pki, leaf)), policy, trust, now=NOW, name="relay-1")
+    assert result.connector == ConnectorRef(
+        "inbound", "From contoso relay", "TlsSenderCertificateName *.contoso.test"
+    )
+    assert result.readiness == (
+        "ready for the inbound connector 'From contoso relay' "
+        "(TlsSenderCertificateName *.contoso.test)"
+    )

@@ -11,7 +11,8 @@ what must not be written twice or depends on the installation:
   from that exporter's `web.external_url` (exposed as `tlsprobe_external_url_info`), else from
   the scrape's `instance`;
 - `@@CERT@@`, `@@CONNECTOR@@`: sentences naming the certificate served and the connector's
-  certificate domain and accepted domains, read by queries at notification time;
+  certificate domain and accepted domains (and the connector readiness speaks for, by its
+  Exchange name and rule), read by queries at notification time;
 - `@@SEL@@`: the printf selector of the alert's endpoint, for annotation queries.
 
 The committed `deploy/prometheus/tlsprobe.rules.yml` and `deploy/kubernetes/prometheusrule.yaml`
@@ -89,7 +90,13 @@ CONNECTOR = (
     " $labels.target | query }}{{ with first . }} Connector certificate domain"
     ' (TlsSenderCertificateName): {{ or .Labels.certificate_domain "none configured" }};'
     ' accepted domains: {{ or .Labels.accepted_domains "none configured" }}.{{ end }}{{ end }}'
+    '{{ with printf "tlsprobe_o365_connector_info@@SEL@@ | query }}{{ with first . }} Exchange'
+    " Online readiness speaks for the {{ .Labels.direction }} connector"
+    "{{ if .Labels.connector }} '{{ .Labels.connector }}'{{ end }} ({{ .Labels.rule }})."
+    "{{ end }}{{ end }}"
 )
+"""The connector's certificate domain and accepted domains, then the connector readiness
+speaks for (its direction, Exchange name and rule), each where the exporter reports it."""
 
 TOKEN = re.compile(r"@@([A-Z_]+)@@")
 

@@ -70,7 +70,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return 2
     tenants = len(config.tenants)
     print(f"{args.config}: OK ({len(config.targets)} targets in {tenants} tenants)")
-    return 0
+    if not args.exo:
+        return 0
+    tenant = args.tenant or (config.tenants[0].name if tenants == 1 else None)
+    if tenant is None:
+        print(
+            f"{args.config}: --exo needs --tenant (the file has {tenants} tenants)", file=sys.stderr
+        )
+        return 2
+    from tlsprobe.cli.exo import drift
+
+    return drift(Path(args.config), tenant, args.exo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -117,6 +127,12 @@ def _policy_history(state_dir: Path, host: str, code: int) -> int:
     return 0
 
 
+def cmd_import_exo(args: argparse.Namespace) -> int:
+    from tlsprobe.cli.exo import import_exo
+
+    return import_exo(args)
+
+
 def cmd_rules(args: argparse.Namespace) -> int:
     from tlsprobe.alerting import generate
 
@@ -150,7 +166,36 @@ def add_demo(demo: argparse.ArgumentParser) -> None:
 
 def add_validate(validate: argparse.ArgumentParser) -> None:
     validate.add_argument("config", metavar="FILE")
+    validate.add_argument(
+        "--exo",
+        nargs="+",
+        metavar="EXPORT",
+        help="also compare a tenant with its Exchange Online exports (as import-exo does): "
+        "exit 1 when the configuration drifted",
+    )
+    validate.add_argument("--tenant", help="the tenant --exo compares (default: the only one)")
     validate.set_defaults(func=cmd_validate)
+
+
+def add_import_exo(exo: argparse.ArgumentParser) -> None:
+    exo.description = (
+        "Read Get-AcceptedDomain, Get-InboundConnector and Get-OutboundConnector "
+        "exports (JSON or CSV) or a Microsoft365DSC configuration, print the tenant file they "
+        "imply and its differences from the configuration. Exit 0: no differences, 1: the "
+        "configuration drifted from the tenant, 2: an export or the configuration is unusable. "
+        "--write writes the tenant file (never the main configuration file)."
+    )
+    exo.add_argument("exports", nargs="+", metavar="EXPORT", help="export files (any order)")
+    exo.add_argument("--tenant", required=True, help="the tenant's name in the configuration")
+    exo.add_argument("--config", required=True, metavar="FILE", help="the main configuration")
+    exo.add_argument(
+        "--tenant-file",
+        metavar="FILE",
+        help="where the tenant file goes when the configuration names none "
+        "(default: exchange-online/TENANT.yml beside the configuration)",
+    )
+    exo.add_argument("--write", action="store_true", help="write the tenant file")
+    exo.set_defaults(func=cmd_import_exo)
 
 
 def add_history(history: argparse.ArgumentParser) -> None:

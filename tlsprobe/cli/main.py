@@ -34,6 +34,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]:
+    import dataclasses
+
     from tlsprobe.cli.connector import build_policy
     from tlsprobe.model import Endpoint, HostPortError, Mode, is_ip_literal, parse_host_port
     from tlsprobe.probe import names
@@ -49,6 +51,9 @@ def build_check(args: argparse.Namespace) -> tuple[Endpoint, Policy, TrustStore]
         raise UsageError(f"--address {args.address!r} is not an IP address")
     sni = None if args.no_sni or is_ip_literal(host) else (args.sni or host)
     policy, trust = build_policy(args)
+    relay = bool(policy.certificate_domain or policy.accepted_domains)
+    required = args.hostname_check == "required" or (args.hostname_check == "auto" and not relay)
+    policy = dataclasses.replace(policy, hostname_required=required)
     try:
         ehlo = names.ehlo_name(args.ehlo_name or default_ehlo_name())
     except names.EhloNameError as exc:
@@ -105,6 +110,13 @@ def add_check(p: argparse.ArgumentParser) -> None:
     sni.add_argument("--sni", help="server name to send (default: HOST)")
     sni.add_argument("--no-sni", action="store_true", help="send no server name")
     add_policy_arguments(p)
+    p.add_argument(
+        "--hostname-check",
+        choices=["auto", "required", "informational"],
+        default="auto",
+        help="weight of the RFC 9525 host name check; auto: informational for a relay (a "
+        "connector domain or accepted domain given), else required",
+    )
     p.add_argument("--ehlo-name", help="name sent in EHLO (default: this machine's FQDN)")
     p.add_argument(
         "--timeout",
@@ -132,6 +144,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "validate-config": (
         "check a configuration file and exit",
         "tlsprobe.cli.commands:add_validate",
+    ),
+    "import-exo": (
+        "import a tenant's Exchange Online exports; compare them with the configuration",
+        "tlsprobe.cli.commands:add_import_exo",
     ),
     "history": ("print the certificate timeline of a host", "tlsprobe.cli.commands:add_history"),
     "rules": ("print the Prometheus alerting rules", "tlsprobe.cli.commands:add_rules"),

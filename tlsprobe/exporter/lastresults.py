@@ -46,6 +46,7 @@ from tlsprobe.model import (
     CanaryReason,
     Check,
     CheckName,
+    ConnectorRef,
     Endpoint,
     Mode,
     ProbeError,
@@ -310,6 +311,9 @@ def encode(result: ProbeResult) -> str:
             for c in result.checks
         ],
     }
+    if result.connector is not None:
+        ref = result.connector
+        record["connector"] = [ref.direction, ref.name, ref.rule]
     return json.dumps(record, separators=(",", ":"))
 
 
@@ -337,6 +341,7 @@ def _decode(record: dict[str, Any], started_at: float, phases: dict[str, float])
         tls=TlsInfo(tls[0], tls[1]) if tls else None,
         chain=tuple(facts_from_der(base64.b64decode(der)) for der in record["chain"]),
         checks=tuple(_checks(record["checks"])),
+        connector=ConnectorRef(*map(str, record["connector"])) if record.get("connector") else None,
         phases=MappingProxyType({str(k): float(v) for k, v in phases.items()}),
     )
 

@@ -21,9 +21,11 @@ from tlsprobe.model.certs import (
 )
 from tlsprobe.model.dane import DaneFindings, DnssecStatus, Tlsa, TlsaMatch, TlsaVerdict
 from tlsprobe.model.endpoint import (
+    ConnectorRef,
     Endpoint,
     EndpointKey,
     HostPortError,
+    OutboundRule,
     Policy,
     is_ip_literal,
     parse_host_port,
@@ -40,6 +42,7 @@ from tlsprobe.model.enums import (
     Phase,
     Reason,
     Status,
+    TlsSettings,
 )
 from tlsprobe.model.result import (
     O365_RULES,
@@ -68,12 +71,14 @@ __all__ = [
     "ChainReason",
     "Check",
     "CheckName",
+    "ConnectorRef",
     "DaneFindings",
     "DnssecStatus",
     "Endpoint",
     "EndpointKey",
     "HostPortError",
     "Mode",
+    "OutboundRule",
     "Phase",
     "Policy",
     "ProbeError",
@@ -81,6 +86,7 @@ __all__ = [
     "Reason",
     "Status",
     "TlsInfo",
+    "TlsSettings",
     "Tlsa",
     "TlsaMatch",
     "TlsaVerdict",

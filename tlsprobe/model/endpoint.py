@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from tlsprobe.model.enums import Mode
+from tlsprobe.model.enums import Mode, TlsSettings
 
 EndpointKey: TypeAlias = tuple[str, str, str, str, int]
 """(tenant, target, host, address, port): one probed endpoint, wherever it is kept (latest
@@ -36,6 +36,42 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundRule:
+    """The Exchange Online outbound connector that delivers to a server: what it validates."""
+
+    name: str
+    """The connector's Exchange name (`Get-OutboundConnector`'s `Name`)."""
+    tls_settings: TlsSettings
+    tls_domain: str | None = None
+    """`TlsDomain` (a name or `*.domain`), normalized; None: the smart host's own name."""
+
+    @property
+    def rule(self) -> str:
+        """The rule as Exchange names it: `TlsSettings DomainValidation, TlsDomain *.x.com`."""
+        text = f"TlsSettings {self.tls_settings.value}"
+        if self.tls_settings is TlsSettings.DOMAIN_VALIDATION:
+            text += f", TlsDomain {self.tls_domain or '(the smart host name)'}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorRef:
+    """The Exchange Online connector a verdict speaks for (`o365_ready` and its outputs)."""
+
+    direction: str
+    """"inbound" (the relay sends to Exchange Online) or "outbound" (Exchange Online delivers
+    to the server)."""
+    name: str
+    """The connector's Exchange name; "" when the configuration does not know it."""
+    rule: str
+    """What that connector demands, in Exchange terms."""
+
+    def describe(self) -> str:
+        named = f" '{self.name}'" if self.name else ""
+        return f"{self.direction} connector{named} ({self.rule})"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """What the certificate is judged against. Pure data; no trust store here."""
 
@@ -46,6 +82,27 @@ class Policy:
     crit_days: float = 7.0
     expected: tuple[str, ...] = ()
     """Pinned certificates: SHA-256 fingerprints (hex) or `<I>issuer<S>subject` strings."""
+    outbound: OutboundRule | None = None
+    """Server side: the outbound connector that routes to this host; it governs readiness."""
+    hostname_required: bool = True
+    """False: the RFC 9525 `hostname` check is informational (a relay no MX and no outbound
+    connector points at: nobody dials it by that name)."""
+    inbound_connector: str | None = None
+    """The Exchange name of the OnPremises inbound connector `certificate_domain` comes from."""
+
+    @property
+    def connector(self) -> ConnectorRef:
+        """The connector the verdict speaks for: the outbound one when it routes here, else
+        the inbound (OnPremises) one whose rule the certificate is held to."""
+        if self.outbound is not None:
+            return ConnectorRef("outbound", self.outbound.name, self.outbound.rule)
+        if self.certificate_domain:
+            rule = f"TlsSenderCertificateName {self.certificate_domain}"
+        elif self.accepted_domains:
+            rule = "a certificate name in an accepted domain"
+        else:
+            rule = "no certificate domain configured"
+        return ConnectorRef("inbound", self.inbound_connector or "", rule)
 
 
 def is_ip_literal(text: str) -> bool:

@@ -97,11 +97,31 @@ class CheckName(enum.StrEnum):
     """Only when the host publishes TLSA records (and DANE was asked for)."""
     MTA_STS = "mta_sts"
     """Only when the host's policy domain publishes an MTA-STS policy (and it was asked for)."""
+    OUTBOUND_CONNECTOR = "outbound_connector"
+    """Server side, only when an Exchange Online outbound connector routes to the host: its
+    `TlsSettings` (and `TlsDomain`) judged as Exchange Online applies them."""
 
 
-CHECK_NAMES: tuple[CheckName, ...] = (*tuple(CheckName)[:11], CheckName.DANE, CheckName.MTA_STS)
+CHECK_NAMES: tuple[CheckName, ...] = (
+    *tuple(CheckName)[:11],
+    CheckName.OUTBOUND_CONNECTOR,
+    CheckName.DANE,
+    CheckName.MTA_STS,
+)
 """The checks of a server probe, in report order (each has its runbook heading in the README);
-`dane` and `mta_sts` only where DNS policies apply."""
+`outbound_connector` only where an outbound connector routes to the host, `dane` and `mta_sts`
+only where DNS policies apply."""
+
+
+class TlsSettings(enum.StrEnum):
+    """An Exchange Online outbound connector's `TlsSettings`: what it demands of the server."""
+
+    ENCRYPTION_ONLY = "EncryptionOnly"
+    """A TLS session; any certificate."""
+    CERTIFICATE_VALIDATION = "CertificateValidation"
+    """A TLS session with a trusted, unexpired chain."""
+    DOMAIN_VALIDATION = "DomainValidation"
+    """A trusted chain whose names match the connector's `TlsDomain` (or the smart host)."""
 
 
 class ChainReason(enum.StrEnum):

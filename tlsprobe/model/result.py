@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 from tlsprobe.model.certs import CertFacts
 from tlsprobe.model.dane import DaneFindings
-from tlsprobe.model.endpoint import Endpoint
+from tlsprobe.model.endpoint import ConnectorRef, Endpoint
 from tlsprobe.model.enums import ChainReason, CheckName, Reason, Status
 
 
@@ -73,6 +73,8 @@ class ProbeResult:
     transcript: tuple[str, ...] = ()
     dane: DaneFindings | None = None
     """The TLSA lookup and each record's verdict, when DANE was asked for."""
+    connector: ConnectorRef | None = None
+    """The Exchange Online connector `o365_ready` speaks for; None where nobody said."""
 
     @classmethod
     def judged(
@@ -83,6 +85,7 @@ class ProbeResult:
         started_at: float,
         chain: tuple[CertFacts, ...],
         checks: tuple[Check, ...],
+        connector: ConnectorRef | None = None,
     ) -> ProbeResult:
         """A probe whose chain was judged: its status is the worst of its checks."""
         return cls(
@@ -96,6 +99,7 @@ class ProbeResult:
             checks=checks,
             phases=captured.phases,
             transcript=captured.transcript,
+            connector=connector,
         )
 
     @classmethod
@@ -144,6 +148,22 @@ class ProbeResult:
         """See `o365_ready`: derived from the checks, so it cannot disagree with them."""
         return o365_ready(self.checks)
 
+    @property
+    def o365_failing(self) -> tuple[CheckName, ...]:
+        """The connector rules (see `o365_ready`) that do not hold: what outputs name."""
+        return o365_failing(self.checks)
+
+    @property
+    def readiness(self) -> str:
+        """`ready for the outbound connector 'X' (TlsSettings ...)`, or `NOT ready for ...:
+        RULES fails`: the line the text report, the status page and the detail view show."""
+        ref = self.connector
+        which = ref.describe() if ref is not None else "a certificate-based connector"
+        if self.o365_ready:
+            return f"ready for the {which}"
+        failing = ", ".join(self.o365_failing)
+        return f"NOT ready for the {which}" + (f": {failing} fails" if failing else "")
+
 
 O365_RULES = (
     CheckName.STARTTLS,
@@ -157,24 +177,60 @@ O365_RULES = (
 full chain, nothing expired, the connector name matched inside an accepted domain)."""
 
 
-def o365_ready(checks: Iterable[Check]) -> bool:
-    """Ready for a certificate-based connector: the one rule every output reads.
+OUTBOUND_RULES = (CheckName.STARTTLS, CheckName.TLS_VERSION, CheckName.OUTBOUND_CONNECTOR)
+"""The checks that carry an outbound connector's rules (its `TlsSettings` and `TlsDomain` are
+judged by `outbound_connector`, which weighs the chain and the expiry as they demand)."""
 
-    True only when every connector rule holds (`O365_RULES` ok, except that `not_expired` may
-    be a warning: the certificate is valid, just due for renewal) **and** no check at all is
-    critical, so a 1024-bit key or a SHA-1 signature, or any check added later, clears it. A
-    warning elsewhere (a CN-only name, a missing clientAuth EKU) does not.
+_OUTBOUND_SET_ASIDE = frozenset(
+    {
+        CheckName.HOSTNAME,
+        CheckName.CERTIFICATE_DOMAIN,
+        CheckName.ACCEPTED_DOMAIN,
+        CheckName.CHAIN_TRUSTED,
+        CheckName.NOT_EXPIRED,
+        CheckName.DANE,
+        CheckName.MTA_STS,
+    }
+)
+"""Checks an outbound connector does not judge (the inbound connector's name rules, other
+senders' host-name rules) or judges through `outbound_connector` (the chain, the expiry)."""
+
+
+def o365_ready(checks: Iterable[Check]) -> bool:
+    """Ready for the connector that governs the direction: the one rule every output reads.
+
+    Where an `outbound_connector` check is present (an outbound connector routes to the
+    server), its rules are `OUTBOUND_RULES`; elsewhere (the inbound, OnPremises connector's
+    rules) `O365_RULES`. True only when every rule holds (`not_expired` may be a warning: the
+    certificate is valid, just due for renewal) **and** no check is critical, so a 1024-bit key
+    or a SHA-1 signature, or any check added later, clears it; for an outbound connector the
+    checks it does not judge are set aside. A warning elsewhere (a CN-only name, a missing
+    clientAuth EKU) does not clear it.
     """
-    statuses: dict[CheckName, Status] = {}
-    for check in checks:
-        if check.status is Status.CRITICAL:
-            return False
-        statuses[check.name] = check.status
-    return all(
-        statuses.get(name) is Status.OK
-        or (name is CheckName.NOT_EXPIRED and statuses.get(name) is Status.WARNING)
-        for name in O365_RULES
-    )
+    return not o365_failing(checks)
+
+
+def o365_failing(checks: Iterable[Check]) -> tuple[CheckName, ...]:
+    """The checks that keep `o365_ready` false, in report order; empty when ready."""
+    checks = tuple(checks)
+    statuses = {check.name: check.status for check in checks}
+    outbound = CheckName.OUTBOUND_CONNECTOR in statuses
+    rules = OUTBOUND_RULES if outbound else O365_RULES
+    aside = _OUTBOUND_SET_ASIDE if outbound else frozenset()
+    failing = [
+        name
+        for name in rules
+        if not (
+            statuses.get(name) is Status.OK
+            or (name is CheckName.NOT_EXPIRED and statuses.get(name) is Status.WARNING)
+        )
+    ]
+    failing += [
+        c.name
+        for c in checks
+        if c.status is Status.CRITICAL and c.name not in aside and c.name not in failing
+    ]
+    return tuple(failing)
 
 
 _UNKNOWN_MAY_BLOCK = frozenset({CheckName.DANE})

@@ -143,7 +143,14 @@ def judge(
             Check(CheckName.STARTTLS, Status.OK, "implicit TLS: no STARTTLS needed"),
             *checks[1:],
         )
-    return ProbeResult.judged(endpoint, captured, started_at=started_at, chain=chain, checks=checks)
+    return ProbeResult.judged(
+        endpoint,
+        captured,
+        started_at=started_at,
+        chain=chain,
+        checks=checks,
+        connector=policy.connector,
+    )
 
 
 def _unjudged(exc: Exception) -> Verdict:

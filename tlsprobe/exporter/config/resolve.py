@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
-from tlsprobe.exporter.config import fields, sendparse
+from tlsprobe.exporter.config import exo, fields, sendparse
 from tlsprobe.exporter.config.schema import (
     ADDRESSES,
     DEFAULT_HOSTS_FILE,
@@ -25,6 +24,7 @@ from tlsprobe.exporter.config.schema import (
     DNS_KEYS,
     TARGET_KEYS,
     TENANT_KEYS,
+    TENANT_NAME,
     TOP_KEYS,
     WEB_KEYS,
     Config,
@@ -56,7 +56,6 @@ from tlsprobe.model import Policy
 from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
 
 _T = TypeVar("_T")
-_TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 def resolve(data: dict[Any, Any], *, base_dir: Path, source: Path | None) -> Config:
@@ -86,6 +85,15 @@ class _Parser:
         self.base_dir = base_dir
         self.errors: list[ConfigError] = []
         self._trust_checked: set[Path] = set()
+        self._merged: dict[str, dict[str, Any]] = {}
+
+    def section(self, key: str, value: object) -> dict[str, Any]:
+        """A tenant's section with its `exchange_online` file folded in, read once."""
+        where = f"tenants.{key}"
+        if key not in self._merged:
+            section = mapping(value, where, TENANT_KEYS)
+            self._merged[key] = exo.merged_section(section, where, self.base_dir)
+        return self._merged[key]
 
     def attempt(self, parse: Callable[[], _T]) -> _T | None:
         """Run one unit's parse; record its problem and carry on with the next unit."""
@@ -158,6 +166,7 @@ class _Parser:
         if not _tenant_named(key) or not isinstance(value, dict) or "senders" not in value:
             return []  # a tenant with a bad name is reported by `tenant`
         where = f"tenants.{key}"
+        value = self.section(key, value)
         domains = listing(value.get("accepted_domains"), f"{where}.accepted_domains")
         policy = Policy(
             certificate_domain=fields.connector(value, where),
@@ -166,6 +175,7 @@ class _Parser:
             ),
             warn_days=defaults.warn_days,
             crit_days=defaults.crit_days,
+            inbound_connector=exo.inbound_name(value, where),
         )
         return sendparse.senders(
             key,
@@ -269,13 +279,13 @@ class _Parser:
                 "tenants",
                 f"tenant number {number}: name must be a string (quote it), got {kind(key)}",
             )
-        if not _TENANT_NAME.fullmatch(key):
+        if not TENANT_NAME.fullmatch(key):
             raise ConfigError(
                 "tenants",
                 f"tenant number {number}: name must be 1-100 letters, digits, '_', '.' or '-'",
             )
         where = f"tenants.{key}"
-        section = mapping(value, where, TENANT_KEYS)
+        section = self.section(key, value)
         domains = listing(section.get("accepted_domains"), f"{where}.accepted_domains")
         tenant = TenantConfig(
             name=key,
@@ -286,6 +296,8 @@ class _Parser:
             ),
             certificate_domain=fields.connector(section, where),
             networks=_networks(section, where),
+            inbound_connector=exo.inbound_name(section, where),
+            outbound=exo.outbound_routes(section, where),
         )
         raw_targets = listing(section.get("targets"), f"{where}.targets")
         return tenant, self.targets(raw_targets, f"{where}.targets", tenant, defaults)
@@ -338,6 +350,11 @@ class _Parser:
         sni, send_sni = parsed["sni"]
         certificate_domain = parsed["connector"] or tenant.certificate_domain
         dane, mta_sts_domain = parsed["dns_policies"]
+        outbound = exo.route_for(tenant.outbound, host, mx)
+        relay = bool(certificate_domain or tenant.accepted_domains)
+        hostname_required = exo.hostname_required(
+            section, where, mx=mx, routed=outbound is not None, relay=relay
+        )
         return TargetConfig(
             tenant=tenant.name,
             name=parsed["name"],
@@ -359,6 +376,9 @@ class _Parser:
                 warn_days=settings.warn_days,
                 crit_days=settings.crit_days,
                 expected=parsed["pins"],
+                outbound=outbound,
+                hostname_required=hostname_required,
+                inbound_connector=tenant.inbound_connector,
             ),
             send_sni=send_sni,
             dane=dane,
@@ -368,7 +388,7 @@ class _Parser:
 
 
 def _tenant_named(key: object) -> TypeGuard[str]:
-    return isinstance(key, str) and _TENANT_NAME.fullmatch(key) is not None
+    return isinstance(key, str) and TENANT_NAME.fullmatch(key) is not None
 
 
 class _Reported(Exception):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from tlsprobe.exporter.config.allowrules import Rule, parse_rule
 from tlsprobe.exporter.config.send import SendSideConfig
-from tlsprobe.model import Mode, Policy
+from tlsprobe.model import Mode, OutboundRule, Policy
 
 DEFAULT_PORT: Final = 25
 DEFAULT_LISTEN_PORT: Final = 9825
@@ -22,6 +23,8 @@ MAX_DURATION: Final = 365 * 86400.0
 MAX_DAYS: Final = 3650
 ADDRESSES: Final = ("all", "one")
 
+TENANT_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+"""What a tenant's name may be (it is a metric label and, for `import-exo`, a file name)."""
 TOP_KEYS = ("state_dir", "web", "dns", "defaults", "tenants", "targets", "receiver")
 WEB_KEYS = (
     "listen",
@@ -48,7 +51,16 @@ DEFAULT_KEYS = (
     "ehlo_name",
     "port",
 )
-TENANT_KEYS = ("accepted_domains", "certificate_domain", "targets", "senders", "networks")
+TENANT_KEYS = (
+    "accepted_domains",
+    "certificate_domain",
+    "targets",
+    "senders",
+    "networks",
+    "exchange_online",
+    "inbound_connector",
+    "outbound_connectors",
+)
 TARGET_KEYS = (
     "name",
     "host",
@@ -70,6 +82,7 @@ TARGET_KEYS = (
     "dane",
     "mta_sts_domain",
     "networks",
+    "hostname_check",
 )
 
 
@@ -188,6 +201,17 @@ class TargetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundRoute:
+    """An outbound connector: where it delivers (smart hosts, or the MX of its recipient
+    domains) and what it validates (`rule`)."""
+
+    rule: OutboundRule
+    smart_hosts: tuple[str, ...] = ()
+    recipient_domains: tuple[str, ...] = ()
+    use_mx: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TenantConfig:
     """An Office 365 tenant: the domains its connector accepts mail for."""
 
@@ -198,6 +222,10 @@ class TenantConfig:
     """The connector's TlsSenderCertificateName, normalized (`*.contoso.com` or a literal)."""
     networks: tuple[str, ...] = ()
     """CIDR networks MX discovery may lead to even when loopback, link-local or unspecified."""
+    inbound_connector: str | None = None
+    """The Exchange name of the OnPremises inbound connector (from the import)."""
+    outbound: tuple[OutboundRoute, ...] = ()
+    """The outbound connectors that deliver to the tenant's servers (from the import)."""
 
 
 @dataclass(frozen=True, slots=True)

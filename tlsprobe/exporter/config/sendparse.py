@@ -154,6 +154,7 @@ def _sender(
             section.get("crit_days", tenant_policy.crit_days), f"{where}.crit_days"
         ),
         expected=fields.expected_pins(section.get("expected_certificate"), where),
+        inbound_connector=tenant_policy.inbound_connector,
     )
     return SenderConfig(
         tenant=tenant,

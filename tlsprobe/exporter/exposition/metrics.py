@@ -132,6 +132,7 @@ def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
         if check.name is CheckName.CHAIN_TRUSTED and check.reason is not None:
             yield "tlsprobe_chain_untrusted_info", (check.reason,), 1.0
     yield "tlsprobe_o365_ready", (), 1.0 if result.o365_ready else 0.0
+    yield from _connector_samples(result)
     if result.tls is not None:
         yield "tlsprobe_tls_info", (result.tls.version, result.tls.cipher), 1.0
     leaf = result.leaf
@@ -156,6 +157,13 @@ def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
             yield "tlsprobe_cert_previous_not_after_timestamp_seconds", (), previous.not_after
         yield "tlsprobe_cert_changes", (), float(state.drift.changes_total)
         yield "tlsprobe_cert_last_change_timestamp_seconds", (), state.drift.since
+
+
+def _connector_samples(result: ProbeResult) -> Iterator[Sample]:
+    """The connector `o365_ready` speaks for, where the result says."""
+    ref = result.connector
+    if ref is not None:
+        yield "tlsprobe_o365_connector_info", (ref.direction, _clip(ref.name), ref.rule), 1.0
 
 
 def _dane_samples(result: ProbeResult) -> Iterator[Sample]:

@@ -121,6 +121,14 @@ METRICS: tuple[MetricDef, ...] = (
     _g("check_status", "Status per check: 0 ok, 1 warning, 2 critical, 3 unknown.", "check"),
     _g("chain_untrusted_info", "1 with the reason when the chain is not trusted.", "reason"),
     _g("o365_ready", "1 when every Exchange Online connector rule holds and no check is critical."),
+    _g(
+        "o365_connector_info",
+        "The Exchange Online connector o365_ready speaks for: direction (inbound: the relay sends; "
+        "outbound: Exchange Online delivers here), its Exchange name and its rule.",
+        "direction",
+        "connector",
+        "rule",
+    ),
     _g("tls_info", "Negotiated TLS version and cipher.", "version", "cipher"),
     _g("cert_not_after_timestamp_seconds", "Leaf certificate notAfter."),
     _g("cert_not_before_timestamp_seconds", "Leaf certificate notBefore."),
@@ -239,6 +247,16 @@ METRICS: tuple[MetricDef, ...] = (
         scope="",
     ),
     _g("external_url_info", "Where users reach this exporter (web.external_url).", "url", scope=""),
+    _g(
+        "cross_tenant_attribution",
+        "1 per tenant whose certificate another tenant shares or whose connector overlaps another "
+        "tenant's (MC1226222): reason shared_certificate, shared_name or connector_overlap.",
+        "tenant",
+        "other_tenant",
+        "reason",
+        "fingerprint_sha256",
+        scope="",
+    ),
     *SEND_SIDE_METRICS,
 )
 

@@ -55,8 +55,8 @@ def detail_html(
         f'</title>\n{STYLE}</head><body>\n<p><a href="/">&larr; all endpoints</a></p>\n'
         f"<h1>{e(title)}</h1>\n",
         f'<p>Status <b style="color:#fff;background:{colour};padding:0 6px">'
-        f"{result.status.name}</b>; Exchange Online ready: "
-        f"{'yes' if result.o365_ready else 'no'}. Last probe {when(result.started_at)}"
+        f"{result.status.name}</b>; Exchange Online {e(result.readiness)}. "
+        f"Last probe {when(result.started_at)}"
         f" ({age(now - result.started_at)}{restored}); page generated {when(now)}.</p>\n",
         f'<p><a href="{e(links.probe_debug_path(tenant, target))}">Probe again now, with the'
         " SMTP transcript</a> (<code>/probe?debug=true</code>)</p>\n",

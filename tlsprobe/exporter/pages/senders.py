@@ -50,6 +50,8 @@ def _row(state: SenderState, now: float, colours: Colours) -> str:
     if result is not None and result.error is not None and not problems:
         problems.append(f"<b>{e(result.error.kind.value)}</b>: {e(result.error.message)}")
     ready = "yes" if result is not None and result.o365_ready else "no"
+    if result is not None and result.connector is not None and result.connector.name:
+        ready += f" (inbound {e(result.connector.name)})"
     return (
         f"<tr><td>{e(state.sender.tenant)}</td><td>{e(state.sender.name)}</td>"
         f'<td style="color:#fff;background:{colours[status]}">{status.name}</td>'

@@ -137,6 +137,18 @@ def _symptom(state: EndpointState, ctx: Context) -> str:
     return "<br>".join(e(s) for s in symptoms) or "-"
 
 
+def _ready(state: EndpointState) -> str:
+    """yes/no; below it the connector's direction and Exchange name where known, then each
+    failing rule on a line of its own (short lines: the table must fit the screen)."""
+    result = state.result
+    ref = result.connector
+    lines = ["yes" if result.o365_ready else "no"]
+    if ref is not None and ref.name:
+        lines.append(f"<small>{e(ref.direction)} {e(ref.name)}</small>")
+    lines += [f"<small>{e(name)}</small>" for name in result.o365_failing]
+    return "<br>".join(lines)
+
+
 COLUMNS: tuple[Column, ...] = (
     Column("Tenant", lambda s, _: e(s.tenant)),
     Column("Target", lambda s, _: e(s.target)),
@@ -144,7 +156,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Status", _status),
     Column("Last probe", _last_probe),
     Column("Days left", _days_left),
-    Column("O365 ready", lambda s, _: "yes" if s.result.o365_ready else "no"),
+    Column("O365 ready", lambda s, _: _ready(s)),
     Column("Names", _names),
     Column("Issuer", _issuer),
     Column("Last change", _last_change),

@@ -30,6 +30,7 @@ from tlsprobe import report
 from tlsprobe.exporter import links
 from tlsprobe.exporter.config import TargetConfig
 from tlsprobe.exporter.config.web import WebConfig
+from tlsprobe.exporter.exchange import attribution
 from tlsprobe.exporter.exposition.metrics import ExporterStats, TextRenderer
 from tlsprobe.exporter.exposition.scrape import Scrape
 from tlsprobe.exporter.exposition.send import send_side_samples
@@ -96,6 +97,7 @@ class WebApp:
         self.guard = guard
         self.scrape = Scrape()
         self.status = StatusPage()
+        self._attributions = attribution.Attribution()
         self.auth = AuthGate()
         self._requests = asyncio.Semaphore(max_requests)
         self._probes = asyncio.Semaphore(PROBE_CONCURRENCY)
@@ -178,7 +180,10 @@ class WebApp:
         body, gzipped = await self.scrape.body(
             self.exporter.results.snapshot(),
             stats,
-            list(send_side_samples(self.exporter.send_side)),
+            [
+                *send_side_samples(self.exporter.send_side),
+                *attribution.samples(self._attribution()),
+            ],
             gzip_ok="gzip" in request.headers.get("Accept-Encoding", ""),
         )
         headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
@@ -274,7 +279,18 @@ class WebApp:
         if side is not None:  # the send side's own section, beside the servers' table
             section = senders_section(side.snapshot(), time.time(), STATUS_COLOURS)
             body = body.replace(b"</body>", section.encode() + b"</body>")
+        found = attribution.section(self._attribution())
+        if found:
+            body = body.replace(b"</body>", found.encode() + b"</body>")
         return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    def _attribution(self) -> tuple[attribution.Finding, ...]:
+        """Cross-tenant findings over every tenant's targets and senders (MC1226222)."""
+        side = self.exporter.send_side
+        patterns = {t.name: t.certificate_domain for t in self.exporter.config.tenants}
+        return self._attributions.current(
+            self.exporter.results.snapshot(), side.snapshot() if side is not None else (), patterns
+        )
 
     async def detail(self, request: web.Request) -> web.StreamResponse:
         wanted = tuple(request.query.get(name, "")[:300] for name in links.ENDPOINT_PARAMS)

@@ -19,7 +19,7 @@ from certificate parsing (cached by DER); the clock is injected.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from types import MappingProxyType
@@ -130,7 +130,7 @@ def judge_session(
         check_client_auth_eku(chain[0]),
         *([check_same_as_server(chain[0], server_sha256)] if server_sha256 else []),
     )
-    return _result(endpoint, session, chain, checks)
+    return replace(_result(endpoint, session, chain, checks), connector=policy.connector)
 
 
 def _client_starttls(session: Session) -> Check:

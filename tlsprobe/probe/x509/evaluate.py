@@ -30,7 +30,7 @@ from tlsprobe.model import (
     o365_ready,
 )
 from tlsprobe.probe.x509 import facts as certs
-from tlsprobe.probe.x509 import o365, readable
+from tlsprobe.probe.x509 import o365, outbound, readable
 from tlsprobe.probe.x509 import trust as trust_module
 from tlsprobe.probe.x509.bytecache import ByteLRU
 from tlsprobe.probe.x509.trust import TrustStore, TrustStoreError, check_trust
@@ -134,6 +134,13 @@ def evaluate_der(
         check_expiry(expiry_chain, policy, now),
         *static.checks[head:],
     ]
+    if policy.outbound is not None:
+        leaf = static.sent[0]
+        checks.append(
+            outbound.check_outbound(
+                policy.outbound, host, leaf.dns_names, leaf.common_names, trusted
+            )
+        )
     return Verdict(tuple(checks))
 
 
@@ -209,7 +216,7 @@ def _judge_static(
         check_tls_version(tls),
         *filter(None, [readable.check_format(sent)]),
         # A sender (a TLS client) has no name that was dialled: no hostname check for it.
-        *([check_hostname(host, leaf)] if host is not None else []),
+        *([check_hostname(host, leaf, policy.hostname_required)] if host is not None else []),
         o365.check_certificate_domain(names, pattern, policy.accepted_domains),
         o365.check_accepted_domain(names, pattern, policy.accepted_domains),
         check_key_strength(sent),
@@ -294,8 +301,25 @@ def _days(days: float) -> str:
 # --- names ---------------------------------------------------------------------------------
 
 
-def check_hostname(host: str, leaf: CertFacts) -> Check:
-    """RFC 9525: SAN dNSName only; CN-only matches are a warning (Exchange accepts CN)."""
+INFORMATIONAL = (
+    "informational: no MX and no outbound connector points at this host, so nobody dials it by "
+    "this name (if senders do: hostname_check: required, tlsprobe check --hostname-check "
+    "required)"
+)
+
+
+def check_hostname(host: str, leaf: CertFacts, required: bool = True) -> Check:
+    """RFC 9525: SAN dNSName only; CN-only matches are a warning (Exchange accepts CN).
+
+    Not `required` (a relay nobody dials by name), a mismatch is reported as unknown, with the
+    reason: it neither pages nor clears `o365_ready`."""
+    check = _hostname(host, leaf)
+    if required or check.status in (Status.OK, Status.UNKNOWN):
+        return check
+    return Check(CheckName.HOSTNAME, Status.UNKNOWN, f"{check.message}; {INFORMATIONAL}")
+
+
+def _hostname(host: str, leaf: CertFacts) -> Check:
     if is_ip_literal(host.strip("[]")):
         return Check(
             CheckName.HOSTNAME, Status.UNKNOWN, f"probed by IP address {host}; host name not judged"
