@@ -153,3 +153,36 @@ class Phase(enum.StrEnum):
 
 
 PHASES: tuple[Phase, ...] = tuple(Phase)
+
+
+class ChangeClass(enum.StrEnum):
+    """What a change of an endpoint's or a sender's leaf is: the `change` label of
+    `tlsprobe_cert_change_info`."""
+
+    RENEWAL = "renewal"
+    """A clean renewal: same names, same issuing CA, no weaker key, no EKU lost, trusted full
+    chain, no check newly failing, a later expiry. Recorded; pages nobody."""
+    RISKY = "risky"
+    """Anything else; each difference is a `ChangeReason`. Pages at once."""
+
+
+class ChangeReason(enum.StrEnum):
+    """Why a leaf change is risky: the `reasons` label of `tlsprobe_cert_change_info`
+    (comma-joined, in this order)."""
+
+    PREVIOUS_UNKNOWN = "previous_unknown"
+    """The history no longer holds the certificate it replaces: nothing to compare with."""
+    SUBJECT_CHANGED = "subject_changed"
+    NAMES_ADDED = "names_added"
+    NAMES_REMOVED = "names_removed"
+    ISSUER_CHANGED = "issuer_changed"
+    KEY_WEAKER = "key_weaker"
+    EKU_LOST = "eku_lost"
+    INTERMEDIATE_MISSING = "intermediate_missing"
+    CHAIN_UNTRUSTED = "chain_untrusted"
+    """Untrusted for any other reason than a missing intermediate (see `ChainReason`)."""
+    EXPIRY_EARLIER = "expiry_earlier"
+    """The new leaf does not expire later than the one it replaces."""
+    PIN_MISMATCH = "pin_mismatch"
+    CHECK_FAILING = "check_failing"
+    """A check (other than those above) fails that did not fail on the old certificate."""

@@ -21,10 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import lru_cache
 from types import MappingProxyType
 
-from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tlsprobe.model import (
@@ -189,27 +187,13 @@ def _result(
 # --- the checks only a sender has ----------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)
-def _extended_key_usages(der: bytes) -> frozenset[str] | None:
-    """Dotted OIDs of the leaf's EKU; None when the extension is absent (any use allowed)."""
-    try:
-        extension = certs.load(der).extensions.get_extension_for_class(x509.ExtendedKeyUsage)
-    except x509.ExtensionNotFound:
-        return None
-    except certs.READ_ERRORS:
-        # Unparseable, or extensions that cannot be read (one twice): allows nothing a
-        # verifier can rely on.
-        return frozenset()
-    return frozenset(oid.dotted_string for oid in extension.value)
-
-
 _CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string
 _ANY_EKU = ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string
 _SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string
 
 
 def check_client_auth_eku(leaf: CertFacts) -> Check:
-    usages = _extended_key_usages(leaf.der)
+    usages = certs.extended_key_usages(leaf.der)
     if usages is None:
         return Check(CheckName.CLIENT_AUTH_EKU, Status.OK, "no EKU extension: every usage allowed")
     if _CLIENT_AUTH in usages or _ANY_EKU in usages:

@@ -10,6 +10,7 @@ problems too, never text on a user's terminal.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import warnings
@@ -355,3 +356,18 @@ def exchange_name_of(issuer: x509.Name, subject: x509.Name) -> str:
 
 def _exchange_dn(name: x509.Name) -> str:
     return ", ".join(rdn.rfc4514_string() for rdn in reversed(list(name.rdns)))
+
+
+@functools.lru_cache(maxsize=4096)
+def extended_key_usages(der: bytes) -> frozenset[str] | None:
+    """Dotted OIDs of the certificate's EKU; None when the extension is absent (any use
+    allowed)."""
+    try:
+        extension = load(der).extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
+        return None
+    except (*READ_ERRORS, CertificateParseError):
+        # Unparseable, or extensions that cannot be read (one twice): allows nothing a
+        # verifier can rely on.
+        return frozenset()
+    return frozenset(oid.dotted_string for oid in extension.value)
