@@ -44,6 +44,8 @@ from tlsprobe.exporter.history.store import Drift, StoredCert
 from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import (
     Capture,
+    ChangeClass,
+    ChangeReason,
     DaneFindings,
     DnssecStatus,
     Endpoint,
@@ -54,6 +56,7 @@ from tlsprobe.model import (
     Status,
     TlsInfo,
 )
+from tlsprobe.probe.change import Change
 from tlsprobe.probe.prober import judge
 from tlsprobe.probe.x509.evaluate import TrustStore
 
@@ -399,7 +402,18 @@ def everything(
     assert leaf is not None
     old = StoredCert("ab" * 32, "CN=old", "CN=Issuing CA", ("old.contoso.test",), 1_700_500_000.0)
     drifting = replace(
-        good, drift=Drift(leaf.sha256, since=1_700_000_123.5, changes_total=2, previous=old)
+        good,
+        drift=Drift(
+            leaf.sha256,
+            since=1_700_000_123.5,
+            changes_total=2,
+            previous=old,
+            change=Change(
+                ChangeClass.RISKY,
+                (ChangeReason.ISSUER_CHANGED, ChangeReason.EKU_LOST),
+                ("issuer changed: R11 → E6", "clientAuth EKU dropped"),
+            ),
+        ),
     )
     findings = DaneFindings("_25._tcp.mail.contoso.test", DnssecStatus.SECURE, None, ())
     dane = replace(expired, result=replace(expired.result, dane=findings))

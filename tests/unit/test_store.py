@@ -35,7 +35,7 @@ from tlsprobe.exporter.history.store import (
     TimelineEntry,
     history_path,
 )
-from tlsprobe.model import CertFacts
+from tlsprobe.model import CertFacts, ChangeClass, ChangeReason, Check, CheckName, Status
 from tlsprobe.probe.x509.facts import facts_from_der
 
 KEY: EndpointKey = ("contoso", "relay", "relay.contoso.test", "192.0.2.10", 25)
@@ -574,3 +574,78 @@ def test_the_write_ahead_log_is_cut_back_after_a_checkpoint(db: Path, clock: Fak
     conn.execute("INSERT INTO scratch VALUES (1)")
     assert wal.stat().st_size <= store_db.WAL_SIZE_LIMIT
     history.close()
+
+
+# --- the change classifier's inputs across restarts ------------------------------------------
+
+
+def _checks(**statuses: Status) -> tuple[Check, ...]:
+    return tuple(Check(CheckName(name), status, "") for name, status in statuses.items())
+
+
+def test_a_change_is_classified_against_the_verdict_kept_across_a_restart(
+    db: Path, clock: FakeClock, pki: Hierarchy
+) -> None:
+    """The old leaf's verdict comes back from the database: a hostname check that already
+    failed on the old certificate is not newly failing after a restart."""
+    old = facts_from_der(pki.leaf(("relay.contoso.test",), days=60).der)
+    new = facts_from_der(pki.leaf(("relay.contoso.test",), days=90).der)
+    failing = _checks(chain_trusted=Status.OK, hostname=Status.CRITICAL)
+    history = open_store(db, clock)
+    history.observe(KEY, old, T0, failing)
+    history.close()
+
+    reopened = open_store(db, clock)
+    drift = reopened.observe(KEY, new, T0 + 60, failing)
+    assert drift.change is not None and drift.change.change is ChangeClass.RENEWAL
+    reopened.close()
+    again = open_store(db, clock)
+    kept = again.drift(KEY)
+    assert kept is not None and kept.change == drift.change
+    again.close()
+
+
+def test_a_risky_change_keeps_its_reasons_and_sentence(
+    db: Path, clock: FakeClock, pki: Hierarchy
+) -> None:
+    old = facts_from_der(pki.leaf(("relay.contoso.test", "smtp.contoso.test"), days=60).der)
+    new = facts_from_der(pki.leaf(("relay.contoso.test",), days=90, client_auth=False).der)
+    history = open_store(db, clock)
+    history.observe(KEY, old, T0, _checks(chain_trusted=Status.OK))
+    drift = history.observe(KEY, new, T0 + 60, _checks(chain_trusted=Status.OK))
+    history.close()
+    assert drift.change is not None
+    assert drift.change.reasons == (ChangeReason.NAMES_REMOVED, ChangeReason.EKU_LOST)
+    assert drift.change.text == "names removed: smtp.contoso.test; clientAuth EKU dropped"
+    reopened = open_store(db, clock)
+    kept = reopened.drift(KEY)
+    assert kept is not None and kept.change == drift.change
+    reopened.forget([KEY])
+    assert reopened.observe(KEY, new, T0 + 120).change == drift.change  # recalled from disk
+    reopened.close()
+
+
+def test_a_schema_2_history_is_migrated_and_its_changes_are_unclassified(
+    db: Path, clock: FakeClock, leaves: Leaves
+) -> None:
+    a, b = leaves
+    history = open_store(db, clock)
+    history.observe(KEY, a, T0)
+    history.observe(KEY, b, T0 + 60)
+    history.close()
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "ALTER TABLE endpoint DROP COLUMN verdict; ALTER TABLE change_event DROP COLUMN change;"
+        " ALTER TABLE change_event DROP COLUMN reasons;"
+        " ALTER TABLE change_event DROP COLUMN detail; PRAGMA user_version = 2;"
+    )
+    conn.close()
+    reopened = open_store(db, clock)
+    kept = reopened.drift(KEY)
+    assert kept == Drift(b.sha256, T0 + 60, 1, stored(a))
+    assert kept is not None and kept.change is None
+    # The verdict is not known: a change to a leaf that fails nothing is judged on the facts.
+    third = reopened.observe(KEY, a, T0 + 120, _checks(chain_trusted=Status.OK))
+    assert third.change is not None and third.change.reasons == (ChangeReason.EXPIRY_EARLIER,)
+    reopened.close()
+    assert disk_rows(db, "PRAGMA user_version") == [(3,)]

@@ -398,7 +398,9 @@ class Scheduler:
             leaf = result.leaf
             drift: Drift | None
             if leaf is not None:
-                drift = self.history.observe(state.key, leaf, result.started_at)
+                drift = self.history.observe(
+                    state.key, leaf, result.started_at, result.checks or None
+                )
             else:
                 drift = self.history.drift(state.key)
             state = replace(state, drift=drift)

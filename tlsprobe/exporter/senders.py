@@ -191,7 +191,7 @@ class SendSide:
             return None
         key = history_key(sender, result.address or "", self.config.receiver.listen_port)
         try:
-            return self._history.observe(key, result.leaf, result.started_at)
+            return self._history.observe(key, result.leaf, result.started_at, result.checks or None)
         except StateError as exc:
             log.error("history write failed", extra={"fields": {"error": str(exc)}})
             return None

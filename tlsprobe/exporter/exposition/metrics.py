@@ -149,14 +149,23 @@ def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
         yield "tlsprobe_cert_info", info, 1.0
     yield from _dane_samples(result)
     if state.drift is not None:
-        previous = state.drift.previous
-        if previous is not None:
-            names = ",".join(previous.names)
-            old = (previous.fingerprint, previous.subject, previous.issuer, names)
-            yield "tlsprobe_cert_previous_info", old, 1.0
-            yield "tlsprobe_cert_previous_not_after_timestamp_seconds", (), previous.not_after
-        yield "tlsprobe_cert_changes", (), float(state.drift.changes_total)
-        yield "tlsprobe_cert_last_change_timestamp_seconds", (), state.drift.since
+        yield from _drift_samples(state.drift)
+
+
+def _drift_samples(drift: Drift) -> Iterator[Sample]:
+    """The leaf changes of one endpoint: the one before, how the latest was classified."""
+    previous = drift.previous
+    if previous is not None:
+        names = ",".join(previous.names)
+        old = (previous.fingerprint, previous.subject, previous.issuer, names)
+        yield "tlsprobe_cert_previous_info", old, 1.0
+        yield "tlsprobe_cert_previous_not_after_timestamp_seconds", (), previous.not_after
+    change = drift.change
+    if change is not None:
+        reasons = ",".join(change.reasons)
+        yield "tlsprobe_cert_change_info", (change.change, reasons, _clip(change.text)), 1.0
+    yield "tlsprobe_cert_changes", (), float(drift.changes_total)
+    yield "tlsprobe_cert_last_change_timestamp_seconds", (), drift.since
 
 
 def _connector_samples(result: ProbeResult) -> Iterator[Sample]:

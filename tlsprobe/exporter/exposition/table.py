@@ -154,6 +154,14 @@ METRICS: tuple[MetricDef, ...] = (
         "names",
     ),
     _g("cert_previous_not_after_timestamp_seconds", "notAfter of the leaf served before."),
+    _g(
+        "cert_change_info",
+        "1 after a change: how the latest leaf change was classified (renewal or risky), the "
+        "reasons it is risky (comma-joined) and the differences in words.",
+        "change",
+        "reasons",
+        "detail",
+    ),
     _c("cert_changes", "Leaf certificate changes seen; persisted across restarts."),
     _g("cert_last_change_timestamp_seconds", "When the current leaf was first seen."),
     _g(

@@ -12,11 +12,12 @@ import json
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from tlsprobe.model import EndpointKey
+from tlsprobe.model import ChainReason, ChangeClass, ChangeReason, EndpointKey, Status
+from tlsprobe.probe.change import Change
 
 log = logging.getLogger("tlsprobe.exporter.store")
 
@@ -24,7 +25,7 @@ ChangeEvent: TypeAlias = tuple[EndpointKey, float, str | None, str]
 """(endpoint, at, old fingerprint, new fingerprint)."""
 
 HISTORY_FILENAME = "history.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 WAL_SIZE_LIMIT = 4 << 20
 """Bytes the write-ahead log file is cut back to after a checkpoint (SQLite checkpoints at
 about 4 MiB of log by itself)."""
@@ -72,6 +73,15 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX served_fingerprint ON served (fingerprint);
     """,
+    # The change classifier's inputs and outputs (probe/change.py): the endpoint's last verdict
+    # (JSON {"checks": {name: status}, "reason": chain reason or null}; NULL: not known, as
+    # after an upgrade) and each change's class, reasons (comma-joined) and sentence.
+    """
+    ALTER TABLE endpoint ADD COLUMN verdict TEXT;
+    ALTER TABLE change_event ADD COLUMN change TEXT;
+    ALTER TABLE change_event ADD COLUMN reasons TEXT;
+    ALTER TABLE change_event ADD COLUMN detail TEXT;
+    """,
 )
 
 # Filters are `?n IS NULL OR column = ?n`, so one constant statement serves every call.
@@ -97,13 +107,19 @@ _SELECT_TIMELINE = """
 
 
 _SELECT_CERT = (
-    "SELECT fingerprint, subject, issuer, names, not_after FROM certificate WHERE fingerprint = ?"
+    "SELECT fingerprint, subject, issuer, names, not_after, pem FROM certificate"
+    " WHERE fingerprint = ?"
 )
 # The certificate each endpoint served before its latest change (rowid orders the events).
 _SELECT_PREVIOUS = """
     SELECT c.endpoint_id, cert.fingerprint, cert.subject, cert.issuer, cert.names, cert.not_after
     FROM change_event c JOIN certificate cert ON cert.fingerprint = c.old
     WHERE c.rowid IN (SELECT max(rowid) FROM change_event GROUP BY endpoint_id)
+"""
+# How each endpoint's latest change was classified (NULL for changes before schema 3).
+_SELECT_LAST_CHANGE = """
+    SELECT endpoint_id, change, reasons, detail FROM change_event
+    WHERE rowid IN (SELECT max(rowid) FROM change_event GROUP BY endpoint_id)
 """
 
 
@@ -134,6 +150,10 @@ class Drift:
     """How often the leaf changed; the first sighting is not a change."""
     previous: StoredCert | None = None
     """The leaf served before the current one; None before the first change (or unknown)."""
+    change: Change | None = field(default=None, compare=False)
+    """How the latest change was classified; None before the first change, or for a change
+    recorded by a tlsprobe that did not classify. Not compared: it follows from the change
+    the other fields record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,21 +191,71 @@ def rollback(conn: sqlite3.Connection) -> None:
         log.debug("rollback failed: %s", exc)
 
 
-def load_state(
-    conn: sqlite3.Connection,
-) -> tuple[dict[EndpointKey, Drift], dict[EndpointKey, int]]:
-    drift: dict[EndpointKey, Drift] = {}
-    ids: dict[EndpointKey, int] = {}
+Verdict: TypeAlias = tuple[tuple[tuple[str, Status], ...], ChainReason | None]
+"""What the classifier needs of an endpoint's last verdict: (check, status) pairs and the
+chain_trusted reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The state `load_state` reads at start."""
+
+    drift: dict[EndpointKey, Drift]
+    ids: dict[EndpointKey, int]
+    verdicts: dict[EndpointKey, Verdict]
+
+
+def load_state(conn: sqlite3.Connection) -> Loaded:
+    loaded = Loaded({}, {}, {})
     previous = {row[0]: stored(row[1:]) for row in conn.execute(_SELECT_PREVIOUS)}
+    changes = {row[0]: change_of(row[1:]) for row in conn.execute(_SELECT_LAST_CHANGE)}
     rows = conn.execute(
-        "SELECT id, tenant, target, host, address, port, fingerprint, since, changes_total"
-        " FROM endpoint"
+        "SELECT id, tenant, target, host, address, port, fingerprint, since, changes_total,"
+        " verdict FROM endpoint"
     )
     for row in rows:
         key: EndpointKey = (row[1], row[2], row[3], row[4], row[5])
-        ids[key] = row[0]
-        drift[key] = Drift(row[6], row[7], row[8], previous.get(row[0]))
-    return drift, ids
+        loaded.ids[key] = row[0]
+        loaded.drift[key] = Drift(row[6], row[7], row[8], previous.get(row[0]), changes.get(row[0]))
+        verdict = verdict_of(row[9])
+        if verdict is not None:
+            loaded.verdicts[key] = verdict
+    return loaded
+
+
+def change_of(row: Sequence[Any]) -> Change | None:
+    """(change, reasons, detail) columns -> Change; None for a change not classified."""
+    try:
+        kind = ChangeClass(row[0])
+        reasons = tuple(ChangeReason(r) for r in row[1].split(",") if r)
+        details = tuple(d for d in (row[2] or "").split("; ") if d)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return Change(kind, reasons, details)
+
+
+def change_columns(change: Change | None) -> tuple[str | None, str | None, str | None]:
+    if change is None:
+        return (None, None, None)
+    return (change.change.value, ",".join(change.reasons), "; ".join(change.details))
+
+
+def verdict_json(verdict: Verdict) -> str:
+    checks, reason = verdict
+    return json.dumps({"checks": {name: int(status) for name, status in checks}, "reason": reason})
+
+
+def verdict_of(text: str | None) -> Verdict | None:
+    """The verdict column back; None when absent or unreadable (then: not known)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+        checks = tuple((str(n), Status(int(s))) for n, s in value["checks"].items())
+        reason = ChainReason(value["reason"]) if value.get("reason") else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return checks, reason
 
 
 def stored(row: Sequence[Any]) -> StoredCert:
@@ -194,7 +264,8 @@ def stored(row: Sequence[Any]) -> StoredCert:
 
 
 def read_cert(conn: sqlite3.Connection, fingerprint: str) -> tuple[Any, ...] | None:
-    """The certificate row `stored` reads, or None when the history does not hold it."""
+    """The certificate row `stored` reads (its PEM last), or None when the history does not
+    hold it."""
     row: tuple[Any, ...] | None = conn.execute(_SELECT_CERT, (fingerprint,)).fetchone()
     return row
 

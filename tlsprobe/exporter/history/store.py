@@ -19,8 +19,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from tlsprobe.exporter.history import retention
 from tlsprobe.exporter.history.db import (
@@ -30,6 +32,9 @@ from tlsprobe.exporter.history.db import (
     StateError,
     StoredCert,
     TimelineEntry,
+    Verdict,
+    change_columns,
+    change_of,
     describe,
     history_path,
     load_state,
@@ -39,8 +44,12 @@ from tlsprobe.exporter.history.db import (
     read_timeline,
     rollback,
     stored,
+    verdict_json,
+    verdict_of,
 )
-from tlsprobe.model import CertFacts, EndpointKey
+from tlsprobe.model import CertFacts, Check, CheckName, EndpointKey
+from tlsprobe.probe import certs
+from tlsprobe.probe.change import Change, LeafRecord, classify, leaf_record
 
 __all__ = [
     "HISTORY_FILENAME",
@@ -86,13 +95,16 @@ class _Pending:
     states: dict[EndpointKey, Drift] = field(default_factory=dict)
     served: dict[tuple[EndpointKey, str], tuple[float, float]] = field(default_factory=dict)
     events: deque[ChangeEvent] = field(default_factory=lambda: deque(maxlen=MAX_PENDING_EVENTS))
+    changes: dict[tuple[EndpointKey, float], Change] = field(default_factory=dict)
+    """The class of each pending event (same bound: dropped with its event)."""
+    verdicts: dict[EndpointKey, Verdict] = field(default_factory=dict)
     dropped_events: int = 0
     cert_bytes: int = 0
     dropped_certs: int = 0
 
     @property
     def empty(self) -> bool:
-        return not (self.certs or self.states or self.served or self.events)
+        return not (self.certs or self.states or self.served or self.events or self.verdicts)
 
     def add_cert(self, leaf: CertFacts) -> None:
         if leaf.sha256 not in self.certs:
@@ -110,10 +122,13 @@ class _Pending:
             del self.served[key]
         self.dropped_certs += len(gone)
 
-    def add_event(self, event: ChangeEvent) -> None:
+    def add_event(self, event: ChangeEvent, change: Change) -> None:
         if len(self.events) == self.events.maxlen:
             self.dropped_events += 1
+            dropped = self.events[0]
+            self.changes.pop((dropped[0], dropped[1]), None)
         self.events.append(event)
+        self.changes[event[0], event[1]] = change
 
     def see(self, key: EndpointKey, fingerprint: str, seen_at: float) -> None:
         first, last = self.served.get((key, fingerprint), (seen_at, seen_at))
@@ -125,6 +140,8 @@ class _Pending:
         self.states.clear()
         self.served.clear()
         self.events.clear()
+        self.changes.clear()
+        self.verdicts.clear()
 
 
 class HistoryStore:
@@ -149,10 +166,11 @@ class HistoryStore:
         self._lock = threading.RLock()
         self._conn = open_for_writing(path)
         try:
-            self._drift, self._ids = load_state(self._conn)
+            loaded = load_state(self._conn)
         except sqlite3.Error as exc:
             self._conn.close()
             raise StateError(describe(path, exc)) from exc
+        self._drift, self._ids, self._verdicts = loaded.drift, loaded.ids, loaded.verdicts
         self._pending = _Pending()
         self._writable = True
         self._write_errors = 0
@@ -169,8 +187,16 @@ class HistoryStore:
         """Failed write attempts since start (each retry that fails counts)."""
         return self._write_errors
 
-    def observe(self, key: EndpointKey, leaf: CertFacts, seen_at: float) -> Drift:
-        """Record that `key` served `leaf` at `seen_at`; returns the endpoint's new drift."""
+    def observe(
+        self,
+        key: EndpointKey,
+        leaf: CertFacts,
+        seen_at: float,
+        checks: tuple[Check, ...] | None = None,
+    ) -> Drift:
+        """Record that `key` served `leaf` at `seen_at`, judged `checks` (None: not judged);
+        returns the endpoint's new drift, whose `change` classifies a change of leaf against
+        the old leaf and the verdict it last had (both kept across restarts)."""
         with self._lock:
             if self._closed:
                 raise StateError(f"{self.path}: history store is closed")
@@ -180,11 +206,17 @@ class HistoryStore:
                 current = Drift(leaf.sha256, seen_at, 0)
             elif urgent:
                 old = self._stored_cert(previous.fingerprint)
-                current = Drift(leaf.sha256, seen_at, previous.changes_total + 1, old)
-                self._pending.add_event((key, seen_at, previous.fingerprint, leaf.sha256))
+                change = classify(
+                    self._old_record(key, previous.fingerprint), leaf_record(leaf, checks)
+                )
+                current = Drift(leaf.sha256, seen_at, previous.changes_total + 1, old, change)
+                event = (key, seen_at, previous.fingerprint, leaf.sha256)
+                self._pending.add_event(event, change)
             else:
                 current = previous
             self._drift[key] = current
+            if checks is not None:
+                self._remember_verdict(key, checks)
             self._pending.see(key, leaf.sha256, seen_at)
             if urgent:
                 self._pending.states[key] = current
@@ -201,6 +233,7 @@ class HistoryStore:
             for key in keys:
                 self._drift.pop(key, None)
                 self._ids.pop(key, None)
+                self._verdicts.pop(key, None)
 
     def timeline(
         self, host: str, *, tenant: str | None = None, target: str | None = None
@@ -237,15 +270,45 @@ class HistoryStore:
                 log.info("history %s: WAL checkpoint at close failed: %s", self.path, exc)
             self._conn.close()
 
+    def _remember_verdict(self, key: EndpointKey, checks: tuple[Check, ...]) -> None:
+        reason = next((c.reason for c in checks if c.name is CheckName.CHAIN_TRUSTED), None)
+        verdict: Verdict = (tuple((c.name.value, c.status) for c in checks), reason)
+        if self._verdicts.get(key) != verdict:
+            # Written with the next flush: at most flush_interval old after a crash.
+            self._verdicts[key] = verdict
+            self._pending.verdicts[key] = verdict
+
+    def _old_record(self, key: EndpointKey, fingerprint: str) -> LeafRecord | None:
+        """The leaf `key` served before, with the verdict it last had there; None when the
+        history does not hold the certificate."""
+        row = self._cert_row(fingerprint)
+        if not row:
+            return None
+        try:
+            facts = certs.facts_from_der(ssl.PEM_cert_to_DER_cert(row[5]))
+        except ValueError:
+            return None
+        verdict = self._verdicts.get(key)
+        record = leaf_record(facts, None)
+        if verdict is None:
+            return record
+        checks, reason = verdict
+        return replace(record, checks=MappingProxyType(dict(checks)), chain_reason=reason)
+
     def _stored_cert(self, fingerprint: str) -> StoredCert | None:
-        row = self._pending.certs.get(fingerprint)
+        row = self._cert_row(fingerprint)
+        return stored(row) if row else None
+
+    def _cert_row(self, fingerprint: str) -> tuple[Any, ...] | None:
+        """A certificate's row (PEM last), pending or on disk; None when not held."""
+        row: tuple[Any, ...] | None = self._pending.certs.get(fingerprint)
         if row is None:
             try:
                 row = read_cert(self._conn, fingerprint)
             except sqlite3.Error as exc:
                 log.info("history %s: cannot read certificate %s: %s", self.path, fingerprint, exc)
                 return None
-        return stored(row) if row else None
+        return row
 
     def _recall(self, key: EndpointKey) -> Drift | None:
         """State of an endpoint dropped by `forget` and now seen again (pending, else disk)."""
@@ -253,10 +316,18 @@ class HistoryStore:
             return self._pending.states[key]
         try:
             row = self._conn.execute(
-                "SELECT fingerprint, since, changes_total FROM endpoint"
+                "SELECT fingerprint, since, changes_total, verdict, id FROM endpoint"
                 " WHERE tenant = ? AND target = ? AND host = ? AND address = ? AND port = ?",
                 key,
             ).fetchone()
+            last = (
+                row
+                and self._conn.execute(
+                    "SELECT change, reasons, detail FROM change_event WHERE endpoint_id = ?"
+                    " ORDER BY rowid DESC LIMIT 1",
+                    (row[4],),
+                ).fetchone()
+            )
         except sqlite3.Error as exc:
             # Unreadable now: counting from zero is the only option; say so.
             log.warning("history %s: cannot read state of %s: %s", self.path, key, exc)
@@ -265,7 +336,10 @@ class HistoryStore:
             return None
         events = read_events(self._conn, key)
         old = self._stored_cert(events[-1][2]) if events and events[-1][2] else None
-        return Drift(row[0], row[1], row[2], old)
+        verdict = verdict_of(row[3])
+        if verdict is not None:
+            self._verdicts[key] = verdict
+        return Drift(row[0], row[1], row[2], old, change_of(last) if last else None)
 
     def _maybe_flush(self, *, urgent: bool) -> None:
         now = self._clock()
@@ -337,8 +411,16 @@ def _write(conn: sqlite3.Connection, pending: _Pending, ids: dict[EndpointKey, i
             ],
         )
         conn.executemany(
-            "INSERT OR IGNORE INTO change_event (endpoint_id, at, old, new) VALUES (?, ?, ?, ?)",
-            [(endpoint_id(k), at, old, new) for k, at, old, new in pending.events],
+            "INSERT OR IGNORE INTO change_event (endpoint_id, at, old, new, change, reasons,"
+            " detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (endpoint_id(k), at, old, new, *change_columns(pending.changes.get((k, at))))
+                for k, at, old, new in pending.events
+            ],
+        )
+        conn.executemany(
+            "UPDATE endpoint SET verdict = ? WHERE id = ?",
+            [(verdict_json(v), endpoint_id(k)) for k, v in pending.verdicts.items()],
         )
         for key in pending.states:  # only an endpoint whose certificate changed can grow
             retention.prune(conn, endpoint_id(key))
