@@ -129,13 +129,22 @@ def fleet_plan(pki: Hierarchy) -> list[Endpoint]:
         Endpoint(
             "expiring",
             f"relay2.{DOMAIN}",
-            served(f"relay2.{DOMAIN}", not_after=now + timedelta(days=12)),
+            # A 90-day leaf whose renewal at 30 days left is 18 days overdue.
+            served(
+                f"relay2.{DOMAIN}",
+                not_before=now - timedelta(days=78),
+                not_after=now + timedelta(days=12),
+            ),
             frozenset({"TlsprobeCertificateExpiringSoon"}),
         ),
         Endpoint(
             "expiring-critical",
             f"relay3.{DOMAIN}",
-            served(f"relay3.{DOMAIN}", not_after=now + timedelta(days=3)),
+            served(
+                f"relay3.{DOMAIN}",
+                not_before=now - timedelta(days=87),
+                not_after=now + timedelta(days=3),
+            ),
             # Still valid, but a critical check is never "ready" (Alertmanager inhibits the
             # summary alert behind the specific one).
             frozenset({"TlsprobeCertificateExpiringCritical", not_ready}),

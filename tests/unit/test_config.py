@@ -534,7 +534,7 @@ targets:
     contoso = TenantConfig("contoso", ("contoso.com", "contoso.net"), "*.contoso.com")
     fabrikam = TenantConfig("fabrikam", (), None)
     fp = "ab" * 32
-    base_policy = Policy("*.contoso.com", ("contoso.com", "contoso.net"), 30.0, 10.0, ())
+    base_policy = Policy("*.contoso.com", ("contoso.com", "contoso.net"), 30.0, 10.0, (), True)
     relay_policy = dataclasses.replace(base_policy, hostname_required=False)
     common: dict[str, Any] = {
         "port": 587,
@@ -595,6 +595,7 @@ targets:
                     warn_days=14.0,
                     crit_days=2.5,
                     expected=(fp, "<I>CN=R3, O=Let's Encrypt, C=US<S>CN=relay.contoso.com"),
+                    fixed_expiry_days=True,
                     hostname_required=False,  # a relay no MX or outbound connector names
                 ),
             ),
@@ -631,7 +632,7 @@ targets:
                 mta_sts_domain="contoso.com",
             ),
             TargetConfig(
-                **{**common, "policy": Policy(None, (), 30.0, 10.0, ())},
+                **{**common, "policy": Policy(None, (), 30.0, 10.0, (), True)},
                 tenant="fabrikam",
                 name="xn--bcher-kva.fabrikam.example",
                 host="xn--bcher-kva.fabrikam.example",
@@ -640,7 +641,7 @@ targets:
                 send_sni=False,
             ),
             TargetConfig(
-                **{**common, "policy": Policy(None, (), 30.0, 10.0, (fp,))},
+                **{**common, "policy": Policy(None, (), 30.0, 10.0, (fp,), True)},
                 tenant="",
                 name="outside",
                 host=None,

@@ -277,17 +277,57 @@ def test_expiry_ok(ca: Hierarchy) -> None:
     ],
 )
 def test_expiry_thresholds(ca: Hierarchy, ends: float, status: Status, words: str) -> None:
-    result = expiry(leaf(ca, starts=-90, ends=ends))
+    """A certificate of more than 200 days: the default 21 and 7 days."""
+    result = expiry(leaf(ca, starts=-380, ends=ends))
     assert result.status is status
     assert words in result.message
     assert result.symptom == SYMPTOMS[CheckName.NOT_EXPIRED]
 
 
 def test_expiry_thresholds_come_from_the_policy(ca: Hierarchy) -> None:
-    policy = Policy(warn_days=30, crit_days=10)
+    policy = Policy(warn_days=30, crit_days=10, fixed_expiry_days=True)
     assert expiry(leaf(ca, ends=25), policy=policy).status is Status.WARNING
     assert expiry(leaf(ca, ends=9), policy=policy).status is Status.CRITICAL
     assert expiry(leaf(ca, ends=31), policy=policy).status is Status.OK
+
+
+@pytest.mark.parametrize("lifetime", [47, 90, 100, 200])
+def test_a_leaf_on_a_normal_acme_cycle_never_warns(ca: Hierarchy, lifetime: float) -> None:
+    """Renewed at a third of its lifetime left: ok until then, and a little after."""
+    third = lifetime / 3
+    for left in (lifetime - 1, third + 0.5, third, third - 2):
+        result = expiry(leaf(ca, starts=left - lifetime, ends=left))
+        assert result.status is Status.OK, (lifetime, left, result.message)
+
+
+@pytest.mark.parametrize("lifetime", [47, 90, 100, 200])
+def test_a_renewal_overdue_by_a_few_days_warns(ca: Hierarchy, lifetime: float) -> None:
+    left = lifetime / 3 - 3.5
+    result = expiry(leaf(ca, starts=left - lifetime, ends=left))
+    assert result.status is Status.WARNING, result.message
+    assert "warning under " in result.message
+    assert expiry(leaf(ca, starts=6.5 - lifetime, ends=6.5)).status is Status.CRITICAL
+
+
+def test_a_47_day_leaf_thresholds(ca: Hierarchy) -> None:
+    assert expiry(leaf(ca, starts=-31, ends=16)).status is Status.OK
+    nine = expiry(leaf(ca, starts=-38, ends=9))
+    assert nine.status is Status.WARNING
+    assert nine.message.endswith("warning under 12.7 days")
+    assert expiry(leaf(ca, starts=-41, ends=6)).status is Status.CRITICAL
+
+
+def test_a_very_short_lived_leaf_is_critical_only_in_its_last_sixth(ca: Hierarchy) -> None:
+    """Six-day certificates: a fixed 7-day critical would make them red all their life."""
+    assert expiry(leaf(ca, starts=-3, ends=3)).status is Status.OK
+    assert expiry(leaf(ca, starts=-4.6, ends=1.4)).status is Status.WARNING
+    assert expiry(leaf(ca, starts=-5.1, ends=0.9)).status is Status.CRITICAL
+
+
+def test_configured_days_override_the_lifetime(ca: Hierarchy) -> None:
+    fixed = Policy(warn_days=21, crit_days=7, fixed_expiry_days=True)
+    assert expiry(leaf(ca, starts=-31, ends=16), policy=fixed).status is Status.WARNING
+    assert expiry(leaf(ca, starts=-31, ends=16)).status is Status.OK
 
 
 def test_expiry_not_yet_valid(ca: Hierarchy) -> None:

@@ -18,7 +18,10 @@ from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
 def build_policy(args: argparse.Namespace) -> tuple[Policy, TrustStore]:
     """The connector policy and trust store of `check` and `listen` (same options)."""
     # Each number's own range is checked by its argparse type (tlsprobe.cli.options).
-    if args.warn_days < args.crit_days:
+    fixed = args.warn_days is not None or args.crit_days is not None
+    warn = 21.0 if args.warn_days is None else args.warn_days
+    crit = 7.0 if args.crit_days is None else args.crit_days
+    if warn < crit:
         raise UsageError("--crit-days must be no greater than --warn-days")
     if args.certificate_domain:
         try:
@@ -32,8 +35,9 @@ def build_policy(args: argparse.Namespace) -> tuple[Policy, TrustStore]:
     policy = Policy(
         certificate_domain=args.certificate_domain,
         accepted_domains=tuple(args.accepted_domain),
-        warn_days=args.warn_days,
-        crit_days=args.crit_days,
+        warn_days=warn,
+        crit_days=crit,
+        fixed_expiry_days=fixed,
         expected=tuple(args.expect),
     )
     return policy, trust
@@ -60,5 +64,14 @@ def add_policy_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PIN",
         help="pinned certificate: SHA-256 fingerprint or <I>issuer<S>subject",
     )
-    p.add_argument("--warn-days", type=options.days, default=21.0, help="default 21")
-    p.add_argument("--crit-days", type=options.days, default=7.0, help="default 7")
+    p.add_argument(
+        "--warn-days",
+        type=options.days,
+        help="fixed warning threshold (default: follows the certificate's lifetime, at most 21"
+        " days for one over 200 days)",
+    )
+    p.add_argument(
+        "--crit-days",
+        type=options.days,
+        help="fixed critical threshold (default 7, or a sixth of a shorter lifetime)",
+    )

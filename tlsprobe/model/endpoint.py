@@ -82,6 +82,9 @@ class Policy:
     crit_days: float = 7.0
     expected: tuple[str, ...] = ()
     """Pinned certificates: SHA-256 fingerprints (hex) or `<I>issuer<S>subject` strings."""
+    fixed_expiry_days: bool = False
+    """True when warn_days or crit_days was configured: both apply as they are. Otherwise the
+    thresholds follow the certificate's lifetime (`probe.evaluate.expiry_thresholds`)."""
     outbound: OutboundRule | None = None
     """Server side: the outbound connector that routes to this host; it governs readiness."""
     hostname_required: bool = True

@@ -71,6 +71,8 @@ class _Defaults:
     timeout: float = 30.0
     warn_days: float = 21.0
     crit_days: float = 7.0
+    fixed_expiry_days: bool = False
+    """warn_days or crit_days was set here or in defaults: no lifetime-aware thresholds."""
     retries: int = 2
     ca_file: Path | None = None
     addresses: str = "all"
@@ -175,6 +177,7 @@ class _Parser:
             ),
             warn_days=defaults.warn_days,
             crit_days=defaults.crit_days,
+            fixed_expiry_days=defaults.fixed_expiry_days,
             inbound_connector=exo.inbound_name(value, where),
         )
         return sendparse.senders(
@@ -253,7 +256,9 @@ class _Parser:
         }
         # The cross-field rules are checked on the keys that did parse, so that `port: 0` with
         # `interval: 0s` reports both.
-        valid = {key: value for key, value in changes.items() if value is not None}
+        valid: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
+        if "warn_days" in valid or "crit_days" in valid:
+            valid["fixed_expiry_days"] = True
         result = dataclasses.replace(base, **valid)
         self.attempt(lambda: _check_consistent(result, section, where))
         if len(self.errors) > before:
@@ -375,6 +380,7 @@ class _Parser:
                 accepted_domains=tenant.accepted_domains,
                 warn_days=settings.warn_days,
                 crit_days=settings.crit_days,
+                fixed_expiry_days=settings.fixed_expiry_days,
                 expected=parsed["pins"],
                 outbound=outbound,
                 hostname_required=hostname_required,

@@ -153,6 +153,9 @@ def _sender(
         crit_days=values.days(
             section.get("crit_days", tenant_policy.crit_days), f"{where}.crit_days"
         ),
+        fixed_expiry_days=tenant_policy.fixed_expiry_days
+        or "warn_days" in section
+        or "crit_days" in section,
         expected=fields.expected_pins(section.get("expected_certificate"), where),
         inbound_connector=tenant_policy.inbound_connector,
     )

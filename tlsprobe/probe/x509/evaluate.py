@@ -252,6 +252,32 @@ def clear_caches() -> None:
 # --- expiry --------------------------------------------------------------------------------
 
 
+LIFETIME_AWARE_UP_TO = 200.0
+"""Days of lifetime up to which the expiry warning follows the lifetime (public CAs issue no
+longer-lived certificates since March 2026, CA/Browser Forum ballot SC-081)."""
+RENEWAL_GRACE_DAYS = 3.0
+"""How overdue a renewal at a third of the lifetime left may be before it warns."""
+
+
+def expiry_thresholds(policy: Policy, cert: CertFacts) -> tuple[float, float]:
+    """(warning, critical) days left for `cert` under `policy`.
+
+    With `warn_days`/`crit_days` configured, those. Otherwise a certificate of up to 200 days
+    warns once a renewal at a third of its lifetime left is 3 days overdue (at most a twelfth
+    of the lifetime), a longer-lived one at `warn_days`; critical is `crit_days`, or a sixth
+    of the lifetime when that is less. So a 47-day leaf renewed at 16 days left never warns,
+    and warns from 12.7 days left.
+    """
+    if policy.fixed_expiry_days:
+        return policy.warn_days, policy.crit_days
+    lifetime = (cert.not_after - cert.not_before).total_seconds() / _SECONDS_PER_DAY
+    crit = min(policy.crit_days, max(lifetime, 0.0) / 6)
+    if lifetime > LIFETIME_AWARE_UP_TO:
+        return max(policy.warn_days, crit), crit
+    warn = lifetime / 3 - min(RENEWAL_GRACE_DAYS, lifetime / 12)
+    return max(warn, crit), crit
+
+
 def check_expiry(chain: Sequence[CertFacts], policy: Policy, now: datetime) -> Check:
     problem = _outside_validity(chain, now)
     if problem:
@@ -260,10 +286,11 @@ def check_expiry(chain: Sequence[CertFacts], policy: Policy, now: datetime) -> C
     left = days_left(earliest, now)
     whose = "" if earliest is chain[0] else f" (chain certificate '{earliest.subject}')"
     message = f"expires in {_days(left)} on {_date(earliest.not_after)}{whose}"
-    for status, limit in ((Status.CRITICAL, policy.crit_days), (Status.WARNING, policy.warn_days)):
+    warn, crit = expiry_thresholds(policy, earliest)
+    for status, limit in ((Status.CRITICAL, crit), (Status.WARNING, warn)):
         if left < limit:
             return _fail(
-                CheckName.NOT_EXPIRED, status, f"{message}; {status.label} under {limit:g} days"
+                CheckName.NOT_EXPIRED, status, f"{message}; {status.label} under {limit:.3g} days"
             )
     return Check(CheckName.NOT_EXPIRED, Status.OK, message)
 
