@@ -133,7 +133,9 @@ def test_a_check_that_failed_before_is_not_newly_failing(ca: Hierarchy, store: T
     old = record(issue(ca, start=-80), ca, store, policy=policy)
     new = record(issue(ca, start=-1), ca, store, policy=policy)
     assert old.checks is not None and old.checks["certificate_domain"] is Status.CRITICAL
-    assert classify(old, new).change is ChangeClass.RENEWAL
+    change = classify(old, new)
+    assert change.change is ChangeClass.RENEWAL
+    assert change.previous_failing == ("certificate_domain",)
 
 
 def test_previous_unknown_is_risky(ca: Hierarchy, store: TrustStore) -> None:

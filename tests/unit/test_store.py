@@ -637,7 +637,8 @@ def test_a_schema_2_history_is_migrated_and_its_changes_are_unclassified(
     conn.executescript(
         "ALTER TABLE endpoint DROP COLUMN verdict; ALTER TABLE change_event DROP COLUMN change;"
         " ALTER TABLE change_event DROP COLUMN reasons;"
-        " ALTER TABLE change_event DROP COLUMN detail; PRAGMA user_version = 2;"
+        " ALTER TABLE change_event DROP COLUMN detail;"
+        " ALTER TABLE change_event DROP COLUMN previous_failing; PRAGMA user_version = 2;"
     )
     conn.close()
     reopened = open_store(db, clock)

@@ -83,6 +83,8 @@ class Change:
     change: ChangeClass
     reasons: tuple[ChangeReason, ...] = ()
     details: tuple[str, ...] = ()
+    previous_failing: tuple[str, ...] = ()
+    """The checks that were critical on the old leaf: serving it again would not help."""
 
     @property
     def risky(self) -> bool:
@@ -127,10 +129,12 @@ def classify(old: LeafRecord | None, new: LeafRecord) -> Change:
     else:
         found.extend(_certificate_differences(old, new))
     found.extend(_verdict_differences(old, new))
+    before = (old.checks if old is not None else None) or _NO_CHECKS
+    failed = tuple(sorted(name for name, status in before.items() if status is Status.CRITICAL))
     if not found:
-        return Change(ChangeClass.RENEWAL)
+        return Change(ChangeClass.RENEWAL, previous_failing=failed)
     found.sort(key=lambda item: _ORDER[item[0]])
-    return Change(ChangeClass.RISKY, tuple(r for r, _ in found), tuple(text for _, text in found))
+    return Change(ChangeClass.RISKY, tuple(r for r, _ in found), tuple(t for _, t in found), failed)
 
 
 _ORDER = {reason: position for position, reason in enumerate(ChangeReason)}

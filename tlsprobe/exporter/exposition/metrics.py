@@ -162,8 +162,13 @@ def _drift_samples(drift: Drift) -> Iterator[Sample]:
         yield "tlsprobe_cert_previous_not_after_timestamp_seconds", (), previous.not_after
     change = drift.change
     if change is not None:
-        reasons = ",".join(change.reasons)
-        yield "tlsprobe_cert_change_info", (change.change, reasons, _clip(change.text)), 1.0
+        labels = (
+            change.change,
+            ",".join(change.reasons),
+            _clip(change.text),
+            ",".join(change.previous_failing),
+        )
+        yield "tlsprobe_cert_change_info", labels, 1.0
     yield "tlsprobe_cert_changes", (), float(drift.changes_total)
     yield "tlsprobe_cert_last_change_timestamp_seconds", (), drift.since
 

@@ -157,10 +157,12 @@ METRICS: tuple[MetricDef, ...] = (
     _g(
         "cert_change_info",
         "1 after a change: how the latest leaf change was classified (renewal or risky), the "
-        "reasons it is risky (comma-joined) and the differences in words.",
+        "reasons it is risky (comma-joined), the differences in words, and the checks that "
+        "were critical on the old leaf (comma-joined).",
         "change",
         "reasons",
         "detail",
+        "previous_failing",
     ),
     _c("cert_changes", "Leaf certificate changes seen; persisted across restarts."),
     _g("cert_last_change_timestamp_seconds", "When the current leaf was first seen."),

@@ -81,6 +81,7 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE change_event ADD COLUMN change TEXT;
     ALTER TABLE change_event ADD COLUMN reasons TEXT;
     ALTER TABLE change_event ADD COLUMN detail TEXT;
+    ALTER TABLE change_event ADD COLUMN previous_failing TEXT;
     """,
 )
 
@@ -118,7 +119,7 @@ _SELECT_PREVIOUS = """
 """
 # How each endpoint's latest change was classified (NULL for changes before schema 3).
 _SELECT_LAST_CHANGE = """
-    SELECT endpoint_id, change, reasons, detail FROM change_event
+    SELECT endpoint_id, change, reasons, detail, previous_failing FROM change_event
     WHERE rowid IN (SELECT max(rowid) FROM change_event GROUP BY endpoint_id)
 """
 
@@ -224,20 +225,27 @@ def load_state(conn: sqlite3.Connection) -> Loaded:
 
 
 def change_of(row: Sequence[Any]) -> Change | None:
-    """(change, reasons, detail) columns -> Change; None for a change not classified."""
+    """(change, reasons, detail, previous_failing) columns -> Change; None for a change not
+    classified."""
     try:
         kind = ChangeClass(row[0])
         reasons = tuple(ChangeReason(r) for r in row[1].split(",") if r)
         details = tuple(d for d in (row[2] or "").split("; ") if d)
+        failing = tuple(c for c in (row[3] or "").split(",") if c)
     except (ValueError, TypeError, AttributeError):
         return None
-    return Change(kind, reasons, details)
+    return Change(kind, reasons, details, failing)
 
 
-def change_columns(change: Change | None) -> tuple[str | None, str | None, str | None]:
+def change_columns(change: Change | None) -> tuple[str | None, ...]:
     if change is None:
-        return (None, None, None)
-    return (change.change.value, ",".join(change.reasons), "; ".join(change.details))
+        return (None, None, None, None)
+    return (
+        change.change.value,
+        ",".join(change.reasons),
+        "; ".join(change.details),
+        ",".join(change.previous_failing),
+    )
 
 
 def verdict_json(verdict: Verdict) -> str:

@@ -323,7 +323,8 @@ class HistoryStore:
             last = (
                 row
                 and self._conn.execute(
-                    "SELECT change, reasons, detail FROM change_event WHERE endpoint_id = ?"
+                    "SELECT change, reasons, detail, previous_failing FROM change_event"
+                    " WHERE endpoint_id = ?"
                     " ORDER BY rowid DESC LIMIT 1",
                     (row[4],),
                 ).fetchone()
@@ -412,7 +413,7 @@ def _write(conn: sqlite3.Connection, pending: _Pending, ids: dict[EndpointKey, i
         )
         conn.executemany(
             "INSERT OR IGNORE INTO change_event (endpoint_id, at, old, new, change, reasons,"
-            " detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " detail, previous_failing) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (endpoint_id(k), at, old, new, *change_columns(pending.changes.get((k, at))))
                 for k, at, old, new in pending.events
