@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.broken import MAKERS
 from tests.support.pki import Hierarchy
-from tlsprobe.exporter.history.store import TimelineEntry
+from tlsprobe.exporter.history.store import Drift, TimelineEntry
 from tlsprobe.exporter.history.timeline import changes, spans
 from tlsprobe.exporter.pages import status as statuspage
 from tlsprobe.exporter.pages.detail import detail_html
 from tlsprobe.exporter.pages.status import PAGE_TTL, StatusPage
 from tlsprobe.exporter.state import EndpointState
-from tlsprobe.model import Capture, Endpoint, Policy, TlsInfo
+from tlsprobe.model import Capture, ChangeClass, ChangeReason, Endpoint, Policy, TlsInfo
+from tlsprobe.probe.change import Change
 from tlsprobe.probe.prober import judge
 from tlsprobe.probe.x509.evaluate import TrustStore
 
@@ -141,3 +142,28 @@ def test_the_detail_view_shows_no_invented_dates_for_unreadable_validity(
     assert page.count("days left") == 1  # the intermediate's
     page_bytes = StatusPage().render(lambda: [state], NOW.timestamp(), started_at=0.0)
     assert b"-20" not in page_bytes  # not some -20,000 days left
+
+
+def test_the_pages_say_how_the_latest_change_was_classified(
+    pki: Hierarchy, trust: TrustStore
+) -> None:
+    renewal = Change(ChangeClass.RENEWAL)
+    risky = Change(
+        ChangeClass.RISKY,
+        (ChangeReason.ISSUER_CHANGED, ChangeReason.EKU_LOST),
+        ("issuer changed: R11 → E6", "clientAuth EKU dropped"),
+    )
+    first, second = states(pki, trust, 2)
+    leaf = first.result.leaf
+    assert leaf is not None
+    renewed = replace(first, drift=Drift(leaf.sha256, NOW.timestamp(), 1, None, renewal))
+    changed = replace(second, drift=Drift(leaf.sha256, NOW.timestamp(), 2, None, risky))
+    page = StatusPage().render(lambda: [renewed, changed], NOW.timestamp(), 0.0).decode()
+    assert "1 changes; clean renewal (no page)" in page
+    assert (
+        "2 changes; <b>risky</b> (paged): issuer changed: R11 → E6; clientAuth EKU dropped" in page
+    )
+    assert "What pages" in page and "What does not: a clean renewal" in page
+    detail = detail_html(changed, [], [], NOW.timestamp(), 0.0)
+    assert "Latest change (" in detail and "<b>risky</b> (paged): issuer changed" in detail
+    assert "clean renewal (no page)" in detail_html(renewed, [], [], NOW.timestamp(), 0.0)

@@ -13,7 +13,12 @@ what must not be written twice or depends on the installation:
 - `@@CERT@@`, `@@CONNECTOR@@`: sentences naming the certificate served and the connector's
   certificate domain and accepted domains (and the connector readiness speaks for, by its
   Exchange name and rule), read by queries at notification time;
-- `@@SEL@@`: the printf selector of the alert's endpoint, for annotation queries.
+- `@@SEL@@`: the printf selector of the alert's endpoint, for annotation queries;
+- `@@CHANGE_VARS@@`, `@@CHANGE_WHERE@@`, `@@CHANGE_OLD@@`, `@@CHANGE_NEW@@`,
+  `@@CHANGE_DETAIL@@`: the drift pages' queries (one alert per tenant, target and new leaf:
+  the endpoints serving it, the differences, the old and new certificate, the verdict);
+- `@@HOLD@@`, at the end of an alert's expression: the alert stays as it was while its exporter
+  is not scraped (`HOLD`); `@@FROZEN@@`, `@@NOT_SCRAPED@@`: what the pages say about that.
 
 The committed `deploy/prometheus/tlsprobe.rules.yml` and `deploy/kubernetes/prometheusrule.yaml`
 are this module's output with the default base; tests/rules proves they are up to date.
@@ -52,13 +57,18 @@ DETAIL = (
 STATUS_PAGE = _BASE + "{{ $base }}/"
 
 
-def cert_sentence(info: str, not_after: str, lead: str) -> str:
-    """A sentence naming the certificate an info metric describes, empty when it is absent."""
+ENDPOINT_QUERY = 'printf "{metric}@@SEL@@ | query'
+"""The query of an endpoint alert's own series of `metric`."""
+
+
+def cert_sentence(info: str, not_after: str, lead: str, select: str = ENDPOINT_QUERY) -> str:
+    """A sentence naming the certificate an info metric describes, empty when it is absent.
+    `select` is the query pipeline, with `{metric}` for the metric's name."""
     return (
-        f'{{{{ with printf "{info}@@SEL@@ | query }}}}{{{{ with first . }}}} {lead}'
+        f"{{{{ with {select.format(metric=info)} }}}}{{{{ with first . }}}} {lead}"
         ' {{ .Labels.subject }} (names: {{ or .Labels.names "none" }}; issuer:'
         " {{ .Labels.issuer }}; SHA-256 {{ .Labels.fingerprint_sha256 }}){{ end }}"
-        f'{{{{ with printf "{not_after}@@SEL@@ | query }}}}, valid until'
+        f"{{{{ with {select.format(metric=not_after)} }}}}, valid until"
         " {{ . | first | value | humanizeTimestamp }}{{ end }}.{{ end }}"
     )
 
@@ -98,7 +108,85 @@ CONNECTOR = (
 """The connector's certificate domain and accepted domains, then the connector readiness
 speaks for (its direction, Exchange name and rule), each where the exporter reports it."""
 
+# --- the change page: one alert per (tenant, target, new leaf), whatever the sockets ------------
+
+_NEW_VAR = (
+    '{{ $new := printf "tlsprobe_cert_info{tenant=%q,target=%q,fingerprint_sha256=%q}"'
+    " $labels.tenant $labels.target $labels.fingerprint_sha256 }}"
+)
+CHANGE_VARS = (
+    _NEW_VAR + '{{ $on := printf " and on (tenant, target, host, address, port) %s" $new }}'
+    '{{ $sel := printf "{tenant=%q,target=%q}" $labels.tenant $labels.target }}'
+    '{{ $failing := "" }}{{ range printf "count by (check) (tlsprobe_check_status%s == 2%s)"'
+    ' $sel $on | query | sortByLabel "check" }}{{ $failing = printf "%s %s" $failing'
+    " .Labels.check }}{{ end }}"
+    '{{ $cause := "" }}{{ range printf "count by (reason) (tlsprobe_chain_untrusted_info%s%s)"'
+    " $sel $on | query }}{{ $cause = .Labels.reason }}{{ end }}"
+    '{{ $change := "" }}{{ $oldbad := "" }}{{ with printf "tlsprobe_cert_change_info%s%s"'
+    " $sel $on | query }}{{ with first . }}{{ $change = .Labels.detail }}"
+    "{{ $oldbad = .Labels.previous_failing }}{{ end }}{{ end }}"
+)
+"""Sets, for the endpoints of the alert's target that serve its new leaf: `$new` (their
+cert_info selector), `$sel`/`$on` (to select their other series), `$failing` (the critical
+checks, each after a space), `$cause` (the chain_trusted reason), `$change` (the differences
+in words) and `$oldbad` (the checks that were critical on the old leaf)."""
+
+
+ON_NEW_QUERY = 'printf "{metric}%s%s" $sel $on | query'
+"""The query of `metric` for the endpoints `CHANGE_VARS` selects."""
+
+
+CHANGE_WHERE = (
+    '{{ range $i, $e := $new | query | sortByLabel "port" }}{{ if $i }},{{ end }}'
+    " {{ .Labels.host }} at {{ .Labels.address }}:{{ .Labels.port }}{{ end }}"
+)
+CHANGE_OLD = cert_sentence(
+    "tlsprobe_cert_previous_info",
+    "tlsprobe_cert_previous_not_after_timestamp_seconds",
+    "The old one was",
+    ON_NEW_QUERY,
+)
+CHANGE_NEW = cert_sentence(
+    "tlsprobe_cert_info",
+    "tlsprobe_cert_not_after_timestamp_seconds",
+    "The new one is",
+    ON_NEW_QUERY,
+)
+CHANGE_DETAIL = (
+    _BASE
+    + _NEW_VAR
+    + "{{ with $new | query }}{{ with first . }}{{ $base }}/endpoint?tenant={{ .Labels.tenant"
+    " | urlquery }}&target={{ .Labels.target | urlquery }}&host={{ .Labels.host | urlquery }}"
+    "&address={{ .Labels.address | urlquery }}&port={{ .Labels.port | urlquery }}{{ end }}"
+    "{{ else }}{{ $base }}/{{ end }}"
+)
+"""The detail view of the first endpoint serving the new leaf (the status page if none)."""
+
+NOT_SCRAPED = (
+    "The exporter {{ $labels.instance }} that reported this is not being scraped now: the"
+    " alert is held as it was (see TlsprobeExporterDown) until its series are back."
+)
+
+HOLD = (
+    ' or (max without (alertname, alertstate, severity) (ALERTS{{alertname="{name}"}})'
+    " and on (instance) (up == 0))"
+)
+"""Appended to an alert's expression (`@@HOLD@@`): while Prometheus cannot scrape the exporter
+that reported it, the alert stays as it was (pending or firing), so it neither resolves nor
+restarts its `for:` until the exporter is back and its series say otherwise."""
+
+FROZEN = (
+    '{{ with printf `topk(20, count by (alertname, tenant, target) (ALERTS{alertstate="firing",'
+    'severity="page",alertname!="TlsprobeExporterDown",instance=%q}))` $labels.instance | query'
+    " }} Frozen meanwhile (they neither resolve nor page again until it is back; 20 at most"
+    " named):{{ range $i, $e := . }}{{ if $i }},{{ end }} {{ .Labels.alertname }}{{ if"
+    " .Labels.tenant }} ({{ .Labels.tenant"
+    " }}/{{ .Labels.target }}){{ end }}{{ end }}.{{ else }} No page from it is firing, so none is"
+    " frozen.{{ end }}"
+)
+
 TOKEN = re.compile(r"@@([A-Z_]+)@@")
+_HOLD_OR_ALERT = re.compile(r"- alert: (\w+)|@@HOLD@@")
 
 HEADER = """\
 # GENERATED by `tlsprobe rules` from tlsprobe/alerting/rules/*.yml; do not edit: change the
@@ -113,8 +201,10 @@ HEADER = """\
 #
 # Endpoint series carry tenant, target, host, address and port; joins below match on exactly
 # those so that the scrape's job/instance labels never get in the way. Endpoint alerts keep
-# firing for 10 minutes after their condition was last seen (`keep_firing_for`), so a missed
-# scrape or an exporter restart does not send `resolved` for a page that is still true.
+# firing for 10 minutes after their condition was last seen (`keep_firing_for`), and each ends
+# in a hold (`or (... ALERTS{{alertname="..."}}) and on (instance) (up == 0))`): while its
+# exporter cannot be scraped the alert stays as it was, pending or firing, so a missed scrape
+# restarts no `for:` and an outage of any length resolves nothing that is still true.
 #
 # The exporter already applies each target's configured warn/crit thresholds in
 # tlsprobe_check_status{{check="not_expired"}}; the expiry alerts key off that check and only take
@@ -129,6 +219,21 @@ def fragments() -> list[tuple[str, str]]:
     return sorted((name, text) for name, text in found if name.endswith(".yml"))
 
 
+def _holds(text: str) -> str:
+    """Each `@@HOLD@@` replaced by `HOLD` for the alert it is in."""
+    out: list[str] = []
+    position, name = 0, None
+    for match in _HOLD_OR_ALERT.finditer(text):
+        if match.group(1):
+            name = match.group(1)
+            continue
+        if name is None:
+            raise ValueError("@@HOLD@@ outside an alert")
+        out += [text[position : match.start()], HOLD.format(name=name)]
+        position = match.end()
+    return "".join(out) + text[position:]
+
+
 def _substitute(text: str, values: dict[str, str]) -> str:
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -136,6 +241,7 @@ def _substitute(text: str, values: dict[str, str]) -> str:
             raise ValueError(f"unknown template token @@{name}@@")
         return values[name]
 
+    text = _holds(text)
     # Snippets hold tokens themselves (FAILING_LIST -> FAILING -> SEL); a few passes settle it.
     for _ in range(4):
         text = TOKEN.sub(replace, text)
@@ -158,6 +264,13 @@ def render(runbook_base: str = DEFAULT_RUNBOOK_BASE) -> str:
         "FAILING_LIST": FAILING_LIST,
         "CONNECTOR": CONNECTOR,
         "SEL": SEL,
+        "CHANGE_VARS": CHANGE_VARS,
+        "CHANGE_WHERE": CHANGE_WHERE,
+        "CHANGE_OLD": CHANGE_OLD,
+        "CHANGE_NEW": CHANGE_NEW,
+        "CHANGE_DETAIL": CHANGE_DETAIL,
+        "FROZEN": FROZEN,
+        "NOT_SCRAPED": NOT_SCRAPED,
     }
     body = "".join(_substitute(text, values) for _, text in fragments())
     text = HEADER.format(base=base) + "\ngroups:\n" + body

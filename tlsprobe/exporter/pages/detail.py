@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from tlsprobe.exporter import links
 from tlsprobe.exporter.history.store import ChangeEvent, HistoryStore, TimelineEntry
 from tlsprobe.exporter.history.timeline import Change, Span, changes, spans
-from tlsprobe.exporter.pages.status import STATUS_COLOURS, STYLE, age, when
+from tlsprobe.exporter.pages.status import STATUS_COLOURS, STYLE, age, change_words, when
 from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import UNREADABLE, CertFacts, CertPart, readable_time
 
@@ -63,6 +63,7 @@ def detail_html(
         _checks(state),
         _chain(result.chain, now),
         _history(spans, changes),
+        _latest_change(state),
         "</body></html>\n",
     ]
     return "".join(parts)
@@ -120,6 +121,13 @@ def _chain(chain: Sequence[CertFacts], now: float) -> str:
 
 def _until(not_after: float) -> str:
     return when(not_after) if readable_time(not_after) else UNREADABLE
+
+
+def _latest_change(state: EndpointState) -> str:
+    drift = state.drift
+    if drift is None or drift.change is None or not drift.changes_total:
+        return ""
+    return f"<p>Latest change ({when(drift.since)}): {change_words(drift.change)}.</p>\n"
 
 
 def _history(spans: Sequence[Span], changes: Sequence[Change]) -> str:

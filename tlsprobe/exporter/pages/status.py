@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from tlsprobe.exporter import links
 from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import CertPart, Status
+from tlsprobe.probe.change import Change
 from tlsprobe.probe.names import host_port
 
 STATUS_COLOURS = {
@@ -117,7 +118,18 @@ def _issuer(state: EndpointState, ctx: Context) -> str:
 def _last_change(state: EndpointState, ctx: Context) -> str:
     if state.drift is None:
         return "-"
-    return f"{when(state.drift.since)}<br><small>{state.drift.changes_total} changes</small>"
+    change = state.drift.change
+    verdict = "" if change is None or not state.drift.changes_total else f"; {change_words(change)}"
+    return (
+        f"{when(state.drift.since)}<br><small>{state.drift.changes_total} changes{verdict}</small>"
+    )
+
+
+def change_words(change: Change) -> str:
+    """How a change is shown: what pages and what does not, in the page's words."""
+    if change.risky:
+        return f"<b>risky</b> (paged): {e(change.text)}"
+    return "clean renewal (no page)"
 
 
 def _failing(state: EndpointState, ctx: Context) -> str:
@@ -226,11 +238,20 @@ def _page(
     top = (
         _HEAD + f"<p>SMTP certificates as Exchange Online sees them: {e(summary)}. Generated"
         f' {when(now)}. <a href="/metrics">/metrics</a></p>\n'
+        f"<p><small>{PAGING_NOTE}</small></p>\n"
         f"<table><thead><tr>{header}</tr></thead>\n<tbody>\n"
     )
     bottom = "</tbody></table></body></html>\n"
     return b"".join([top.encode(), *(rows or [empty.encode()]), bottom.encode()])
 
+
+PAGING_NOTE = (
+    "What pages (with the shipped rules): a critical check, a risky certificate change (at once,"
+    " one page per new certificate however many ports and nodes serve it), a pool node left"
+    " behind for 30 minutes, an exporter down for 15 minutes. What does not: a clean renewal"
+    " (shown as such under Last change), a warning (an overdue renewal, a CN-only name), an"
+    " exporter restart or outage (alerts hold as they were until it is back)."
+)
 
 STYLE = """<style>
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
