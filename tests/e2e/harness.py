@@ -136,9 +136,14 @@ class Daemons:
         daemon.wait_ready(ready)
         return ready.rsplit("/-/", 1)[0]
 
-    def alertmanager(self, binary: str, webhook: str) -> str:
+    def alertmanager(self, binary: str, webhook: str, scale: float | None = None) -> str:
+        """`scale`: every timer of the shipped routing divided by it (see `write_scaled_*`);
+        None: the quick timers of `write_fast_alertmanager`."""
         config = self.tmp / "alertmanager.yml"
-        write_fast_alertmanager(ALERTMANAGER_CONFIG, config, webhook)
+        if scale is None:
+            write_fast_alertmanager(ALERTMANAGER_CONFIG, config, webhook)
+        else:
+            write_scaled_alertmanager(ALERTMANAGER_CONFIG, config, webhook, scale)
         port = unused_port()
         argv = [
             binary,
@@ -150,9 +155,16 @@ class Daemons:
         ]
         return self.start("alertmanager", argv, f"http://127.0.0.1:{port}/-/ready")
 
-    def prometheus(self, binary: str, exporter: str, alertmanager: str, hold: str) -> str:
+    def prometheus(
+        self, binary: str, exporter: str, alertmanager: str, hold: str, scale: float | None = None
+    ) -> str:
+        """`scale`: every `for:` and `keep_firing_for:` divided by it; None: every `for:` set
+        to `hold`."""
         rules = self.tmp / "tlsprobe.rules.yml"
-        assert write_fast_rules(RULES, rules, hold) > 10
+        if scale is None:
+            assert write_fast_rules(RULES, rules, hold) > 10
+        else:
+            assert write_scaled_rules(RULES, rules, scale) > 10
         path = self.tmp / "prometheus.yml"
         config = prometheus_config(exporter, alertmanager, rules)
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -296,6 +308,49 @@ def write_fast_rules(source: Path, destination: Path, hold: str) -> int:
                 rewritten += 1
     destination.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
     return rewritten
+
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def scaled(duration: str, scale: float) -> str:
+    """A Prometheus duration ("10m", "1h30m") divided by `scale`, in whole seconds (at least 1)."""
+    parts = _DURATION.findall(duration)
+    assert parts, f"not a duration: {duration!r}"
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in parts)
+    return f"{max(1, round(seconds / scale))}s" if seconds else "0s"
+
+
+def write_scaled_rules(source: Path, destination: Path, scale: float) -> int:
+    """Copy the alert rules with every `for:` and `keep_firing_for:` divided by `scale`, the
+    timeline of a test that must see them run out (an outage longer than keep_firing_for);
+    returns how many were rewritten. The expressions are unchanged (the drift alerts' hour)."""
+    rules = yaml.safe_load(source.read_text(encoding="utf-8"))
+    rewritten = 0
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            for key in ("for", "keep_firing_for"):
+                if key in rule:
+                    rule[key] = scaled(rule[key], scale)
+                    rewritten += 1
+    destination.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
+    return rewritten
+
+
+def write_scaled_alertmanager(source: Path, destination: Path, webhook: str, scale: float) -> None:
+    """The shipped routing and inhibition, every receiver pointed at `webhook`, every timer
+    (group_wait, group_interval, repeat_interval) divided by `scale`."""
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = webhook
+    root = config["route"]
+    for route in [root, *root.get("routes", [])]:
+        for key in ("group_wait", "group_interval", "repeat_interval"):
+            if key in route:
+                route[key] = scaled(route[key], scale)
+    destination.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
 def write_fast_alertmanager(source: Path, destination: Path, webhook: str) -> None:

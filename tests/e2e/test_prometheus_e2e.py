@@ -13,11 +13,11 @@ The tests prove, in order (they share the fleet, and the last ones change it):
 2. every query of the Grafana dashboard returns data;
 3. every tlsprobe_* name in deploy/ and grafana/ is in the exporter's live /metrics (but the
    DNS policies dashboard's, which test_dane_e2e checks against its DNSSEC lab);
-4. renewing the healthy endpoint's certificate pages through Alertmanager to the webhook;
-5. three rotations of another endpoint within a minute (a renewal, a rollback, a certificate
-   that fails the connector rule) are three pages, each naming the old and the new certificate,
-   the failing one saying so at once (its check alert's own page is inhibited), each linking to
-   a detail view that answers;
+4. renewing the healthy endpoint's certificate cleanly reaches the chat, not the pager;
+5. three rotations of another endpoint within a minute (a clean renewal, a rollback, a
+   certificate that fails the connector rule): the renewal pages nobody, the two risky ones are
+   two pages, each naming the old and the new certificate, the failing one saying so at once
+   (its check alert's own page is inhibited), each linking to a detail view that answers;
 6. restarting the exporter while those pages fire sends no `resolved`;
 7. `tlsprobe history` shows the rollback.
 8. the send side: a sender (a Python client presenting a client certificate to the receiver,
@@ -468,44 +468,45 @@ def test_every_metric_named_in_deploy_and_grafana_is_exported(
     assert poll(missing, lambda unknown: not unknown, timeout=SETTLE_SECONDS) == {}
 
 
-def test_renewed_certificate_pages_through_alertmanager(stack: Stack, renewal: Issued) -> None:
-    """A new leaf on the healthy endpoint (same name, same port) reaches the webhook as a page."""
+def test_a_clean_renewal_reaches_the_chat_not_the_pager(stack: Stack, renewal: Issued) -> None:
+    """A new leaf on the healthy endpoint (same name, same CA, later expiry) is a clean
+    renewal: TlsprobeCertificateRenewed, a warning for the chat; nobody is paged."""
 
-    def drift_pages() -> list[dict[str, Any]]:
+    def told() -> list[dict[str, Any]]:
         return [
             payload
             for payload in stack.webhook.payloads()
             if payload["status"] == "firing"
             and any(
-                alert["labels"].get("alertname") == "TlsprobeCertificateChanged"
+                alert["labels"].get("alertname") == "TlsprobeCertificateRenewed"
                 and alert["labels"].get("target") == "healthy"
                 for alert in payload["alerts"]
             )
         ]
 
-    pages = poll(drift_pages, bool, timeout=SETTLE_SECONDS)
-    assert pages, f"no drift page; webhook got {stack.webhook.payloads()}"
-    page = pages[0]
-    assert page["receiver"] == "pager"
-    (alert,) = page["alerts"]
-    assert page["groupLabels"] == {
-        "alertname": "TlsprobeCertificateChanged",
-        "tenant": TENANT,
-        "target": "healthy",
-        "host": f"relay.{DOMAIN}",
-        "address": "127.0.0.1",
-        "port": str(stack.servers["healthy"].port),
-        "fingerprint_sha256": renewal.sha256,
-    }
-    assert alert["status"] == "firing"
-    assert alert["labels"]["severity"] == "page"
-    assert alert["labels"]["host"] == f"relay.{DOMAIN}"
-    assert alert["labels"]["port"] == str(stack.servers["healthy"].port)
-    # The change counted is the renewal, and it is the only news: the endpoint stays healthy.
+    notes = poll(told, bool, timeout=SETTLE_SECONDS)
+    assert notes, f"no renewal notice; webhook got {stack.webhook.payloads()}"
+    note = notes[0]
+    assert note["receiver"] == "chat"
+    (alert,) = note["alerts"]
+    assert note["groupLabels"] == {"tenant": TENANT, "fingerprint_sha256": renewal.sha256}
+    assert alert["labels"]["severity"] == "warning"
+    assert (
+        f"relay.{DOMAIN} at 127.0.0.1:{stack.servers['healthy'].port}"
+        in (alert["annotations"]["summary"])
+    )
+    # The change counted is the renewal, classified so, and it is the only news.
     (identity,) = query(stack, 'tlsprobe_cert_info{target="healthy"}')
     assert identity["metric"]["fingerprint_sha256"] == renewal.sha256
     assert [sample["value"][1] for sample in query(stack, CHANGES_OF_HEALTHY)] == ["1"]
-    assert alerts_by_target(stack)["healthy"] == {"TlsprobeCertificateChanged"}
+    (kind,) = query(stack, 'tlsprobe_cert_change_info{target="healthy"}')
+    assert kind["metric"]["change"] == "renewal"
+    assert alerts_by_target(stack)["healthy"] == {"TlsprobeCertificateRenewed"}
+    assert not [
+        p
+        for p in pager_payloads(stack)
+        if any(a["labels"].get("target") == "healthy" for a in p["alerts"])
+    ]
 
 
 def test_every_dashboard_query_returns_data(stack: Stack, renewal: Issued) -> None:
@@ -580,11 +581,25 @@ def fingerprint(tls: ServerTls) -> str:
     return hashlib.sha256(tls.leaf_der).hexdigest()
 
 
+def renewal_told(stack: Stack, target: str, new: str) -> bool:
+    """The chat heard of a clean renewal of `target` to `new`."""
+    return any(
+        a["labels"].get("alertname") == "TlsprobeCertificateRenewed"
+        and a["labels"].get("target") == target
+        and a["labels"].get("fingerprint_sha256") == new
+        for p in stack.webhook.payloads()
+        if p["receiver"] == "chat"
+        for a in p["alerts"]
+    )
+
+
 @pytest.fixture(scope="module")
 def rotations(stack: Stack) -> list[tuple[str, str, float]]:
-    """Rotate `rotating` three times, each once the previous change has paged.
+    """Rotate `rotating` three times, each once the previous change was told: a clean renewal
+    (to the chat), a rollback and a certificate under another name (both risky: pages).
 
-    Returns (old fingerprint, new fingerprint, seconds from the swap to the page) per rotation.
+    Returns (old fingerprint, new fingerprint, seconds from the swap to the notification) per
+    rotation.
     """
     changes = 'tlsprobe_cert_changes_total{target="rotating"}'
     before = poll(lambda: query(stack, changes), bool, timeout=SETTLE_SECONDS)
@@ -604,23 +619,32 @@ def rotations(stack: Stack) -> list[tuple[str, str, float]]:
         new = fingerprint(tls)
         swapped = time.monotonic()
         stack.servers["rotating"].present(tls)
-        paged = poll(
-            lambda new=new: drift_alerts(stack, "rotating").get(new),  # type: ignore[misc]
-            bool,
-            timeout=SETTLE_SECONDS,
-        )
-        assert paged, f"no page for {new}; pager got {pager_payloads(stack)}"
+        if tls is sequence[0]:
+            told = poll(
+                lambda new=new: renewal_told(stack, "rotating", new),  # type: ignore[misc]
+                bool,
+                timeout=SETTLE_SECONDS,
+            )
+            assert told, f"no renewal notice for {new}; webhook got {stack.webhook.payloads()}"
+        else:
+            paged = poll(
+                lambda new=new: drift_alerts(stack, "rotating").get(new),  # type: ignore[misc]
+                bool,
+                timeout=SETTLE_SECONDS,
+            )
+            assert paged, f"no page for {new}; pager got {pager_payloads(stack)}"
         done.append((old, new, time.monotonic() - swapped))
         old = new
     return done
 
 
-def test_every_rotation_pages_naming_old_and_new(
+def test_every_risky_rotation_pages_naming_old_and_new(
     stack: Stack, rotations: list[tuple[str, str, float]]
 ) -> None:
     pages = drift_alerts(stack, "rotating")
-    assert [new for _, new, _ in rotations] == list(pages)  # three pages, in order
-    for old, new, _ in rotations:
+    risky = rotations[1:]  # the first was a clean renewal
+    assert [new for _, new, _ in risky] == list(pages)  # two pages, in order
+    for old, new, _ in risky:
         alert = pages[new]
         description = alert["annotations"]["description"]
         assert "The old one was CN=" in description and f"SHA-256 {old}" in description
@@ -630,15 +654,19 @@ def test_every_rotation_pages_naming_old_and_new(
         link = alert["annotations"]["detail_url"]
         assert link.startswith(f"{stack.exporter}/endpoint?tenant={TENANT}&target=rotating&")
         assert new[:16] in http_get(link).decode()  # in the history, if not current
-    # Each change was its own notification: one alert per payload.
+    # Each change was its own notification: one alert per payload, grouped by its new leaf.
     payloads = [
         p
         for p in pager_payloads(stack)
-        if p["groupLabels"].get("alertname") == "TlsprobeCertificateChanged"
-        and p["groupLabels"].get("target") == "rotating"
+        if any(
+            a["labels"]["alertname"] == "TlsprobeCertificateChanged"
+            and a["labels"].get("target") == "rotating"
+            for a in p["alerts"]
+        )
     ]
     assert all(len(p["alerts"]) == 1 for p in payloads)
     assert {p["groupLabels"]["fingerprint_sha256"] for p in payloads} == set(pages)
+    assert not drift_alerts(stack, "rotating").get(rotations[0][1])  # the renewal: no page
 
 
 def test_a_rotation_to_a_failing_certificate_pages_at_once(
@@ -682,7 +710,7 @@ def test_a_restart_while_pages_fire_sends_no_resolved(
         and a["labels"].get("target") == "rotating"
         and a["state"] == "firing"
     }
-    assert firing == {new for _, new, _ in rotations}
+    assert firing == {new for _, new, _ in rotations[1:]}
     seen = len(stack.webhook.payloads())
     stack.daemons.restart_exporter()
     # The restarted exporter serves the endpoint before its first probe: the restored result.
