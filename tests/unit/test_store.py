@@ -504,9 +504,15 @@ def test_history_prints_a_rollback_as_it_was(
     assert lines[3].endswith("(current)  (rollback)")
     assert "(current)" not in lines[1] + lines[2]
     assert lines[4] == "  changes:"
-    assert lines[5].endswith(f"{a.sha256[:16]} -> {b.sha256[:16]}")
+    # Both leaves were issued in the same second: neither expires later, so neither change is
+    # a clean renewal, and the history says why.
+    assert lines[5].endswith(
+        f"{a.sha256[:16]} -> {b.sha256[:16]}  risky: expiry not later:"
+        f" {a.not_after:%Y-%m-%d} → {b.not_after:%Y-%m-%d}"
+    )
     assert lines[6].endswith(
         f"{b.sha256[:16]} -> {a.sha256[:16]}  (rollback to a certificate served before)"
+        f"  risky: expiry not later: {b.not_after:%Y-%m-%d} → {a.not_after:%Y-%m-%d}"
     )
     assert len(lines) == 7
 
@@ -650,3 +656,28 @@ def test_a_schema_2_history_is_migrated_and_its_changes_are_unclassified(
     assert third.change is not None and third.change.reasons == (ChangeReason.EXPIRY_EARLIER,)
     reopened.close()
     assert disk_rows(db, "PRAGMA user_version") == [(3,)]
+
+
+def test_history_and_the_detail_view_say_how_each_change_was_classified(
+    db: Path, clock: FakeClock, pki: Hierarchy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = facts_from_der(pki.leaf(("relay.contoso.test",), days=60).der)
+    renewed = facts_from_der(pki.leaf(("relay.contoso.test",), days=90).der)
+    risky = facts_from_der(pki.leaf(("relay.contoso.test",), days=30).der)
+    ok = _checks(chain_trusted=Status.OK)
+    history = open_store(db, clock)
+    history.observe(KEY, first, T0, ok)
+    history.observe(KEY, renewed, T0 + 60, ok)
+    history.observe(KEY, risky, T0 + 120, ok)
+    classes = history.change_classes(KEY)
+    history.close()
+    assert history_command(db.parent, "relay.contoso.test") == 0
+    out = capsys.readouterr().out
+    (renewal_line,) = [line for line in out.splitlines() if renewed.sha256[:16] + "  clean" in line]
+    assert renewal_line.endswith(f"{first.sha256[:16]} -> {renewed.sha256[:16]}  clean renewal")
+    (risky_line,) = [line for line in out.splitlines() if "  risky: " in line]
+    assert risky_line.endswith(
+        f"-> {risky.sha256[:16]}  risky: expiry not later: "
+        f"{renewed.not_after:%Y-%m-%d} → {risky.not_after:%Y-%m-%d}"
+    )
+    assert [c.change for c in classes.values()] == [ChangeClass.RENEWAL, ChangeClass.RISKY]

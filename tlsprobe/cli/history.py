@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,10 +19,12 @@ from tlsprobe.exporter.history.db import (
     describe,
     history_path,
     open_read_only,
+    read_classes,
     read_events,
     read_timeline,
 )
 from tlsprobe.model import UNREADABLE, EndpointKey, readable_time
+from tlsprobe.probe.change import Change
 from tlsprobe.probe.names import host_port
 
 
@@ -47,10 +49,13 @@ def _socket(address: str, port: int) -> str:
 
 
 def format_timeline(
-    entries: Sequence[TimelineEntry], now: float, events: Sequence[ChangeEvent] = ()
+    entries: Sequence[TimelineEntry],
+    now: float,
+    events: Sequence[ChangeEvent] = (),
+    classes: Mapping[tuple[EndpointKey, float], Change] | None = None,
 ) -> str:
     """One block per endpoint: its spans as they were (a rollback is a span of its own, the
-    current one is marked), then every change event."""
+    current one is marked), then every change event with its class (`classes`)."""
     blocks: dict[EndpointKey, list[TimelineEntry]] = {}
     for entry in entries:
         blocks.setdefault(entry.key, []).append(entry)
@@ -75,7 +80,11 @@ def format_timeline(
             for change in timeline.changes(mine):
                 rollback = "  (rollback to a certificate served before)" if change.rollback else ""
                 old = (change.old or "?")[:16]
-                lines.append(f"    {_when(change.at)}  {old} -> {change.new[:16]}{rollback}")
+                kind = (classes or {}).get((key, change.at))
+                words = ""
+                if kind is not None:
+                    words = f"  risky: {kind.text}" if kind.risky else "  clean renewal"
+                lines.append(f"    {_when(change.at)}  {old} -> {change.new[:16]}{rollback}{words}")
     return "\n".join(lines)
 
 
@@ -89,9 +98,9 @@ def history_command(state_dir: Path, host: str) -> int:
         return 3
     try:
         entries = read_timeline(conn, host)
-        events = [
-            e for key in dict.fromkeys(e.key for e in entries) for e in read_events(conn, key)
-        ]
+        keys = list(dict.fromkeys(e.key for e in entries))
+        events = [e for key in keys for e in read_events(conn, key)]
+        classes = {k: c for key in keys for k, c in read_classes(conn, key).items()}
     except sqlite3.Error as exc:
         print(f"tlsprobe history: {describe(path, exc)}", file=sys.stderr)
         return 3
@@ -100,5 +109,5 @@ def history_command(state_dir: Path, host: str) -> int:
     if not entries:
         print(f"tlsprobe history: nothing recorded for {host} in {path}", file=sys.stderr)
         return 3
-    print(format_timeline(entries, time.time(), events))
+    print(format_timeline(entries, time.time(), events, classes))
     return 0

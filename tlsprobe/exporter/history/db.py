@@ -94,6 +94,14 @@ _SELECT_EVENTS = """
         AND (?5 IS NULL OR e.port = ?5)
     ORDER BY e.tenant, e.target, e.host, e.address, e.port, c.at
 """
+_SELECT_CLASSES = """
+    SELECT e.tenant, e.target, e.host, e.address, e.port, c.at, c.change, c.reasons, c.detail,
+        c.previous_failing
+    FROM change_event c JOIN endpoint e ON e.id = c.endpoint_id
+    WHERE c.change IS NOT NULL AND (?1 IS NULL OR e.tenant = ?1)
+        AND (?2 IS NULL OR e.target = ?2) AND (?3 IS NULL OR e.host = ?3)
+        AND (?4 IS NULL OR e.address = ?4) AND (?5 IS NULL OR e.port = ?5)
+"""
 # A host name matches case-insensitively and without its trailing dot; a target name exactly.
 _SELECT_TIMELINE = """
     SELECT e.tenant, e.target, e.host, e.address, e.port, s.fingerprint, c.subject, c.issuer,
@@ -282,6 +290,20 @@ def read_events(conn: sqlite3.Connection, key: EndpointKey | None) -> list[Chang
     tenant, target, host, address, port = key if key is not None else (None,) * 5
     rows = conn.execute(_SELECT_EVENTS, (tenant, target, host, address, port))
     return [((r[0], r[1], r[2], r[3], r[4]), r[5], r[6], r[7]) for r in rows]
+
+
+def read_classes(
+    conn: sqlite3.Connection, key: EndpointKey | None
+) -> dict[tuple[EndpointKey, float], Change]:
+    """How each classified change event of `key` (None: every endpoint) was classified, by
+    (endpoint, time); events from before schema 3 are not in it."""
+    tenant, target, host, address, port = key if key is not None else (None,) * 5
+    found: dict[tuple[EndpointKey, float], Change] = {}
+    for row in conn.execute(_SELECT_CLASSES, (tenant, target, host, address, port)):
+        change = change_of(row[6:])
+        if change is not None:
+            found[(row[0], row[1], row[2], row[3], row[4]), row[5]] = change
+    return found
 
 
 def read_timeline(

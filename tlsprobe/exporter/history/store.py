@@ -40,6 +40,7 @@ from tlsprobe.exporter.history.db import (
     load_state,
     open_for_writing,
     read_cert,
+    read_classes,
     read_events,
     read_timeline,
     rollback,
@@ -250,6 +251,14 @@ class HistoryStore:
             events = read_events(self._conn, key)
             events.extend(e for e in self._pending.events if key is None or e[0] == key)
             return sorted(events, key=lambda e: (e[0], e[1]))
+
+    def change_classes(self, key: EndpointKey) -> dict[tuple[EndpointKey, float], Change]:
+        """How each of `key`'s change events was classified; includes those not yet written."""
+        with self._lock:
+            self._maybe_flush(urgent=True)
+            found = read_classes(self._conn, key)
+            found.update((k, c) for k, c in self._pending.changes.items() if k[0] == key)
+            return found
 
     def close(self) -> None:
         """Write what is pending if the disk allows, checkpoint the WAL and close. Idempotent."""

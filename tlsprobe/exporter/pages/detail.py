@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from tlsprobe.exporter import links
 from tlsprobe.exporter.history.store import ChangeEvent, HistoryStore, TimelineEntry
 from tlsprobe.exporter.history.timeline import Change, Span, changes, spans
 from tlsprobe.exporter.pages.status import STATUS_COLOURS, STYLE, age, change_words, when
 from tlsprobe.exporter.state import EndpointState
-from tlsprobe.model import UNREADABLE, CertFacts, CertPart, readable_time
+from tlsprobe.model import UNREADABLE, CertFacts, CertPart, EndpointKey, readable_time
+from tlsprobe.probe.change import Change as ChangeClassified
 
 e = html.escape
 
@@ -26,6 +27,7 @@ def detail_page(state: EndpointState, history: HistoryStore | None, started_at: 
     """The detail view with the endpoint's history read from the store (blocking: a thread)."""
     served: list[TimelineEntry] = []
     events: list[ChangeEvent] = []
+    classes: dict[tuple[EndpointKey, float], ChangeClassified] = {}
     if history is not None:
         tenant, target, host, address, port = state.label_values
         key = (tenant, target, host, address, int(port))
@@ -35,7 +37,10 @@ def detail_page(state: EndpointState, history: HistoryStore | None, started_at: 
             if entry.key == key
         ]
         events = history.change_events(key)
-    return detail_html(state, spans(served, events), changes(events), time.time(), started_at)
+        classes = history.change_classes(key)
+    return detail_html(
+        state, spans(served, events), changes(events), time.time(), started_at, classes=classes
+    )
 
 
 def detail_html(
@@ -44,6 +49,8 @@ def detail_html(
     changes: Sequence[Change],
     now: float,
     started_at: float,
+    *,
+    classes: Mapping[tuple[EndpointKey, float], ChangeClassified] | None = None,
 ) -> str:
     tenant, target, host, address, port = state.label_values
     result = state.result
@@ -62,7 +69,7 @@ def detail_html(
         " SMTP transcript</a> (<code>/probe?debug=true</code>)</p>\n",
         _checks(state),
         _chain(result.chain, now),
-        _history(spans, changes),
+        _history(spans, changes, state.key, classes or {}),
         _latest_change(state),
         "</body></html>\n",
     ]
@@ -123,6 +130,10 @@ def _until(not_after: float) -> str:
     return when(not_after) if readable_time(not_after) else UNREADABLE
 
 
+def _classified(change: ChangeClassified | None) -> str:
+    return f": {change_words(change)}" if change is not None else ""
+
+
 def _latest_change(state: EndpointState) -> str:
     drift = state.drift
     if drift is None or drift.change is None or not drift.changes_total:
@@ -130,7 +141,12 @@ def _latest_change(state: EndpointState) -> str:
     return f"<p>Latest change ({when(drift.since)}): {change_words(drift.change)}.</p>\n"
 
 
-def _history(spans: Sequence[Span], changes: Sequence[Change]) -> str:
+def _history(
+    spans: Sequence[Span],
+    changes: Sequence[Change],
+    key: EndpointKey,
+    classes: Mapping[tuple[EndpointKey, float], ChangeClassified],
+) -> str:
     if not spans:
         return "<h2>Certificate history</h2>\n<p>Nothing recorded yet.</p>\n"
     span_rows = [
@@ -143,7 +159,8 @@ def _history(spans: Sequence[Span], changes: Sequence[Change]) -> str:
     rollback = " (rollback to a certificate served before)"
     change_rows = [
         f"<li>{when(c.at)}: <code>{e((c.old or '?')[:16])}</code> &rarr; "
-        f"<code>{e(c.new[:16])}</code>{rollback if c.rollback else ''}</li>"
+        f"<code>{e(c.new[:16])}</code>{rollback if c.rollback else ''}"
+        f"{_classified(classes.get((key, c.at)))}</li>"
         for c in changes
     ]
     return (
