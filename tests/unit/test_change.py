@@ -11,9 +11,9 @@ import pytest
 from tests.support.pki import FIXED_NOW as NOW
 from tests.support.pki import Hierarchy, Issued, KeyKind, make_intermediate, make_root
 from tlsprobe.model import ChangeClass, ChangeReason, Policy, Status, TlsInfo
-from tlsprobe.probe import certs
 from tlsprobe.probe.change import LeafRecord, classify, leaf_record, security_bits
-from tlsprobe.probe.evaluate import TrustStore, evaluate_der
+from tlsprobe.probe.x509 import facts as certs
+from tlsprobe.probe.x509.evaluate import TrustStore, evaluate_der
 
 TLS13 = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")
 HOST = "mail.contoso.test"

@@ -31,7 +31,7 @@ from tlsprobe.model import (
     CheckName,
     Status,
 )
-from tlsprobe.probe import certs
+from tlsprobe.probe.x509 import facts as certs
 
 __all__ = ["Change", "LeafRecord", "classify", "leaf_record", "security_bits"]
 

@@ -28,6 +28,7 @@ from tlsprobe.exporter.exposition.table import (
     TARGET_LABELS,
     MetricDef,
 )
+from tlsprobe.exporter.history.store import Drift
 from tlsprobe.exporter.state import EndpointState
 from tlsprobe.exporter.web.authgate import Verdict
 from tlsprobe.exporter.web.connections import Closed

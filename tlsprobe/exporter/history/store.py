@@ -49,8 +49,8 @@ from tlsprobe.exporter.history.db import (
     verdict_of,
 )
 from tlsprobe.model import CertFacts, Check, CheckName, EndpointKey
-from tlsprobe.probe import certs
 from tlsprobe.probe.change import Change, LeafRecord, classify, leaf_record
+from tlsprobe.probe.x509 import facts as certs
 
 __all__ = [
     "HISTORY_FILENAME",
