@@ -707,7 +707,14 @@ def test_example_configuration_loads_and_covers_every_key() -> None:
     assert set(raw) == set(config_schema.TOP_KEYS)
     assert set(raw["web"]) == set(config_schema.WEB_KEYS)
     assert set(raw["dns"]) == set(config_schema.DNS_KEYS)
-    assert set(raw["defaults"]) == set(config_schema.DEFAULT_KEYS)
+    # warn_days/crit_days are shown commented out: setting them in defaults would fix every
+    # target's expiry thresholds instead of the lifetime-aware ones.
+    assert set(raw["defaults"]) | {"warn_days", "crit_days"} == set(config_schema.DEFAULT_KEYS)
+    assert "\n  # warn_days: 21\n" in EXAMPLE.read_text()
+    assert "\n  # crit_days: 7\n" in EXAMPLE.read_text()
+    fixed = {t.name: t.policy.fixed_expiry_days for t in cfg.targets}
+    assert fixed["relay"]  # sets warn_days and crit_days itself
+    assert not all(fixed.values())
     tenant_keys = set().union(*(set(t) for t in raw["tenants"].values()))
     assert tenant_keys == set(config_schema.TENANT_KEYS)
     target_keys = set().union(*(set(t) for t in raw["tenants"]["contoso"]["targets"]))
