@@ -148,3 +148,11 @@ def test_no_eku_to_server_auth_only_loses_client_auth(ca: Hierarchy, store: Trus
     everything = replace(old, ekus=None)
     new = record(issue(ca, start=-1, client_auth=False), ca, store)
     assert classify(everything, new).details == ("clientAuth EKU dropped",)
+
+
+def test_many_names_are_counted_not_all_listed(ca: Hierarchy, store: TrustStore) -> None:
+    old = record(issue(ca, start=-80), ca, store)
+    extra = tuple(f"mx{i}.contoso.test" for i in range(8))
+    new = record(issue(ca, start=-1, names=(HOST, *extra)), ca, store)
+    (added,) = [d for d in classify(old, new).details if d.startswith("names added: ")]
+    assert added == "names added: " + ", ".join(sorted(extra)[:6]) + ", and 2 more"

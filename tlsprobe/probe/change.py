@@ -31,6 +31,7 @@ from tlsprobe.model import (
     CheckName,
     Status,
 )
+from tlsprobe.probe.listing import listed
 from tlsprobe.probe.x509 import facts as certs
 
 __all__ = ["Change", "LeafRecord", "classify", "leaf_record", "security_bits"]
@@ -51,7 +52,7 @@ _OWN_REASON = frozenset(
 _NOT_THE_LEAF = frozenset({CheckName.STARTTLS, CheckName.TLS_VERSION})
 
 _MAX_NAMES = 6
-"""Names listed in a reason's sentence; more are counted ("+3 more")."""
+"""Names listed in a reason's sentence; more are counted ("and 3 more")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,10 +242,7 @@ def _short(dn: str) -> str:
 
 
 def _listed(names: set[str]) -> str:
-    ordered = sorted(names)
-    shown = ", ".join(ordered[:_MAX_NAMES])
-    extra = len(ordered) - _MAX_NAMES
-    return f"{shown} (+{extra} more)" if extra > 0 else shown
+    return listed(sorted(names), _MAX_NAMES, ", ")
 
 
 def _date(timestamp: float) -> str:
