@@ -7,7 +7,8 @@ real fleets) stand for N endpoints. Three measurements, each in its own process:
 
 - `render`: the /metrics body for N endpoints as a scrape makes it (`SnapshotRenderer`, gzip),
   cold (every endpoint new), warm (nothing changed), after some endpoints changed, and as plain
-  text; `TextRenderer` (used by /probe) cold and warm beside it.
+  text; `TextRenderer` (the same text without the cache of compressed blocks) cold and warm
+  beside it.
 - `rss`: resident memory of a process holding N configured targets: the parsed `Config`, a
   `Scheduler` with its N target loops started (parked in their first sleep, so nothing is
   probed), `LatestResults` and the SQLite drift history filled with N results, and one rendered
@@ -25,6 +26,7 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import itertools
 import json
 import resource
 import statistics
@@ -38,13 +40,17 @@ from typing import Any
 from benchmarks.sweep import fleet_config, run_on, run_workers, tlsprobe_prober
 from tlsprobe.exporter.app import Exporter
 from tlsprobe.exporter.config import parse_config
-from tlsprobe.exporter.exposition.metrics import ExporterStats, TextRenderer
+from tlsprobe.exporter.exposition import collector
+from tlsprobe.exporter.exposition.metrics import TextRenderer
 from tlsprobe.exporter.exposition.snapshot import SnapshotRenderer
 from tlsprobe.exporter.history.store import HistoryStore, history_path
 from tlsprobe.exporter.pages.status import PAGE_TTL, StatusPage
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.state import EndpointState
+from tlsprobe.exporter.web.authgate import AuthGate
+from tlsprobe.exporter.web.connections import ConnectionGuard
+from tlsprobe.exporter.web.probelimit import ProbeLimiter
 from tlsprobe.model import CertFacts, Endpoint, ProbeResult
 from tlsprobe.probe.prober import probe_endpoint
 from tlsprobe.probe.x509.evaluate import TrustStore
@@ -98,14 +104,23 @@ def measure_render(states: Sequence[EndpointState], repeats: int) -> dict[str, A
     """/metrics as a scrape renders it (`SnapshotRenderer`: the gzip body Prometheus asks for):
     cold, warm (nothing changed), after a sweep of the fleet (the last 100 endpoints changed)
     and after 5 % of all endpoints changed (one 15 s scrape interval of 300 s probes); the plain
-    text for clients without gzip; and `TextRenderer` (what /metrics used before) beside it."""
-    renderer, stats = SnapshotRenderer(), ExporterStats()
+    text for clients without gzip; and `TextRenderer` (what /metrics used before) beside it.
+    Each render includes the exporter registry's part: the web side's own numbers and the
+    process, platform and GC series (held up to `STANDARD_MAX_AGE`, as a scrape sees them;
+    `warm_collecting_ms` collects them at every render)."""
+    renderer = SnapshotRenderer()
+    scrape = functools.partial(_scrape, renderer, _registry())
+    collecting = functools.partial(_scrape, renderer, _registry(collect_every_time=True))
     cold_cpu = time.process_time()
-    cold, body = _timed(lambda: renderer.gzip(states, stats))
+    cold, body = _timed(lambda: scrape(states))
     cold_cpu = time.process_time() - cold_cpu
-    warm = [_timed(lambda: renderer.gzip(states, stats))[0] for _ in range(repeats)]
+    warm = [_timed(lambda: scrape(states))[0] for _ in range(repeats)]
+    warm_collecting = [_timed(lambda: collecting(states))[0] for _ in range(repeats)]
+    openmetrics = [
+        _timed(lambda: scrape(states, openmetrics=True))[0] for _ in range(max(repeats // 4, 3))
+    ]
     text = gzip.decompress(body)
-    plain = [_timed(lambda: gzip.decompress(renderer.gzip(states, stats)))[0] for _ in range(3)]
+    plain = [_timed(lambda: gzip.decompress(scrape(states)))[0] for _ in range(3)]
     return {
         "endpoints": len(states),
         "bytes": len(text),
@@ -114,9 +129,11 @@ def measure_render(states: Sequence[EndpointState], repeats: int) -> dict[str, A
         "cold_cpu_ms": cold_cpu * 1e3,
         "warm_ms": statistics.median(warm) * 1e3,
         "warm_max_ms": max(warm) * 1e3,
+        "warm_collecting_ms": statistics.median(warm_collecting) * 1e3,
+        "warm_openmetrics_ms": statistics.median(openmetrics) * 1e3,
         "plain_text_ms": statistics.median(plain) * 1e3,
-        **_changed(renderer, states, range(len(states) - 100, len(states)), "changed_fleet"),
-        **_changed(renderer, states, range(0, len(states), 20), "changed_5pct"),
+        **_changed(scrape, states, range(len(states) - 100, len(states)), "changed_fleet"),
+        **_changed(scrape, states, range(0, len(states), 20), "changed_5pct"),
         **measure_text_renderer(states, repeats),
         **measure_status_page(states, repeats),
     }
@@ -128,13 +145,39 @@ def _timed(work: Callable[[], bytes]) -> tuple[float, bytes]:
     return time.perf_counter() - started, out
 
 
+def _registry(*, collect_every_time: bool = False) -> collector.ExporterRegistry:
+    """The exporter registry with the web side's parts, at zero."""
+    clock = (
+        itertools.count(step=collector.STANDARD_MAX_AGE).__next__ if collect_every_time else None
+    )
+    registry = collector.ExporterRegistry(clock=clock) if clock else collector.ExporterRegistry()
+    for part in (ConnectionGuard(512, 5.0), AuthGate(), ProbeLimiter[object](0.0)):
+        registry.add_part(part.samples)
+    return registry
+
+
+def _scrape(
+    renderer: SnapshotRenderer,
+    registry: collector.ExporterRegistry,
+    states: Sequence[EndpointState],
+    *,
+    openmetrics: bool = False,
+) -> bytes:
+    """The gzip body of one /metrics scrape, as `Scrape` renders it."""
+    tail = registry.exposition(openmetrics=openmetrics)
+    return renderer.gzip(states, tail=tail, openmetrics=openmetrics)
+
+
 def _changed(
-    renderer: SnapshotRenderer, states: Sequence[EndpointState], which: range, name: str
+    scrape: Callable[[Sequence[EndpointState]], bytes],
+    states: Sequence[EndpointState],
+    which: range,
+    name: str,
 ) -> dict[str, float]:
     """Milliseconds of the scrape after the endpoints `which` got a new result (median of 3),
     as wall time (`NAME_ms`) and as the process's CPU time (`NAME_cpu_ms`, what a comparison
     between sizes uses: it moves less with the load of a shared machine)."""
-    stats, timings, cpu = ExporterStats(), [], []
+    timings, cpu = [], []
     for round_ in range(1, 4):
         newer = list(states)
         for index in which:
@@ -144,9 +187,9 @@ def _changed(
                 result=dataclasses.replace(result, started_at=result.started_at + round_),
             )
         started = time.process_time()
-        timings.append(_timed(functools.partial(renderer.gzip, newer, stats))[0])
+        timings.append(_timed(functools.partial(scrape, newer))[0])
         cpu.append(time.process_time() - started)
-    renderer.gzip(states, stats)
+    scrape(states)
     return {
         f"{name}_ms": statistics.median(timings) * 1e3,
         f"{name}_cpu_ms": statistics.median(cpu) * 1e3,
@@ -154,10 +197,10 @@ def _changed(
 
 
 def measure_text_renderer(states: Sequence[EndpointState], repeats: int) -> dict[str, float]:
-    """The text renderer `/probe` uses (and /metrics did): cold, and warm from its cache."""
-    renderer, stats = TextRenderer(), ExporterStats()
-    cold = _timed(lambda: renderer.render(states, stats))[0]
-    warm = [_timed(lambda: renderer.render(states, stats))[0] for _ in range(max(repeats // 4, 3))]
+    """The text renderer (the same text without the compressed blocks): cold, and warm."""
+    renderer = TextRenderer()
+    cold = _timed(lambda: renderer.render(states))[0]
+    warm = [_timed(lambda: renderer.render(states))[0] for _ in range(max(repeats // 4, 3))]
     return {
         "text_renderer_cold_ms": cold * 1e3,
         "text_renderer_warm_ms": statistics.median(warm) * 1e3,
@@ -210,15 +253,15 @@ async def measure_rss(template: ProbeResult, count: int, ca_file: str) -> dict[s
         async def park(_: float) -> None:
             await parked.wait()
 
-        results, stats = LatestResults(), ExporterStats()
+        results = LatestResults()
         history = HistoryStore(history_path(Path(state_dir)))
-        scheduler = Scheduler(config, results=results, stats=stats, history=history, sleep=park)
+        scheduler = Scheduler(config, results=results, history=history, sleep=park)
         scheduler.start()
         await asyncio.sleep(0)
         for target, state in zip(config.targets, states, strict=True):
             scheduler.publish(target, state.result)
         # One scrape as Prometheus asks for it (gzip), the renderer's cache filled by it.
-        body = SnapshotRenderer().gzip(results.snapshot(), stats)
+        body = SnapshotRenderer().gzip(results.snapshot())
         current, peak = rss_bytes()
         await scheduler.stop()
         history.close()

@@ -44,7 +44,7 @@ from tests.reliability.harness import (
     write_yaml,
 )
 from tests.support.wait import eventually
-from tlsprobe.exporter.app import setup_logging
+from tlsprobe.exporter.logfmt import setup_logging
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

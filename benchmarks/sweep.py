@@ -45,7 +45,6 @@ from benchmarks.fleet import FLEET_NAME, fleet_cpu_seconds
 from tlsprobe.exporter import eventloop
 from tlsprobe.exporter.config import parse_config
 from tlsprobe.exporter.eventloop import EventLoop
-from tlsprobe.exporter.exposition.metrics import ExporterStats
 from tlsprobe.exporter.history.store import HistoryStore, history_path
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
@@ -146,9 +145,7 @@ async def sweep_tlsprobe(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tlsprobe-bench-") as state_dir:
         config = fleet_config(args.addresses, args.port, args.ca_file, state_dir, args.concurrency)
         history = HistoryStore(history_path(Path(state_dir)))
-        scheduler = Scheduler(
-            config, results=LatestResults(), stats=ExporterStats(), history=history
-        )
+        scheduler = Scheduler(config, results=LatestResults(), history=history)
         try:
             return await run_workers(
                 tlsprobe_prober(scheduler, config.targets),

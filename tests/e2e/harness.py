@@ -27,6 +27,7 @@ from typing import Any, Self, TypeVar
 
 import yaml
 
+from tests.support.exporter import start_serve
 from tests.support.servers import unused_port
 from tests.support.wait import poll
 
@@ -165,9 +166,20 @@ class Daemons:
             assert write_fast_rules(RULES, rules, hold) > 10
         else:
             assert write_scaled_rules(RULES, rules, scale) > 10
+        return self._prometheus(binary, prometheus_config(exporter, alertmanager, rules))
+
+    def scraping(self, binary: str, scrape_configs: Sequence[Mapping[str, Any]]) -> str:
+        """A real Prometheus of `scrape_configs` alone (no rules, no Alertmanager), scraping
+        and evaluating every second."""
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": list(scrape_configs),
+        }
+        return self._prometheus(binary, config)
+
+    def _prometheus(self, binary: str, config: Mapping[str, Any]) -> str:
         path = self.tmp / "prometheus.yml"
-        config = prometheus_config(exporter, alertmanager, rules)
-        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        path.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
         port = unused_port()
         argv = [
             binary,
@@ -186,6 +198,29 @@ class Daemons:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def serve_one_target(
+    tmp: Path, web: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> tuple[subprocess.Popen[str], str]:
+    """`tlsprobe serve` of one target, `mx` on a loopback port nobody listens on, probed once an
+    hour (a scrape test needs series, not a verdict); `web` beside the listen address. Returns
+    the process and its /metrics URL."""
+    target = {"name": "mx", "host": "mail.contoso.test", "address": "127.0.0.1"}
+    config = {
+        "state_dir": str(tmp / "state"),
+        "web": {"listen": f"127.0.0.1:{unused_port()}", **web},
+        "defaults": {"interval": "1h", "timeout": "2s", **defaults},
+        "tenants": {
+            "contoso": {
+                "accepted_domains": ["contoso.test"],
+                "targets": [{**target, "port": unused_port()}],
+            }
+        },
+    }
+    path = tmp / "tlsprobe.yml"
+    path.write_text(yaml.safe_dump(config))
+    return start_serve(path, tmp / "serve.log")
 
 
 def prometheus_config(exporter: str, alertmanager: str, rules: Path) -> dict[str, Any]:

@@ -17,11 +17,9 @@ import bcrypt
 import pytest
 import yaml
 
-from tests.e2e.harness import Daemons, query
-from tests.support.exporter import start_serve
+from tests.e2e.harness import Daemons, query, serve_one_target
 from tests.support.gates import prometheus_tool
 from tests.support.pki import Hierarchy, write_server_files
-from tests.support.servers import unused_port
 from tests.support.wait import poll
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
@@ -38,21 +36,8 @@ def _serve(tmp_path: Path, pki: Hierarchy, ca_file: Path) -> tuple[subprocess.Po
         "basic_auth_users": {"prometheus": hashed},
     }
     (tmp_path / "web.yml").write_text(yaml.safe_dump(web))
-    target = {"name": "mx", "host": "mail.contoso.test", "address": "127.0.0.1"}
-    config = {
-        "state_dir": str(tmp_path / "state"),
-        "web": {"listen": f"127.0.0.1:{unused_port()}", "config_file": str(tmp_path / "web.yml")},
-        "defaults": {"interval": "1h", "timeout": "2s", "ca_file": str(ca_file)},
-        "tenants": {
-            "contoso": {
-                "accepted_domains": ["contoso.test"],
-                "targets": [{**target, "port": unused_port()}],
-            }
-        },
-    }
-    path = tmp_path / "tlsprobe.yml"
-    path.write_text(yaml.safe_dump(config))
-    return start_serve(path, tmp_path / "serve.log")
+    web_config = {"config_file": str(tmp_path / "web.yml")}
+    return serve_one_target(tmp_path, web_config, {"ca_file": str(ca_file)})
 
 
 def _job(name: str, target: str, ca_file: Path, password: str) -> dict[str, Any]:
@@ -73,23 +58,12 @@ def test_prometheus_scrapes_the_exporter_over_https_with_basic_auth(
     try:
         assert url.startswith("https://"), url
         target = url.removeprefix("https://").removesuffix("/metrics")
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                _job("tlsprobe", target, ca_file, PASSWORD),
-                _job("wrong-password", target, ca_file, "not-it"),
-            ],
-        }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = unused_port()
-        argv = [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'prometheus'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+        jobs = [
+            _job("tlsprobe", target, ca_file, PASSWORD),
+            _job("wrong-password", target, ca_file, "not-it"),
         ]
         with Daemons(tmp_path) as daemons:
-            prometheus = daemons.start("prometheus", argv, f"http://127.0.0.1:{port}/-/ready")
+            prometheus = daemons.scraping(binary, jobs)
 
             def state() -> tuple[dict[str, str], float, int]:
                 up = {s["metric"]["job"]: s["value"][1] for s in query(prometheus, "up")}

@@ -27,7 +27,7 @@ from tlsprobe.cli.main import main as cli_main
 from tlsprobe.exporter import app, eventloop
 from tlsprobe.exporter.config import Config, parse_config
 from tlsprobe.exporter.eventloop import EventLoop
-from tlsprobe.exporter.exposition.metrics import ExporterStats, exporter_samples
+from tlsprobe.exporter.exposition.table import Sample
 from tlsprobe.model import Endpoint, Policy, Status
 from tlsprobe.probe.prober import probe_endpoint
 from tlsprobe.probe.x509.evaluate import TrustStore
@@ -83,19 +83,19 @@ def test_serve_runs_on_the_default_loop_without_uvloop(
 
 
 def test_build_info_names_the_loop(stand_in_uvloop: None, tmp_path: Path) -> None:
-    async def started_stats() -> ExporterStats:
+    async def started_samples() -> list[Sample]:
         exporter = app.Exporter(_config(tmp_path))
         await exporter.start()
         try:
-            return exporter.stats
+            return list(exporter.samples())
         finally:
             await exporter.stop()
 
-    stats = eventloop.run(started_stats())
-    build = [s for s in exporter_samples(stats, 0) if s[0] == "tlsprobe_build_info"]
+    samples = eventloop.run(started_samples())
+    build = [s for s in samples if s[0] == "tlsprobe_build_info"]
     python = ".".join(map(str, sys.version_info[:3]))
     assert build == [("tlsprobe_build_info", (__version__, python, "uvloop"), 1.0)]
-    assert ExporterStats().event_loop is EventLoop.ASYNCIO
+    assert app.Exporter(_config(tmp_path)).event_loop is EventLoop.ASYNCIO
 
 
 def _config_data(tmp_path: Path) -> dict[str, object]:

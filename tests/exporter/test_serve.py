@@ -24,9 +24,13 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tests.support.expected import PROCESS_SERIES
 from tests.support.exporter import DEMO_STATUS, ROOT, ServeProcess, command, fetch_once
 from tests.support.exporter import serving as serving_at
 from tests.support.pki import Hierarchy, Issued
@@ -382,6 +386,7 @@ async def test_demo_prints_its_urls_and_shows_every_scenario(tmp_path: Path) -> 
             "healthy": set(),
         }
         assert metric(text, "tlsprobe_o365_ready", target="healthy") == [1]
+        await _process_series_and_openmetrics(url, text)
 
         process.send_signal(signal.SIGINT)
         code = await asyncio.wait_for(process.wait(), timeout=WAIT)
@@ -391,3 +396,34 @@ async def test_demo_prints_its_urls_and_shows_every_scenario(tmp_path: Path) -> 
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def _process_series_and_openmetrics(url: str, text: str) -> None:
+    """The exporter's own registry on /metrics (process and GC series), and OpenMetrics for
+    /metrics and /probe when the Accept header asks for it."""
+    for name in PROCESS_SERIES:
+        values = metric(text, name)
+        assert len(values) == 1 and values[0] > 0, name
+    assert metric(text, "python_gc_collections_total")
+    assert metric(text, "python_gc_objects_collected_total")
+    assert samples(text, "python_info")
+    accept = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"}
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        for path in ("/metrics", "/probe?target=healthy"):
+            async with http.get(url + path, headers=accept) as reply:
+                assert reply.status == 200, path
+                assert reply.headers["Content-Type"].startswith(
+                    "application/openmetrics-text; version=1.0.0"
+                ), path
+                body = await reply.text()
+            assert body.endswith("# EOF\n"), path
+            parsed = openmetrics_families(body)  # type: ignore[no-untyped-call]
+            families = {f.name: f for f in parsed}
+            assert families["tlsprobe_status"].samples, path
+            if path == "/metrics":
+                assert families["tlsprobe_probes"].type == "counter"
+                assert families["process_cpu_seconds"].samples
+            async with http.get(url + path) as reply:
+                assert reply.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+                assert "# EOF" not in await reply.text()

@@ -128,7 +128,7 @@ async def _run(
 
     fill(disk / "filler")
     full_at = time.time()
-    await eventually(lambda: not exporter.stats.state_writable, "state_writable 0")
+    await eventually(lambda: not _writable(exporter), "state_writable 0")
     assert await metric(http, exporter, "tlsprobe_state_writable") == [0.0]
     errors = (await metric(http, exporter, "tlsprobe_state_write_errors_total"))[0]
     assert errors >= 1
@@ -143,11 +143,11 @@ async def _run(
     )
     counted = sum(changes())
     assert counted > sum(d.changes_total for _, d in before.values() if d)
-    assert not exporter.stats.state_writable
+    assert not _writable(exporter)
 
     (disk / "filler").unlink()
     recovered_at = time.time()
-    await eventually(lambda: exporter.stats.state_writable, "state_writable 1", timeout=20.0)
+    await eventually(lambda: _writable(exporter), "state_writable 1", timeout=20.0)
     assert await metric(http, exporter, "tlsprobe_state_writable") == [1.0]
     assert (await metric(http, exporter, "tlsprobe_state_write_errors_total"))[0] >= errors
 
@@ -159,3 +159,7 @@ async def _run(
     assert during, "changes seen while the disk was full never reached the history"
     # What the database holds is what the exporter reports, endpoint by endpoint.
     assert sum(rec.changes_total for rec in history.values()) >= counted
+
+
+def _writable(exporter: Exporter) -> bool:
+    return exporter.history is not None and exporter.history.writable

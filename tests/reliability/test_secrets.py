@@ -27,7 +27,7 @@ from tests.reliability.harness import (
 from tests.support.exporter import fetch
 from tests.support.pki import Hierarchy
 from tests.support.servers import ServerTls, SmtpTestServer
-from tlsprobe.exporter.app import LogfmtFormatter
+from tlsprobe.exporter.logfmt import LogfmtFormatter
 
 PASSWORD = "correct-horse-battery-staple-4711"
 

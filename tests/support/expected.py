@@ -2,7 +2,8 @@
 
 `SERVER_CHECKS`: the checks of a healthy server probe without a pinned certificate and without
 DNS policies, in report order. `REPORT_CHAIN_KEYS`: what the JSON report gives of each
-certificate of the chain.
+certificate of the chain. `PROCESS_SERIES`: what /metrics must carry of the exporter's own
+process (every client_python exporter has them).
 """
 
 from __future__ import annotations
@@ -31,4 +32,13 @@ REPORT_CHAIN_KEYS = frozenset(
         "key",
         "signature_algorithm",
     }
+)
+
+PROCESS_SERIES = (
+    "process_open_fds",
+    "process_max_fds",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_start_time_seconds",
 )

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from tlsprobe.exporter.config import parse_config
-from tlsprobe.exporter.exposition.metrics import ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.model import ProbeError, ProbeResult, Reason
@@ -46,7 +45,6 @@ def scheduler_for(timeout: str, retries: int, clock: Clock) -> tuple[Scheduler, 
     scheduler = Scheduler(
         config,
         results=LatestResults(),
-        stats=ExporterStats(),
         resolver="unused",
         probe=no_probe,
         clock=clock,
@@ -82,7 +80,7 @@ async def test_transient_failures_retry_up_to_the_retry_count(
     jobs = await scheduler.jobs(target)
     assert len(calls) == 4
     assert clock.sleeps == [0.5, 1.0, 1.5]
-    assert scheduler.stats.retries["dns"] == 3
+    assert scheduler.retries["dns"] == 3
     assert [job.failure.kind if job.failure else None for job in jobs] == [Reason.DNS]
 
 
@@ -92,7 +90,7 @@ async def test_an_authoritative_answer_is_not_retried(monkeypatch: pytest.Monkey
     calls = failing_lookup(monkeypatch, clock, takes=0.0, transient=False)
     await scheduler.jobs(target)
     assert len(calls) == 1
-    assert scheduler.stats.retries["dns"] == 0
+    assert scheduler.retries["dns"] == 0
 
 
 async def test_retries_stop_at_the_targets_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,5 +103,5 @@ async def test_retries_stop_at_the_targets_timeout(monkeypatch: pytest.MonkeyPat
     assert calls == [0.0, 0.9]
     assert clock.sleeps == [0.5]
     assert clock.now <= 2.0
-    assert scheduler.stats.retries["dns"] == 1
+    assert scheduler.retries["dns"] == 1
     assert jobs[0].failure is not None and jobs[0].failure.kind is Reason.DNS

@@ -8,6 +8,7 @@ parsing its output and comparing samples with `generate_latest` for the same sta
 
 from __future__ import annotations
 
+import gc
 import gzip
 import math
 import re
@@ -16,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -23,25 +25,33 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.collector import TlsprobeCollector
+from tests.support.expected import PROCESS_SERIES
 from tests.support.pki import Hierarchy, Issued, make_intermediate, make_leaf
 from tests.support.renders import count_renders
 from tlsprobe import __version__
-from tlsprobe.exporter.exposition import metrics, scrape
+from tlsprobe.exporter.app import Exporter
+from tlsprobe.exporter.config import parse_config
+from tlsprobe.exporter.dnspolicies import DnsPolicies, MtaStsSample
+from tlsprobe.exporter.exposition import collector, metrics, scrape
 from tlsprobe.exporter.exposition.metrics import (
     ENDPOINT_LABELS,
     METRIC_NAMES,
     SEND_SIDE_METRICS,
-    ExporterStats,
-    MtaStsSample,
     TextRenderer,
 )
 from tlsprobe.exporter.exposition.scrape import Scrape
 from tlsprobe.exporter.exposition.snapshot import SnapshotRenderer
 from tlsprobe.exporter.history.store import Drift, StoredCert
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.state import EndpointState
+from tlsprobe.exporter.web.authgate import AuthGate
+from tlsprobe.exporter.web.connections import ConnectionGuard
+from tlsprobe.exporter.web.probelimit import ProbeLimiter
 from tlsprobe.model import (
     Capture,
     ChangeClass,
@@ -113,11 +123,9 @@ def labels(s: EndpointState, **extra: str) -> dict[str, str]:
     return dict(zip(ENDPOINT_LABELS, s.label_values, strict=True)) | extra
 
 
-def registry_for(
-    states: Sequence[EndpointState], stats: ExporterStats | None = None
-) -> CollectorRegistry:
+def registry_for(states: Sequence[EndpointState]) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(TlsprobeCollector(lambda: states, stats))
+    registry.register(collector.TableCollector(lambda: states))
     return registry
 
 
@@ -168,19 +176,58 @@ def failed(trust: TrustStore) -> EndpointState:
     )
 
 
-@pytest.fixture(scope="module")
-def stats() -> ExporterStats:
-    s = ExporterStats(reload_successful=False, reload_success_at=1_700_000_000.0)
-    s.probes["ok"] = 7
-    s.probes["critical"] = 2
-    s.retries = {"timeout": 3, "refused": 1}
-    s.state_writable = False
-    s.state_write_errors = 4
-    s.targets_configured = 5
-    s.external_url = "https://tlsprobe.contoso.test/mon"
-    s.mta_sts = {"contoso.test": MtaStsSample(True, "enforce", 86400.0, 1_700_000_500.0)}
-    s.mx_skipped = {("contoso", "mx"): 2}
-    return s
+class Parts:
+    """The exporter's parts that own numbers, as the exporter registers them."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        target = {"name": "mx", "host": "mx.contoso.test", "address": "127.0.0.1"}
+        data = {
+            "state_dir": str(tmp_path),
+            "web": {"external_url": "https://tlsprobe.contoso.test/mon"},
+            "tenants": {"contoso": {"accepted_domains": ["contoso.test"], "targets": [target]}},
+        }
+        config = parse_config(data, base_dir=tmp_path)
+        self.exporter = Exporter(config)
+        self.scheduler = Scheduler(config, results=LatestResults(), resolver="unused")
+        self.policies = DnsPolicies(config)
+        self.guard = ConnectionGuard(8, 5.0)
+        self.auth = AuthGate()
+        self.limiter: ProbeLimiter[object] = ProbeLimiter(0.0)
+        self.registry = collector.exporter_registry(
+            [
+                self.exporter.samples,
+                self.scheduler.samples,
+                self.policies.samples,
+                self.guard.samples,
+                self.auth.samples,
+                self.limiter.samples,
+            ]
+        )
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Parts:
+    return Parts(tmp_path)
+
+
+@pytest.fixture
+def busy(parts: Parts) -> Parts:
+    """Parts that have counted something."""
+    parts.exporter.reload_successful = False
+    parts.exporter.reload_success_at = 1_700_000_000.0
+    parts.exporter.bound = [("127.0.0.1", 9464)]
+    parts.scheduler.probes["ok"] = 7
+    parts.scheduler.probes["critical"] = 2
+    parts.scheduler.retries["timeout"] = 3
+    parts.scheduler.retries["refused"] = 1
+    parts.scheduler.mx_skipped = {("contoso", "mx"): 2}
+    parts.policies.published["contoso.test"] = MtaStsSample(
+        True, "enforce", 86400.0, 1_700_000_500.0
+    )
+    parts.guard.closed["limit"] = 5
+    parts.auth.outcomes["failed"] = 6
+    parts.limiter.shared = 4
+    return parts
 
 
 # --- per-endpoint series through the collector ------------------------------------------
@@ -332,39 +379,112 @@ def test_target_distinct_certificates(
     assert len(_family_samples(reg, "tlsprobe_cert_info")) == 2
 
 
-def test_exporter_stats(good: EndpointState, stats: ExporterStats) -> None:
-    reg = registry_for([good], stats)
+def test_each_part_owns_its_numbers(busy: Parts) -> None:
+    reg = busy.registry
     assert reg.get_sample_value("tlsprobe_probes_total", {"result": "ok"}) == 7.0
     assert reg.get_sample_value("tlsprobe_probes_total", {"result": "critical"}) == 2.0
     assert reg.get_sample_value("tlsprobe_probes_total", {"result": "unknown"}) == 0.0
     assert reg.get_sample_value("tlsprobe_retries_total", {"reason": "timeout"}) == 3.0
     assert reg.get_sample_value("tlsprobe_retries_total", {"reason": "refused"}) == 1.0
+    skipped = {"tenant": "contoso", "target": "mx"}
+    assert reg.get_sample_value("tlsprobe_mx_addresses_skipped", skipped) == 2.0
     assert reg.get_sample_value("tlsprobe_config_last_reload_successful") == 0.0
     assert reg.get_sample_value("tlsprobe_config_last_reload_success_timestamp_seconds") == (
         1_700_000_000.0
     )
-    assert reg.get_sample_value("tlsprobe_state_writable") == 0.0
-    assert reg.get_sample_value("tlsprobe_state_write_errors_total") == 4.0
-    assert reg.get_sample_value("tlsprobe_targets_configured") == 5.0
-    assert reg.get_sample_value("tlsprobe_endpoints") == 1.0
+    assert reg.get_sample_value("tlsprobe_state_writable") == 1.0
+    assert reg.get_sample_value("tlsprobe_state_write_errors_total") == 0.0
+    assert reg.get_sample_value("tlsprobe_targets_configured") == 0.0  # not started
+    assert reg.get_sample_value("tlsprobe_endpoints") == 0.0
     python = ".".join(map(str, sys.version_info[:3]))
     build = {"version": __version__, "python": python, "event_loop": "asyncio"}
     assert reg.get_sample_value("tlsprobe_build_info", build) == 1.0
+    url = {"url": "https://tlsprobe.contoso.test/mon"}
+    assert reg.get_sample_value("tlsprobe_external_url_info", url) == 1.0
+    domain = {"domain": "contoso.test"}
+    assert reg.get_sample_value("tlsprobe_mta_sts_max_age_seconds", domain) == 86400.0
+    assert reg.get_sample_value("tlsprobe_http_connections_closed_total", {"reason": "limit"}) == 5
+    assert reg.get_sample_value("tlsprobe_http_connection_limit") == 8.0
+    assert reg.get_sample_value("tlsprobe_http_auth_attempts_total", {"outcome": "failed"}) == 6
+    assert reg.get_sample_value("tlsprobe_probe_requests_shared_total") == 4.0
+    # Read at scrape time: a later count shows in the next collection, no copy in between.
+    busy.scheduler.probes["ok"] += 1
+    busy.guard.closed["header_timeout"] += 1
+    assert reg.get_sample_value("tlsprobe_probes_total", {"result": "ok"}) == 8.0
+    closed = {"reason": "header_timeout"}
+    assert reg.get_sample_value("tlsprobe_http_connections_closed_total", closed) == 1.0
 
 
-def test_collector_on_an_empty_snapshot() -> None:
+def test_the_registry_has_the_process_and_gc_series(parts: Parts) -> None:
+    reg = parts.registry
+    for name in PROCESS_SERIES:
+        value = reg.get_sample_value(name)
+        assert value is not None and value > 0, name
+    generation = {"generation": "0"}
+    assert reg.get_sample_value("python_gc_collections_total", generation) is not None
+    assert reg.get_sample_value("python_gc_objects_collected_total", generation) is not None
+    assert _series(reg, "python_info")
+
+
+def test_the_fast_exposition_is_prometheus_clients(busy: Parts) -> None:
+    """`ExporterRegistry.exposition` (the parts' lines by hand, the standard collectors' text
+    held up to STANDARD_MAX_AGE) reads back as generate_latest of the same registry, in both
+    formats; only the process and GC values may have moved in between."""
+    reg = busy.registry
+
+    def steady(samples: SampleSet) -> SampleSet:
+        return {s for s in samples if not s[0].startswith(("process_", "python_gc_"))}
+
+    text = reg.exposition(openmetrics=False).decode()
+    reference = generate_latest(reg).decode()
+    assert steady(parsed(text)) == steady(parsed(reference)) and len(steady(parsed(text))) > 25
+    assert families(text) == families(reference)
+    om = (reg.exposition(openmetrics=True) + collector.EOF).decode()
+    om_reference = openmetrics_exposition.generate_latest(reg).decode()  # type: ignore[no-untyped-call]
+    assert steady(om_parsed(om)) == steady(om_parsed(om_reference))
+
+
+def test_the_standard_series_are_held_at_most_a_second(busy: Parts) -> None:
+    now = [100.0]
+    reg = collector.ExporterRegistry(clock=lambda: now[0])
+    probes = {"ok": 1.0}
+    reg.add_part(lambda: [("tlsprobe_probes", ("ok",), probes["ok"])])
+    first = reg.exposition(openmetrics=False)
+    probes["ok"] = 2.0
+    now[0] += collector.STANDARD_MAX_AGE / 2
+    second = reg.exposition(openmetrics=False)
+    # The parts' numbers are read at every scrape; the process and GC text is the one held.
+    assert b'tlsprobe_probes_total{result="ok"} 2.0' in second
+    assert first.split(b"# HELP tlsprobe_")[0] == second.split(b"# HELP tlsprobe_")[0]
+    gc_before = [line for line in first.splitlines() if line.startswith(b"python_gc_objects_coll")]
+    gc.collect()
+    now[0] += collector.STANDARD_MAX_AGE
+    third = reg.exposition(openmetrics=False)
+    gc_after = [line for line in third.splitlines() if line.startswith(b"python_gc_objects_coll")]
+    assert gc_after != gc_before, "collected afresh once the held text is older than the limit"
+
+
+def om_parsed(text: str) -> SampleSet:
+    return {
+        (s.name, frozenset(s.labels.items()), s.value)
+        for family in om_families(text)  # type: ignore[no-untyped-call]
+        for s in family.samples
+    }
+
+
+def test_collector_on_an_empty_snapshot(parts: Parts) -> None:
     # Registration itself calls collect(); it must not fail on an empty store.
     assert generate_latest(registry_for([])) == b""
-    reg = registry_for([], ExporterStats())
+    reg = parts.registry
     assert reg.get_sample_value("tlsprobe_endpoints") == 0.0
     assert reg.get_sample_value("tlsprobe_config_last_reload_successful") == 1.0
     assert not _family_samples(reg, "tlsprobe_target_distinct_certificates")
-    assert TextRenderer().render([], None) == b""
+    assert TextRenderer().render([]) == b""
 
 
-def test_labelled_self_metrics_exist_at_zero_before_anything_happens() -> None:
+def test_labelled_self_metrics_exist_at_zero_before_anything_happens(parts: Parts) -> None:
     # A dashboard's rate() and an alert on increase() need the series before the first event.
-    reg = registry_for([], ExporterStats())
+    reg = parts.registry
     transient = {"refused", "timeout", "dns", "throttled"}
     retries = _series(reg, "tlsprobe_retries_total")
     assert {s.labels["reason"]: s.value for s in retries} == dict.fromkeys(transient, 0.0)
@@ -420,31 +540,23 @@ def everything(
     return [drifting, dane, untrusted, failed, *_two_addresses(pki, trust, same=False)]
 
 
-def test_renderer_and_collector_expose_the_same_samples(
-    everything: list[EndpointState], stats: ExporterStats
-) -> None:
-    text = TextRenderer().render(everything, stats).decode()
-    reference = generate_latest(registry_for(everything, stats)).decode()
+def test_renderer_and_collector_expose_the_same_samples(everything: list[EndpointState]) -> None:
+    text = TextRenderer().render(everything).decode()
+    reference = generate_latest(registry_for(everything)).decode()
     assert parsed(text) == parsed(reference)
     assert families(text) == families(reference)
-    assert len(parsed(text)) > 80
+    assert len(parsed(text)) > 60
 
 
-def test_renderer_without_stats_leaves_out_exporter_metrics(good: EndpointState) -> None:
-    text = TextRenderer().render([good], None).decode()
-    assert parsed(text) == parsed(generate_latest(registry_for([good])).decode())
-    assert "tlsprobe_build_info" not in names_in(text)
-
-
-def test_every_contract_name_is_emitted(
-    everything: list[EndpointState], stats: ExporterStats
-) -> None:
-    text = TextRenderer().render(everything, stats).decode()
+def test_every_contract_name_is_emitted(everything: list[EndpointState], busy: Parts) -> None:
+    own = busy.registry.exposition(openmetrics=False)
+    text = (TextRenderer().render(everything) + own).decode()
     # The send side's series are proven in tests/unit/test_sendmetrics.py, the cross-tenant
     # ones (computed over every tenant by the server) in tests/exporter/test_exchange_online.py.
     send_side = {m.sample_name for m in SEND_SIDE_METRICS}
     cross_tenant = {"tlsprobe_cross_tenant_attribution"}
-    assert names_in(text) == set(METRIC_NAMES) - send_side - cross_tenant
+    ours = {name for name in names_in(text) if not name.startswith(("process_", "python_"))}
+    assert ours == set(METRIC_NAMES) - send_side - cross_tenant
 
 
 def test_renderer_cache_reused_refreshed_and_evicted(
@@ -452,23 +564,23 @@ def test_renderer_cache_reused_refreshed_and_evicted(
 ) -> None:
     calls = count_renders(monkeypatch)
     renderer = TextRenderer()
-    first = renderer.render([good, expired], None)
+    first = renderer.render([good, expired])
     assert len(calls) == 2
-    assert renderer.render([good, expired], None) == first
+    assert renderer.render([good, expired]) == first
     assert len(calls) == 2, "unchanged states must be served from the cache"
 
     newer = replace(good, result=replace(good.result, started_at=STARTED + 300))
-    text = renderer.render([newer, expired], None).decode()
+    text = renderer.render([newer, expired]).decode()
     assert calls[2:] == [newer], "only the changed endpoint is rendered again"
     stamp = "tlsprobe_last_probe_timestamp_seconds"
     assert (stamp, frozenset(labels(newer).items()), STARTED + 300) in parsed(text)
     assert (stamp, frozenset(labels(good).items()), STARTED) not in parsed(text)
 
-    text = renderer.render([newer], None).decode()
+    text = renderer.render([newer]).decode()
     assert all(dict(lab).get("target") != "old" for _, lab, _ in parsed(text))
     assert len(calls) == 3
     # The evicted endpoint's text was dropped: showing it again renders it afresh.
-    renderer.render([newer, expired], None)
+    renderer.render([newer, expired])
     assert calls[3:] == [expired]
 
 
@@ -479,7 +591,7 @@ def test_label_values_are_escaped(good: EndpointState) -> None:
     result = good.result
     weird_result = replace(result, endpoint=replace(result.endpoint, target=WEIRD, host=WEIRD))
     weird = EndpointState(WEIRD, WEIRD, weird_result, interval=60.0)
-    text = TextRenderer().render([weird], None).decode()
+    text = TextRenderer().render([weird]).decode()
     samples = parsed(text)
     lab = labels(weird)
     assert lab["target"] == WEIRD
@@ -498,7 +610,7 @@ def _family_samples(reg: CollectorRegistry, name: str) -> list[object]:
 
 
 async def test_scrape_renders_many_new_results_in_a_worker_thread(
-    monkeypatch: pytest.MonkeyPatch, everything: list[EndpointState], stats: ExporterStats
+    monkeypatch: pytest.MonkeyPatch, everything: list[EndpointState]
 ) -> None:
     threads: list[int] = []
     real = metrics.render_endpoint
@@ -509,18 +621,18 @@ async def test_scrape_renders_many_new_results_in_a_worker_thread(
 
     monkeypatch.setattr(metrics, "render_endpoint", noting)
     monkeypatch.setattr(scrape, "INLINE_CHANGES", len(everything) - 1)
-    body, gzipped = await Scrape().body(everything, stats.snapshot(), gzip_ok=True)
+    body, gzipped = await Scrape().body(everything, None, gzip_ok=True)
     assert threads and threading.get_ident() not in threads
-    assert gzipped and gzip.decompress(body) == TextRenderer().render(everything, stats)
+    assert gzipped and gzip.decompress(body) == TextRenderer().render(everything)
     threads.clear()
     # Few new results: rendered where the scrape is handled, without a thread hop.
-    plain, gzipped = await Scrape().body(everything[:1], stats, gzip_ok=False)
+    plain, gzipped = await Scrape().body(everything[:1], None, gzip_ok=False)
     assert threads == [threading.get_ident()]
-    assert not gzipped and plain == TextRenderer().render(everything[:1], stats)
+    assert not gzipped and plain == TextRenderer().render(everything[:1])
 
 
 async def test_a_scrape_compares_the_states_once(
-    monkeypatch: pytest.MonkeyPatch, everything: list[EndpointState], stats: ExporterStats
+    monkeypatch: pytest.MonkeyPatch, everything: list[EndpointState]
 ) -> None:
     """Deciding where to render and rendering share one comparison of the states (a pass over
     every endpoint's state: it was made twice per scrape)."""
@@ -533,7 +645,7 @@ async def test_a_scrape_compares_the_states_once(
 
     monkeypatch.setattr(SnapshotRenderer, "_moved", counting)
     scraper = Scrape()
-    await scraper.body(everything, stats, gzip_ok=True)
+    await scraper.body(everything, None, gzip_ok=True)
     compared.clear()
     for later in (1.0, 2.0, 3.0):  # a new result for the last endpoint before each scrape
         last = everything[-1]
@@ -541,23 +653,12 @@ async def test_a_scrape_compares_the_states_once(
             last, result=replace(last.result, started_at=last.result.started_at + later)
         )
         states = [*everything[:-1], newer]
-        await scraper.body(states, stats, gzip_ok=True)
+        await scraper.body(states, None, gzip_ok=True)
     assert compared == [len(everything)] * 3
     compared.clear()
-    body, _ = await scraper.body(list(states), stats, gzip_ok=True)  # nothing new
+    body, _ = await scraper.body(list(states), None, gzip_ok=True)  # nothing new
     assert compared == []  # decided by one list comparison in C
-    assert gzip.decompress(body) == TextRenderer().render(states, stats)
-
-
-def test_stats_snapshot_does_not_follow_later_counts() -> None:
-    live = ExporterStats()
-    live.probes["ok"] = 3
-    live.retries["dns"] = 1
-    copy = live.snapshot()
-    live.probes["ok"] += 1
-    live.retries["dns"] += 1
-    assert copy.probes["ok"] == 3 and copy.retries["dns"] == 1
-    assert copy.event_loop is live.event_loop
+    assert gzip.decompress(body) == TextRenderer().render(states)
 
 
 def test_renderer_target_lines_follow_a_changed_leaf(
@@ -570,9 +671,9 @@ def test_renderer_target_lines_follow_a_changed_leaf(
     second = replace(other, result=replace(other.result, address="127.0.0.9"))
     distinct = "tlsprobe_target_distinct_certificates"
     key = frozenset({"tenant": good.tenant, "target": good.target}.items())
-    assert (distinct, key, 1.0) in parsed(renderer.render([good], None).decode())
-    assert (distinct, key, 2.0) in parsed(renderer.render([good, second], None).decode())
-    assert (distinct, key, 1.0) in parsed(renderer.render([good], None).decode())
+    assert (distinct, key, 1.0) in parsed(renderer.render([good]).decode())
+    assert (distinct, key, 2.0) in parsed(renderer.render([good, second]).decode())
+    assert (distinct, key, 1.0) in parsed(renderer.render([good]).decode())
 
 
 def _check_number(value: float) -> None:

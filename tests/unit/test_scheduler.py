@@ -24,7 +24,6 @@ import pytest
 
 from tests.support.dnsserver import DnsTestServer
 from tlsprobe.exporter.config import Config, TargetConfig, parse_config
-from tlsprobe.exporter.exposition.metrics import ExporterStats
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.model import (
@@ -201,7 +200,6 @@ def make_scheduler(
     return Scheduler(
         config,
         results=LatestResults(),
-        stats=ExporterStats(),
         resolver=resolver,
         probe=probe,
         clock=vt.clock,
@@ -378,7 +376,7 @@ async def test_transient_failures_are_retried_up_to_the_bound(
     assert result.error is not None
     assert result.error.kind is reason
     assert result.status is Status.UNKNOWN
-    assert _counted(scheduler.stats.retries) == {reason.value: 2}
+    assert _counted(scheduler.retries) == {reason.value: 2}
     assert len(sleeps) == 2
     assert all(1.0 <= delay <= 31.0 for delay in sleeps)
 
@@ -388,14 +386,14 @@ async def test_a_retry_that_succeeds_returns_the_success(ca_file: Path) -> None:
     assert len(probe.calls) == 2
     assert result.status is Status.OK
     assert result.error is None
-    assert _counted(scheduler.stats.retries) == {"refused": 1}
+    assert _counted(scheduler.retries) == {"refused": 1}
 
 
 async def test_no_retries_when_configured_off(ca_file: Path) -> None:
     result, probe, scheduler, sleeps = await _retried(ca_file, [Reason.TIMEOUT], retries=0)
     assert len(probe.calls) == 1
     assert result.error is not None
-    assert _counted(scheduler.stats.retries) == {}
+    assert _counted(scheduler.retries) == {}
     assert sleeps == []
 
 
@@ -413,7 +411,7 @@ async def test_certificate_verdicts_and_tls_failures_are_not_retried(
     result, probe, scheduler, sleeps = await _retried(ca_file, [answer] * 3)
     assert len(probe.calls) == 1
     assert result.status is Status.CRITICAL
-    assert _counted(scheduler.stats.retries) == {}
+    assert _counted(scheduler.retries) == {}
     assert sleeps == []
 
 
@@ -450,7 +448,7 @@ async def test_apply_stops_removed_keeps_unchanged_restarts_changed(ca_file: Pat
     assert removed.cancelled()
     assert changed.cancelled()
     assert _task(scheduler, "c") is not changed
-    assert scheduler.stats.targets_configured == 3
+    assert scheduler.targets_configured == 3
 
     await vt.run_until(500.0, idle=3)
     await scheduler.stop()
@@ -552,6 +550,6 @@ async def test_mx_answers_on_loopback_or_link_local_are_skipped_and_reported(
     assert probe.calls == []  # nothing was probed, not even once
     assert {s.result.error.kind for s in states if s.result.error} == {Reason.DNS}
     assert "resolves only to loopback" in str(states[0].result.error)
-    assert scheduler.stats.mx_skipped == {("", "contoso.test"): 5}
+    assert scheduler.mx_skipped == {("", "contoso.test"): 5}
     warnings = [r for r in caplog.records if "not probed" in r.getMessage()]
     assert len(warnings) == 2  # one per host, not one per cycle

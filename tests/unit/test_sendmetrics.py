@@ -46,13 +46,13 @@ def states(pki: Hierarchy, trust: TrustStore) -> list[SenderState]:
 def test_every_send_side_family_is_emitted(pki: Hierarchy, trust: TrustStore) -> None:
     extra = [s for state in states(pki, trust) for s in sender_samples(state)]
     extra += list(receiver_samples(unknown_peers=2, refused=1, active=0, senders=2))
-    text = TextRenderer().render([], None, extra).decode()
+    text = TextRenderer().render([], extra).decode()
     emitted = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     assert emitted == {m.sample_name for m in SEND_SIDE_METRICS}
 
 
 def test_sender_labels_are_tenant_and_sender(pki: Hierarchy, trust: TrustStore) -> None:
-    text = TextRenderer().render([], None, sender_samples(states(pki, trust)[1])).decode()
+    text = TextRenderer().render([], sender_samples(states(pki, trust)[1])).decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             assert sample.labels["tenant"] == "contoso" and sample.labels["sender"] == "relay-2"

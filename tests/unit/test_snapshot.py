@@ -18,13 +18,17 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tests.support.pki import Hierarchy
 from tests.support.renders import count_renders
-from tlsprobe.exporter.exposition import deflate
+from tlsprobe.exporter.exposition import collector, deflate
 from tlsprobe.exporter.exposition.deflate import compressor, gzip_body, joined, segment
-from tlsprobe.exporter.exposition.metrics import ExporterStats, Sample, TextRenderer
+from tlsprobe.exporter.exposition.metrics import Sample, TextRenderer
 from tlsprobe.exporter.exposition.snapshot import SnapshotRenderer
+from tlsprobe.exporter.history.store import Drift
 from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import Capture, Endpoint, Policy, TlsInfo
 from tlsprobe.probe.prober import judge
@@ -67,16 +71,18 @@ def sections(text: bytes) -> list[tuple[bytes, list[bytes]]]:
 
 def test_fresh_body_is_the_text_renderers_byte_for_byte(base: EndpointState) -> None:
     states = [variant(base, i) for i in range(10)]
-    stats = ExporterStats()
-    body = SnapshotRenderer(block_size=4).gzip(states, stats, EXTRA)
-    assert gzip.decompress(body) == TextRenderer().render(states, stats, EXTRA)
-    empty = SnapshotRenderer().gzip([], None)
-    assert gzip.decompress(empty) == TextRenderer().render([], None)
+    tail = collector.exporter_registry().exposition(openmetrics=False)
+    body = SnapshotRenderer(block_size=4).gzip(states, EXTRA, tail=tail)
+    assert gzip.decompress(body) == TextRenderer().render(states, EXTRA) + tail
+    assert b"process_cpu_seconds_total" in tail
+    empty = SnapshotRenderer().gzip([])
+    assert gzip.decompress(empty) == TextRenderer().render([]) == b""
 
 
 def test_body_follows_changes_arrivals_and_departures(base: EndpointState) -> None:
     chance = random.Random(14)
-    renderer, stats = SnapshotRenderer(block_size=3), ExporterStats()
+    renderer, probes = SnapshotRenderer(block_size=3), {"ok": 0}
+    registry = collector.exporter_registry([lambda: [("tlsprobe_probes", ("ok",), probes["ok"])]])
     present = {i: variant(base, i) for i in range(12)}
     for step in range(40):
         for index in chance.sample(range(20), 4):
@@ -86,9 +92,11 @@ def test_body_follows_changes_arrivals_and_departures(base: EndpointState) -> No
                 present[index] = variant(base, index, stamp=step + chance.random())
         states = list(present.values())
         chance.shuffle(states)
-        stats.probes["ok"] = step
-        text = gzip.decompress(renderer.gzip(states, stats, EXTRA))
-        assert sections(text) == sections(TextRenderer().render(states, stats, EXTRA)), step
+        probes["ok"] = step
+        tail = registry.exposition(openmetrics=False)
+        assert f'tlsprobe_probes_total{{result="ok"}} {step}.0'.encode() in tail
+        text = gzip.decompress(renderer.gzip(states, EXTRA, tail=tail))
+        assert sections(text) == sections(TextRenderer().render(states, EXTRA) + tail), step
 
 
 def test_only_new_results_are_rendered_again(
@@ -97,12 +105,12 @@ def test_only_new_results_are_rendered_again(
     rendered = count_renders(monkeypatch)
     states = [variant(base, i) for i in range(9)]
     renderer = SnapshotRenderer(block_size=4)
-    first = renderer.gzip(states, None)
+    first = renderer.gzip(states)
     assert len(rendered) == 9
-    assert renderer.gzip(list(states), None) == first
+    assert renderer.gzip(list(states)) == first
     assert len(rendered) == 9, "a new list of the same states is the same snapshot"
     newer = variant(base, 5, stamp=60)
-    text = gzip.decompress(renderer.gzip([*states[:5], newer, *states[6:]], None))
+    text = gzip.decompress(renderer.gzip([*states[:5], newer, *states[6:]]))
     assert rendered[9:] == [newer]
     assert f"{NOW.timestamp() + 60!r}".encode() in text
 
@@ -112,12 +120,45 @@ def test_the_cache_holds_compressed_text_and_only_for_present_endpoints(
 ) -> None:
     states = [variant(base, i) for i in range(60)]
     renderer = SnapshotRenderer(block_size=8)
-    text = gzip.decompress(renderer.gzip(states, None))
+    text = gzip.decompress(renderer.gzip(states))
     assert 0 < renderer.held_bytes() < len(text) / 4
-    renderer.gzip(states[:6], None)
+    renderer.gzip(states[:6])
     small = renderer.held_bytes()
-    renderer.gzip([], None)
+    renderer.gzip([])
     assert renderer.held_bytes() == 0 < small
+
+
+def test_openmetrics_body_is_what_prometheus_client_writes(base: EndpointState) -> None:
+    """The OpenMetrics form of the same segments: counter families named without `_total`,
+    `# EOF` last; read by client_python's strict OpenMetrics parser, the same samples as its
+    own OpenMetrics exposition of the same states (through `TableCollector`)."""
+    leaf = base.result.leaf
+    assert leaf is not None
+    drifting = replace(base, drift=Drift(leaf.sha256, since=1.5, changes_total=3, previous=None))
+    states = [drifting, *(variant(base, i) for i in range(1, 7))]
+    extra: list[Sample] = [*EXTRA, ("tlsprobe_receiver_refused_sessions", (), 4.0)]
+    registry = collector.exporter_registry()
+    renderer = SnapshotRenderer(block_size=3)
+    for om in (True, False, True):  # both formats from one cache, in any order
+        tail = registry.exposition(openmetrics=om)
+        text = gzip.decompress(renderer.gzip(states, extra, tail=tail, openmetrics=om))
+        assert text.endswith(b"# EOF\n") is om
+    assert b"# TYPE tlsprobe_cert_changes counter\n" in text
+    assert b"# TYPE tlsprobe_receiver_refused_sessions counter\n" in text
+    reference = CollectorRegistry(auto_describe=False)
+    reference.register(collector.TableCollector(lambda: states, lambda: extra))
+    ours = _om_samples(text.decode(), skip=("process_", "python_"))
+    theirs = _om_samples(openmetrics.generate_latest(reference).decode(), skip=())  # type: ignore[no-untyped-call]
+    assert ours == theirs and len(ours) > 100
+
+
+def _om_samples(text: str, skip: tuple[str, ...]) -> set[tuple[str, str, object]]:
+    return {
+        (family.name, family.type, (s.name, frozenset(s.labels.items()), s.value))
+        for family in text_string_to_metric_families(text)  # type: ignore[no-untyped-call]
+        if not family.name.startswith(skip)
+        for s in family.samples
+    }
 
 
 # --- gzip from segments (deflate.py) -------------------------------------------------------

@@ -22,7 +22,7 @@ from tests.support.pki import FIXED_NOW as NOW
 from tests.support.pki import Hierarchy, Issued
 from tlsprobe import report
 from tlsprobe.exporter.config import parse_config
-from tlsprobe.exporter.exposition.metrics import ExporterStats, endpoint_samples
+from tlsprobe.exporter.exposition.metrics import endpoint_samples
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.state import EndpointState
@@ -267,7 +267,7 @@ def test_the_outcome_log_says_unreadable_not_1970(
         },
     }
     config = parse_config(data, base_dir=tmp_path)
-    scheduler = Scheduler(config, results=LatestResults(), stats=ExporterStats())
+    scheduler = Scheduler(config, results=LatestResults())
     result = judged(store, broken_chain("month-13", "leaf", ca, leaf))
     with caplog.at_level(logging.INFO, logger="tlsprobe.exporter.scheduler"):
         scheduler.publish(config.targets[0], result)

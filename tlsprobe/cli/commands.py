@@ -35,8 +35,9 @@ def _problem(file: str, error: ConfigError) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from tlsprobe.exporter import eventloop
-    from tlsprobe.exporter.app import serve, setup_logging
+    from tlsprobe.exporter.app import serve
     from tlsprobe.exporter.config import ConfigError, load_config
+    from tlsprobe.exporter.logfmt import setup_logging
 
     setup_logging(args.log_level)
     try:
@@ -87,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
 
     from tlsprobe.demo.run import run_demo
-    from tlsprobe.exporter.app import setup_logging
+    from tlsprobe.exporter.logfmt import setup_logging
 
     setup_logging(args.log_level)
     state = Path(args.state_dir) if args.state_dir else None

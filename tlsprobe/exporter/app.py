@@ -12,11 +12,11 @@ cleanly and exit 0.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,13 @@ from typing import Any
 import dns.resolver as dns_resolver
 from aiohttp import web
 
+from tlsprobe import __version__
 from tlsprobe.exporter import eventloop, links
 from tlsprobe.exporter.config import Config, ConfigError, TargetConfig, load_config
 from tlsprobe.exporter.config.web import WebConfig, WebConfigError, load_web_config
 from tlsprobe.exporter.dnspolicies import DnsPolicies, open_history
-from tlsprobe.exporter.exposition.metrics import ExporterStats
+from tlsprobe.exporter.exposition.collector import ExporterRegistry, exporter_registry
+from tlsprobe.exporter.exposition.table import Sample
 from tlsprobe.exporter.history.store import HistoryStore, StateError, history_path
 from tlsprobe.exporter.lastresults import (
     FLUSH_INTERVAL,
@@ -65,7 +67,11 @@ class Exporter:
     config_path: Path | None = None
     shard: tuple[int, int] | None = None
     results: LatestResults = field(default_factory=LatestResults)
-    stats: ExporterStats = field(default_factory=ExporterStats)
+    registry: ExporterRegistry = field(default_factory=exporter_registry)
+    """The exporter's own series: process, platform, GC, and each part's numbers (`start`)."""
+    reload_successful: bool = True
+    reload_success_at: float = 0.0
+    event_loop: eventloop.EventLoop = eventloop.EventLoop.ASYNCIO
     history: HistoryStore | None = None
     last_results: ResultStore | None = None
     started_at: float = field(default_factory=time.time)
@@ -99,7 +105,6 @@ class Exporter:
         self.scheduler = Scheduler(
             self.config,
             results=self.results,
-            stats=self.stats,
             history=self.history,
             resolver=self.resolver,
             on_publish=self._remember,
@@ -107,12 +112,10 @@ class Exporter:
             dns_policies=DnsPolicies(
                 self.config,
                 history=open_history(self.config.state_dir),
-                published=self.stats.mta_sts,
             ),
         )
-        self.stats.reload_successful = True
-        self.stats.reload_success_at = time.time()
-        self.stats.event_loop = eventloop.running_loop()
+        self.reload_success_at = time.time()
+        self.event_loop = eventloop.running_loop()
         settings = self.config.web
         guard = _connection_guard(self.config)
         web_thread = self._web_thread = WebThread()
@@ -124,6 +127,10 @@ class Exporter:
             guard=guard,
             on_probing=web_thread.on_probing,
         )
+        for part in (self.samples, self.scheduler.samples, *webapp.samples()):
+            self.registry.add_part(part)
+        if self.scheduler.dns_policies is not None:
+            self.registry.add_part(self.scheduler.dns_policies.samples)
         self._runner = web.AppRunner(
             webapp.app(),
             access_log=None,
@@ -141,7 +148,6 @@ class Exporter:
             self.last_results.close()
             where = f"{self.config.web.listen_host or '*'}:{self.config.web.listen_port}"
             raise StartupError(f"web.listen {where}: {exc.strerror or exc}") from exc
-        self.stats.external_url = self.external_url
         await self._start_send_side(sender_rows)
         self.scheduler.start()
         self._flusher = asyncio.create_task(self._flush_last_results(), name="last results")
@@ -236,6 +242,17 @@ class Exporter:
         port = self.bound[0][1] if self.bound else web.listen_port
         return web.external_url or links.default_external_url(port, tls=bool(self.web_config.tls))
 
+    def samples(self) -> Iterator[Sample]:
+        """The reload state and what the exporter is, read at scrape time from the web thread
+        (the registry collects them)."""
+        yield "tlsprobe_config_last_reload_successful", (), 1.0 if self.reload_successful else 0.0
+        yield "tlsprobe_config_last_reload_success_timestamp_seconds", (), self.reload_success_at
+        yield "tlsprobe_endpoints", (), float(len(self.results))
+        python = ".".join(map(str, sys.version_info[:3]))
+        yield "tlsprobe_build_info", (__version__, python, self.event_loop.value), 1.0
+        if self.bound:
+            yield "tlsprobe_external_url_info", (self.external_url,), 1.0
+
     async def reload(self) -> str | None:
         """Load the configuration file again; returns the error text, or None on success."""
         if self.config_path is None:
@@ -247,13 +264,13 @@ class Exporter:
             web_config = _web_config(config)
             resolver = _resolver(config) if config.dns != self.config.dns else self.resolver
         except (ConfigError, StartupError) as exc:
-            self.stats.reload_successful = False
+            self.reload_successful = False
             log.error("config reload failed", extra={"fields": {"error": str(exc)}})
             return str(exc)
         except Exception as exc:  # a bug must not pass for a good reload
             # A reader bug: the old configuration stays, the failure shows in the metric and
             # in one log line without the exception text (it might quote the file).
-            self.stats.reload_successful = False
+            self.reload_successful = False
             log.error("config reload failed", extra={"fields": {"error": type(exc).__name__}})
             return f"cannot load the configuration ({type(exc).__name__})"
         if _restart_only(config) != _restart_only(self.config):
@@ -267,13 +284,12 @@ class Exporter:
         self._apply_web_config(web_config)
         self._apply_dns(config, resolver)
         self.config = config
-        self.stats.external_url = self.external_url
         assert self.scheduler is not None
         self.scheduler.apply(config)
         if self.send_side is not None and config.send is not None:
             self.send_side.apply(config.send)
-        self.stats.reload_successful = True
-        self.stats.reload_success_at = time.time()
+        self.reload_successful = True
+        self.reload_success_at = time.time()
         log.info("config reloaded", extra={"fields": {"targets": len(config.targets)}})
         return None
 
@@ -416,45 +432,6 @@ def _bound_addresses(site: web.BaseSite) -> list[tuple[str, int]]:
     server = site._server  # aiohttp keeps the asyncio server here; ports may be ephemeral
     sockets = getattr(server, "sockets", None) or []
     return [(s.getsockname()[0], s.getsockname()[1]) for s in sockets]
-
-
-# --- logging -------------------------------------------------------------------------------
-
-
-class LogfmtFormatter(logging.Formatter):
-    """One line per event: `ts=... level=... msg="..." key=value ...` (logfmt)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            fields["exc"] = self.formatException(record.exc_info)
-        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items())
-
-
-def _logfmt_value(value: Any) -> str:
-    text = str(value)
-    if text and all(c.isalnum() or c in "-._:/@+," for c in text):
-        return text
-    return json.dumps(text)
-
-
-def setup_logging(level: str = "info") -> None:
-    """logfmt lines on stderr for the `tlsprobe` loggers.
-
-    Propagation stays on: the command line configures no root handler, so nothing is logged
-    twice, and an embedding program (or pytest's caplog) still sees the records.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
-    package = logging.getLogger("tlsprobe")
-    package.handlers[:] = [handler]
-    package.setLevel(level.upper())
 
 
 async def serve(config: Config, config_path: Path | None, shard: tuple[int, int] | None) -> int:

@@ -19,13 +19,13 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tlsprobe.exporter.config import Config, DnsSettings, TargetConfig
-from tlsprobe.exporter.exposition.metrics import MtaStsSample
+from tlsprobe.exporter.exposition.table import Sample
 from tlsprobe.exporter.history.policies import POLICY_HISTORY_FILE, PolicyHistory
 from tlsprobe.model import DaneFindings, Endpoint, ProbeResult
 from tlsprobe.probe import policies
@@ -46,6 +46,16 @@ class DomainState:
     """Unix time the TXT id was first seen with its current value (0 when none)."""
 
 
+@dataclass(frozen=True, slots=True)
+class MtaStsSample:
+    """What `/metrics` shows of one policy domain that announces a policy."""
+
+    fetched: bool
+    mode: str | None
+    max_age: float | None
+    id_changed_at: float
+
+
 def open_history(state_dir: Path) -> PolicyHistory | None:
     """The policy history beside the certificate history; None (logged) when it cannot open:
     losing the history must not stop the probes."""
@@ -62,13 +72,13 @@ class DnsPolicies:
         config: Config,
         *,
         history: PolicyHistory | None = None,
-        published: dict[str, MtaStsSample] | None = None,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.domains: dict[str, DomainState] = {}
-        self.published = published if published is not None else {}
-        """The per-domain metrics (`ExporterStats.mta_sts`), kept in step with `domains`."""
+        self.published: dict[str, MtaStsSample] = {}
+        """The per-domain metrics (`samples`), kept in step with `domains`; bounded by the
+        configuration's domains."""
         self._history = history
         self._wall, self._clock = wall, clock
         self._locks: dict[str, asyncio.Lock] = {}
@@ -89,6 +99,22 @@ class DnsPolicies:
         for domain in [d for d in self.published if d not in wanted]:
             del self.published[domain]
         self._locks = {d: self._locks.get(d) or asyncio.Lock() for d in wanted}
+
+    def samples(self) -> Iterator[Sample]:
+        """The MTA-STS series per policy domain, read at scrape time from another thread (the
+        exporter registry collects them): the dict is copied in one step."""
+        for domain, sample in sorted(dict(self.published).items()):
+            yield "tlsprobe_mta_sts_fetch_success", (domain,), 1.0 if sample.fetched else 0.0
+            if sample.mode is not None:
+                yield "tlsprobe_mta_sts_policy_info", (domain, sample.mode), 1.0
+            if sample.max_age is not None:
+                yield "tlsprobe_mta_sts_max_age_seconds", (domain,), sample.max_age
+            if sample.id_changed_at:
+                yield (
+                    "tlsprobe_mta_sts_id_change_timestamp_seconds",
+                    (domain,),
+                    sample.id_changed_at,
+                )
 
     def close(self) -> None:
         if self._history is not None:

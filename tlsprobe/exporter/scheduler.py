@@ -15,24 +15,23 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import tenacity
 
-from tlsprobe import report
 from tlsprobe.exporter import mxguard
 from tlsprobe.exporter.config import Config, TargetConfig
 from tlsprobe.exporter.dnspolicies import DnsPolicies
-from tlsprobe.exporter.exposition.metrics import ExporterStats
+from tlsprobe.exporter.exposition.table import Sample
 from tlsprobe.exporter.history.store import Drift, HistoryStore
+from tlsprobe.exporter.outcomes import OutcomeLog
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.state import EndpointState, state_for
 from tlsprobe.model import (
     TRANSIENT_REASONS,
-    UNREADABLE,
     Endpoint,
     EndpointKey,
     ProbeError,
@@ -73,7 +72,6 @@ class Scheduler:
         config: Config,
         *,
         results: LatestResults,
-        stats: ExporterStats,
         history: HistoryStore | None = None,
         resolver: Any = None,
         dns_policies: DnsPolicies | None = None,
@@ -88,7 +86,12 @@ class Scheduler:
         self.results = results
         self._on_publish = on_publish
         self._on_forget = on_forget
-        self.stats = stats
+        self.probes: dict[str, int] = {s.label: 0 for s in Status}
+        """Probes completed by overall result."""
+        self.retries: dict[str, int] = {r.value: 0 for r in sorted(TRANSIENT_REASONS)}
+        """Every reason a retry can have, from zero: the series exist before the first retry."""
+        self.mx_skipped: dict[tuple[str, str], int] = {}
+        """MX-discovered addresses not probed, per (tenant, target)."""
         self.history = history
         self._probe = probe
         self._clock = clock
@@ -101,7 +104,7 @@ class Scheduler:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._trust: dict[str | None, TrustStore] = {}
         self._skipped: dict[tuple[str, str, str], tuple[str, ...]] = {}
-        self._outcomes: dict[EndpointKey, tuple[object, ...]] = {}
+        self._outcomes = OutcomeLog()
         self.config = config
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self._resolver = resolver or discover.make_resolver(
@@ -150,7 +153,25 @@ class Scheduler:
             if key not in self._tasks:
                 task = asyncio.create_task(self._target_loop(target), name=f"target {key}")
                 self._tasks[key] = (target, task)
-        self.stats.targets_configured = len(wanted)
+
+    @property
+    def targets_configured(self) -> int:
+        return len(self._tasks)
+
+    def samples(self) -> Iterator[Sample]:
+        """The scheduler's numbers and the history's health, read at scrape time from another
+        thread (the exporter registry collects them): each dict is copied in one step."""
+        for status, count in dict(self.probes).items():
+            yield "tlsprobe_probes", (status,), float(count)
+        for reason, count in sorted(dict(self.retries).items()):
+            yield "tlsprobe_retries", (reason,), float(count)
+        for (tenant, target), count in sorted(dict(self.mx_skipped).items()):
+            yield "tlsprobe_mx_addresses_skipped", (tenant, target), float(count)
+        history = self.history
+        writable, errors = (history.writable, history.write_errors) if history else (True, 0)
+        yield "tlsprobe_state_writable", (), 1.0 if writable else 0.0
+        yield "tlsprobe_state_write_errors", (), float(errors)
+        yield "tlsprobe_targets_configured", (), float(len(self._tasks))
 
     async def stop(self, timeout: float = 2.0) -> None:
         tasks = [task for _, task in self._tasks.values()]
@@ -165,10 +186,10 @@ class Scheduler:
     def _forget(self, key: tuple[str, str]) -> None:
         for skipped in [k for k in self._skipped if k[:2] == key]:
             del self._skipped[skipped]
-        self.stats.mx_skipped.pop(key, None)
+        self.mx_skipped.pop(key, None)
         removed = self.results.remove_target(*key)
         for endpoint in removed:
-            self._outcomes.pop(endpoint, None)
+            self._outcomes.forget(endpoint)
         if self.history is not None:
             self.history.forget(removed)
         if self._on_forget is not None and removed:
@@ -197,7 +218,7 @@ class Scheduler:
         states = await asyncio.gather(*(self.run_job(job) for job in jobs))
         gone = self.results.retain(target.tenant, target.name, {s.key for s in states})
         for key in gone:
-            self._outcomes.pop(key, None)
+            self._outcomes.forget(key)
         if self.history is not None and gone:
             self.history.forget(gone)
         if self._on_forget is not None and gone:
@@ -289,7 +310,7 @@ class Scheduler:
         counts: dict[tuple[str, str], int] = {}
         for (tenant, name, _host), addresses in self._skipped.items():
             counts[tenant, name] = counts.get((tenant, name), 0) + len(addresses)
-        self.stats.mx_skipped = counts
+        self.mx_skipped = counts
 
     async def _retry_dns(self, target: TargetConfig, lookup: Callable[[], Awaitable[Any]]) -> Any:
         """A lookup, retried like a probe: only transient failures, at most `retries` times, and
@@ -388,7 +409,7 @@ class Scheduler:
         return store
 
     def _count_retry(self, reason: Reason) -> None:
-        self.stats.retries[reason.value] = self.stats.retries.get(reason.value, 0) + 1
+        self.retries[reason.value] = self.retries.get(reason.value, 0) + 1
 
     # --- publishing ------------------------------------------------------------------------
 
@@ -404,46 +425,16 @@ class Scheduler:
             else:
                 drift = self.history.drift(state.key)
             state = replace(state, drift=drift)
-            self.stats.state_writable = self.history.writable
-            self.stats.state_write_errors = self.history.write_errors
         self.results.put(state)
         if self._on_publish is not None:
             self._on_publish(state)
-        self.stats.probes[result.status.label] += 1
-        self._log_change(state)
+        self.probes[result.status.label] += 1
+        self._outcomes.record(state)
         return state
-
-    def _log_change(self, state: EndpointState) -> None:
-        result = state.result
-        failing = tuple(c.name for c in result.checks if c.status in _BAD)
-        outcome = (
-            result.status,
-            result.error.kind if result.error else None,
-            result.leaf.sha256 if result.leaf else None,
-            failing,
-        )
-        if self._outcomes.get(state.key) == outcome:
-            return
-        self._outcomes[state.key] = outcome
-        level = logging.INFO if result.status is Status.OK else logging.WARNING
-        labels = ("tenant", "target", "host", "address", "port")
-        fields = dict(zip(labels, state.label_values, strict=True))
-        fields |= {"status": result.status.label}
-        if result.error:
-            fields |= {"reason": result.error.kind.value, "error": result.error.message}
-        if failing:
-            fields["failing"] = ",".join(failing)
-        if result.leaf:
-            fields["fingerprint"] = result.leaf.sha256[:16]
-            fields["not_after"] = report.iso_time(result.leaf.not_after) or UNREADABLE
-        log.log(level, "probe outcome changed", extra={"fields": fields})
 
     @property
     def tasks(self) -> Iterable[asyncio.Task[None]]:
         return [task for _, task in self._tasks.values()]
-
-
-_BAD = (Status.CRITICAL, Status.WARNING)
 
 
 def _resolution_hint(hosts: HostsFile | None) -> str:

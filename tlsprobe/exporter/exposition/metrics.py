@@ -1,23 +1,21 @@
-"""The samples of the metric table (`table`) and their text exposition.
+"""The samples of the metric table's endpoint and target families, and their text by hand.
 
-Each endpoint's samples are derived by one
-function, `endpoint_samples`, from an immutable `EndpointState`; `/metrics` renders each
-endpoint's text once per new result and reuses it until the next, so a scrape of 10,000
-endpoints is string joins, not 200,000 formatting calls. `/metrics` and `/probe` both render
-with `TextRenderer`; the tests hold it equal to a prometheus_client collector built from the
-same sample functions (tests/support/collector.py), the oracle it earns its place against.
+Each endpoint's samples are derived by one function, `endpoint_samples`, from an immutable
+`EndpointState`; `/metrics` renders each endpoint's lines once per new result and reuses them
+until the next (`snapshot`), so a scrape of 10,000 endpoints is joins of cached bytes, not
+200,000 formatting calls. `/probe` renders the same samples through prometheus_client
+(`collector.TableCollector`), and the tests hold the hand-written text equal to it.
+`TextRenderer` is the plain-text form of the same rendering, which those tests compare
+`snapshot` with. The exporter's own series (process, GC, the parts' counters) are
+prometheus_client's (`collector.exporter_registry`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
 
-from tlsprobe import __version__
-from tlsprobe.exporter.eventloop import EventLoop
 from tlsprobe.exporter.exposition.table import (
     BY_NAME,
     ENDPOINT_LABELS,
@@ -27,19 +25,11 @@ from tlsprobe.exporter.exposition.table import (
     SENDER_LABELS,
     TARGET_LABELS,
     MetricDef,
+    Sample,
 )
 from tlsprobe.exporter.history.store import Drift
 from tlsprobe.exporter.state import EndpointState
-from tlsprobe.exporter.web.authgate import Verdict
-from tlsprobe.exporter.web.connections import Closed
-from tlsprobe.model import (
-    PHASES,
-    TRANSIENT_REASONS,
-    CertPart,
-    CheckName,
-    ProbeResult,
-    Status,
-)
+from tlsprobe.model import PHASES, CertPart, CheckName, ProbeResult
 
 __all__ = [
     "BY_NAME",
@@ -50,69 +40,17 @@ __all__ = [
     "SENDER_LABELS",
     "SEND_SIDE_METRICS",
     "TARGET_LABELS",
-    "ExporterStats",
     "MetricDef",
     "Sample",
     "TextRenderer",
     "endpoint_samples",
-    "exporter_samples",
     "facts_samples",
     "family_header",
-    "own_samples",
     "render_endpoint",
     "sample_line",
     "target_facts",
     "target_samples",
 ]
-
-
-@dataclass
-class ExporterStats:
-    """Exporter self-metrics. Mutated only on the event loop thread."""
-
-    reload_successful: bool = True
-    reload_success_at: float = 0.0
-    probes: dict[str, int] = field(default_factory=lambda: {s.label: 0 for s in Status})
-    retries: dict[str, int] = field(
-        default_factory=lambda: {r.value: 0 for r in sorted(TRANSIENT_REASONS)}
-    )
-    """Every reason a retry can have, from zero: the series exist before the first retry."""
-    state_writable: bool = True
-    state_write_errors: int = 0
-    targets_configured: int = 0
-    external_url: str = ""
-    http_connections: int = 0
-    http_connection_limit: int = 0
-    http_closed: dict[str, int] = field(default_factory=lambda: {r.value: 0 for r in Closed})
-    auth_outcomes: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
-    probe_requests_shared: int = 0
-    mx_skipped: dict[tuple[str, str], int] = field(default_factory=dict)
-    event_loop: EventLoop = EventLoop.ASYNCIO
-    mta_sts: dict[str, MtaStsSample] = field(default_factory=dict)
-    """Per MTA-STS policy domain of the configuration (bounded by it)."""
-
-    def snapshot(self) -> ExporterStats:
-        """A copy another thread may read while the loop goes on counting (each dict copied)."""
-        copy = replace(self)
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, dict):
-                setattr(copy, item.name, dict(value))
-        return copy
-
-
-@dataclass(frozen=True, slots=True)
-class MtaStsSample:
-    """What `/metrics` shows of one policy domain that announces a policy."""
-
-    fetched: bool
-    mode: str | None
-    max_age: float | None
-    id_changed_at: float
-
-
-Sample = tuple[str, tuple[str, ...], float]
-"""(family name, extra label values, value)."""
 
 
 def endpoint_samples(state: EndpointState) -> Iterator[Sample]:
@@ -217,44 +155,6 @@ def target_samples(states: Iterable[EndpointState]) -> Iterator[Sample]:
         yield from facts_samples(key, facts)
 
 
-def exporter_samples(stats: ExporterStats, endpoints: int) -> Iterator[Sample]:
-    yield "tlsprobe_config_last_reload_successful", (), 1.0 if stats.reload_successful else 0.0
-    yield "tlsprobe_config_last_reload_success_timestamp_seconds", (), stats.reload_success_at
-    for status, count in stats.probes.items():
-        yield "tlsprobe_probes", (status,), float(count)
-    for reason, count in sorted(stats.retries.items()):
-        yield "tlsprobe_retries", (reason,), float(count)
-    yield "tlsprobe_http_connections", (), float(stats.http_connections)
-    yield "tlsprobe_http_connection_limit", (), float(stats.http_connection_limit)
-    for reason, count in stats.http_closed.items():
-        yield "tlsprobe_http_connections_closed", (reason,), float(count)
-    for outcome, count in stats.auth_outcomes.items():
-        yield "tlsprobe_http_auth_attempts", (outcome,), float(count)
-    yield "tlsprobe_probe_requests_shared", (), float(stats.probe_requests_shared)
-    for (tenant, target), count in sorted(stats.mx_skipped.items()):
-        yield "tlsprobe_mx_addresses_skipped", (tenant, target), float(count)
-    yield "tlsprobe_state_writable", (), 1.0 if stats.state_writable else 0.0
-    yield "tlsprobe_state_write_errors", (), float(stats.state_write_errors)
-    yield "tlsprobe_targets_configured", (), float(stats.targets_configured)
-    yield from _mta_sts_samples(stats.mta_sts)
-    yield "tlsprobe_endpoints", (), float(endpoints)
-    python = ".".join(map(str, sys.version_info[:3]))
-    yield "tlsprobe_build_info", (__version__, python, stats.event_loop.value), 1.0
-    if stats.external_url:
-        yield "tlsprobe_external_url_info", (stats.external_url,), 1.0
-
-
-def _mta_sts_samples(domains: Mapping[str, MtaStsSample]) -> Iterator[Sample]:
-    for domain, sample in sorted(domains.items()):
-        yield "tlsprobe_mta_sts_fetch_success", (domain,), 1.0 if sample.fetched else 0.0
-        if sample.mode is not None:
-            yield "tlsprobe_mta_sts_policy_info", (domain, sample.mode), 1.0
-        if sample.max_age is not None:
-            yield "tlsprobe_mta_sts_max_age_seconds", (domain,), sample.max_age
-        if sample.id_changed_at:
-            yield "tlsprobe_mta_sts_id_change_timestamp_seconds", (domain,), sample.id_changed_at
-
-
 # --- text exposition -----------------------------------------------------------------------
 
 
@@ -303,8 +203,10 @@ def sample_line(sample: Sample) -> bytes:
     return _line(BY_NAME[name], values, value).encode()
 
 
-def family_header(metric: MetricDef) -> bytes:
-    name = metric.sample_name
+def family_header(metric: MetricDef, *, openmetrics: bool = False) -> bytes:
+    """A family's HELP and TYPE lines. Text 0.0.4 names a counter by its samples' name (with
+    `_total`), as prometheus_client writes it; OpenMetrics by the family's (without)."""
+    name = metric.name if openmetrics else metric.sample_name
     return f"# HELP {name} {metric.help}\n# TYPE {name} {metric.kind}\n".encode()
 
 
@@ -347,21 +249,16 @@ class TextRenderer:
         self._targets: dict[tuple[tuple[str, str], TargetFacts], list[tuple[int, bytes]]] = {}
         self._headers = [family_header(m) for m in METRICS]
 
-    def render(
-        self,
-        states: Sequence[EndpointState],
-        stats: ExporterStats | None,
-        extra: Iterable[Sample] = (),
-    ) -> bytes:
-        """The exposition text; `stats` None leaves out the exporter's self-metrics. `extra`
-        samples carry all their label values (the send side's)."""
+    def render(self, states: Sequence[EndpointState], extra: Iterable[Sample] = ()) -> bytes:
+        """The exposition text of the metric table's families; `extra` samples carry all their
+        label values (the send side's)."""
         columns: list[tuple[bytes, ...]] = list(zip(*self._rows(states), strict=True)) or [
             () for _ in METRICS
         ]
         tails: list[list[bytes]] = [[] for _ in METRICS]
         for index, line in self._target_lines(states):
             tails[index].append(line)
-        for sample in own_samples(states, stats, extra):
+        for sample in extra:
             tails[FAMILY_INDEX[sample[0]]].append(sample_line(sample))
         out: list[bytes] = []
         for index, column in enumerate(columns):
@@ -399,15 +296,6 @@ class TextRenderer:
             fresh[key, facts] = lines
             yield from lines
         self._targets = fresh
-
-
-def own_samples(
-    states: Sequence[EndpointState], stats: ExporterStats | None, extra: Iterable[Sample]
-) -> Iterator[Sample]:
-    """The samples of a scrape that no endpoint or target owns: self-metrics and `extra`."""
-    if stats is not None:
-        yield from exporter_samples(stats, len(states))
-    yield from extra
 
 
 FAMILY_INDEX: Mapping[str, int] = {m.name: index for index, m in enumerate(METRICS)}

@@ -4,9 +4,11 @@ Endpoints' and targets' lines sit compressed in `blockcache` blocks; each family
 body (its header and every block's segment for it) is kept joined until a block changes it.
 A scrape compares the endpoint states with the previous scrape's (by identity, which is cheap:
 a new result is a new state), rebuilds what changed, compresses the few lines no endpoint or
-target owns (self-metrics, the send side) and puts the gzip file together from the segments.
-An unchanged snapshot costs a pass over the states and a few kilobytes of compression, not a
-render and a compression of the whole text.
+target owns (the send side's, and the exporter registry's exposition after them: the `tail`)
+and puts the gzip file together from the segments. An unchanged snapshot costs a pass over the
+states and a few kilobytes of compression, not a render and a compression of the whole text.
+The same segments serve text 0.0.4 and OpenMetrics: only a counter family's HELP and TYPE
+lines differ (kept once per format) and OpenMetrics ends in `# EOF`.
 The text is exactly `TextRenderer`'s for the same states (the tests hold them equal); after
 endpoints come and go, the order of the lines within a family may differ. Not thread-safe: the
 scrape renders one snapshot at a time.
@@ -24,12 +26,10 @@ from tlsprobe.exporter.exposition.deflate import Segment, compressor, gzip_body,
 from tlsprobe.exporter.exposition.metrics import (
     FAMILY_INDEX,
     METRICS,
-    ExporterStats,
     Sample,
     TargetFacts,
     facts_samples,
     family_header,
-    own_samples,
     sample_line,
     target_facts,
 )
@@ -62,25 +62,39 @@ class SnapshotRenderer:
         self._targets = BlockCache[TargetKey, TargetFacts](_target_parts, operator.eq, block_size)
         self._by_target: dict[TargetKey, dict[EndpointKey, EndpointState]] = {}
         self._last: list[EndpointState] = []
-        self._headers = [family_header(m) for m in METRICS]
-        self._header_segments = [segment(header) for header in self._headers]
-        self._families: list[Segment | None] = [None] * len(METRICS)
-        """Per family: its header and every block's lines, joined; None when it has none."""
+        self._headers = {
+            om: [family_header(m, openmetrics=om) for m in METRICS] for om in (False, True)
+        }
+        self._header_segments = {
+            om: [segment(header) for header in headers] for om, headers in self._headers.items()
+        }
+        self._families: dict[bool, list[Segment | None]] = {
+            om: [None] * len(METRICS) for om in (False, True)
+        }
+        """Per format and family: its header and every block's lines, joined; None when it has
+        none. The OpenMetrics list holds only the families whose header differs (counters)."""
+        self._differs = [
+            headers[0] != headers[1] for headers in zip(*self._headers.values(), strict=True)
+        ]
 
     def gzip(
         self,
         states: Sequence[EndpointState],
-        stats: ExporterStats | None,
         extra: Iterable[Sample] = (),
         changes: Changes | None = None,
+        *,
+        tail: bytes = b"",
+        openmetrics: bool = False,
     ) -> bytes:
-        """The exposition of `states`, `stats` and `extra` (as `TextRenderer.render`), gzipped.
-        `changes`: `self.changes(states)` when the caller has it already."""
+        """The exposition of `states` and `extra` (as `TextRenderer.render`), then `tail` (whole
+        families: the exporter registry's), gzipped; OpenMetrics, ending in `# EOF`, when
+        `openmetrics`. `changes`: `self.changes(states)` when the caller has it already."""
         if changes is None:
             changes = self.changes(states)
         if changes:
             self._update(states, changes)
-        return gzip_body(self._segments(own_samples(states, stats, extra)))
+        end = tail + b"# EOF\n" if openmetrics else tail
+        return gzip_body(self._segments(extra, end, openmetrics))
 
     def _moved(self, states: Sequence[EndpointState]) -> list[int] | None:
         """The places where `states` has another state for the same endpoint than the last
@@ -96,7 +110,9 @@ class SnapshotRenderer:
 
     def held_bytes(self) -> int:
         """Compressed text the cache holds: blocks, and each family's joined copy."""
-        joined_copies = sum(len(family.data) for family in self._families if family)
+        joined_copies = sum(
+            len(family.data) for kept in self._families.values() for family in kept if family
+        )
         return self._endpoints.held_bytes() + self._targets.held_bytes() + joined_copies
 
     def _update(self, states: Sequence[EndpointState], changes: Changes) -> None:
@@ -114,9 +130,9 @@ class SnapshotRenderer:
         families = self._endpoints.refresh() | self._targets.refresh()
         for family in families:
             parts = self._endpoints.segments(family) + self._targets.segments(family)
-            self._families[family] = (
-                joined([self._header_segments[family], *parts]) if parts else None
-            )
+            for om in (False, True) if self._differs[family] else (False,):
+                header = self._header_segments[om][family]
+                self._families[om][family] = joined([header, *parts]) if parts else None
         self._last = list(states)
 
     def changes(self, states: Sequence[EndpointState]) -> Changes:
@@ -150,26 +166,31 @@ class SnapshotRenderer:
             return None
         return target_facts(members.values())[target]
 
-    def _segments(self, samples: Iterable[Sample]) -> list[Segment]:
-        """The families in order: cached ones as they are, the rest compressed now."""
+    def _segments(self, samples: Iterable[Sample], tail: bytes, om: bool) -> list[Segment]:
+        """The families in order: cached ones as they are, the rest compressed now, then
+        `tail`."""
         lines: dict[int, list[bytes]] = {}
         for sample in samples:
             lines.setdefault(FAMILY_INDEX[sample[0]], []).append(sample_line(sample))
         out: list[Segment] = []
         pending: list[bytes] = []
         engine = compressor()
-        for index, cached in enumerate(self._families):
+        headers, differs, kept = self._headers[om], self._differs, self._families[om]
+        for index, text_family in enumerate(self._families[False]):
             own = lines.get(index)
-            if cached is None and not own:
+            if text_family is None and not own:
                 continue
+            cached = kept[index] if om and differs[index] else text_family
             if cached is None:
-                pending.append(self._headers[index])
+                pending.append(headers[index])
             else:
                 if pending:
                     out.append(segment(b"".join(pending), engine))
                     pending = []
                 out.append(cached)
             pending.extend(own or ())
+        if tail:
+            pending.append(tail)
         if pending:
             out.append(segment(b"".join(pending), engine))
         return out

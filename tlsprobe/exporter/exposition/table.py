@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+Sample = tuple[str, tuple[str, ...], float]
+"""(family name, label values beyond the scope's, or all of them for scope-less families, value):
+what every part of the exporter reports its numbers as."""
+
 ENDPOINT_LABELS = ("tenant", "target", "host", "address", "port")
 TARGET_LABELS = ("tenant", "target")
 SENDER_LABELS = ("tenant", "sender")

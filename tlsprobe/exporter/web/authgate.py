@@ -26,10 +26,11 @@ import enum
 import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tlsprobe.exporter.config.web import BCRYPT_SLOTS, WebConfig
+from tlsprobe.exporter.exposition.table import Sample
 
 FAILURE_BURST = 60
 FAILURE_REFILL = 2.0
@@ -66,6 +67,11 @@ class AuthGate:
         self._suspect = asyncio.Semaphore(max(1, BCRYPT_SLOTS - 1))
         self._clients: OrderedDict[str, _Client] = OrderedDict()
         self.outcomes: dict[str, int] = dict.fromkeys(map(str, Verdict), 0)
+
+    def samples(self) -> Iterator[Sample]:
+        """Checks by outcome, read at scrape time (the exporter registry collects them)."""
+        for outcome, count in list(self.outcomes.items()):
+            yield "tlsprobe_http_auth_attempts", (outcome,), float(count)
 
     async def check(self, web_config: WebConfig, header: str, peer: str | None) -> Verdict:
         verdict = await self._check(web_config, header, peer)

@@ -23,12 +23,14 @@ import logging
 import resource
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+
+from tlsprobe.exporter.exposition.table import Sample
 
 log = logging.getLogger("tlsprobe.exporter.connections")
 
@@ -93,6 +95,13 @@ class ConnectionGuard:
     @property
     def open(self) -> int:
         return len(self._open)
+
+    def samples(self) -> Iterator[Sample]:
+        """The guard's numbers, read at scrape time (the exporter registry collects them)."""
+        yield "tlsprobe_http_connections", (), float(len(self._open))
+        yield "tlsprobe_http_connection_limit", (), float(self.limit)
+        for reason, count in list(self.closed.items()):
+            yield "tlsprobe_http_connections_closed", (reason,), float(count)
 
     def factory(
         self, server: web.Server, tls: ssl.SSLContext | None = None

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
+
+from tlsprobe.exporter.exposition.table import Sample
 
 MAX_ENTRIES = 1024
 
@@ -28,6 +30,10 @@ class ProbeLimiter(Generic[_T]):
         self._entries: OrderedDict[object, tuple[float, asyncio.Future[_T]]] = OrderedDict()
         self.shared = 0
         """Requests answered with another request's probe."""
+
+    def samples(self) -> Iterator[Sample]:
+        """Requests answered with another's probe (the exporter registry collects them)."""
+        yield "tlsprobe_probe_requests_shared", (), float(self.shared)
 
     async def run(self, key: object, probe: Callable[[], Awaitable[_T]]) -> _T:
         """`probe()`'s result, or the result of the one started for `key` within the interval."""

@@ -9,7 +9,8 @@ before the request cap and limits failed attempts per client (`authgate`), so wr
 never take the places of answered scrapes; open connections are capped before that
 (`connections`). `/probe` checks only configured targets, or hosts the configuration's allowlist
 names, so the exporter never becomes an open scanner, and probes a target at most once per
-`web.probe_min_interval` (`probelimit`).
+`web.probe_min_interval` (`probelimit`). `/metrics` and `/probe` answer OpenMetrics when the
+scrape's Accept asks for it, text 0.0.4 otherwise, gzipped when the client takes gzip.
 """
 
 from __future__ import annotations
@@ -19,24 +20,29 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tlsprobe import report
 from tlsprobe.exporter import links
-from tlsprobe.exporter.config import TargetConfig
+from tlsprobe.exporter.config import Config, TargetConfig
 from tlsprobe.exporter.config.web import WebConfig
 from tlsprobe.exporter.exchange import attribution
-from tlsprobe.exporter.exposition.metrics import ExporterStats, TextRenderer
-from tlsprobe.exporter.exposition.scrape import Scrape
+from tlsprobe.exporter.exposition import collector
+from tlsprobe.exporter.exposition.collector import ExporterRegistry, wants_openmetrics
+from tlsprobe.exporter.exposition.scrape import Scrape, probe_body
 from tlsprobe.exporter.exposition.send import send_side_samples
+from tlsprobe.exporter.exposition.table import Sample
+from tlsprobe.exporter.history.store import HistoryStore
 from tlsprobe.exporter.pages.detail import detail_page
 from tlsprobe.exporter.pages.senders import senders_section
 from tlsprobe.exporter.pages.status import STATUS_COLOURS, StatusPage
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.senders import SendSide
 from tlsprobe.exporter.state import state_for
 from tlsprobe.exporter.web.allowlist import AllowlistError, check_adhoc
 from tlsprobe.exporter.web.authgate import AuthGate, Verdict
@@ -76,12 +82,33 @@ if not any(isinstance(f, _QuietBadRequests) for f in _AIOHTTP_SERVER_LOG.filters
     _AIOHTTP_SERVER_LOG.addFilter(_QuietBadRequests())
 
 
+class Served(Protocol):
+    """What the web server asks of the exporter (`app.Exporter`; the tests' fakes)."""
+
+    results: LatestResults
+    send_side: SendSide | None
+    history: HistoryStore | None
+    config: Config
+    resolver: Any
+    """dnspython's resolver of the `dns:` section (untyped)."""
+    ready: bool
+    started_at: float
+
+    @property
+    def registry(self) -> ExporterRegistry | None:
+        """The exporter's own series for /metrics (None: none)."""
+
+    async def reload(self) -> str | None: ...
+
+    async def probe_now(self, target: TargetConfig) -> list[ProbeResult]: ...
+
+
 class WebApp:
     """Routes and guards; the exporter supplies the data through `exporter`."""
 
     def __init__(
         self,
-        exporter: Any,
+        exporter: Served,
         web_config: WebConfig,
         *,
         max_requests: int = 16,
@@ -171,34 +198,35 @@ class WebApp:
         async with self._requests:
             return await handler(request)
 
+    def samples(self) -> list[Callable[[], Iterable[Sample]]]:
+        """The web side's own numbers (connection guard, auth gate, probe limiter), for the
+        exporter's registry; read on this thread, where they are counted."""
+        parts: list[Callable[[], Iterable[Sample]]] = [
+            self.auth.samples,
+            self.probe_limiter.samples,
+        ]
+        return parts if self.guard is None else [self.guard.samples, *parts]
+
     # --- handlers --------------------------------------------------------------------------
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        # Snapshots here, the formatting and compression in a worker thread (scrape.py).
-        stats = self.exporter.stats.snapshot()
-        self._refresh_stats(stats)
+        # Snapshots here, the formatting and compression where scrape.py says.
+        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         body, gzipped = await self.scrape.body(
             self.exporter.results.snapshot(),
-            stats,
+            self.exporter.registry,
             [
                 *send_side_samples(self.exporter.send_side),
                 *attribution.samples(self._attribution()),
             ],
-            gzip_ok="gzip" in request.headers.get("Accept-Encoding", ""),
+            gzip_ok=_takes_gzip(request),
+            openmetrics=openmetrics,
         )
-        headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
-        if gzipped:
-            headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
-
-    def _refresh_stats(self, stats: ExporterStats) -> None:
-        """Copy the HTTP side's counters into the scrape's copy of the self-metrics."""
-        if self.guard is not None:
-            stats.http_connections = self.guard.open
-            stats.http_connection_limit = self.guard.limit
-            stats.http_closed.update(self.guard.closed)
-        stats.auth_outcomes.update(self.auth.outcomes)
-        stats.probe_requests_shared = self.probe_limiter.shared
+        return _exposition(
+            body,
+            collector.OPENMETRICS_CONTENT_TYPE if openmetrics else collector.TEXT_CONTENT_TYPE,
+            gzipped=gzipped,
+        )
 
     async def healthy(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="Healthy\n")
@@ -250,8 +278,12 @@ class WebApp:
         if debug:
             return web.Response(text=_debug_text(target, results, elapsed))
         states = [state_for(target, r) for r in results]
-        body = TextRenderer().render(states, None)
-        return web.Response(body=body, content_type="text/plain")
+        body, content_type, gzipped = probe_body(
+            states,
+            openmetrics=wants_openmetrics(request.headers.get("Accept", "")),
+            gzip_ok=_takes_gzip(request),
+        )
+        return _exposition(body, content_type, gzipped=gzipped)
 
     async def _probe_now(self, target: TargetConfig) -> tuple[list[ProbeResult], float]:
         if self._probes.locked():
@@ -308,6 +340,17 @@ class WebApp:
             detail_page, state, self.exporter.history, self.exporter.started_at
         )
         return web.Response(text=page, content_type="text/html")
+
+
+def _takes_gzip(request: web.Request) -> bool:
+    return "gzip" in request.headers.get("Accept-Encoding", "")
+
+
+def _exposition(body: bytes, content_type: str, *, gzipped: bool) -> web.Response:
+    headers = {"Content-Type": content_type}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 class _ProbesBusy(Exception):
