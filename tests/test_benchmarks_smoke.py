@@ -218,3 +218,25 @@ def test_cache_keys_on_host_policy_tls_and_trust_store(ca: Hierarchy, store: Tru
     fresh.append(_fresh(chain, other_store, NOW))
     assert cached == fresh
     assert len({v.checks for v in fresh}) == len(fresh)  # every variant changed the verdict
+
+
+def test_the_render_ab_reports_every_figure(tmp_path: Path) -> None:
+    """benchmarks/render_ab.py, one round of this checkout against itself at 40 endpoints
+    (each side in its own process, from another directory): every figure is there, none is
+    judged."""
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "render_ab.py"),
+        "--rounds",
+        "1",
+        "--endpoints",
+        "40",
+        str(REPO),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp_path)
+    report = json.loads(done.stdout)
+    assert report["endpoints"] == 40
+    for key in ("warm_ms", "changed_5pct_ms"):
+        assert set(report[key]) == {"this", "other", "ratio", "ratio_min", "ratio_max"}
+        assert report[key]["this"] > 0 and report[key]["other"] > 0
+    assert report["this_warm_collecting_ms"] > 0

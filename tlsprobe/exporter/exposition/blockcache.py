@@ -5,7 +5,7 @@ lines as one compressed `deflate.Segment`, and where each member's lines start i
 members change, arrive or leave, only their blocks are rebuilt: the lines of the members that
 did not change are cut out of the block's decompressed text, the others rendered afresh, and a
 family is compressed again only when its text changed. So the cache holds the exposition
-compressed (about a seventeenth of its size at 10,000 endpoints) instead of as text, and a
+compressed (a small fraction of its size: benchmarks/README.md) instead of as text, and a
 scrape after a few results costs a few blocks, not the whole body.
 """
 

@@ -7,9 +7,9 @@ change, a fresh segment for what did, one final empty block and the gzip trailer
 gzip file that every decoder reads (several members would not do: curl and aiohttp stop after the
 first). The trailer's CRC-32 of the whole text is combined from the segments' own CRCs, so the
 text is never put together uncompressed. Python's zlib module does not expose zlib's
-crc32_combine; it is called in the zlib library itself (ctypes, about two microseconds), with a
-pure-Python version of the same method where that library cannot be loaded (tens of
-microseconds a combination: a millisecond and more of every scrape).
+crc32_combine; it is called in the zlib library itself (ctypes), with a pure-Python version of
+the same method where that library cannot be loaded (slower by an order of magnitude: see
+benchmarks/README.md, "Figures the code relies on").
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 LEVEL = 1
-"""Several times faster than the default for about the same size on exposition text."""
+"""Faster than the default for about the same size on exposition text (benchmarks/README.md)."""
 
 _POLY = 0xEDB88320
 """CRC-32's polynomial, bit-reflected, as zlib uses it."""
