@@ -711,3 +711,36 @@ def test_extra_label_pairs_are_escaped_as_the_endpoint_labels_are() -> None:
     names, values = ("subject", "issuer"), ('CN="x"\\y', "line\nbreak")
     assert metrics._extra_pairs(names, values) == metrics._pairs(names, values)
     assert metrics._extra_pairs(names, values) == 'subject="CN=\\"x\\"\\\\y",issuer="line\\nbreak"'
+
+
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        ("", False),
+        ("*/*", False),
+        ("text/plain;version=0.0.4", False),
+        ("application/openmetrics-text", True),
+        ("Application/OpenMetrics-Text; version=1.0.0", True),
+        # Prometheus 2.x
+        (
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+            "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            True,
+        ),
+        # Prometheus 3.x
+        (
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+            "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;"
+            "escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+            True,
+        ),
+        # scrape_protocols: [PrometheusText0.0.4]
+        ("text/plain;version=0.0.4;q=0.5,*/*;q=0.1", False),
+        ("text/plain;q=0.9,application/openmetrics-text;q=0.5", False),
+        ("application/openmetrics-text;q=0", False),
+        ("application/openmetrics-text;q=nonsense", False),
+        ("application/openmetrics-text;q=0.5,text/plain;q=0.5", True),
+    ],
+)
+def test_openmetrics_when_the_accept_header_prefers_it(accept: str, openmetrics: bool) -> None:
+    assert collector.wants_openmetrics(accept) is openmetrics
