@@ -448,7 +448,7 @@ async def test_apply_stops_removed_keeps_unchanged_restarts_changed(ca_file: Pat
     assert removed.cancelled()
     assert changed.cancelled()
     assert _task(scheduler, "c") is not changed
-    assert scheduler.targets_configured == 3
+    assert ("tlsprobe_targets_configured", (), 3.0) in list(scheduler.samples())
 
     await vt.run_until(500.0, idle=3)
     await scheduler.stop()

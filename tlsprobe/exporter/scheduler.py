@@ -154,10 +154,6 @@ class Scheduler:
                 task = asyncio.create_task(self._target_loop(target), name=f"target {key}")
                 self._tasks[key] = (target, task)
 
-    @property
-    def targets_configured(self) -> int:
-        return len(self._tasks)
-
     def samples(self) -> Iterator[Sample]:
         """The scheduler's numbers and the history's health, read at scrape time from another
         thread (the exporter registry collects them): each dict is copied in one step."""
