@@ -115,11 +115,11 @@ class ExporterRegistry(CollectorRegistry):
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(auto_describe=False)
-        self._standard: list[Collector] = [
-            ProcessCollector(registry=self),
-            PlatformCollector(registry=self),
-            GCCollector(registry=self),
-        ]
+        self._standard = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self._standard)
+        PlatformCollector(registry=self._standard)
+        GCCollector(registry=self._standard)
+        self.register(self._standard)
         self._parts: list[Callable[[], Iterable[Sample]]] = []
         self._clock = clock
         self._held: dict[bool, tuple[float, bytes]] = {}
@@ -139,10 +139,7 @@ class ExporterRegistry(CollectorRegistry):
         now = self._clock()
         held = self._held.get(openmetrics)
         if held is None or not 0 <= now - held[0] < STANDARD_MAX_AGE:
-            held = self._held[openmetrics] = (
-                now,
-                _generate(_Collecting(self._standard), openmetrics),
-            )
+            held = self._held[openmetrics] = (now, _generate(self._standard, openmetrics))
         return held[1]
 
     def _parts_text(self, openmetrics: bool) -> bytes:
@@ -160,18 +157,7 @@ class ExporterRegistry(CollectorRegistry):
         return b"".join(out)
 
 
-class _Collecting(Collector):
-    """Collectors as the one `collect()` that prometheus_client's exposition asks for."""
-
-    def __init__(self, collectors: Sequence[Collector]) -> None:
-        self._collectors = collectors
-
-    def collect(self) -> Iterator[Metric]:
-        for item in self._collectors:
-            yield from item.collect()
-
-
-def _generate(source: Collector, openmetrics: bool) -> bytes:
+def _generate(source: CollectorRegistry, openmetrics: bool) -> bytes:
     if not openmetrics:
         return text_format.generate_latest(source)
     text: bytes = openmetrics_format.generate_latest(source)  # type: ignore[no-untyped-call]
