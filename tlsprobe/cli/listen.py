@@ -101,7 +101,7 @@ def _print(session: Session, policy: Policy, trust: TrustStore, args: argparse.N
         data = report.to_json(result) | {"sender": sender_json(session)}
         print(json.dumps(data, indent=2))
     else:
-        text = report.human(result, now, sender=True)
+        text = report.human(result, now, sender=True, policy=policy)
         if args.verbose and result.transcript:
             text += "\nSMTP transcript\n" + "\n".join(f"  {t}" for t in result.transcript) + "\n"
         sys.stdout.write(text)

@@ -85,7 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             data["mta_sts"] = policyreport.sts_json(sts)
         print(json.dumps(data, indent=2))
     else:
-        text = report.human(result, utcnow())
+        text = report.human(result, utcnow(), policy=policy, timeout=args.timeout)
         if sts is not None:
             text += "\n" + "\n".join(policyreport.sts_lines(sts))
         if args.verbose and result.transcript:

@@ -402,7 +402,7 @@ def _debug_text(target: TargetConfig, results: Sequence[ProbeResult], elapsed: f
     now = utcnow()
     parts = [f"Probe of target {target.name!r} (tenant {target.tenant!r}) took {elapsed:.3f} s\n"]
     for result in results:
-        parts.append(report.human(result, now))
+        parts.append(report.human(result, now, policy=target.policy, timeout=target.timeout))
         parts.append("\nSMTP transcript\n")
         parts.extend(f"  {line}\n" for line in result.transcript)
         parts.append("\nResult (JSON)\n" + json.dumps(report.to_json(result), indent=2) + "\n\n")
