@@ -183,6 +183,12 @@ METRICS: tuple[MetricDef, ...] = (
         scope="target",
     ),
     _g(
+        "target_info",
+        "1 for every configured target, with the labels the configuration gives it (the "
+        "tenant's and the target's labels:) beyond tenant and target.",
+        scope="target",
+    ),
+    _g(
         "dane_tlsa_records",
         "TLSA records found for the endpoint (0: DANE not applicable), by the DNSSEC status of "
         "the answer: secure, insecure, bogus, failed.",
