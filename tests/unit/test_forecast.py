@@ -22,8 +22,9 @@ import pytest
 from tests.support.pki import Hierarchy, Issued, make_intermediate, make_leaf
 from tlsprobe.cli import main as cli
 from tlsprobe.exporter import forecast
+from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.lastresults import ResultStore
-from tlsprobe.exporter.state import EndpointState
+from tlsprobe.exporter.state import EndpointState, SenderState
 from tlsprobe.model import (
     Capture,
     CheckName,
@@ -147,10 +148,20 @@ def test_json_and_csv_carry_the_same_rows(results: dict[str, ProbeResult]) -> No
     assert forecast.to_text([], NOW, 30) == "Nothing fails now or within 30 days.\n"
 
 
-def test_published_states_are_watched_as_endpoints(results: dict[str, ProbeResult]) -> None:
+def test_published_states_are_watched_as_endpoints_and_senders(
+    results: dict[str, ProbeResult],
+) -> None:
     states = [EndpointState("contoso", "soon", results["soon"])]
-    [item] = forecast.watched(states)
-    assert (item.tenant, item.name, item.kind) == ("contoso", "soon", "endpoint")
+    relay = SenderConfig("contoso", "relay1", ("127.0.0.1/32",), POLICY)
+    quiet = SenderConfig("contoso", "relay2", ("127.0.0.2/32",), POLICY)
+    senders = [SenderState(relay, result=results["expired"]), SenderState(quiet)]
+    watched = list(forecast.watched(states, senders))
+    assert [(w.tenant, w.name, w.kind) for w in watched] == [
+        ("contoso", "soon", "endpoint"),
+        ("contoso", "relay1", "sender"),
+    ]
+    [entry] = forecast.forecast(watched[1:], NOW, 30)
+    assert (entry.kind, entry.where) == ("sender", "expired.contoso.test from 127.0.0.1")
 
 
 def test_forecast_command_reads_the_exporters_last_results(
@@ -159,18 +170,28 @@ def test_forecast_command_reads_the_exporters_last_results(
     config = tmp_path / "tlsprobe.yml"
     targets = "".join(f"      - {{name: {n}, host: {n}.contoso.test}}\n" for n in results)
     config.write_text(
-        f"state_dir: {tmp_path}\ntenants:\n  contoso:\n    accepted_domains: [contoso.test]\n"
+        f"state_dir: {tmp_path}\nreceiver: {{}}\ntenants:\n  contoso:\n"
+        "    accepted_domains: [contoso.test]\n"
+        "    senders: [{name: relay1, peers: [127.0.0.1]}]\n"
         f"    targets:\n{targets}"
     )
     store = ResultStore(tmp_path / "results.sqlite3")
     for name, r in results.items():
         store.put(("contoso", name, r.endpoint.host, "127.0.0.1", "25"), r)
-    # A row of a target no longer configured is left out.
+    # A row of a target no longer configured is left out; a configured sender's is kept.
     store.put(("contoso", "gone", "gone.contoso.test", "127.0.0.1", "25"), results["expired"])
+    store.put(("contoso", "sender:relay1", "relay1", "", ""), results["soon"])
+    store.put(("contoso", "sender:relay9", "relay9", "", ""), results["soon"])
     store.close()
     assert cli.main(["forecast", "--config", str(config), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["name"] for r in rows} == {"down", "expired", "ca", "soon"}
+    assert {(r["name"], r["kind"]) for r in rows} == {
+        ("down", "endpoint"),
+        ("expired", "endpoint"),
+        ("ca", "endpoint"),
+        ("soon", "endpoint"),
+        ("relay1", "sender"),
+    }
     assert [r["when"] for r in rows] == sorted(r["when"] for r in rows)
     assert cli.main(["forecast", "--config", str(config), "--days", "90"]) == 0
     assert "fine.contoso.test:25" in capsys.readouterr().out

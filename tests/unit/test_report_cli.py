@@ -278,11 +278,16 @@ def test_human_report_of_a_good_result(good: ProbeResult, good_leaf: Issued) -> 
 
 def test_perfdata_carries_the_applied_thresholds_and_the_bounds(good: ProbeResult) -> None:
     policy = Policy(warn_days=30.5, crit_days=10)
+    assert good.leaf is not None
+    # What not_expired applies (the configured days here; lifetime-aware ones once they land).
+    warn, crit = expiry_thresholds(policy, good.leaf)
     line = report.summary_line(good, NOW, policy=policy, timeout=30)
-    assert line.endswith("| days_left=60.0;30.5;10;; total=0.500s;;;0;30")
+    assert line.endswith(f"| days_left=60.0;{warn:g};{crit:g};; total=0.500s;;;0;30")
+    bare = report.summary_line(good, NOW)
+    assert bare.endswith("| days_left=60.0;;;; total=0.500s;;;0;")
     figures = parse_first_line(line).perfdata
     assert figures["days_left"].value == 60.0
-    assert (figures["days_left"].warn, figures["days_left"].crit) == ("30.5", "10")
+    assert (float(figures["days_left"].warn), float(figures["days_left"].crit)) == (warn, crit)
     assert (figures["total"].uom, figures["total"].minimum, figures["total"].maximum) == (
         "s",
         0.0,
