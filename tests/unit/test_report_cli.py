@@ -285,6 +285,10 @@ def test_perfdata_carries_the_applied_thresholds_and_the_bounds(good: ProbeResul
     assert line.endswith(f"| days_left=60.0;{warn:g};{crit:g};; total=0.500s;;;0;30")
     bare = report.summary_line(good, NOW)
     assert bare.endswith("| days_left=60.0;;;; total=0.500s;;;0;")
+    # Configured days are fixed thresholds; the 90-day leaf's lifetime-aware ones differ.
+    fixed = Policy(warn_days=30.5, crit_days=10, fixed_expiry_days=True)
+    assert "| days_left=60.0;30.5;10;; total=" in report.summary_line(good, NOW, policy=fixed)
+    assert (warn, crit) == (27.0, 10.0)
     figures = parse_first_line(line).perfdata
     assert figures["days_left"].value == 60.0
     assert (float(figures["days_left"].warn), float(figures["days_left"].crit)) == (warn, crit)

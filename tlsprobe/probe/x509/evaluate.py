@@ -260,7 +260,8 @@ RENEWAL_GRACE_DAYS = 3.0
 
 
 def expiry_thresholds(policy: Policy, cert: CertFacts) -> tuple[float, float]:
-    """(warning, critical) days left for `cert` under `policy`.
+    """(warning, critical) days left for `cert` under `policy`: what `check_expiry` applies, and
+    what `tlsprobe check` prints as the thresholds of its `days_left` perfdata.
 
     With `warn_days`/`crit_days` configured, those. Otherwise a certificate of up to 200 days
     warns once a renewal at a third of its lifetime left is 3 days overdue (at most a twelfth
