@@ -80,7 +80,8 @@ def results(pki: Hierarchy, trust: TrustStore) -> dict[str, ProbeResult]:
     ca = pki.intermediate
     refused = ProbeError(Reason.REFUSED, "connection refused")
     return {
-        "soon": result(trust, "soon.contoso.test", [leaf(ca, "soon.contoso.test", 12), ca]),
+        # 8 of 38 days left: past the lifetime-aware warning (9.7), not yet critical (6.3).
+        "soon": result(trust, "soon.contoso.test", [leaf(ca, "soon.contoso.test", 8), ca]),
         "ca": result(trust, "ca.contoso.test", [leaf(short_ca, "ca.contoso.test", 60), short_ca]),
         "expired": result(
             trust, "expired.contoso.test", [leaf(ca, "expired.contoso.test", -2), ca]
@@ -106,7 +107,7 @@ def test_entries_are_what_breaks_in_date_order(results: dict[str, ProbeResult]) 
             False,
             "intermediate 'CN=Short Lived Intermediate,O=tlsprobe tests' expires before the leaf",
         ),
-        ("soon", False, "leaf expires"),
+        ("soon", False, "leaf expires; its renewal is overdue (not_expired at warning)"),
     ]
     later = [(e.name, e.what) for e in entries if not e.now]
     assert later == [
@@ -114,13 +115,13 @@ def test_entries_are_what_breaks_in_date_order(results: dict[str, ProbeResult]) 
             "ca",
             "intermediate 'CN=Short Lived Intermediate,O=tlsprobe tests' expires before the leaf",
         ),
-        ("soon", "leaf expires"),
+        ("soon", "leaf expires; its renewal is overdue (not_expired at warning)"),
     ]
     assert [e.when for e in entries] == sorted(e.when for e in entries)
     assert "fine" not in {e.name for e in entries}
     soon = next(e for e in entries if e.name == "soon")
-    assert soon.when == NOW + timedelta(days=12)
-    assert round(soon.days_left(NOW)) == 12
+    assert soon.when == NOW + timedelta(days=8)
+    assert round(soon.days_left(NOW)) == 8
     assert soon.symptom == SYMPTOMS[CheckName.NOT_EXPIRED]
     assert soon.fix.startswith("renew the certificate")
     assert soon.where == "soon.contoso.test:25 (127.0.0.1)"
@@ -195,6 +196,10 @@ def test_forecast_command_reads_the_exporters_last_results(
     assert [r["when"] for r in rows] == sorted(r["when"] for r in rows)
     assert cli.main(["forecast", "--config", str(config), "--days", "90"]) == 0
     assert "fine.contoso.test:25" in capsys.readouterr().out
+    # The demo's way: every row of a state directory, the unconfigured ones too.
+    assert cli.main(["forecast", "--state-dir", str(tmp_path), "--format", "csv"]) == 0
+    names = {row["name"] for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert {"gone", "relay9", "relay1", "soon"} <= names
 
 
 def test_forecast_command_without_results_says_so(

@@ -230,7 +230,9 @@ def add_forecast(forecast: argparse.ArgumentParser) -> None:
         "Online does then, and the fix. Reads the last results the exporter keeps in the "
         "configuration's state_dir."
     )
-    forecast.add_argument("--config", required=True, metavar="FILE")
+    where = forecast.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", metavar="FILE", help="the exporter's configuration")
+    where.add_argument("--state-dir", metavar="DIR", help="every result kept in DIR (the demo's)")
     forecast.add_argument(
         "--days", type=_forecast_days, default=30.0, help="horizon in days (default 30)"
     )

@@ -164,6 +164,11 @@ def _expiry(item: Watched, now: datetime, horizon: datetime) -> Entry | None:
     symptom = SYMPTOMS[CheckName.NOT_EXPIRED]
     if first is leaf or first.not_after == leaf.not_after:
         what, fix = "leaf expires", _RENEW.format(date=date)
+        if any(
+            c.name is CheckName.NOT_EXPIRED and c.status is Status.WARNING
+            for c in item.result.checks
+        ):
+            what = "leaf expires; its renewal is overdue (not_expired at warning)"
     else:
         what = f"intermediate '{_short(first)}' expires before the leaf"
         fix = _INTERMEDIATE.format(date=date, leaf=f"{leaf.not_after:%Y-%m-%d}")
