@@ -127,8 +127,16 @@ def test_entries_are_what_breaks_in_date_order(results: dict[str, ProbeResult]) 
     assert soon.where == "soon.contoso.test:25 (127.0.0.1)"
     ca = next(e for e in entries if e.name == "ca")
     assert "(the leaf is valid until" in ca.fix
+    down = next(e for e in entries if e.name == "down")
+    assert (down.symptom, down.fix) == ("", "make the server reachable and offer STARTTLS")
     expired = next(e for e in entries if e.name == "expired")
     assert expired.symptom == SYMPTOMS[CheckName.NOT_EXPIRED]
+
+
+def test_a_server_without_starttls_gets_the_exchange_symptom(trust: TrustStore) -> None:
+    plain = result(trust, "legacy.contoso.test", [], error=ProbeError(Reason.NO_STARTTLS, "no"))
+    [entry] = forecast.forecast([forecast.Watched("contoso", "legacy", "endpoint", plain)], NOW)
+    assert entry.now and entry.symptom == SYMPTOMS[CheckName.STARTTLS]
 
 
 def test_the_horizon_decides_what_is_listed(results: dict[str, ProbeResult]) -> None:

@@ -19,7 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tlsprobe.exporter.state import EndpointState, SenderState
-from tlsprobe.model import CertFacts, CertPart, ChainReason, CheckName, ProbeResult, Status
+from tlsprobe.model import (
+    CertFacts,
+    CertPart,
+    ChainReason,
+    CheckName,
+    ProbeResult,
+    Reason,
+    Status,
+)
 from tlsprobe.probe.x509.evaluate import SYMPTOMS
 
 DEFAULT_DAYS = 30.0
@@ -128,7 +136,9 @@ def _failing(item: Watched, now: datetime) -> Iterator[Entry]:
     if result.error is not None:
         what = f"{result.error.kind.value}: {result.error.message}"
         fix = "make the server reachable and offer STARTTLS"
-        yield _entry(item, seen, now=True, what=what, symptom="", fix=fix)
+        no_tls = result.error.kind in (Reason.NO_STARTTLS, Reason.STARTTLS_REJECTED)
+        symptom = SYMPTOMS[CheckName.STARTTLS] if no_tls else ""
+        yield _entry(item, seen, now=True, what=what, symptom=symptom, fix=fix)
         return
     valid = all(
         not c.unreadable(CertPart.VALIDITY) and c.not_before <= now < c.not_after
