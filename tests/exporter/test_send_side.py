@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import smtplib
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.broken import MAKERS
 from tests.support.exporter import command, in_process
 from tests.support.pki import Hierarchy, Issued, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
@@ -245,6 +247,36 @@ async def test_a_sender_verdict_survives_a_restart(
     async with running(tmp_path, config_data(tmp_path, ca_file, receiver_port=port)) as exporter:
         text = await get(exporter, "/metrics")
     assert values(text, "tlsprobe_sender_status", **labels) == [], "a removed sender's row stays"
+
+
+@pytest.mark.parametrize("kind", ["version-4", "utc-time-offset", "boolean-true-0x01"])
+async def test_a_client_certificate_cryptography_refuses_replaces_the_old_ok(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy, kind: str
+) -> None:
+    """The receiver raised out of the session on such a leaf: nothing was recorded and the
+    sender kept its OK. Now the session is judged like the server side judges the same bytes."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    port = unused_port()
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    async with running(tmp_path, config_data(tmp_path, ca_file, receiver_port=port)) as exporter:
+        side = exporter.send_side
+        assert side is not None
+        certfile, keyfile = client_files(tmp_path, pki, leaf)
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile)
+        await eventually(lambda: side.snapshot()[0].sessions == 1, "the first session")
+        assert values(await get(exporter, "/metrics"), "tlsprobe_sender_status", **labels) == [0]
+        broken = MAKERS[kind](leaf.der, pki.intermediate.key)
+        write_server_files(tmp_path, leaf.key, [broken, pki.intermediate.der], stem="relay")
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile)
+        await eventually(lambda: side.snapshot()[0].sessions == 2, "the second session")
+        text = await get(exporter, "/metrics")
+    assert values(text, "tlsprobe_sender_status", **labels) == [2.0]
+    assert values(text, "tlsprobe_sender_o365_ready", **labels) == [0.0]
+    assert values(text, "tlsprobe_sender_check_status", check="certificate_format", **labels) == [
+        2.0
+    ]
+    fingerprint = hashlib.sha256(broken).hexdigest()
+    assert values(text, "tlsprobe_sender_cert_info", fingerprint_sha256=fingerprint, **labels)
 
 
 @contextlib.asynccontextmanager

@@ -30,7 +30,6 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
@@ -39,6 +38,7 @@ from tlsprobe.probe import files
 from tlsprobe.probe.send.sender import Session
 from tlsprobe.probe.smtp import server as smtpserver
 from tlsprobe.probe.smtp.client import Done, Failed, NeedData, Send, StartTls
+from tlsprobe.probe.transport.sockconn import peer_chain_der
 
 _CHUNK = 16384
 _STREAM_LIMIT = 65536
@@ -285,18 +285,8 @@ class _Tls:
         """Negotiated version and cipher, the client's chain as sent (DER), and the SNI."""
         conn = self._conn
         tls = TlsInfo(conn.get_protocol_version_name(), conn.get_cipher_name() or "")
-        leaf = conn.get_peer_certificate(as_cryptography=True)
-        rest = conn.get_peer_cert_chain(as_cryptography=True) or []
-        # On the server side OpenSSL's peer chain leaves the leaf out; some versions keep it.
-        if leaf is not None and rest and rest[0] == leaf:
-            rest = rest[1:]
-        chain = [leaf, *rest] if leaf is not None else []
         sni = conn.get_servername()
-        return (
-            tls,
-            tuple(c.public_bytes(Encoding.DER) for c in chain),
-            sni.decode("ascii", "replace") if sni else None,
-        )
+        return tls, peer_chain_der(conn), sni.decode("ascii", "replace") if sni else None
 
     async def read(self) -> bytes:
         while True:
