@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,7 @@ from tlsprobe.probe.smtp import server as smtpserver
 from tlsprobe.probe.x509.evaluate import TrustStore
 
 POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
+POLICY_ARGS = ("--certificate-domain", "*.contoso.test", "--accepted-domain", "contoso.test")
 
 
 class Sessions:
@@ -290,6 +292,19 @@ def _wait_listening(proc: subprocess.Popen[str]) -> None:
     assert "waiting on" in line, line
 
 
+def _listened(port: int, deliver: Callable[[], None], *extra: str) -> tuple[int, str, str]:
+    """`tlsprobe listen` on `port` while `deliver()` runs: exit code, stdout, stderr (the
+    last `--timeout` wins: 30 s unless `extra` says otherwise)."""
+    proc = _listen(port, "--timeout", "30", *extra)
+    try:
+        _wait_listening(proc)
+        deliver()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err
+
+
 def test_listen_reports_the_client_certificate(
     pki: Hierarchy, ca_file: Path, tmp_path: Path
 ) -> None:
@@ -323,16 +338,53 @@ def test_listen_reports_the_client_certificate(
 
 def test_listen_human_report_without_certificate_is_critical(ca_file: Path) -> None:
     port = free_port()
-    proc = _listen(port, "--ca-file", str(ca_file), "--timeout", "30")
-    try:
-        _wait_listening(proc)
-        send_canary(port)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    assert proc.returncode == 2
+    code, out, _ = _listened(port, lambda: send_canary(port), "--ca-file", str(ca_file))
+    assert code == 2
     assert out.startswith("TLSPROBE CRITICAL") and "no certificate presented" in out
     assert "Sender        127.0.0.1 (EHLO relay.contoso.test)" in out
+
+
+def _knock(port: int, said: bytes = b"") -> None:
+    """A port scan (connect, close) or a TCP health check (read the greeting, QUIT)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        if said:
+            sock.recv(4096)
+            sock.sendall(said)
+            sock.recv(4096)
+
+
+def test_listen_ignores_port_scans_and_health_checks(
+    pki: Hierarchy, ca_file: Path, tmp_path: Path
+) -> None:
+    """The first connection used to be judged: a scan ended `listen` CRITICAL in a second."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    certfile, keyfile = files(tmp_path, leaf, pki.chain(leaf))
+    port = free_port()
+
+    def deliver() -> None:
+        _knock(port)
+        _knock(port, b"QUIT\r\n")
+        send_canary(port, certfile=certfile, keyfile=keyfile)
+
+    code, out, err = _listened(port, deliver, "-v", "--ca-file", str(ca_file), *POLICY_ARGS)
+    assert code == 0, out
+    assert out.startswith("TLSPROBE OK")
+    ignored = [line for line in err.splitlines() if "ignored a session" in line]
+    assert len(ignored) == 2 and all("before EHLO or TLS" in line for line in ignored), err
+
+
+def test_listen_judges_only_the_peer_it_is_told(ca_file: Path) -> None:
+    port = free_port()
+    extra = ("-v", "--peer", "127.0.0.2", "--ca-file", str(ca_file), "--timeout", "3")
+    code, out, err = _listened(port, lambda: send_canary(port), *extra)
+    assert code == 3 and out.startswith("TLSPROBE UNKNOWN")
+    assert "ignored a session from 127.0.0.1, not from --peer 127.0.0.2/32" in err
+
+
+def test_listen_refuses_a_peer_that_is_no_address(ca_file: Path) -> None:
+    proc = _listen(free_port(), "--peer", "relay.example", "--timeout", "1")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "--peer: not an IP address or network" in err
 
 
 def test_listen_without_a_session_is_unknown(ca_file: Path) -> None:
