@@ -391,3 +391,22 @@ def test_listen_without_a_session_is_unknown(ca_file: Path) -> None:
     proc = _listen(free_port(), "--ca-file", str(ca_file), "--timeout", "0.5")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 3 and out.startswith("TLSPROBE UNKNOWN")
+
+
+async def test_an_unexpected_error_still_ends_in_a_recorded_session(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Last resort: an exception out of the session (a reader bug, a library raising what it
+    did not document) is a session with an error, judged and recorded, never a lost one."""
+
+    def broken(_tls: object) -> tuple[bytes, ...]:
+        raise ValueError("a certificate the library cannot convert")
+
+    monkeypatch.setattr(receiver, "peer_chain_der", broken)
+    async with running() as (_, port, sessions):
+        _, writer = await secure_session(port)
+        writer.close()
+        session = await sessions.next()
+    assert session.error is not None and session.error.kind is Reason.TLS_HANDSHAKE
+    assert "ValueError" in session.error.message
+    assert "receiver session failed" in caplog.text

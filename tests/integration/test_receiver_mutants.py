@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import smtplib
 import ssl
 import tempfile
 from datetime import UTC, datetime
@@ -22,13 +23,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.test_receiver import POLICY, running
-from tests.support.broken import MAKERS
+from tests.support import der as D
+from tests.support.broken import MAKERS, SUBJECT, _edit, _name_value
 from tests.support.pki import Hierarchy, Issued, write_server_files
+from tests.support.servers import ServerTls, SmtpTestServer
 from tests.support.smtpclients import client_context, send_canary
 from tests.unit.test_fuzz_evaluate import mutated
 from tlsprobe.model import Capture, Endpoint, ProbeResult, Status, TlsInfo
-from tlsprobe.probe.prober import judge
+from tlsprobe.probe.prober import judge, probe_endpoint
 from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.transport import certmsg
 from tlsprobe.probe.x509 import facts as certs
 from tlsprobe.probe.x509.evaluate import TrustStore
 
@@ -130,3 +134,47 @@ def test_mutated_client_certificates_always_get_a_verdict(
     result = judge_session(session, POLICY, trust, now=now)
     assert isinstance(result.status, Status)
     assert_same_verdict(result, server_side(session, trust, now))
+
+
+# --- the size bound, the same on both sides ------------------------------------------------
+
+
+def big_leaf(pki: Hierarchy, leaf: Issued, size: int) -> bytes:
+    """The leaf with a subject of `size` bytes (re-signed)."""
+    return _edit(_name_value(SUBJECT, D.UTF8_STRING, b"x" * size))(leaf.der, pki.intermediate.key)
+
+
+@pytest.mark.parametrize(
+    ("size", "judged"), [(66_000, True), (98_000, True), (certmsg.MAX_MESSAGE, False)]
+)
+async def test_client_and_server_chains_share_one_size_bound(
+    size: int, judged: bool, pki: Hierarchy, trust: TrustStore, tmp_path: Path
+) -> None:
+    """Client chains over about 65,100 bytes failed the receiver's handshake as "internal
+    error" with no chain (OpenSSL could not fit them into a session ticket), while the probe
+    read server chains up to 100 KiB. Now both read up to `certmsg.MAX_MESSAGE` and say so
+    past it; either way the session or probe ends in a verdict."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    der = big_leaf(pki, leaf, size)
+    certfile = sendable(tmp_path, leaf, der, pki.intermediate.der)
+    assert certfile is not None
+    async with running() as (_, port, sessions):
+        try:
+            session = await delivered(port, certfile, sessions)
+        except (OSError, smtplib.SMTPException):
+            assert not judged  # the receiver ended the handshake
+            session = await sessions.next()
+    result = judge_session(session, POLICY, trust, now=datetime.now(UTC))
+    server = ServerTls([der, pki.intermediate.der], leaf.key)
+    async with SmtpTestServer(server) as smtp:
+        endpoint = Endpoint("relay.contoso.test", smtp.port, address="127.0.0.1")
+        probed = await probe_endpoint(endpoint, POLICY, trust, timeout=10)
+    if judged:
+        assert session.error is None and session.chain_der == (der, pki.intermediate.der)
+        assert probed.error is None and probed.chain[0].sha256 == result.chain[0].sha256
+        assert result.status is Status.WARNING  # a huge name: read, verified, warned
+        return
+    bound = f"a certificate chain over {certmsg.MAX_MESSAGE:,} bytes, the most read"
+    assert result.status is Status.CRITICAL and probed.status is Status.CRITICAL
+    assert session.error is not None and bound in session.error.message
+    assert probed.error is not None and bound in probed.error.message

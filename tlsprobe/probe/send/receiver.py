@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -38,7 +39,10 @@ from tlsprobe.probe import files
 from tlsprobe.probe.send.sender import Session
 from tlsprobe.probe.smtp import server as smtpserver
 from tlsprobe.probe.smtp.client import Done, Failed, NeedData, Send, StartTls
+from tlsprobe.probe.transport import certmsg
 from tlsprobe.probe.transport.sockconn import peer_chain_der
+
+log = logging.getLogger("tlsprobe.receiver")
 
 _CHUNK = 16384
 _STREAM_LIMIT = 65536
@@ -146,6 +150,12 @@ def tls_context(
         ctx.use_certificate(cert)
         ctx.use_privatekey(key)
     ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
+    # No resumption: a resumed session carries no Certificate message, so nothing to judge;
+    # and a session ticket holds the client's certificate, which over about 65,100 bytes
+    # does not fit the ticket's 16-bit length: OpenSSL failed such handshakes as "internal
+    # error" after the certificate had arrived.
+    ctx.set_options(SSL.OP_NO_TICKET)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     return ctx
 
 
@@ -365,6 +375,9 @@ class _Session:
             error = ProbeError(Reason.TLS_HANDSHAKE, f"TLS failed: {_ssl_text(exc)}")
         except OSError as exc:
             error = ProbeError(Reason.PROTOCOL, f"connection failed: {exc.strerror or exc}")
+        except Exception as exc:  # last resort: every session ends in a Session, recorded
+            log.exception("receiver session failed", extra={"fields": {"peer": self._peer}})
+            error = ProbeError(Reason.PROTOCOL, f"receiver error: {type(exc).__name__}")
         await _drain(self._writer)
         return self._summary(started_at, error)
 
@@ -451,5 +464,6 @@ async def _drain(writer: asyncio.StreamWriter) -> None:
 
 
 def _ssl_text(exc: SSL.Error) -> str:
-    parts = [str(item[-1]) for item in exc.args[0] if isinstance(item, tuple)] if exc.args else []
+    items = exc.args[0] if exc.args else []
+    parts = [certmsg.explain(str(item[-1])) for item in items if isinstance(item, tuple)]
     return ", ".join(parts) or exc.__class__.__name__
