@@ -146,6 +146,26 @@ def test_bad_sender_configuration_names_the_key(
     assert caught.value.path == key, str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [
+        ({}, None),
+        ({"canary": {"relay": "127.0.0.1:25", "recipient": CANARY_RCPT}}, 2 * 300 + 120),
+        ({"canary": {"relay": "127.0.0.1:25", "recipient": CANARY_RCPT, "interval": "1m"}}, 240),
+        ({"session_expected_within": "2h"}, 7200),
+    ],
+)
+def test_when_a_sender_is_expected_to_send_again(
+    tmp_path: Path, ca_file: Path, sender: dict[str, Any], expected: float | None
+) -> None:
+    """TlsprobeSenderSilent's threshold: twice the canary interval plus its deadline unless
+    set; none without a canary unless set."""
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(config_data(tmp_path, ca_file, receiver_port=2525, **sender)))
+    send = load_config(path).send
+    assert send is not None and send.senders[0].session_expected_within == expected
+
+
 def test_senders_without_a_receiver_are_an_error(tmp_path: Path, ca_file: Path) -> None:
     data = config_data(tmp_path, ca_file, receiver_port=2525)
     del data["receiver"]

@@ -26,7 +26,9 @@ CANARY = CanaryConfig(canary.Relay("127.0.0.1", recipient="c@x.test"), interval=
 
 
 def sender(name: str) -> SenderConfig:
-    return SenderConfig("contoso", name, ("127.0.0.1/32",), Policy(), canary=CANARY)
+    return SenderConfig(
+        "contoso", name, ("127.0.0.1/32",), Policy(), canary=CANARY, session_expected_within=150
+    )
 
 
 def states(pki: Hierarchy, trust: TrustStore) -> list[SenderState]:

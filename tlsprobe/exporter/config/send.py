@@ -24,6 +24,7 @@ tenants:
         peers: [192.0.2.10, 198.51.100.0/28]
         server_target: relay-1   # a target of this tenant: enables same_as_server
         expected_certificates: [...]
+        session_expected_within: 15m   # default with a canary: 2 x interval + deadline
         canary:
           relay: mail.contoso.com:25
           starttls: true
@@ -69,6 +70,10 @@ class SenderConfig:
     ca_file: Path | None = None
     server_target: str | None = None
     canary: CanaryConfig | None = None
+    session_expected_within: float | None = None
+    """Seconds after its last session by which the sender is expected to have sent again
+    (`session_expected_within`, by default twice the canary interval plus its deadline; none
+    without a canary): `TlsprobeSenderSilent` fires past it, so a verdict cannot go stale."""
 
     def matches(self, address: str) -> bool:
         try:

@@ -45,6 +45,7 @@ SENDER_KEYS = (
     "warn_days",
     "crit_days",
     "canary",
+    "session_expected_within",
 )
 CANARY_KEYS = (
     "relay",
@@ -159,6 +160,13 @@ def _sender(
         expected=fields.expected_pins(section.get("expected_certificate"), where),
         inbound_connector=tenant_policy.inbound_connector,
     )
+    canary_config = (
+        _canary(section["canary"], f"{where}.canary", base_dir) if "canary" in section else None
+    )
+    expected_within = canary_config.interval * 2 + canary_config.deadline if canary_config else None
+    if "session_expected_within" in section:
+        at = f"{where}.session_expected_within"
+        expected_within = values.duration(section["session_expected_within"], at)
     return SenderConfig(
         tenant=tenant,
         name=values.display_name(section["name"], f"{where}.name"),
@@ -170,9 +178,8 @@ def _sender(
             if "server_target" in section
             else None
         ),
-        canary=_canary(section["canary"], f"{where}.canary", base_dir)
-        if "canary" in section
-        else None,
+        canary=canary_config,
+        session_expected_within=expected_within,
     )
 
 

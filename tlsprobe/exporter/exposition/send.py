@@ -14,6 +14,9 @@ from tlsprobe.exporter.state import SenderState
 def sender_samples(state: SenderState) -> Iterator[Sample]:
     base = (state.sender.tenant, state.sender.name)
     yield "tlsprobe_sender_sessions", base, float(state.sessions)
+    if state.sender.session_expected_within is not None:
+        expected = state.sender.session_expected_within
+        yield "tlsprobe_sender_session_expected_within_seconds", base, expected
     result = state.result
     if result is not None:
         yield "tlsprobe_sender_status", base, float(result.status)

@@ -88,6 +88,10 @@ SEND_SIDE_METRICS: tuple[MetricDef, ...] = (
     ),
     _s("sender_last_session_timestamp_seconds", "Unix time of the sender's last session."),
     _s("sender_sessions", "Sessions received from the sender since start.", kind="counter"),
+    _s(
+        "sender_session_expected_within_seconds",
+        "Seconds after its last session by which the sender should have sent again.",
+    ),
     _s("canary_success", "1 when the sender's last canary arrived, 0 when it failed."),
     _s("canary_round_trip_seconds", "Submission to arrival of the last canary that arrived."),
     _s("canary_last_success_timestamp_seconds", "Unix time the last canary arrived."),
