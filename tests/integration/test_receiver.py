@@ -410,3 +410,60 @@ async def test_an_unexpected_error_still_ends_in_a_recorded_session(
     assert session.error is not None and session.error.kind is Reason.TLS_HANDSHAKE
     assert "ValueError" in session.error.message
     assert "receiver session failed" in caplog.text
+
+
+# --- command floods ----------------------------------------------------------------------------
+
+
+async def pipelined(port: int, commands: bytes) -> bytes:
+    """Send every command at once, then read what the receiver says until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(commands)
+    try:
+        async with asyncio.timeout(15):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+async def test_a_pipelined_noop_flood_leaves_the_loop_to_others() -> None:
+    """Each reply yields to the event loop, which the probes share: a session with a buffer
+    full of NOOPs answered them all in one turn, so 20 such sessions starved every probe. And
+    a session ends at the command bound."""
+    limits = receiver.ReceiverLimits(commands_per_second=1e6)
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async with running(limits) as (_, port, sessions):
+        counting = asyncio.create_task(ticker())
+        said = await pipelined(port, b"EHLO flood.test\r\n" + b"NOOP\r\n" * 150)
+        session = await sessions.next()
+        counted = turns
+        counting.cancel()
+    assert said.count(b"250 2.0.0 Ok") == 99 and b"421 4.7.0 Too many commands" in said
+    assert session.error is not None and "Too many commands" in session.error.message
+    assert counted >= 100  # at least a turn of the loop per reply
+
+
+async def test_a_session_past_its_command_rate_is_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = receiver.ReceiverLimits(commands_per_second=2.0)
+    held: list[float] = []
+    sleep = asyncio.sleep
+
+    async def recording(delay: float) -> None:
+        held.append(delay)
+        await sleep(0)  # the test need not wait what the receiver asked
+
+    monkeypatch.setattr(asyncio, "sleep", recording)
+    noops = receiver.COMMAND_BURST + 4
+    async with running(limits) as (_, port, sessions):
+        said = await pipelined(port, b"EHLO x.test\r\n" + b"NOOP\r\n" * noops + b"QUIT\r\n")
+        session = await sessions.next()
+    assert session.error is None and said.endswith(b"221 2.0.0 Bye\r\n")  # paced, not refused
+    # The greeting, EHLO, the NOOPs and QUIT are replies; past the burst each waits 1/rate.
+    assert sum(held) >= (noops + 3 - receiver.COMMAND_BURST) / 2.0 - 0.5

@@ -8,10 +8,13 @@ and then hands over nothing), so TLS here is pyOpenSSL's in memory-BIO mode with
 callback that accepts everything; the chain is judged afterwards by `sender.judge_session`.
 
 Bounds: one deadline per session, a cap on concurrent sessions and a per-peer rate (both
-answered with `421` and a close), the SMTP server's line, message and error limits, and reads
-in bounded chunks from a bounded stream buffer. Low-level errors (OSError, OpenSSL errors,
-timeouts) become a `ProbeError` with a `Reason` here, once. Nothing a client sends is stored
-beyond the `Session` summary (the canary token, sizes, counters, a clipped transcript).
+answered with `421` and a close), the SMTP server's line, message, error and command limits,
+a command rate per session (a token bucket: past it the session's next reply waits), and reads
+in bounded chunks from a bounded stream buffer. Every reply yields to the event loop, which the
+probes share: a buffer full of pipelined commands is answered one loop turn per command.
+Low-level errors (OSError, OpenSSL errors, timeouts) become a `ProbeError` with a `Reason`
+here, once. Nothing a client sends is stored beyond the `Session` summary (the canary token,
+sizes, counters, a clipped transcript).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ _CLOSE_GRACE = 1.0
 """Seconds to let a final reply drain before the socket is aborted."""
 _PEERS_REMEMBERED = 4096
 """Per-peer rate windows kept; the oldest is forgotten first (bounded memory)."""
+COMMAND_BURST = 20
+"""Replies a session gets at once before `commands_per_second` paces it (a canary needs 8)."""
+
 PrivateKey = (
     rsa.RSAPrivateKey
     | ec.EllipticCurvePrivateKey
@@ -72,6 +78,9 @@ class ReceiverLimits:
     """One deadline for a whole session: greeting to close, handshake included."""
     max_sessions: int = 20
     per_peer_per_minute: int = 30
+    commands_per_second: float = 10.0
+    """Replies one session gets per second, after a burst of `COMMAND_BURST`: a session that
+    pipelines faster is read more slowly (its commands wait), so floods cost little CPU."""
     smtp: smtpserver.Limits = field(default_factory=smtpserver.Limits)
 
 
@@ -358,6 +367,8 @@ class _Session:
         self._messages: list[smtpserver.Message] = []
         self._started = time.perf_counter()
         self._phases: dict[str, float] = {}
+        self._tokens = float(COMMAND_BURST)
+        self._paced_at = time.monotonic()
 
     async def run(self) -> Session:
         started_at = time.time()
@@ -390,6 +401,7 @@ class _Session:
             elif isinstance(event, Send):
                 self._write(event.data)
                 await self._writer.drain()
+                await self._pace()
             elif isinstance(event, smtpserver.MessageReceived):
                 self._message(event.message)
             elif isinstance(event, StartTls):
@@ -399,6 +411,16 @@ class _Session:
             else:
                 assert isinstance(event, Failed)
                 return ProbeError(event.reason, event.message)
+
+    async def _pace(self) -> None:
+        """After each reply: yield to the loop's other work (the probes share it), and hold
+        a session past its command rate (a token bucket) until its next command is due."""
+        rate = self._receiver.limits.commands_per_second
+        now = time.monotonic()
+        self._tokens = min(COMMAND_BURST, self._tokens + (now - self._paced_at) * rate)
+        self._paced_at = now
+        self._tokens -= 1.0
+        await asyncio.sleep(-self._tokens / rate if self._tokens < 0 else 0)
 
     async def _start_tls(self) -> None:
         await _drain(self._writer)
