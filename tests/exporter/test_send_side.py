@@ -299,6 +299,37 @@ async def test_a_client_certificate_cryptography_refuses_replaces_the_old_ok(
     assert values(text, "tlsprobe_sender_cert_info", fingerprint_sha256=fingerprint, **labels)
 
 
+async def test_a_configured_sender_gets_through_a_receiver_full_of_strangers(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy
+) -> None:
+    """The configured relay got 421 on 34 of 34 tries while unknown addresses held every slot
+    with silent connections: now its session takes an unknown peer's slot."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    certfile, keyfile = client_files(tmp_path, pki, leaf)
+    port = unused_port()
+    data = config_data(tmp_path, ca_file, receiver_port=port)
+    data["receiver"] |= {"max_sessions": 2, "idle_eviction": "1h"}
+    async with running(tmp_path, data) as exporter:
+        side = exporter.send_side
+        assert side is not None
+        strangers = []
+        for source in ("127.0.0.2", "127.0.0.3"):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(source, 0)
+            )
+            assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"220 ")
+            strangers.append(writer)
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile)
+        await eventually(lambda: side.snapshot()[0].result is not None, "the sender's verdict")
+        text = await get(exporter, "/metrics")
+        for writer in strangers:
+            writer.close()
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    assert values(text, "tlsprobe_sender_status", **labels) == [0.0]
+    assert values(text, "tlsprobe_receiver_evicted_sessions_total") == [1.0]
+    assert values(text, "tlsprobe_receiver_session_limit") == [2.0]
+
+
 @contextlib.asynccontextmanager
 async def silent_relay() -> AsyncIterator[int]:
     """A relay that accepts the connection and never greets: a canary submission hangs."""

@@ -58,6 +58,7 @@ class Sessions:
 @asynccontextmanager
 async def running(
     limits: receiver.ReceiverLimits | None = None,
+    known_peer: receiver.KnownPeer | None = None,
 ) -> AsyncIterator[tuple[receiver.Receiver, int, Sessions]]:
     sessions = Sessions()
     listener = receiver.Receiver(
@@ -66,6 +67,7 @@ async def running(
         accept_recipient=lambda _peer, rcpt: rcpt == CANARY_RCPT,
         on_session=sessions.add,
         limits=limits,
+        known_peer=known_peer,
     )
     _, port = await listener.start("127.0.0.1", 0)
     try:
@@ -270,6 +272,82 @@ async def test_per_peer_rate_is_bounded() -> None:
         said = [await raw_session(port, [b"QUIT\r\n"], read_timeout=2) for _ in range(3)]
     assert [s[:3] for s in said] == [b"220", b"220", b"421"]
     assert listener.refused_sessions == 1
+
+
+# --- slots: per peer, configured senders first, idle ones evicted ----------------------------
+
+
+async def silent(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection from `source` (any 127/8 address) that reads the greeting, then says
+    nothing: what a flood of silent or byte-a-second connections looks like to the slots."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    greeting = await asyncio.wait_for(reader.readline(), 10)
+    assert greeting.startswith(b"220 "), greeting
+    return reader, writer
+
+
+async def greeting_from(port: int, source: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        return await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+
+
+async def test_one_address_holds_at_most_its_share_of_the_slots() -> None:
+    limits = receiver.ReceiverLimits(max_sessions=10)  # and 5 per peer, by default
+    async with running(limits) as (listener, port, _):
+        held = [await silent(port, "127.0.0.2") for _ in range(5)]
+        third = await greeting_from(port, "127.0.0.2")
+        other = await greeting_from(port, "127.0.0.3")
+        for _, writer in held:
+            writer.close()
+    assert third.startswith(b"421 ") and other.startswith(b"220 ")
+    assert listener.refused_sessions == 1
+
+
+async def test_a_configured_sender_gets_a_slot_from_a_full_receiver(
+    pki: Hierarchy, tmp_path: Path
+) -> None:
+    """Unknown addresses held every slot and the configured relay got 421 on 34 of 34 tries:
+    now its session takes the slot of the idlest unknown peer, while another unknown newcomer
+    still gets 421 (none of the holders has been idle long enough to give way to it)."""
+    limits = receiver.ReceiverLimits(max_sessions=2, idle_eviction=3600)
+    leaf = pki.leaf(("relay.contoso.test",))
+    certfile, keyfile = files(tmp_path, leaf, pki.chain(leaf))
+    known = "127.0.0.1".__eq__
+    async with running(limits, known) as (listener, port, sessions):
+        first = await silent(port, "127.0.0.2")
+        second = await silent(port, "127.0.0.3")
+        unknown = await greeting_from(port, "127.0.0.4")
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile)
+        ended = [await sessions.next(), await sessions.next()]
+        for _, writer in (first, second):
+            writer.close()
+    assert unknown.startswith(b"421 ")
+    evicted, relay = sorted(ended, key=lambda s: s.peer != "127.0.0.2")
+    assert evicted.peer == "127.0.0.2" and evicted.error is not None
+    assert "to give its slot to a configured sender" in evicted.error.message
+    assert relay.peer == "127.0.0.1" and relay.error is None and relay.chain_der[0] == leaf.der
+    assert listener.evicted_sessions == 1
+
+
+async def test_an_idle_session_gives_its_slot_to_a_newcomer() -> None:
+    limits = receiver.ReceiverLimits(max_sessions=1, idle_eviction=0.2)
+    async with running(limits) as (listener, port, sessions):
+        reader, writer = await silent(port, "127.0.0.2")
+        await asyncio.sleep(0.5)  # idle past idle_eviction: never a bound on the receiver
+        newcomer = await raw_session(port, [b"QUIT\r\n"])
+        closed = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        ended = [await sessions.next(), await sessions.next()]
+    assert newcomer.startswith(b"220 ") and b"221 " in newcomer
+    assert closed == b""  # the idle one was closed
+    idle = next(s for s in ended if s.peer == "127.0.0.2")
+    assert (
+        idle.error is not None and "without a command: the receiver was full" in idle.error.message
+    )
+    assert listener.evicted_sessions == 1
 
 
 # --- tlsprobe listen ---------------------------------------------------------------------------

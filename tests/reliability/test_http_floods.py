@@ -41,7 +41,13 @@ from tests.support.exporter import fetch, start_serve
 from tests.support.pki import Hierarchy, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer
 from tests.support.wait import eventually
-from tlsprobe.exporter.web.connections import ACCEPT_BURST, RESERVED_BASE, connection_budget
+from tlsprobe.exporter.web.connections import (
+    ACCEPT_BURST,
+    MIN_CONNECTIONS,
+    RESERVED_BASE,
+    connection_budget,
+)
+from tlsprobe.probe.send import receiver
 
 pytestmark = pytest.mark.slow
 
@@ -353,3 +359,22 @@ def test_the_connection_budget_keeps_descriptors_for_probes() -> None:
     budget = connection_budget(1_000_000, 100)
     assert budget.lowered and budget.connections == soft - RESERVED_BASE - ACCEPT_BURST - 200
     assert connection_budget(50, 100).connections == 50
+
+
+def test_the_budget_shares_the_descriptors_with_the_receiver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The receiver's sessions, refusals and accept burst were nobody's: with a 256-descriptor
+    limit a connection flood from many addresses made accept() fail with EMFILE."""
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, 1024))
+    base = RESERVED_BASE + ACCEPT_BURST + 2 * 10
+    budget = connection_budget(1_000_000, 10, receiver_sessions=20)
+    assert budget.receiver_sessions == 20 and not budget.receiver_lowered
+    assert budget.connections == 1024 - base - receiver.descriptors(20)
+    assert budget.connections + budget.reserved == 1024
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (270, 270))
+    tight = connection_budget(1_000_000, 10, receiver_sessions=20)
+    assert tight.receiver_lowered and tight.connections == MIN_CONNECTIONS
+    assert tight.connections + base + receiver.descriptors(tight.receiver_sessions) == 270
+    assert tight.receiver_sessions == 270 - base - MIN_CONNECTIONS - receiver.descriptors(0)
+    assert connection_budget(1_000_000, 10).receiver_sessions == 0  # no receiver configured

@@ -12,8 +12,10 @@ receiver:                       # off unless present
   tls_cert_file: receiver.pem   # optional; default: a self-signed certificate made at start
   tls_key_file: receiver.key
   session_timeout: 60s
-  max_sessions: 20
+  max_sessions: 20              # lowered at start to fit the open-file limit
+  max_sessions_per_peer: 5
   per_peer_per_minute: 30
+  idle_eviction: 10s            # a full receiver closes sessions idle this long for newcomers
   max_message_bytes: 65536
 tenants:
   contoso:
@@ -97,7 +99,9 @@ class ReceiverConfig:
     tls_key_file: Path | None = None
     session_timeout: float = 60.0
     max_sessions: int = 20
+    max_sessions_per_peer: int = 5
     per_peer_per_minute: int = 30
+    idle_eviction: float = 10.0
     max_message_bytes: int = 65536
 
 

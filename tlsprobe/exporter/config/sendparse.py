@@ -32,7 +32,9 @@ RECEIVER_KEYS = (
     "tls_key_file",
     "session_timeout",
     "max_sessions",
+    "max_sessions_per_peer",
     "per_peer_per_minute",
+    "idle_eviction",
     "max_message_bytes",
 )
 SENDER_KEYS = (
@@ -95,8 +97,14 @@ def receiver(value: object, base_dir: Path) -> ReceiverConfig:
         max_sessions=values.integer(
             section.get("max_sessions", 20), "receiver.max_sessions", 1, 10000
         ),
+        max_sessions_per_peer=values.integer(
+            section.get("max_sessions_per_peer", 5), "receiver.max_sessions_per_peer", 1, 10000
+        ),
         per_peer_per_minute=values.integer(
             section.get("per_peer_per_minute", 30), "receiver.per_peer_per_minute", 1, 100000
+        ),
+        idle_eviction=values.duration(
+            section.get("idle_eviction", "10s"), "receiver.idle_eviction"
         ),
         max_message_bytes=values.integer(
             section.get("max_message_bytes", 65536), "receiver.max_message_bytes", 1024, 10485760

@@ -114,7 +114,21 @@ SEND_SIDE_METRICS: tuple[MetricDef, ...] = (
         scope="",
     ),
     MetricDef(
+        "tlsprobe_receiver_evicted_sessions",
+        "counter",
+        "Receiver sessions closed to give their slot to a newcomer (idle, or an unknown peer's "
+        "for a configured sender).",
+        scope="",
+    ),
+    MetricDef(
         "tlsprobe_receiver_active_sessions", "gauge", "Receiver sessions open now.", scope=""
+    ),
+    MetricDef(
+        "tlsprobe_receiver_session_limit",
+        "gauge",
+        "Receiver sessions allowed at once: receiver.max_sessions, lowered to fit the open-file "
+        "limit.",
+        scope="",
     ),
     MetricDef("tlsprobe_senders_configured", "gauge", "Senders in the configuration.", scope=""),
 )

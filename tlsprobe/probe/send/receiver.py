@@ -7,8 +7,13 @@ server context either does not ask, or aborts the handshake on a certificate it 
 and then hands over nothing), so TLS here is pyOpenSSL's in memory-BIO mode with a verify
 callback that accepts everything; the chain is judged afterwards by `sender.judge_session`.
 
-Bounds: one deadline per session, a cap on concurrent sessions and a per-peer rate (both
-answered with `421` and a close), the SMTP server's line, message, error and command limits,
+Bounds: one deadline per session, caps on concurrent sessions in all and per peer address and
+a per-peer rate (answered with `421` and a close; at most `REFUSING` refusals at once, the
+rest closed unanswered), slots that prefer configured senders (`known_peer`: a newcomer of
+theirs takes the slot of the idlest unknown peer's session) and give way when idle
+(`idle_eviction` without a reply: silent or dripping sessions), so the receiver's descriptors
+are bounded (`descriptors`, which the exporter's budget reserves), the SMTP server's line,
+message, error and command limits,
 a command rate per session (a token bucket: past it the session's next reply waits), and reads
 in bounded chunks from a bounded stream buffer. Every reply yields to the event loop, which the
 probes share: a buffer full of pipelined commands is answered one loop turn per command.
@@ -24,7 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +60,19 @@ _PEERS_REMEMBERED = 4096
 """Per-peer rate windows kept; the oldest is forgotten first (bounded memory)."""
 COMMAND_BURST = 20
 """Replies a session gets at once before `commands_per_second` paces it (a canary needs 8)."""
+LISTEN_BACKLOG = 16
+REFUSING = 16
+"""Connections being answered `421` at once; past it a connection is closed without a word,
+so a connection flood cannot pile up descriptors waiting for their refusal to drain."""
+ACCEPT_BURST = LISTEN_BACKLOG + REFUSING
+"""Descriptors the receiver may hold beyond its sessions: a listen queue's worth accepted in
+one wake-up (asyncio accepts up to the backlog at once) and the refusals under way."""
+
+
+def descriptors(max_sessions: int) -> int:
+    """File descriptors the receiver holds at most: the exporter's budget reserves them."""
+    return max_sessions + ACCEPT_BURST
+
 
 PrivateKey = (
     rsa.RSAPrivateKey
@@ -77,7 +95,14 @@ class ReceiverLimits:
     session_timeout: float = 60.0
     """One deadline for a whole session: greeting to close, handshake included."""
     max_sessions: int = 20
+    max_sessions_per_peer: int = 5
+    """Sessions one address may hold at once (a silent or dripping flood from one address
+    held all 20 slots)."""
     per_peer_per_minute: int = 30
+    idle_eviction: float = 10.0
+    """Seconds without a reply (no whole command: silent or dripping byte by byte) after which
+    a session gives its slot to a newcomer when the receiver is full. A configured sender's
+    newcomer takes the idlest unknown peer's slot at once."""
     commands_per_second: float = 10.0
     """Replies one session gets per second, after a burst of `COMMAND_BURST`: a session that
     pipelines faster is read more slowly (its commands wait), so floods cost little CPU."""
@@ -86,6 +111,8 @@ class ReceiverLimits:
 
 AcceptRecipient = Callable[[str, str], bool]
 """(peer address, recipient) -> accept? The receiver relays nothing: refused gets 550."""
+KnownPeer = Callable[[str], bool]
+"""peer address -> is it a configured sender? Known peers' sessions are preferred."""
 OnSession = Callable[[Session], None]
 OnMessage = Callable[[str, smtpserver.Message], None]
 
@@ -203,23 +230,33 @@ class Receiver:
         on_session: OnSession,
         on_message: OnMessage | None = None,
         limits: ReceiverLimits | None = None,
+        known_peer: KnownPeer | None = None,
     ) -> None:
+        """`known_peer` tells configured senders from others (None: every peer is known)."""
         self._context = context
         self._hostname = hostname
         self._accept = accept_recipient
         self._on_session = on_session
         self._on_message = on_message
+        self._known = known_peer or (lambda _peer: True)
         self.limits = limits or ReceiverLimits()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._active = 0
+        self._sessions: dict[_Session, None] = {}
+        """Sessions holding a slot, oldest first."""
+        self._by_peer: Counter[str] = Counter()
+        self._refusing = 0
         self._peers: OrderedDict[str, deque[float]] = OrderedDict()
         self.refused_sessions = 0
-        """Connections answered with 421 (session cap or per-peer rate)."""
+        """Connections answered with 421 (session caps or per-peer rate) or closed unanswered."""
+        self.evicted_sessions = 0
+        """Sessions closed to give their slot to a newcomer (idle ones, unknown peers')."""
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the bound (address, port) (port 0 picks a free one)."""
-        self._server = await asyncio.start_server(self._connected, host, port, limit=_STREAM_LIMIT)
+        self._server = await asyncio.start_server(
+            self._connected, host, port, limit=_STREAM_LIMIT, backlog=LISTEN_BACKLOG
+        )
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 
@@ -235,7 +272,7 @@ class Receiver:
 
     @property
     def active_sessions(self) -> int:
-        return self._active
+        return len(self._sessions)
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -250,17 +287,62 @@ class Receiver:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         local = writer.get_extra_info("sockname") or ("?", 0)
-        if self._active >= self.limits.max_sessions or not self._admit(str(peer[0])):
-            self.refused_sessions += 1
+        address = str(peer[0])
+        if not self._slot_for(address):
+            await self._refuse(writer)
+            return
+        session = _Session(self, address, int(local[1]), reader, writer)
+        self._sessions[session] = None
+        self._by_peer[address] += 1
+        try:
+            ended = await session.run()
+        finally:
+            self._sessions.pop(session, None)
+            self._by_peer[address] -= 1
+            if not self._by_peer[address]:
+                del self._by_peer[address]
+        self._on_session(ended)
+
+    def _slot_for(self, peer: str) -> bool:
+        """Admit `peer`: within its rate and its share, and a slot free or made free."""
+        limits = self.limits
+        if self._by_peer[peer] >= limits.max_sessions_per_peer or not self._admit(peer):
+            return False
+        if len(self._sessions) < limits.max_sessions:
+            return True
+        victim = self._victim(self._known(peer))
+        if victim is None:
+            return False
+        del self._sessions[victim]
+        idle = time.monotonic() - victim.replied_at
+        victim.evict(
+            f"closed after {idle:.0f} s without a command: the receiver was full"
+            if idle >= limits.idle_eviction
+            else "closed to give its slot to a configured sender: the receiver was full"
+        )
+        self.evicted_sessions += 1
+        return True
+
+    def _victim(self, known: bool) -> _Session | None:
+        """The idlest session that may give way: one idle past `idle_eviction`, or for a known
+        newcomer any unknown peer's."""
+        now = time.monotonic()
+        limit = self.limits.idle_eviction
+        candidates = [
+            s for s in self._sessions if now - s.replied_at >= limit or (known and not s.known)
+        ]
+        return min(candidates, key=lambda s: s.replied_at, default=None)
+
+    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        self.refused_sessions += 1
+        if self._refusing >= REFUSING:
+            return  # closed unanswered: refusals must not pile up descriptors
+        self._refusing += 1
+        try:
             writer.write(b"421 4.7.0 Too many sessions, try again later\r\n")
             await _drain(writer)
-            return
-        self._active += 1
-        try:
-            session = await _Session(self, str(peer[0]), int(local[1]), reader, writer).run()
         finally:
-            self._active -= 1
-        self._on_session(session)
+            self._refusing -= 1
 
     def _admit(self, peer: str) -> bool:
         """Per-peer sliding window of one minute; bounded number of peers remembered."""
@@ -369,6 +451,15 @@ class _Session:
         self._phases: dict[str, float] = {}
         self._tokens = float(COMMAND_BURST)
         self._paced_at = time.monotonic()
+        self.replied_at = self._paced_at
+        """When the last reply went out: how long the session has been idle."""
+        self.known = receiver._known(peer)
+        self._evicted: str | None = None
+
+    def evict(self, why: str) -> None:
+        """Close the session to free its slot; it ends as a session with the error `why`."""
+        self._evicted = why
+        self._writer.transport.abort()
 
     async def run(self) -> Session:
         started_at = time.time()
@@ -389,6 +480,8 @@ class _Session:
         except Exception as exc:  # last resort: every session ends in a Session, recorded
             log.exception("receiver session failed", extra={"fields": {"peer": self._peer}})
             error = ProbeError(Reason.PROTOCOL, f"receiver error: {type(exc).__name__}")
+        if self._evicted is not None:
+            error = ProbeError(Reason.PROTOCOL, self._evicted)
         await _drain(self._writer)
         return self._summary(started_at, error)
 
@@ -416,7 +509,7 @@ class _Session:
         """After each reply: yield to the loop's other work (the probes share it), and hold
         a session past its command rate (a token bucket) until its next command is due."""
         rate = self._receiver.limits.commands_per_second
-        now = time.monotonic()
+        now = self.replied_at = time.monotonic()
         self._tokens = min(COMMAND_BURST, self._tokens + (now - self._paced_at) * rate)
         self._paced_at = now
         self._tokens -= 1.0
