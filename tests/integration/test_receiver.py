@@ -19,6 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.support.broken import MAKERS
 from tests.support.pki import Hierarchy, Issued, make_leaf, write_server_files
 from tests.support.smtpclients import (
     CANARY_RCPT,
@@ -449,6 +450,26 @@ def test_listen_ignores_port_scans_and_health_checks(
     assert out.startswith("TLSPROBE OK")
     ignored = [line for line in err.splitlines() if "ignored a session" in line]
     assert len(ignored) == 2 and all("before EHLO or TLS" in line for line in ignored), err
+
+
+def test_listen_judges_a_client_certificate_cryptography_cannot_load(
+    pki: Hierarchy, ca_file: Path, tmp_path: Path
+) -> None:
+    """It said "no SMTP session arrived" after a traceback, and the relay's message was cut."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    broken = MAKERS["version-4"](leaf.der, pki.intermediate.key)
+    certfile, keyfile = write_server_files(tmp_path, leaf.key, [broken, pki.intermediate.der])
+    port = free_port()
+
+    def deliver() -> None:
+        send_canary(port, certfile=certfile, keyfile=keyfile)
+
+    code, out, err = _listened(port, deliver, "--json", "--ca-file", str(ca_file), *POLICY_ARGS)
+    assert code == 2 and "Traceback" not in err, err
+    doc = json.loads(out)
+    assert doc["status"] == "critical"
+    assert {c["name"]: c["status"] for c in doc["checks"]}["certificate_format"] == "critical"
+    assert doc["sender"]["messages"][0]["canary_token"] == "tok-1"  # the message went through
 
 
 def test_listen_judges_only_the_peer_it_is_told(ca_file: Path) -> None:
