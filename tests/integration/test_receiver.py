@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from tests.support.smtpclients import (
     raw_session,
     send_canary,
 )
+from tests.support.wait import eventually
 from tlsprobe.model import Policy, Reason, Status
 from tlsprobe.probe.send import receiver
 from tlsprobe.probe.send.sender import Session, judge_session
@@ -566,3 +568,20 @@ async def test_a_session_past_its_command_rate_is_held(monkeypatch: pytest.Monke
     assert session.error is None and said.endswith(b"221 2.0.0 Bye\r\n")  # paced, not refused
     # The greeting, EHLO, the NOOPs and QUIT are replies; past the burst each waits 1/rate.
     assert sum(held) >= (noops + 3 - receiver.COMMAND_BURST) / 2.0 - 0.5
+
+
+async def test_closing_with_sessions_open_logs_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`serve` stopping (or `listen` ending) while relays are connected printed one asyncio
+    "Exception in callback" traceback per open session."""
+    async with running() as (listener, port, _):
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        for reader, _ in held:
+            await reader.readline()
+        await eventually(lambda: listener.active_sessions == 3, "three sessions open")
+    for _, writer in held:
+        writer.close()
+    await asyncio.sleep(0)  # the stream callbacks run in the turn after the tasks end
+    assert "Exception in callback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

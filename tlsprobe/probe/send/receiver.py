@@ -280,6 +280,10 @@ class Receiver:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # Only close() cancels a session. Ended as cancelled, the task would make asyncio's
+            # stream callback (Python 3.11) log "Exception in callback" with a traceback.
+            pass
         finally:
             self._tasks.discard(task)
             writer.transport.abort()
