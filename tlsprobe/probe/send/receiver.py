@@ -13,10 +13,10 @@ rest closed unanswered), slots that prefer configured senders (`known_peer`: a n
 theirs takes the slot of the idlest unknown peer's session) and give way when idle
 (`idle_eviction` without a reply: silent or dripping sessions), so the receiver's descriptors
 are bounded (`descriptors`, which the exporter's budget reserves), the SMTP server's line,
-message, error and command limits,
-a command rate per session (a token bucket: past it the session's next reply waits), and reads
-in bounded chunks from a bounded stream buffer. Every reply yields to the event loop, which the
-probes share: a buffer full of pipelined commands is answered one loop turn per command.
+message, error and command limits, a command rate per session (a token bucket: past it the
+session's next reply waits), and reads in bounded chunks from a bounded stream buffer. Every
+reply yields to the event loop, which the probes share: a buffer full of pipelined commands is
+answered one loop turn per command.
 Low-level errors (OSError, OpenSSL errors, timeouts) become a `ProbeError` with a `Reason`
 here, once. Nothing a client sends is stored beyond the `Session` summary (the canary token,
 sizes, counters, a clipped transcript).
