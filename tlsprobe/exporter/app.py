@@ -335,8 +335,9 @@ class Exporter:
     async def probe_now(self, target: TargetConfig) -> list[ProbeResult]:
         assert self.scheduler is not None
         if any(t.key == target.key for t in self.config.targets):
-            return [s.result for s in await self.scheduler.run_cycle(target)]
-        return await self.scheduler.probe_unpublished(target)
+            states = await self.scheduler.run_cycle(target, one_deadline=True)
+            return [s.result for s in states]
+        return await self.scheduler.probe_unpublished(target, one_deadline=True)
 
     async def stop(self) -> None:
         self.ready = False
