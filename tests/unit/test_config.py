@@ -155,6 +155,14 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ("dns:\n  timeout: 0\n" + ONE, "dns.timeout: must be greater than 0"),
     ("dns:\n  hosts_file: 5\n" + ONE, "dns.hosts_file: must be a string, got integer"),
     ("dns:\n  hosts_file: ''\n" + ONE, "dns.hosts_file: must be a path, or false to ask DNS only"),
+    # A hosts file named in the configuration must be one: a typo, a directory or a device was
+    # an empty hosts file, every host it was meant to name unknown reason=dns.
+    (
+        "dns:\n  hosts_file: missing.hosts\n" + ONE,
+        "dns.hosts_file: {dir}/missing.hosts: cannot read: No such file or directory",
+    ),
+    ("dns:\n  hosts_file: /dev/zero\n" + ONE, "dns.hosts_file: /dev/zero: not a regular file"),
+    ("dns:\n  hosts_file: /tmp\n" + ONE, "dns.hosts_file: /tmp: not a regular file"),
     ("dns:\n  port: 0\n" + ONE, "dns.port: must be 1-65535"),
     # defaults
     ("defaults:\n  concurrency: 0\n" + ONE, "defaults.concurrency: must be 1-10000"),

@@ -186,8 +186,9 @@ def external_url(value: object) -> str | None:
         raise ConfigError("web.external_url", str(exc)) from exc
 
 
-def check_readable(path: Path, where: str, limit: int) -> None:
-    """A regular file of at most `limit` bytes that can be read (`tlsprobe.probe.files`)."""
+def check_readable(path: Path, where: str, limit: int | None) -> None:
+    """A regular file of at most `limit` bytes (None: any size) that can be read
+    (`tlsprobe.probe.files`)."""
     try:
         files.check(path, limit)
     except files.FileError as exc:

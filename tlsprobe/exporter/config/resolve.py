@@ -433,6 +433,8 @@ def dns_settings(value: object, base_dir: Path) -> DnsSettings:
         if not text:
             raise ConfigError("dns.hosts_file", "must be a path, or false to ask DNS only")
         hosts_file = base_dir / text
+        # Named here, it must be one (only its head is read, so any size does).
+        fields.check_readable(hosts_file, "dns.hosts_file", None)
     nameservers = listing(section.get("nameservers"), "dns.nameservers")
     if "nameservers" in section and not nameservers:
         raise ConfigError(
