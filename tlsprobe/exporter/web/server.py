@@ -243,6 +243,9 @@ class WebApp:
         return web.Response(text="OK\n")
 
     async def probe(self, request: web.Request) -> web.StreamResponse:
+        for param in ("target", "tenant"):  # `module` is judged with the target
+            if len(request.query.getall(param, [])) > 1:
+                return web.Response(status=400, text=f"{param} given more than once\n")
         name = request.query.get("target", "")
         tenant = request.query.get("tenant")
         debug = request.query.get("debug", "").lower() in ("1", "true", "yes")
