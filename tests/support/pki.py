@@ -99,7 +99,10 @@ def key_pem(key: PrivateKey) -> bytes:
 
 
 def _name(common_name: str | None, organization: str = "tlsprobe tests") -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]
+    """O= (none when `organization` is ""), then CN= when given."""
+    attributes = []
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     if common_name is not None:
         attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     return x509.Name(attributes)
@@ -162,10 +165,11 @@ def make_root(
     key: KeyKind = KeyKind.RSA2048,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    organization: str = "tlsprobe tests",
 ) -> Issued:
     """A self-signed root CA. Its key is per common name, so distinct roots never share one."""
     private = pooled_key(key, f"ca:{common_name}")
-    name = _name(common_name)
+    name = _name(common_name, organization)
     builder = _builder(
         name,
         name,
@@ -184,11 +188,13 @@ def make_intermediate(
     key: KeyKind = KeyKind.RSA2048,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    organization: str = "tlsprobe tests",
 ) -> Issued:
-    """An intermediate CA signed by `issuer` (path length 0: it signs leaves only)."""
+    """An intermediate CA signed by `issuer` (path length 0: it signs leaves only); its
+    subject is O=`organization` (none when ""), CN=`common_name`."""
     private = pooled_key(key, f"ca:{common_name}")
     builder = _builder(
-        _name(common_name),
+        _name(common_name, organization),
         issuer.cert.subject,
         private.public_key(),
         issuer.key.public_key(),

@@ -61,15 +61,30 @@ def test_clean_renewal_from_a_verdict_not_known(ca: Hierarchy, store: TrustStore
     assert classify(unknown, record(issue(ca, start=-1), ca, store)).change is ChangeClass.RENEWAL
 
 
-def test_other_ca_and_dropped_client_auth_are_named(ca: Hierarchy, store: TrustStore) -> None:
-    year = timedelta(days=365)
-    root = make_root("Other Root CA", not_before=NOW - year, not_after=NOW + 10 * year)
-    other = Hierarchy(
-        root,
-        make_intermediate(
-            root, "Other Intermediate CA", not_before=NOW - year, not_after=NOW + 5 * year
-        ),
+YEAR = timedelta(days=365)
+
+
+def other_ca(root_cn: str, intermediate_cn: str, organization: str) -> Hierarchy:
+    """Another CA (root and intermediate of `organization`), valid around the fixed clock."""
+    root = make_root(
+        root_cn, not_before=NOW - YEAR, not_after=NOW + 10 * YEAR, organization=organization
     )
+    return Hierarchy(root, sibling(root, intermediate_cn, organization))
+
+
+def sibling(root: Issued, common_name: str, organization: str = "tlsprobe tests") -> Issued:
+    """An intermediate of `root`: with the fixed CA's organization, a sibling of its own."""
+    return make_intermediate(
+        root,
+        common_name,
+        not_before=NOW - YEAR,
+        not_after=NOW + 5 * YEAR,
+        organization=organization,
+    )
+
+
+def test_other_ca_and_dropped_client_auth_are_named(ca: Hierarchy, store: TrustStore) -> None:
+    other = other_ca("Other Root CA", "Other Intermediate CA", "Other CA Inc.")
     both = TrustStore.from_pem(ca.ca_pem + other.ca_pem)
     old = record(issue(ca, start=-80), ca, both)
     new = record(issue(other, start=-1, client_auth=False), other, both)
@@ -156,3 +171,83 @@ def test_many_names_are_counted_not_all_listed(ca: Hierarchy, store: TrustStore)
     new = record(issue(ca, start=-1, names=(HOST, *extra)), ca, store)
     (added,) = [d for d in classify(old, new).details if d.startswith("names added: ")]
     assert added == "names added: " + ", ".join(sorted(extra)[:6]) + ", and 2 more"
+
+
+# --- the issuing CA: a sibling intermediate, or another CA ---------------------------------
+
+
+def test_a_sibling_intermediate_of_the_same_ca_is_a_renewal(
+    ca: Hierarchy, store: TrustStore
+) -> None:
+    """Let's Encrypt issues from R10 or R11 at random: a clean renewal from the sibling is a
+    renewal, with the rotation named."""
+    r10, r11 = (Hierarchy(ca.root, sibling(ca.root, cn)) for cn in ("R10", "R11"))
+    old = record(issue(r10, start=-80), r10, store)
+    new = record(issue(r11, start=-1), r11, store)
+    change = classify(old, new)
+    assert change.change is ChangeClass.RENEWAL and not change.risky
+    assert change.reasons == (ChangeReason.INTERMEDIATE_ROTATED,)
+    assert change.text == "intermediate rotated: R10 → R11"
+
+
+def test_a_sibling_intermediate_on_exchange_is_risky(ca: Hierarchy, store: TrustStore) -> None:
+    """Exchange's TlsCertificateName (<I>issuer<S>subject) names the issuer: the same rotation
+    breaks the connector until it is updated."""
+    r10, r11 = (Hierarchy(ca.root, sibling(ca.root, cn)) for cn in ("R10", "R11"))
+    old = record(issue(r10, start=-80), r10, store)
+    new = record(issue(r11, start=-1), r11, store)
+    change = classify(old, new, issuer_bound=True)
+    assert change.change is ChangeClass.RISKY
+    assert change.reasons == (ChangeReason.ISSUER_CHANGED,)
+    assert change.text == (
+        "issuer changed: R10 → R11 (same CA; Exchange's TlsCertificateName names the issuer:"
+        " update the send connector)"
+    )
+
+
+def test_a_sibling_without_a_trusted_chain_is_an_issuer_change(
+    ca: Hierarchy, store: TrustStore
+) -> None:
+    """Same organization, but the new chain does not verify: nothing says it is the same CA."""
+    r10, r11 = (Hierarchy(ca.root, sibling(ca.root, cn)) for cn in ("R10", "R11"))
+    old = record(issue(r10, start=-80), r10, store)
+    new = record(issue(r11, start=-1), r11, store, with_intermediate=False)
+    change = classify(old, new)
+    assert change.reasons == (ChangeReason.ISSUER_CHANGED, ChangeReason.INTERMEDIATE_MISSING)
+    assert change.details[0] == "issuer changed: R10 → R11"
+
+
+def test_the_same_organization_under_another_trusted_root_is_the_same_ca(
+    ca: Hierarchy,
+) -> None:
+    """The organization and a trusted chain make the CA (Let's Encrypt's ISRG Root X1 and X2
+    are one CA); what a connector needs is the names and a trusted chain."""
+    x2 = other_ca("Fixed Root X2", "E6", "tlsprobe tests")
+    both = TrustStore.from_pem(ca.ca_pem + x2.ca_pem)
+    old = record(issue(ca, start=-80), ca, both)
+    change = classify(old, record(issue(x2, start=-1), x2, both))
+    assert change.change is ChangeClass.RENEWAL
+    assert change.text == "intermediate rotated: Fixed Intermediate CA → E6"
+
+
+def test_another_ca_is_an_issuer_change_on_any_server(ca: Hierarchy, store: TrustStore) -> None:
+    other = other_ca("Other Root CA", "R11", "Other CA Inc.")
+    both = TrustStore.from_pem(ca.ca_pem + other.ca_pem)
+    old = record(issue(ca, start=-80), ca, both)
+    new = record(issue(other, start=-1), other, both)
+    for bound in (False, True):
+        change = classify(old, new, issuer_bound=bound)
+        assert change.reasons == (ChangeReason.ISSUER_CHANGED,)
+        assert change.text == "issuer changed: Fixed Intermediate CA → R11"
+
+
+def test_an_issuer_without_an_organization_is_compared_by_its_whole_name(
+    ca: Hierarchy,
+) -> None:
+    """A private CA named by CN only: no organization to call it the same CA by."""
+    root = make_root("Private Root", not_before=NOW - YEAR, not_after=NOW + 10 * YEAR)
+    first, second = (Hierarchy(root, sibling(root, cn, "")) for cn in ("Private A", "Private B"))
+    private = TrustStore.from_pem(root.cert_pem)
+    old = record(issue(first, start=-80), first, private)
+    change = classify(old, record(issue(second, start=-1), second, private))
+    assert change.reasons == (ChangeReason.ISSUER_CHANGED,)

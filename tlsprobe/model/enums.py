@@ -167,8 +167,8 @@ class ChangeClass(enum.StrEnum):
 
 
 class ChangeReason(enum.StrEnum):
-    """Why a leaf change is risky: the `reasons` label of `tlsprobe_cert_change_info`
-    (comma-joined, in this order)."""
+    """What differs in a leaf change, each reason risky but `INTERMEDIATE_ROTATED`: the
+    `reasons` label of `tlsprobe_cert_change_info` (comma-joined, in this order)."""
 
     PREVIOUS_UNKNOWN = "previous_unknown"
     """The history no longer holds the certificate it replaces: nothing to compare with."""
@@ -176,6 +176,11 @@ class ChangeReason(enum.StrEnum):
     NAMES_ADDED = "names_added"
     NAMES_REMOVED = "names_removed"
     ISSUER_CHANGED = "issuer_changed"
+    """Another CA (the issuer's organization differs, or the new chain is not trusted), or a
+    sibling intermediate where the connector names the issuer (Exchange)."""
+    INTERMEDIATE_ROTATED = "intermediate_rotated"
+    """Not risky: another intermediate of the same CA (same issuer organization, trusted
+    chain), as Let's Encrypt picks at random; named in a renewal's reasons."""
     KEY_WEAKER = "key_weaker"
     EKU_LOST = "eku_lost"
     INTERMEDIATE_MISSING = "intermediate_missing"

@@ -5,11 +5,13 @@ the one it shows now, each as a `LeafRecord`: the certificate's facts and the ve
 there. The exporter keeps the old record across restarts (the history database holds the
 certificate and the endpoint's last verdict), so the answer does not depend on whether the
 exporter restarted in between. A clean renewal (`ChangeClass.RENEWAL`) keeps the subject, the
-SAN set and the issuing CA's name, has no weaker key, loses no extended key usage, builds a
+SAN set and the issuing CA, has no weaker key, loses no extended key usage, builds a
 trusted full chain, fails no check that passed before, and expires later than the one it
 replaces. Anything else is `ChangeClass.RISKY`, every difference named by a `ChangeReason` (a
-closed set, the metric label) and a sentence ("issuer changed: R11 → E6; clientAuth EKU
-dropped").
+closed set, the metric label) and a sentence ("issuer changed: R11 → WR2; clientAuth EKU
+dropped"). The issuing CA is its organization: a sibling intermediate of the same CA with a
+trusted chain is `INTERMEDIATE_ROTATED`, not risky, unless the caller says the endpoint's
+connector names the issuer (`issuer_bound`: Exchange's TlsCertificateName).
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class LeafRecord:
     old history): then every check is taken to have passed before."""
     chain_reason: ChainReason | None = None
     """Why chain_trusted failed, when it did."""
+    issuer_ca: str = ""
+    """The issuer's organization (`O=…, C=…`); "" when it names none: then the CA is known
+    by the issuer's whole name only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +98,7 @@ class Change:
 
     @property
     def text(self) -> str:
-        """'issuer changed: R11 → E6; clientAuth EKU dropped', or 'clean renewal'."""
+        """'issuer changed: R11 → WR2; clientAuth EKU dropped', or 'clean renewal'."""
         return "; ".join(self.details) if self.details else "clean renewal"
 
 
@@ -119,23 +124,28 @@ def leaf_record(leaf: CertFacts, checks: Iterable[Check] | None) -> LeafRecord:
         not_after=0.0 if unreadable else leaf.not_after.timestamp(),
         checks=MappingProxyType(statuses) if statuses is not None else None,
         chain_reason=reason,
+        issuer_ca=certs.issuing_organization(leaf.der),
     )
 
 
-def classify(old: LeafRecord | None, new: LeafRecord) -> Change:
-    """Clean renewal or risky change from `old` to `new` (None: the old one is not known)."""
+def classify(old: LeafRecord | None, new: LeafRecord, *, issuer_bound: bool = False) -> Change:
+    """Clean renewal or risky change from `old` to `new` (None: the old one is not known).
+    `issuer_bound`: the endpoint's connector names the issuer (Exchange), so another
+    intermediate of the same CA is risky too."""
     found: list[tuple[ChangeReason, str]] = []
     if old is None:
         found.append((ChangeReason.PREVIOUS_UNKNOWN, "the certificate it replaces is not known"))
     else:
         found.extend(_certificate_differences(old, new))
+        if old.issuer != new.issuer:
+            found.append(_issuer_difference(old, new, issuer_bound))
     found.extend(_verdict_differences(old, new))
     before = (old.checks if old is not None else None) or _NO_CHECKS
     failed = tuple(sorted(name for name, status in before.items() if status is Status.CRITICAL))
-    if not found:
-        return Change(ChangeClass.RENEWAL, previous_failing=failed)
     found.sort(key=lambda item: _ORDER[item[0]])
-    return Change(ChangeClass.RISKY, tuple(r for r, _ in found), tuple(t for _, t in found), failed)
+    risky = any(reason is not ChangeReason.INTERMEDIATE_ROTATED for reason, _ in found)
+    kind = ChangeClass.RISKY if risky else ChangeClass.RENEWAL
+    return Change(kind, tuple(r for r, _ in found), tuple(t for _, t in found), failed)
 
 
 _ORDER = {reason: position for position, reason in enumerate(ChangeReason)}
@@ -152,11 +162,6 @@ def _certificate_differences(
         yield ChangeReason.NAMES_ADDED, f"names added: {_listed(after - before)}"
     if before - after:
         yield ChangeReason.NAMES_REMOVED, f"names removed: {_listed(before - after)}"
-    if old.issuer != new.issuer:
-        yield (
-            ChangeReason.ISSUER_CHANGED,
-            f"issuer changed: {_short(old.issuer)} → {_short(new.issuer)}",
-        )
     if _weaker(old, new):
         yield (
             ChangeReason.KEY_WEAKER,
@@ -171,6 +176,21 @@ def _certificate_differences(
             ChangeReason.EXPIRY_EARLIER,
             f"expiry not later: {_date(old.not_after)} → {_date(new.not_after)}",
         )
+
+
+def _issuer_difference(
+    old: LeafRecord, new: LeafRecord, issuer_bound: bool
+) -> tuple[ChangeReason, str]:
+    """Another CA, or a sibling intermediate of the same one: the same issuer organization
+    and a trusted new chain (R10 → R11). The sibling is risky only where it is bound."""
+    move = f"{_short(old.issuer)} → {_short(new.issuer)}"
+    trusted = (new.checks or _NO_CHECKS).get(CheckName.CHAIN_TRUSTED) is Status.OK
+    if not (trusted and new.issuer_ca and new.issuer_ca == old.issuer_ca):
+        return ChangeReason.ISSUER_CHANGED, f"issuer changed: {move}"
+    if issuer_bound:
+        why = "Exchange's TlsCertificateName names the issuer: update the send connector"
+        return ChangeReason.ISSUER_CHANGED, f"issuer changed: {move} (same CA; {why})"
+    return ChangeReason.INTERMEDIATE_ROTATED, f"intermediate rotated: {move}"
 
 
 def _verdict_differences(

@@ -371,3 +371,19 @@ def extended_key_usages(der: bytes) -> frozenset[str] | None:
         # verifier can rely on.
         return frozenset()
     return frozenset(oid.dotted_string for oid in extension.value)
+
+
+def issuing_organization(der: bytes) -> str:
+    """The organization of the certificate's issuer (`O=…, C=…`, C where present): what two
+    sibling intermediates of one CA share (Let's Encrypt's R10 and R11). "" when the issuer
+    names no organization or cannot be read."""
+    try:
+        issuer = load(der).issuer
+        organizations = issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        countries = issuer.get_attributes_for_oid(NameOID.COUNTRY_NAME)
+    except (*READ_ERRORS, CertificateParseError):
+        return ""
+    if not organizations:
+        return ""
+    # A Name of the organization and country alone, so it is written as names are.
+    return x509.Name([*organizations, *countries]).rfc4514_string()
