@@ -40,7 +40,8 @@ ONE = "targets:\n  - host: mail.example.com\n"
 FP = "AB:" * 31 + "AB"
 TARGET_KEYS = (
     "expected one of: address, addresses, ca_file, certificate_domain, crit_days, dane, "
-    "ehlo_name, expected_certificate, host, hostname_check, interval, labels, mode, "
+    "ehlo_name, expected_certificate, host, hostname_check, interval, issuer_bound, labels, "
+    "mode, "
     "mta_sts_domain, mx, name, networks, "
     "port, retries, sni, timeout, warn_days"
 )
@@ -266,8 +267,12 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
         target("hots: mail.example.com"),
         "targets[0]: key number 1 is unknown (expected one of: address, addresses, ca_file, "
         "certificate_domain, crit_days, dane, ehlo_name, expected_certificate, host, "
-        "hostname_check, interval, labels, mode, mta_sts_domain, mx, name, networks, port, "
-        "retries, sni, timeout, warn_days); did you mean host?",
+        "hostname_check, interval, issuer_bound, labels, mode, mta_sts_domain, mx, name, "
+        "networks, port, retries, sni, timeout, warn_days); did you mean host?",
+    ),
+    (
+        target("host: mail.example.com\nissuer_bound: exchange"),
+        "targets[0].issuer_bound: must be true, false or auto, got string",
     ),
     ("targets: [mail.example.com]\n", "targets[0]: must be a mapping, got string"),
     (
@@ -1042,3 +1047,12 @@ def test_labels_bound_counts_the_tenants_and_the_targets_together() -> None:
     # Overriding a tenant's label adds none.
     ok = parse_config(_labelled(tenant, {f"t{i}": "y" for i in range(6)}), base_dir=Path("/"))
     assert len(ok.targets[0].labels) == 10
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False), ("auto", None)])
+def test_issuer_bound_is_true_false_or_auto(tmp_path: Path, value: str, expected: object) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(target(f"host: mail.example.com\nissuer_bound: {value}"))
+    assert load_config(path).targets[0].issuer_bound is expected
+    path.write_text(ONE)
+    assert load_config(path).targets[0].issuer_bound is None  # the default: auto

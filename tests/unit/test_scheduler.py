@@ -17,16 +17,22 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.dnsserver import DnsTestServer
+from tests.support.pki import FIXED_NOW, Hierarchy, make_intermediate
 from tlsprobe.exporter.config import Config, TargetConfig, parse_config
+from tlsprobe.exporter.history.store import HistoryStore, history_path
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.model import (
+    ChangeClass,
+    ChangeReason,
     Check,
     CheckName,
     Endpoint,
@@ -37,7 +43,8 @@ from tlsprobe.model import (
     Status,
     TlsInfo,
 )
-from tlsprobe.probe.x509.evaluate import TrustStore
+from tlsprobe.probe.x509 import facts as certs
+from tlsprobe.probe.x509.evaluate import TrustStore, evaluate_der
 
 EPOCH = 1_700_000_000.0
 TLS = TlsInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256")
@@ -553,3 +560,75 @@ async def test_mx_answers_on_loopback_or_link_local_are_skipped_and_reported(
     assert scheduler.mx_skipped == {("", "contoso.test"): 5}
     warnings = [r for r in caplog.records if "not probed" in r.getMessage()]
     assert len(warnings) == 2  # one per host, not one per cycle
+
+
+# --- drift: another intermediate of the same CA ---------------------------------------------
+
+EXCHANGE = (
+    "S: 220 relay.contoso.test Microsoft ESMTP MAIL Service ready at Tue, 8 Dec 2026 04:00:00",
+    "C: EHLO probe.contoso.test",
+    "S: 250-relay.contoso.test Hello [192.0.2.1]",
+    "S: 250 STARTTLS",
+)
+POSTFIX = (
+    "S: 220 relay.contoso.test ESMTP Postfix",
+    "C: EHLO probe.contoso.test",
+    "S: 250 STARTTLS",
+)
+
+
+@pytest.mark.parametrize(
+    ("transcript", "setting", "expected"),
+    [
+        pytest.param(POSTFIX, None, ChangeClass.RENEWAL, id="postfix"),
+        pytest.param(EXCHANGE, None, ChangeClass.RISKY, id="exchange"),
+        pytest.param(EXCHANGE, False, ChangeClass.RENEWAL, id="exchange-issuer_bound-false"),
+        pytest.param(POSTFIX, True, ChangeClass.RISKY, id="postfix-issuer_bound-true"),
+    ],
+)
+def test_a_sibling_intermediate_is_risky_only_where_a_connector_names_the_issuer(
+    tmp_path: Path,
+    ca: Hierarchy,
+    transcript: tuple[str, ...],
+    setting: bool | None,
+    expected: ChangeClass,
+) -> None:
+    """R10 then R11 of one CA, both chains trusted: a renewal on Postfix; risky on a server
+    whose banner says Exchange (TlsCertificateName names the issuer), unless `issuer_bound`
+    says otherwise."""
+    (tmp_path / "root.pem").write_bytes(ca.ca_pem)
+    extra = {} if setting is None else {"issuer_bound": setting}
+    config = make_config([target("relay", "192.0.2.10", **extra)], tmp_path / "root.pem")
+    (relay,) = config.targets
+    history = HistoryStore(history_path(tmp_path / "state"))
+    scheduler = Scheduler(config, results=LatestResults(), history=history)
+    trust = TrustStore.from_pem(ca.ca_pem)
+    endpoint = Endpoint(relay.host or "", address="192.0.2.10", target="relay")
+    year = timedelta(days=365)
+    for start, name in ((-80, "R10"), (-1, "R11")):
+        intermediate = make_intermediate(
+            ca.root, name, not_before=FIXED_NOW - year, not_after=FIXED_NOW + year
+        )
+        leaf = Hierarchy(ca.root, intermediate).leaf(
+            (endpoint.host,), not_before=FIXED_NOW + timedelta(days=start), days=90
+        )
+        verdict = evaluate_der(
+            (leaf.der, intermediate.der),
+            host=endpoint.host,
+            tls=TLS,
+            policy=relay.policy,
+            trust=trust,
+            now=FIXED_NOW,
+        )
+        result = replace(canned(endpoint, checks=verdict.checks), transcript=transcript)
+        result = replace(result, chain=(certs.facts_from_der(leaf.der),), started_at=EPOCH + start)
+        state = scheduler.publish(relay, result)
+    history.close()
+    assert state.drift is not None and state.drift.change is not None
+    change = state.drift.change
+    assert change.change is expected
+    if expected is ChangeClass.RENEWAL:
+        assert change.reasons == (ChangeReason.INTERMEDIATE_ROTATED,)
+    else:
+        assert change.reasons == (ChangeReason.ISSUER_CHANGED,)
+        assert "TlsCertificateName names the issuer" in change.text

@@ -170,6 +170,14 @@ def test_the_pages_say_how_the_latest_change_was_classified(
     detail = detail_html(changed, [], [], NOW.timestamp(), 0.0)
     assert "Latest change (" in detail and "<b>risky</b> (paged): issuer changed" in detail
     assert "clean renewal (no page)" in detail_html(renewed, [], [], NOW.timestamp(), 0.0)
+    rotated = Change(
+        ChangeClass.RENEWAL,
+        (ChangeReason.INTERMEDIATE_ROTATED,),
+        ("intermediate rotated: R10 → R11",),
+    )
+    sibling = replace(first, drift=Drift(leaf.sha256, NOW.timestamp(), 3, None, rotated))
+    page = StatusPage().render(lambda: [sibling], NOW.timestamp(), 0.0).decode()
+    assert "3 changes; clean renewal (no page): intermediate rotated: R10 → R11" in page
 
 
 def test_the_status_page_marks_a_sender_whose_verdict_is_stale(

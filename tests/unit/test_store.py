@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pki import Hierarchy
+from tests.support.pki import Hierarchy, make_intermediate
 from tlsprobe.cli.history import format_timeline, history_command
 from tlsprobe.exporter.history import db as store_db
 from tlsprobe.exporter.history import retention
@@ -681,3 +681,27 @@ def test_history_and_the_detail_view_say_how_each_change_was_classified(
         f"{renewed.not_after:%Y-%m-%d} → {risky.not_after:%Y-%m-%d}"
     )
     assert [c.change for c in classes.values()] == [ChangeClass.RENEWAL, ChangeClass.RISKY]
+
+
+def test_a_rotated_intermediate_is_a_renewal_kept_and_printed_as_such(
+    db: Path, clock: FakeClock, pki: Hierarchy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """R10 then R11 of one CA: recorded as a renewal with its reason, back after a restart,
+    and `tlsprobe history` says what rotated."""
+    r10, r11 = (Hierarchy(pki.root, make_intermediate(pki.root, cn)) for cn in ("R10", "R11"))
+    first = facts_from_der(r10.leaf(("relay.contoso.test",), days=60).der)
+    renewed = facts_from_der(r11.leaf(("relay.contoso.test",), days=90).der)
+    ok = _checks(chain_trusted=Status.OK)
+    history = open_store(db, clock)
+    history.observe(KEY, first, T0, ok)
+    change = history.observe(KEY, renewed, T0 + 60, ok).change
+    history.close()
+    assert change is not None and change.change is ChangeClass.RENEWAL
+    assert change.reasons == (ChangeReason.INTERMEDIATE_ROTATED,)
+    reopened = open_store(db, clock)
+    kept = reopened.drift(KEY)
+    reopened.close()
+    assert kept is not None and kept.change == change
+    assert history_command(db.parent, "relay.contoso.test") == 0
+    out = capsys.readouterr().out
+    assert f"-> {renewed.sha256[:16]}  clean renewal (intermediate rotated: R10 → R11)" in out

@@ -84,6 +84,8 @@ def format_timeline(
                 words = ""
                 if kind is not None:
                     words = f"  risky: {kind.text}" if kind.risky else "  clean renewal"
+                    if kind.details and not kind.risky:
+                        words += f" ({kind.text})"
                 lines.append(f"    {_when(change.at)}  {old} -> {change.new[:16]}{rollback}{words}")
     return "\n".join(lines)
 

@@ -198,6 +198,7 @@ class Exporter:
             on_result=self._remember_sender,
             canaries=self.last_results.load_canaries() if self.last_results else None,
             on_canary=self.last_results.put_canary if self.last_results else None,
+            issuer_bound=self.issuer_bound,
         )
         try:
             await self.send_side.start()
@@ -214,6 +215,11 @@ class Exporter:
             if state.result.leaf is not None:
                 return state.result.leaf.sha256
         return None
+
+    def issuer_bound(self, tenant: str, target: str) -> bool:
+        """Whether a connector names the certificate of a target's server by its issuer (its
+        `issuer_bound`, else an Exchange banner), for the sender whose server_target it is."""
+        return any(state.issuer_bound for state in self.results.for_target(tenant, target))
 
     @property
     def url(self) -> str:

@@ -462,7 +462,11 @@ class Scheduler:
             drift: Drift | None
             if leaf is not None:
                 drift = self.history.observe(
-                    state.key, leaf, result.started_at, result.checks or None
+                    state.key,
+                    leaf,
+                    result.started_at,
+                    result.checks or None,
+                    issuer_bound=state.issuer_bound,
                 )
             else:
                 drift = self.history.drift(state.key)

@@ -44,6 +44,8 @@ SenderKey = tuple[str, str]
 """(tenant, sender name)."""
 ServerLeaf = Callable[[str, str], str | None]
 """(tenant, target) -> SHA-256 of the leaf the server probe of that target sees now."""
+IssuerBound = Callable[[str, str], bool]
+"""(tenant, target) -> whether a connector names that server's certificate by its issuer."""
 
 
 class SendSide:
@@ -58,12 +60,16 @@ class SendSide:
         on_result: Callable[[ResultKey, ProbeResult], None] | None = None,
         canaries: Mapping[SenderKey, CanaryState] | None = None,
         on_canary: Callable[[SenderKey, CanaryState], None] | None = None,
+        issuer_bound: IssuerBound | None = None,
     ) -> None:
         """`restored`: the last verdicts kept from before a restart (served until the sender's
         next session); `on_result` is told every new verdict, to keep it for the next start.
         `canaries` and `on_canary` do the same for canary outcomes (served until the first
-        canary after the start has its outcome)."""
+        canary after the start has its outcome). `issuer_bound` says it of the sender's
+        `server_target` (Exchange: a sibling intermediate is a risky change); without a
+        server_target, or without it, the sender is taken not to be Exchange."""
         self.config = config
+        self._issuer_bound = issuer_bound
         self._history = history
         self._trust_for = trust_for
         self._server_leaf = server_leaf
@@ -193,8 +199,12 @@ class SendSide:
         if self._history is None or result.leaf is None:
             return None
         key = history_key(sender, result.address or "", self.config.receiver.listen_port)
+        server, bound = sender.server_target, self._issuer_bound
+        binds = bool(server and bound and bound(sender.tenant, server))
         try:
-            return self._history.observe(key, result.leaf, result.started_at, result.checks or None)
+            return self._history.observe(
+                key, result.leaf, result.started_at, result.checks or None, issuer_bound=binds
+            )
         except StateError as exc:
             log.error("history write failed", extra={"fields": {"error": str(exc)}})
             return None

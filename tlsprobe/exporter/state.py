@@ -14,6 +14,7 @@ from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.history.store import Drift
 from tlsprobe.model import CanaryReason, EndpointKey, ProbeResult
 from tlsprobe.probe.smtp.reply import MESSAGE_CHARS, clip
+from tlsprobe.probe.software import MailServer, identify
 
 __all__ = ["CanaryState", "EndpointState", "SenderState"]
 
@@ -31,6 +32,9 @@ class EndpointState:
     """The target's certificate domain and accepted domains (comma-joined); "" when unset."""
     labels: tuple[tuple[str, str], ...] = ()
     """The target's configured labels (`TargetConfig.labels`)."""
+    issuer_bound: bool = False
+    """A connector names this certificate by its issuer, so another intermediate of the same
+    CA is a risky change: the target's `issuer_bound`, else whether the server is Exchange."""
 
     @property
     def key(self) -> EndpointKey:
@@ -77,6 +81,10 @@ def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:
     """A result of `target` as published: with its interval and connector policy."""
     policy = target.policy
     connector = (policy.certificate_domain or "", ",".join(policy.accepted_domains))
+    bound = target.issuer_bound
+    if bound is None:
+        # Exchange's TlsCertificateName ("<I>issuer<S>subject") names the issuer.
+        bound = identify(result.transcript) is MailServer.EXCHANGE
     return EndpointState(
         target.tenant,
         target.name,
@@ -84,4 +92,5 @@ def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:
         interval=target.interval,
         connector=connector,
         labels=target.labels,
+        issuer_bound=bound,
     )

@@ -84,6 +84,20 @@ def dns_policies(
     return dane, domain_name(domain, f"{where}.mta_sts_domain")
 
 
+def issuer_bound(section: Mapping[str, object], where: str) -> bool | None:
+    """`issuer_bound`: true, false, or auto (the default, None: the server's banner says,
+    true for Exchange): whether a connector names the target's certificate by its issuer, so
+    another intermediate of the same CA is a risky change (`probe.change`)."""
+    value = section.get("issuer_bound", "auto")
+    if isinstance(value, bool):
+        return value
+    if value != "auto":
+        raise ConfigError(
+            f"{where}.issuer_bound", f"must be true, false or auto, got {kind(value)}"
+        )
+    return None
+
+
 def connector(section: Mapping[str, object], where: str) -> str | None:
     if "certificate_domain" not in section:
         return None

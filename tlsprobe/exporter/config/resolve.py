@@ -348,6 +348,7 @@ class _Parser:
                 "dns_policies": lambda: fields.dns_policies(section, where, mx),
                 "networks": lambda: _networks(section, where),
                 "labels": lambda: fields.labels(section, where, tenant.labels),
+                "issuer_bound": lambda: fields.issuer_bound(section, where),
             }
         )
         settings: _Defaults = parsed["settings"]
@@ -393,6 +394,7 @@ class _Parser:
             mta_sts_domain=mta_sts_domain,
             networks=parsed["networks"] if "networks" in section else tenant.networks,
             labels=parsed["labels"],
+            issuer_bound=parsed["issuer_bound"],
         )
 
 

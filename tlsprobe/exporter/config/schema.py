@@ -85,6 +85,7 @@ TARGET_KEYS = (
     "networks",
     "hostname_check",
     "labels",
+    "issuer_bound",
 )
 
 MAX_LABELS: Final = 16
@@ -217,6 +218,9 @@ class TargetConfig:
     labels: tuple[tuple[str, str], ...] = ()
     """`labels:` of the tenant, overridden by the target's, sorted by name: the extra labels of
     `tlsprobe_target_info`."""
+    issuer_bound: bool | None = None
+    """Whether a connector names the certificate by its issuer (Exchange's TlsCertificateName),
+    so a sibling intermediate is a risky change; None: the server's banner says."""
 
     @property
     def key(self) -> tuple[str, str]:

@@ -198,10 +198,13 @@ class HistoryStore:
         leaf: CertFacts,
         seen_at: float,
         checks: tuple[Check, ...] | None = None,
+        *,
+        issuer_bound: bool = False,
     ) -> Drift:
         """Record that `key` served `leaf` at `seen_at`, judged `checks` (None: not judged);
         returns the endpoint's new drift, whose `change` classifies a change of leaf against
-        the old leaf and the verdict it last had (both kept across restarts)."""
+        the old leaf and the verdict it last had (both kept across restarts). `issuer_bound`:
+        a connector names the certificate by its issuer (`probe.change.classify`)."""
         with self._lock:
             if self._closed:
                 raise StateError(f"{self.path}: history store is closed")
@@ -212,7 +215,9 @@ class HistoryStore:
             elif urgent:
                 old = self._stored_cert(previous.fingerprint)
                 change = classify(
-                    self._old_record(key, previous.fingerprint), leaf_record(leaf, checks)
+                    self._old_record(key, previous.fingerprint),
+                    leaf_record(leaf, checks),
+                    issuer_bound=issuer_bound,
                 )
                 current = Drift(leaf.sha256, seen_at, previous.changes_total + 1, old, change)
                 event = (key, seen_at, previous.fingerprint, leaf.sha256)

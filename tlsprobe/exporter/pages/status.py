@@ -129,7 +129,8 @@ def change_words(change: Change) -> str:
     """How a change is shown: what pages and what does not, in the page's words."""
     if change.risky:
         return f"<b>risky</b> (paged): {e(change.text)}"
-    return "clean renewal (no page)"
+    # A renewal's details say what changed that needs nothing ("intermediate rotated: ...").
+    return "clean renewal (no page)" + (f": {e(change.text)}" if change.details else "")
 
 
 def _failing(state: EndpointState, ctx: Context) -> str:
@@ -249,7 +250,8 @@ PAGING_NOTE = (
     "What pages (with the shipped rules): a critical check, a risky certificate change (at once,"
     " one page per new certificate however many ports and nodes serve it), a pool node left"
     " behind for 30 minutes, an exporter down for 15 minutes. What does not: a clean renewal"
-    " (shown as such under Last change), a warning (an overdue renewal, a CN-only name), an"
+    " (shown as such under Last change; from another intermediate of the same CA too, but on"
+    " Exchange), a warning (an overdue renewal, a CN-only name), an"
     " exporter restart or outage (alerts hold as they were until it is back)."
 )
 
