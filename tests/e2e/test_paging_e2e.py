@@ -9,7 +9,8 @@ longer than the test). Prometheus scrapes and evaluates every second, tlsprobe p
 `PROBE_INTERVAL`. What is counted is notifications (webhook payloads per receiver), not alerts.
 
 The tests run in order on one stack (`paging_stack`), as an on-call week would:
-1. a clean renewal of a relay listening on two ports pages nobody (the chat hears of it);
+1. a clean renewal of a relay listening on two ports pages nobody (the chat hears of it), also
+   when the CA issued it from its other intermediate (as Let's Encrypt picks R10 or R11);
 2. a risky renewal of the same relay on both ports (its intermediate missing) is exactly one
    page, carrying the difference, the verdict with its cause and the advice that fits;
 3. an exporter outage of `OUTAGE_MINUTES` scaled minutes while an expired certificate pages:
@@ -40,7 +41,7 @@ from tests.e2e.harness import Daemons, LoopThread, Webhook, api
 from tests.e2e.harness import query as prometheus_query
 from tests.support.exporter import command
 from tests.support.gates import prometheus_tool
-from tests.support.pki import Hierarchy, Issued
+from tests.support.pki import Hierarchy, Issued, make_intermediate
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tests.support.wait import poll
 
@@ -75,6 +76,11 @@ class Target:
 def served(pki: Hierarchy, leaf: Issued, *, intermediate: bool = True) -> ServerTls:
     chain = pki.chain(leaf) if intermediate else (leaf.cert,)
     return ServerTls(chain, leaf.key)
+
+
+def sibling(pki: Hierarchy) -> Hierarchy:
+    """Another intermediate of the same root and organization (R10 beside R11)."""
+    return Hierarchy(pki.root, make_intermediate(pki.root, "tlsprobe Test Sibling CA"))
 
 
 def fingerprint(tls: ServerTls) -> str:
@@ -270,7 +276,8 @@ def test_a_clean_renewal_on_two_ports_pages_nobody(paging_stack: PagingStack) ->
     stack = paging_stack
     assert poll(lambda: changes_seen(stack, PAIR, 0), bool, timeout=SETTLE_SECONDS)
     stack.mark("renewal")
-    renewed = served(stack.pki, stack.pki.leaf([RELAY_HOST]))
+    rotated = sibling(stack.pki)
+    renewed = served(rotated, rotated.leaf([RELAY_HOST]))
     stack.present(PAIR, renewed)
 
     def told_to_chat() -> list[dict[str, Any]]:
@@ -292,6 +299,7 @@ def test_a_clean_renewal_on_two_ports_pages_nobody(paging_stack: PagingStack) ->
         (PAIR[0], "renewal"),
         (PAIR[1], "renewal"),
     }
+    assert {s["metric"]["reasons"] for s in classes} == {"intermediate_rotated"}
     (chat, *_) = told_to_chat()
     assert chat["alerts"][0]["labels"]["severity"] == "warning"
     assert fingerprint(renewed) == chat["groupLabels"]["fingerprint_sha256"]
@@ -301,7 +309,8 @@ def test_a_risky_renewal_on_two_ports_is_one_page(paging_stack: PagingStack) -> 
     stack = paging_stack
     assert poll(lambda: changes_seen(stack, PAIR, 1), bool, timeout=SETTLE_SECONDS)
     stack.mark("risky")
-    risky = served(stack.pki, stack.pki.leaf([RELAY_HOST]), intermediate=False)
+    rotated = sibling(stack.pki)  # the issuer of the renewal it replaces
+    risky = served(rotated, rotated.leaf([RELAY_HOST]), intermediate=False)
     stack.present(PAIR, risky)
 
     def pages() -> list[dict[str, Any]]:
