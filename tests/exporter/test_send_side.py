@@ -23,6 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.harness import METRIC_NAME, ROOT, dashboard_queries
 from tests.support.broken import MAKERS
 from tests.support.exporter import command, in_process
 from tests.support.pki import Hierarchy, Issued, write_server_files
@@ -78,6 +79,9 @@ async def get(exporter: Exporter, path: str) -> str:
     async with aiohttp.ClientSession() as http, http.get(exporter.url + path) as response:
         assert response.status == 200
         return await response.text()
+
+
+DASHBOARD = ROOT / "grafana" / "dashboards" / "tlsprobe.json"
 
 
 def values(text: str, name: str, **labels: str) -> list[float]:
@@ -428,6 +432,11 @@ async def test_a_canary_through_postfix_arrives_and_is_timed(tmp_path: Path) -> 
     [round_trip] = values(text, "tlsprobe_canary_round_trip_seconds", **labels)
     assert 0 < round_trip < 40
     assert values(text, "tlsprobe_sender_status", **labels) == [0.0]
+    # The Prometheus e2e's canary never arrives: the dashboard's round-trip panel is proven here,
+    # on the series this canary produced.
+    (panel,) = [q for q in dashboard_queries(DASHBOARD) if q.panel == "Canary round trip"]
+    assert set(METRIC_NAME.findall(panel.expr)) == {"tlsprobe_canary_round_trip_seconds"}
+    assert 'tenant=~"$tenant"' in panel.expr
 
 
 @pytest.mark.postfix
