@@ -52,20 +52,6 @@ GRAFANA_VARIABLES = {
 
 METRIC_NAME = re.compile(r"\btlsprobe_[a-z0-9_]+")
 
-PENDING_SERIES = frozenset(
-    {
-        "process_resident_memory_bytes",
-        "process_open_fds",
-        "process_max_fds",
-        "process_cpu_seconds_total",
-        "python_gc_collections_total",
-    }
-)
-"""Series the overview dashboard's exporter process panels read that the exporter does not serve
-yet: prometheus-client's ProcessCollector and GCCollector, which branch promclient (issue 20)
-puts on /metrics. Until it lands the e2e leaves the queries naming them out of its "returns
-data" check, and fails once the exporter serves them (then this allow-list goes)."""
-
 
 def loopback_env() -> dict[str, str]:
     """The environment minus proxy settings, for the daemons this test starts."""

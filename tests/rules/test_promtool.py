@@ -348,12 +348,8 @@ def runtime_series() -> set[str]:
 
 
 def test_exporter_process_panels_name_prometheus_client_series() -> None:
-    """The exporter process panels read prometheus-client's own collectors' series.
-
-    Allow-list: these are on /metrics once branch promclient (issue 20: ProcessCollector,
-    GCCollector) is on main; until then tests/e2e leaves their panels out of its "returns data"
-    check (harness.PENDING_SERIES) and fails once the exporter serves them.
-    """
+    """The exporter process panels read the series of prometheus-client's own collectors (the
+    exporter's registry has them; tests/e2e proves their panels return data)."""
     text = DASHBOARD.read_text(encoding="utf-8")
     named = set(re.findall(r"\b(?:process|python)_[a-z0-9_]+", text))
     assert {"process_resident_memory_bytes", "process_cpu_seconds_total"} <= named
@@ -694,6 +690,9 @@ def _leaf(target: str, prefix: str = "") -> dict[str, str]:
     }
 
 
+_CHANGE = {"change": "risky", "reasons": "issuer_changed", "detail": "issuer changed: Old CA → CA"}
+
+
 def _operator_series() -> list[dict[str, str]]:
     series = []
     for target, (_, _, status, ready, not_after) in _ENDPOINTS.items():
@@ -709,6 +708,7 @@ def _operator_series() -> list[dict[str, str]]:
         _series("tlsprobe_cert_previous_not_after_timestamp_seconds", _labels("mx"), 1000),
         _series("tlsprobe_cert_last_change_timestamp_seconds", _labels("mx"), 200),
         _series("tlsprobe_cert_last_change_timestamp_seconds", _labels("relay"), 0),
+        _series("tlsprobe_cert_change_info", _labels("mx", **_CHANGE, previous_failing=""), 1),
     ]
     sender = {"tenant": "contoso", "sender": "relay-1", "job": "tlsprobe", "instance": "x"}
     pairs = ",".join(f'{k}="{v}"' for k, v in sender.items())
@@ -755,6 +755,7 @@ def test_dashboard_operator_tables_compute_the_right_rows(tmp_path: Path) -> Non
         _expect("Certificate changes", "A", (mx | _leaf("mx") | _leaf("mx", "old_"), 200_000)),
         _expect("Certificate changes", "B", (mx, 1_000_000)),
         _expect("Certificate changes", "C", (mx, (_AT + 100 * _DAY) * 1000)),
+        _expect("Certificate changes", "D", (mx | _CHANGE, 1)),
     ]
     spec = {
         "rule_files": [str(RULES)],
@@ -778,7 +779,14 @@ def test_dashboard_has_a_row_per_tenant_and_the_operator_tables() -> None:
     columns = {
         "Tenants": {"Tenant", "OK", "Warning", "Critical", "Unknown", "O365 ready"},
         "Expires within 30 days": {"Tenant", "Target", "Days left", "Names", "Issuer"},
-        "Certificate changes": {"Changed at", "Old SHA-256", "New SHA-256", "Old issuer"},
+        "Certificate changes": {
+            "Changed at",
+            "Change",
+            "Differences",
+            "Old SHA-256",
+            "New SHA-256",
+            "Old issuer",
+        },
         "Senders": {"Tenant", "Sender", "Status", "O365 ready", "Days left", "Canary"},
         "Sender checks": {"Sender", "Check", "Status"},
     }
