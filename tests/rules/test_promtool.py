@@ -169,9 +169,14 @@ EXPORTER_ALERTS = {
 }
 
 
+# Pages nobody: the source of the maintenance inhibition (deploy/alertmanager/alertmanager.yml).
+MAINTENANCE = "TlsprobeMaintenance"
+
+
 @pytest.mark.parametrize("rule", alerts(), ids=lambda r: r["alert"])
 def test_alert_has_severity_and_annotations(rule: dict[str, Any]) -> None:
-    assert rule["labels"]["severity"] in {"page", "warning"}
+    severities = {"info"} if rule["alert"] == MAINTENANCE else {"page", "warning"}
+    assert rule["labels"]["severity"] in severities
     annotations = rule["annotations"]
     expected = {"summary", "description", "runbook_url"}
     if rule["alert"] not in EXPORTER_ALERTS:
@@ -200,7 +205,9 @@ def test_runbook_base_is_a_parameter() -> None:
 
 
 @pytest.mark.parametrize(
-    "rule", [r for r in alerts() if r["alert"] not in EXPORTER_ALERTS], ids=lambda r: r["alert"]
+    "rule",
+    [r for r in alerts() if r["alert"] not in EXPORTER_ALERTS | {MAINTENANCE}],
+    ids=lambda r: r["alert"],
 )
 def test_endpoint_alerts_survive_a_missed_evaluation(rule: dict[str, Any]) -> None:
     """One failed scrape (an exporter restart) must not send `resolved` for a true page."""
@@ -237,11 +244,12 @@ def _seconds(duration: str) -> float:
 
 def test_every_endpoint_alert_holds_while_its_exporter_is_not_scraped() -> None:
     """No endpoint alert resolves (or restarts its `for:`) while the exporter is down."""
-    # The exporter's own alerts are about up itself.
+    # The exporter's own alerts are about up itself. A maintenance window ends at its end,
+    # scraped or not (its rule bridges failed scrapes by the window's known end instead).
     held = [
         rule
         for group in load_yaml(RULES)["groups"]
-        if group["name"] != "tlsprobe.exporter"
+        if group["name"] not in ("tlsprobe.exporter", "tlsprobe.maintenance")
         for rule in group["rules"]
         if "alert" in rule
     ]
@@ -252,6 +260,19 @@ def test_every_endpoint_alert_holds_while_its_exporter_is_not_scraped() -> None:
             f' or (max without (alertname, alertstate, severity) (ALERTS{{alertname="{name}"}})'
             " and on (instance) (up == 0))"
         ), name
+
+
+def test_maintenance_fires_at_once_and_stops_with_its_window() -> None:
+    """The inhibition's source must fire before what it holds back and stop when the window
+    closes (deploy/prometheus/tests/maintenance.yml shows how it bridges failed scrapes)."""
+    rule = next(r for r in alerts() if r["alert"] == MAINTENANCE)
+    assert "for" not in rule and "keep_firing_for" not in rule
+    inhibitions = [
+        r
+        for r in load_yaml(ALERTMANAGER_CONFIG)["inhibit_rules"]
+        if r["source_matchers"] == [f'alertname="{MAINTENANCE}"']
+    ]
+    assert [r["equal"] for r in inhibitions] == [["tenant", "target"]]
 
 
 def test_endpoint_alerts_say_where() -> None:
