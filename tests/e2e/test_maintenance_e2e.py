@@ -158,6 +158,10 @@ def test_no_page_in_the_window_and_a_page_after_it(stack: Stack) -> None:
     deploy = named_metrics(p for p in sorted((ROOT / "deploy").rglob("*")) if p.is_file())
     named = {name for names in deploy.values() for name in names if "maintenance" in name}
     assert named == MAINTENANCE_SERIES <= exposed  # what deploy/ names, in an open window
+    # The status page says so on the maintained target's row only.
+    rows = http_get(f"{stack.exporter}/").decode().split("<tr>")
+    marked = [row for row in rows if "maintenance until" in row]
+    assert len(marked) == 1 and f">{MAINTAINED}<" in marked[0], marked
     # Until the window closes, not one pager notification for the maintained target.
     while time.time() < stack.window_end - 1:
         assert pages(stack, MAINTAINED) == [], stack.webhook.payloads()
