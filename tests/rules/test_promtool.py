@@ -13,7 +13,7 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -541,23 +541,60 @@ INHIBITION_CASES = [
 @pytest.mark.prometheus
 def test_inhibit_rules_silence_the_right_alerts(alertmanager: str) -> None:
     http(f"{alertmanager}/api/v2/alerts", [alert for alert, _ in INHIBITION_CASES])
-    expected = {
-        (a["labels"]["alertname"], a["labels"].get("address", "")): inhibited
-        for a, inhibited in INHIBITION_CASES
-    }
+
+    def key(labels: dict[str, str]) -> tuple[str, ...]:
+        return (labels["alertname"], labels.get("address", ""))
+
+    expected = {key(a["labels"]): inhibited for a, inhibited in INHIBITION_CASES}
+    assert inhibitions(alertmanager, key, expected) == expected
+
+
+def inhibitions(
+    alertmanager: str,
+    key: Callable[[dict[str, str]], tuple[str, ...]],
+    expected: dict[tuple[str, ...], bool],
+) -> dict[tuple[str, ...], bool]:
+    """Whether each alert Alertmanager holds is inhibited, by `key` of its labels, once that
+    equals `expected` or after 10 s: the inhibitor learns of new alerts asynchronously."""
     deadline = time.monotonic() + 10
     while True:
         seen = {
-            (a["labels"]["alertname"], a["labels"].get("address", "")): bool(
-                a["status"]["inhibitedBy"]
-            )
+            key(a["labels"]): bool(a["status"]["inhibitedBy"])
             for a in http(f"{alertmanager}/api/v2/alerts")
         }
-        # The inhibitor learns of new alerts asynchronously; wait for it to settle.
         if seen == expected or time.monotonic() > deadline:
-            break
+            return seen
         time.sleep(0.1)
-    assert seen == expected
+
+
+def alert(alertname: str, severity: str, **labels: str) -> dict[str, Any]:
+    return {"labels": {"alertname": alertname, "severity": severity, **labels}}
+
+
+RELAY = {"host": "relay.contoso.com", "address": "192.0.2.10", "port": "25"}
+# (alert, held back?) while contoso/relay is in a maintenance window.
+MAINTENANCE_CASES = [
+    (alert(MAINTENANCE, "info", tenant="contoso", target="relay"), False),
+    (alert("TlsprobeCertificateExpired", "page", tenant="contoso", target="relay", **RELAY), True),
+    (alert("TlsprobeResultsStale", "warning", tenant="contoso", target="relay", **RELAY), True),
+    # Another target of the tenant, the same target name in another tenant, the tenant's
+    # sender and the exporter itself are not in the window.
+    (alert("TlsprobeCertificateExpired", "page", tenant="contoso", target="smtps", **RELAY), False),
+    (alert("TlsprobeCertificateExpired", "page", tenant="fabrikam", target="relay"), False),
+    (alert("TlsprobeSenderCertificateChanged", "page", tenant="contoso", sender="relay"), False),
+    (alert("TlsprobeConfigReloadFailed", "warning"), False),
+]
+
+
+def maintenance_key(labels: dict[str, str]) -> tuple[str, ...]:
+    return tuple(labels.get(k, "") for k in ("alertname", "tenant", "target", "sender"))
+
+
+@pytest.mark.prometheus
+def test_a_maintenance_window_holds_back_its_targets_alerts_only(alertmanager: str) -> None:
+    http(f"{alertmanager}/api/v2/alerts", [alert for alert, _ in MAINTENANCE_CASES])
+    expected = {maintenance_key(a["labels"]): held for a, held in MAINTENANCE_CASES}
+    assert inhibitions(alertmanager, maintenance_key, expected) == expected
 
 
 # --- Grafana --------------------------------------------------------------------------------
