@@ -226,8 +226,10 @@ class TargetConfig:
     issuer_bound: bool | None = None
     """Whether a connector names the certificate by its issuer (Exchange's TlsCertificateName),
     so a sibling intermediate is a risky change; None: the server's banner says."""
-    maintenance: tuple[Window, ...] = ()
-    """The tenant's maintenance windows, then the target's own (`config.maintenance`)."""
+    maintenance: tuple[Window, ...] = dataclasses.field(default=(), compare=False)
+    """The tenant's maintenance windows, then the target's own (`config.maintenance`). Not
+    compared: windows are asked at scrape time, so a reload that changes only them keeps
+    the target's probe schedule (the scheduler restarts targets that compare unequal)."""
 
     @property
     def key(self) -> tuple[str, str]:
