@@ -193,6 +193,7 @@ ONE_OFF = {"start": "2026-12-24T18:00", "end": "2026-12-25T08:00", "timezone": "
         ({**WEEKLY, "timezone": None}, "[0]", "needs timezone"),
         ({**WEEKLY, "timezone": f"Europe/{SECRET}"}, "[0].timezone", "tz database"),
         ({**WEEKLY, "timezone": f"../{SECRET}"}, "[0].timezone", "IANA"),
+        ({**WEEKLY, "timezone": "Europe"}, "[0].timezone", "tz database"),  # a directory
         ({**WEEKLY, "days": [f"{SECRET}"]}, "[0].days[0]", "mon, tue"),
         ({**WEEKLY, "days": []}, "[0].days", "at least one day"),
         ({**WEEKLY, "start": 1320}, "[0].start", "quoted time of day"),
