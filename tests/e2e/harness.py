@@ -50,6 +50,12 @@ GRAFANA_VARIABLES = {
     "$target": ".*",
 }
 
+MAINTENANCE_SERIES = frozenset(
+    {"tlsprobe_maintenance_active", "tlsprobe_maintenance_window_end_timestamp_seconds"}
+)
+"""Exposed only in an open maintenance window (which would hold back the pages of the main
+fleet): test_maintenance_e2e scrapes them, test_prometheus_e2e every other name deploy/ uses."""
+
 METRIC_NAME = re.compile(r"\btlsprobe_[a-z0-9_]+")
 
 

@@ -41,6 +41,7 @@ FP = "AB:" * 31 + "AB"
 TARGET_KEYS = (
     "expected one of: address, addresses, ca_file, certificate_domain, crit_days, dane, "
     "ehlo_name, expected_certificate, host, hostname_check, interval, issuer_bound, labels, "
+    "maintenance, "
     "mode, "
     "mta_sts_domain, mx, name, networks, "
     "port, retries, sni, timeout, warn_days"
@@ -231,7 +232,8 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     (
         tenant("accepted_domain: [contoso.com]"),
         "tenants.contoso: key number 1 is unknown (expected one of: accepted_domains, "
-        "certificate_domain, exchange_online, inbound_connector, labels, networks, "
+        "certificate_domain, exchange_online, inbound_connector, labels, maintenance, "
+        "networks, "
         "outbound_connectors, senders, targets); did you mean accepted_domains?",
     ),
     (
@@ -267,8 +269,8 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
         target("hots: mail.example.com"),
         "targets[0]: key number 1 is unknown (expected one of: address, addresses, ca_file, "
         "certificate_domain, crit_days, dane, ehlo_name, expected_certificate, host, "
-        "hostname_check, interval, issuer_bound, labels, mode, mta_sts_domain, mx, name, "
-        "networks, port, retries, sni, timeout, warn_days); did you mean host?",
+        "hostname_check, interval, issuer_bound, labels, maintenance, mode, mta_sts_domain, mx, "
+        "name, networks, port, retries, sni, timeout, warn_days); did you mean host?",
     ),
     (
         target("host: mail.example.com\nissuer_bound: exchange"),

@@ -76,7 +76,17 @@ BASE: dict[str, Any] = {
             ],
         }
     },
-    "targets": [{"host": "a.example.com", "address": "192.0.2.1", "dane": False}],
+    "targets": [
+        {
+            "host": "a.example.com",
+            "address": "192.0.2.1",
+            "dane": False,
+            "maintenance": [
+                {"days": ["sun"], "start": "02:00", "duration": "2h", "timezone": "Europe/Berlin"},
+                {"start": "2026-12-24T18:00", "end": "2026-12-27T08:00", "timezone": "UTC"},
+            ],
+        }
+    ],
 }
 MALFORMED = [
     SECRET,

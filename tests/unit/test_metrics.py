@@ -597,8 +597,13 @@ def test_every_contract_name_is_emitted(everything: list[EndpointState], busy: P
     # ones (computed over every tenant by the server) in tests/exporter/test_exchange_online.py.
     send_side = {m.sample_name for m in SEND_SIDE_METRICS}
     cross_tenant = {"tlsprobe_cross_tenant_attribution"}
+    # The maintenance series (asked of the configuration at each scrape) in test_maintenance.
+    maintenance = {
+        "tlsprobe_maintenance_active",
+        "tlsprobe_maintenance_window_end_timestamp_seconds",
+    }
     ours = {name for name in names_in(text) if not name.startswith(("process_", "python_"))}
-    assert ours == set(METRIC_NAMES) - send_side - cross_tenant
+    assert ours == set(METRIC_NAMES) - send_side - cross_tenant - maintenance
 
 
 def test_renderer_cache_reused_refreshed_and_evicted(

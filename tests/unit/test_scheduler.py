@@ -473,6 +473,25 @@ async def test_apply_stops_removed_keeps_unchanged_restarts_changed(ca_file: Pat
     }
 
 
+async def test_a_changed_maintenance_window_keeps_the_targets_schedule(ca_file: Path) -> None:
+    """Windows are asked at scrape time; editing them must not restart (re-probe) a target."""
+    window = {"days": ["sun"], "start": "02:00", "duration": "2h", "timezone": "UTC"}
+    old = make_config([target("a", "127.0.0.1")], ca_file)
+    vt = VirtualTime()
+    probe = FakeProbe(vt)
+    scheduler = make_scheduler(old, probe, vt=vt)
+    scheduler.start()
+    await vt.run_until(150.0, idle=1)
+    kept = _task(scheduler, "a")
+    last = probe.times("a")[-1]
+    scheduler.apply(make_config([target("a", "127.0.0.1", maintenance=[window])], ca_file))
+    await asyncio.sleep(0)
+    assert _task(scheduler, "a") is kept and not kept.done()
+    await vt.run_until(300.0, idle=1)
+    await scheduler.stop()
+    assert min(t for t in probe.times("a") if t > 150.0) >= last + 90.0
+
+
 async def test_stop_cancels_in_flight_probes_promptly(ca_file: Path) -> None:
     config = make_config([target(f"t{i}", f"127.0.4.{i}") for i in range(5)], ca_file)
     vt = VirtualTime()

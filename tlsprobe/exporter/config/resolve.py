@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
-from tlsprobe.exporter.config import exo, fields, sendparse
+from tlsprobe.exporter.config import exo, fields, maintenance, sendparse
 from tlsprobe.exporter.config.schema import (
     ADDRESSES,
     DEFAULT_HOSTS_FILE,
@@ -304,6 +304,7 @@ class _Parser:
             inbound_connector=exo.inbound_name(section, where),
             outbound=exo.outbound_routes(section, where),
             labels=fields.labels(section, where),
+            maintenance=maintenance.windows(section.get("maintenance"), where),
         )
         raw_targets = listing(section.get("targets"), f"{where}.targets")
         return tenant, self.targets(raw_targets, f"{where}.targets", tenant, defaults)
@@ -349,6 +350,7 @@ class _Parser:
                 "networks": lambda: _networks(section, where),
                 "labels": lambda: fields.labels(section, where, tenant.labels),
                 "issuer_bound": lambda: fields.issuer_bound(section, where),
+                "maintenance": lambda: maintenance.windows(section.get("maintenance"), where),
             }
         )
         settings: _Defaults = parsed["settings"]
@@ -395,6 +397,7 @@ class _Parser:
             networks=parsed["networks"] if "networks" in section else tenant.networks,
             labels=parsed["labels"],
             issuer_bound=parsed["issuer_bound"],
+            maintenance=tenant.maintenance + parsed["maintenance"],
         )
 
 

@@ -11,11 +11,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from tlsprobe.exporter.config.allowrules import Rule, parse_rule
 from tlsprobe.exporter.config.send import SendSideConfig
 from tlsprobe.model import Mode, OutboundRule, Policy
+
+if TYPE_CHECKING:
+    from tlsprobe.exporter.config.maintenance import Window
 
 DEFAULT_PORT: Final = 25
 DEFAULT_LISTEN_PORT: Final = 9825
@@ -61,6 +64,7 @@ TENANT_KEYS = (
     "inbound_connector",
     "outbound_connectors",
     "labels",
+    "maintenance",
 )
 TARGET_KEYS = (
     "name",
@@ -86,6 +90,7 @@ TARGET_KEYS = (
     "hostname_check",
     "labels",
     "issuer_bound",
+    "maintenance",
 )
 
 MAX_LABELS: Final = 16
@@ -221,6 +226,10 @@ class TargetConfig:
     issuer_bound: bool | None = None
     """Whether a connector names the certificate by its issuer (Exchange's TlsCertificateName),
     so a sibling intermediate is a risky change; None: the server's banner says."""
+    maintenance: tuple[Window, ...] = dataclasses.field(default=(), compare=False)
+    """The tenant's maintenance windows, then the target's own (`config.maintenance`). Not
+    compared: windows are asked at scrape time, so a reload that changes only them keeps
+    the target's probe schedule (the scheduler restarts targets that compare unequal)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -255,6 +264,8 @@ class TenantConfig:
     """The outbound connectors that deliver to the tenant's servers (from the import)."""
     labels: tuple[tuple[str, str], ...] = ()
     """`labels:`, sorted by name; every target of the tenant inherits them."""
+    maintenance: tuple[Window, ...] = ()
+    """Maintenance windows of every target of the tenant."""
 
 
 @dataclass(frozen=True, slots=True)

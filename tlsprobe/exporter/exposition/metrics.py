@@ -48,6 +48,7 @@ __all__ = [
     "facts_lines",
     "facts_samples",
     "family_header",
+    "maintenance_samples",
     "render_endpoint",
     "sample_line",
     "target_facts",
@@ -178,6 +179,15 @@ def target_samples(states: Iterable[EndpointState]) -> Iterator[Sample]:
     """Per target: distinct leaves across its endpoints that show one, and its connector."""
     for key, facts in target_facts(states).items():
         yield from facts_samples(key, facts)
+
+
+def maintenance_samples(status: Mapping[tuple[str, str], float | None]) -> Iterator[Sample]:
+    """Per target with maintenance windows: whether one is open now, and when it closes
+    (`config.maintenance.status`, asked at the scrape's time)."""
+    for key, until in sorted(status.items()):
+        yield "tlsprobe_maintenance_active", key, 0.0 if until is None else 1.0
+        if until is not None:
+            yield "tlsprobe_maintenance_window_end_timestamp_seconds", key, until
 
 
 # --- text exposition -----------------------------------------------------------------------

@@ -207,6 +207,17 @@ METRICS: tuple[MetricDef, ...] = (
         scope="target",
     ),
     _g(
+        "maintenance_active",
+        "1 while a maintenance window of the configuration is open for the target, 0 outside; "
+        "absent for targets without windows. Evaluated at each scrape.",
+        scope="target",
+    ),
+    _g(
+        "maintenance_window_end_timestamp_seconds",
+        "When the open maintenance window of the target closes; absent outside a window.",
+        scope="target",
+    ),
+    _g(
         "dane_tlsa_records",
         "TLSA records found for the endpoint (0: DANE not applicable), by the DNSSEC status of "
         "the answer: secure, insecure, bogus, failed.",

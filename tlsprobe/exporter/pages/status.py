@@ -14,8 +14,8 @@ from __future__ import annotations
 import html
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from tlsprobe.exporter import links
 from tlsprobe.exporter.state import EndpointState
@@ -57,6 +57,8 @@ class Context:
     now: float
     started_at: float
     """When this exporter started: older results were restored from the last run."""
+    maintenance: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    """(tenant, target) in an open maintenance window: when it closes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,10 @@ def _endpoint(state: EndpointState, ctx: Context) -> str:
 
 
 def _status(state: EndpointState, ctx: Context) -> str:
-    return state.result.status.name
+    until = ctx.maintenance.get((state.tenant, state.target))
+    if until is None:
+        return state.result.status.name
+    return f"{state.result.status.name}<br><small>maintenance until {when(until)}</small>"
 
 
 def _last_probe(state: EndpointState, ctx: Context) -> str:
@@ -193,18 +198,25 @@ class StatusPage:
 
     def __init__(self, columns: Sequence[Column] = COLUMNS) -> None:
         self.columns = tuple(columns)
-        self._rows: dict[tuple[str, ...], tuple[EndpointState, int, bytes]] = {}
+        self._rows: dict[
+            tuple[str, ...], tuple[EndpointState, tuple[int, float | None], bytes]
+        ] = {}
         self._page: tuple[float, bytes] | None = None
 
     def render(
-        self, snapshot: Callable[[], Sequence[EndpointState]], now: float, started_at: float
+        self,
+        snapshot: Callable[[], Sequence[EndpointState]],
+        now: float,
+        started_at: float,
+        maintenance: Callable[[], Mapping[tuple[str, str], float]] = dict,
     ) -> bytes:
-        """The page; `snapshot` is called only when the page is rebuilt."""
+        """The page; `snapshot` and `maintenance` (the targets in an open window, see
+        `Context`) are called only when the page is rebuilt."""
         if self._page is not None and 0 <= now - self._page[0] < PAGE_TTL:
             return self._page[1]
         states = snapshot()
         hour = int(now // 3600)
-        ctx = Context(now=now, started_at=started_at)
+        ctx = Context(now=now, started_at=started_at, maintenance=maintenance())
         keyed = sorted(((-int(s.result.status), s.label_values), s) for s in states)
         rows = [self._row(key, state, ctx, hour) for (_, key), state in keyed]
         if len(self._rows) > len(keyed):
@@ -216,11 +228,13 @@ class StatusPage:
         return body
 
     def _row(self, key: tuple[str, ...], state: EndpointState, ctx: Context, hour: int) -> bytes:
+        # A row changes with its result, the hour and its maintenance window opening or closing.
+        moment = (hour, ctx.maintenance.get((state.tenant, state.target)))
         cached = self._rows.get(key)
-        if cached is not None and cached[0] is state and cached[1] == hour:
+        if cached is not None and cached[0] is state and cached[1] == moment:
             return cached[2]
         row = render_row(state, ctx, self.columns).encode()
-        self._rows[key] = (state, hour, row)
+        self._rows[key] = (state, moment, row)
         return row
 
 

@@ -29,11 +29,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from tlsprobe import report
 from tlsprobe.exporter import links
-from tlsprobe.exporter.config import Config, TargetConfig
+from tlsprobe.exporter.config import Config, TargetConfig, maintenance
 from tlsprobe.exporter.config.web import WebConfig
 from tlsprobe.exporter.exchange import attribution
 from tlsprobe.exporter.exposition import collector
 from tlsprobe.exporter.exposition.collector import ExporterRegistry, wants_openmetrics
+from tlsprobe.exporter.exposition.metrics import maintenance_samples
 from tlsprobe.exporter.exposition.scrape import Scrape, probe_body
 from tlsprobe.exporter.exposition.send import send_side_samples
 from tlsprobe.exporter.exposition.table import Sample
@@ -218,6 +219,7 @@ class WebApp:
             [
                 *send_side_samples(self.exporter.send_side),
                 *attribution.samples(self._attribution()),
+                *maintenance_samples(self._maintenance()),
             ],
             gzip_ok=_takes_gzip(request),
             openmetrics=openmetrics,
@@ -309,7 +311,9 @@ class WebApp:
 
     async def status_page(self, request: web.Request) -> web.StreamResponse:
         snapshot = self.exporter.results.snapshot
-        body = self.status.render(snapshot, time.time(), self.exporter.started_at)
+        body = self.status.render(
+            snapshot, time.time(), self.exporter.started_at, self._maintenance_open
+        )
         side = self.exporter.send_side
         if side is not None:  # the send side's own section, beside the servers' table
             section = senders_section(side.snapshot(), time.time(), STATUS_COLOURS)
@@ -318,6 +322,15 @@ class WebApp:
         if found:
             body = body.replace(b"</body>", found.encode() + b"</body>")
         return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    def _maintenance(self) -> dict[tuple[str, str], float | None]:
+        """Per target with maintenance windows, the end of the one open now (or None): asked
+        at each scrape, so windows open and close without a reload."""
+        targets = self.exporter.config.targets
+        return maintenance.status(((t.key, t.maintenance) for t in targets), time.time())
+
+    def _maintenance_open(self) -> dict[tuple[str, str], float]:
+        return {key: end for key, end in self._maintenance().items() if end is not None}
 
     def _attribution(self) -> tuple[attribution.Finding, ...]:
         """Cross-tenant findings over every tenant's targets and senders (MC1226222)."""
