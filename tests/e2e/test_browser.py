@@ -87,6 +87,17 @@ def _keep(name: str, png: bytes) -> None:
         Path(directory, name).write_bytes(png)
 
 
+async def _laptop(page: Page) -> None:
+    """A laptop's screen: SCREEN CSS pixels wide, at scale 1."""
+    await page.send(
+        "Emulation.setDeviceMetricsOverride",
+        width=SCREEN,
+        height=800,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+
+
 async def _fits(page: Page, what: str) -> None:
     overflow = await page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -103,13 +114,7 @@ async def _full_page(page: Page, name: str) -> None:
 
 async def test_status_page_and_detail_view_in_chromium(demo: str, tmp_path: Path) -> None:
     async with chromium(tmp_path / "profile") as page:
-        await page.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=SCREEN,
-            height=800,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        await _laptop(page)
         await page.goto(f"{demo}/")
         assert await page.evaluate("document.title") == "tlsprobe"
 
@@ -162,13 +167,7 @@ async def test_sender_detail_view_in_chromium(
             "both sessions and the canary's outcome",
         )
         async with chromium(tmp_path / "profile") as page:
-            await page.send(
-                "Emulation.setDeviceMetricsOverride",
-                width=SCREEN,
-                height=800,
-                deviceScaleFactor=1,
-                mobile=False,
-            )
+            await _laptop(page)
             await page.goto(f"{exporter.url}/")
             summary = await page.evaluate("document.querySelector('p').innerText")
             assert "critical" in summary

@@ -209,8 +209,8 @@ class SendSide:
 
     def _observe(self, sender: SenderConfig, result: ProbeResult) -> tuple[Drift, bool] | None:
         """Record the leaf in the sender's history: a change when no address of the sender
-        presents it now, else a sighting that moves nothing. The drift, and whether this
-        session changed it; None without a leaf or a history."""
+        presents it now, else a sighting that moves nothing (`replaces=False`). The drift,
+        and whether this session changed it; None without a leaf or a history."""
         leaf = result.leaf
         if leaf is None:
             return None
@@ -224,7 +224,8 @@ class SendSide:
         before = self._history.drift(key)
         try:
             if known:
-                return self._history.sighting(key, leaf, at, result.checks or None), False
+                checks = result.checks or None
+                return self._history.observe(key, leaf, at, checks, replaces=False), False
             drift = self._history.observe(key, leaf, at, result.checks or None)
         except StateError as exc:
             log.error("history write failed", extra={"fields": {"error": str(exc)}})

@@ -198,14 +198,27 @@ class HistoryStore:
         leaf: CertFacts,
         seen_at: float,
         checks: tuple[Check, ...] | None = None,
+        *,
+        replaces: bool = True,
     ) -> Drift:
         """Record that `key` served `leaf` at `seen_at`, judged `checks` (None: not judged);
         returns the endpoint's new drift, whose `change` classifies a change of leaf against
-        the old leaf and the verdict it last had (both kept across restarts)."""
+        the old leaf and the verdict it last had (both kept across restarts).
+
+        `replaces=False`: another leaf than the current one was seen without replacing it (a
+        sender's other node, still presenting a leaf the sender presents: `presented`); its
+        served row moves on, the drift and the verdict the next change is classified against
+        stay."""
         with self._lock:
             if self._closed:
                 raise StateError(f"{self.path}: history store is closed")
             previous = self._drift.get(key) or self._recall(key)
+            if not replaces and previous is not None and previous.fingerprint != leaf.sha256:
+                self._drift[key] = previous
+                self._pending.add_cert(leaf)
+                self._pending.see(key, leaf.sha256, seen_at)
+                self._maybe_flush(urgent=False)
+                return previous
             urgent = previous is None or previous.fingerprint != leaf.sha256
             if previous is None:
                 current = Drift(leaf.sha256, seen_at, 0)
@@ -228,30 +241,6 @@ class HistoryStore:
                 self._pending.add_cert(leaf)
             self._maybe_flush(urgent=urgent)
             return current
-
-    def sighting(
-        self,
-        key: EndpointKey,
-        leaf: CertFacts,
-        seen_at: float,
-        checks: tuple[Check, ...] | None = None,
-    ) -> Drift:
-        """Record that `key` presented `leaf` at `seen_at` without it replacing the current
-        leaf: a sender's other node, still presenting a leaf the sender presents
-        (`presented`). Its served row moves on; the drift and the verdict the next change is
-        classified against stay. The current leaf, or the first sighting of `key`, is
-        recorded as `observe` does."""
-        with self._lock:
-            previous = self._drift.get(key) or self._recall(key)
-            if previous is None or previous.fingerprint == leaf.sha256:
-                return self.observe(key, leaf, seen_at, checks)
-            if self._closed:
-                raise StateError(f"{self.path}: history store is closed")
-            self._drift[key] = previous
-            self._pending.add_cert(leaf)
-            self._pending.see(key, leaf.sha256, seen_at)
-            self._maybe_flush(urgent=False)
-            return previous
 
     def drift(self, key: EndpointKey) -> Drift | None:
         return self._drift.get(key)
