@@ -22,7 +22,7 @@ from tests.support.pki import Hierarchy, Issued
 from tlsprobe.exporter.config.send import ReceiverConfig, SenderConfig, SendSideConfig
 from tlsprobe.exporter.exposition.send import sender_samples
 from tlsprobe.exporter.history.store import HistoryStore
-from tlsprobe.exporter.presented import MAX_ADDRESSES
+from tlsprobe.exporter.presented import MAX_ADDRESSES, WINDOW
 from tlsprobe.exporter.senders import SendSide
 from tlsprobe.model import ChangeClass, ChangeReason, Policy, TlsInfo
 from tlsprobe.probe.send.sender import Session
@@ -178,3 +178,18 @@ async def test_a_reload_forgets_the_addresses_of_a_removed_sender(
     other = SenderConfig("contoso", "relay-2", ("127.0.1.0/24",), Policy())
     relays.apply(SendSideConfig(ReceiverConfig(), (other,)))
     assert list(relays._presented) == []  # bounded by the configured senders
+
+
+def test_a_node_silent_for_a_day_no_longer_presents_its_leaf(
+    history: HistoryStore, trust: TrustStore, pki: Hierarchy
+) -> None:
+    """The window: a leaf only a node that stopped sending a day ago presented is a change
+    again when another node presents it (a rollback to it)."""
+    old, new = pki.leaf(("relay.contoso.test",)), pki.leaf(("relay.contoso.test",))
+    relays = side(history, trust)
+    send(relays, "127.0.0.2", old, pki, NOW)  # node 2, then silent
+    send(relays, "127.0.0.1", old, pki, NOW + 1)
+    assert send(relays, "127.0.0.1", new, pki, NOW + 2) == 1
+    assert send(relays, "127.0.0.1", old, pki, NOW + 3) == 1  # node 2 presents it (recently)
+    assert send(relays, "127.0.0.1", new, pki, NOW + 4) == 1
+    assert send(relays, "127.0.0.1", old, pki, NOW + WINDOW + 10) == 2
