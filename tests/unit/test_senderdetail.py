@@ -63,6 +63,7 @@ def test_a_failing_canary_makes_the_sender_critical_and_counted(
     page = StatusPage().render(list, NOW.timestamp(), 0.0, lambda: [section]).decode()
     assert "Exchange Online sees them: 1 warning, 1 critical." in page
     assert page.index("<h2>Senders") < page.index("</body>")
+    assert "What does not: a clean renewal" in section.html
 
 
 def test_the_sender_view_shows_checks_chain_addresses_history_and_canaries(

@@ -27,9 +27,19 @@ def senders_section(states: Sequence[SenderState], now: float, colours: Colours)
     return Section(_table(rows), tuple(state.status for state in ordered))
 
 
+SENDER_PAGING_NOTE = (
+    "What pages (with the shipped rules): a client certificate Exchange Online would refuse,"
+    " a risky change of it (at once, one page per new certificate, one with the server side's"
+    " when the relay serves it too), a canary that fails. What does not: a clean renewal, a"
+    " leaf without the clientAuth EKU or one that differs from the served certificate"
+    " (warnings), a relay whose nodes present different certificates."
+)
+
+
 def _table(rows: str) -> str:
     return (
         "<h2>Senders: the certificate each relay presents when it sends</h2>\n"
+        f"<p><small>{SENDER_PAGING_NOTE}</small></p>\n"
         "<table><thead><tr><th>Tenant</th><th>Sender</th><th>Status</th><th>Days left</th>"
         "<th>O365 ready</th><th>Names</th><th>Fingerprint</th><th>Last session</th>"
         "<th>Canary</th><th>Failing checks</th></tr></thead>\n<tbody>\n"
