@@ -99,3 +99,24 @@ def test_a_sender_without_a_session_has_a_view_too(pki: Hierarchy, trust: TrustS
     page = sender_html(SenderState(sender), [], [], NOW.timestamp(), 0.0)
     assert "No session from this sender yet" in page and "UNKNOWN" in page
     assert "No canary configured" in page
+
+
+def test_the_sender_view_names_the_inbound_connector_and_its_failing_rules(
+    pki: Hierarchy, trust: TrustStore
+) -> None:
+    """Its readiness is the inbound connector's, named as the senders table and the endpoint
+    view name theirs (exo): before, the view said only "ready: no"."""
+    policy = replace(
+        Policy(), certificate_domain="*.fabrikam.test", inbound_connector="From <relay>"
+    )
+    leaf = pki.leaf(("relay.contoso.test",))
+    chain = tuple(c.public_bytes(Encoding.DER) for c in pki.chain(leaf))
+    session = Session("127.0.0.5", 2525, NOW.timestamp(), helo="r", tls=TLS, chain_der=chain)
+    result = judge_session(session, policy, trust, now=NOW, name="relay-1")
+    sender = SenderConfig("contoso", "relay-1", ("127.0.0.0/24",), policy)
+    page = sender_html(SenderState(sender, result), [], [], NOW.timestamp(), 0.0)
+    assert (
+        "Exchange Online NOT ready for the inbound connector &#x27;From &lt;relay&gt;&#x27;"
+        " (TlsSenderCertificateName *.fabrikam.test): certificate_domain, accepted_domain"
+        " fails" in page
+    )

@@ -69,11 +69,12 @@ def sender_html(
             f" from {e(result.address or '?')}, EHLO {e(result.endpoint.host)}."
         )
         body = checks_html(result) + chain_html(result.chain, now, sender="the relay")
-    ready = "yes" if result is not None and result.o365_ready else "no"
+    # As the endpoint view says it: the inbound connector it speaks for, the rules that fail.
+    ready = f"Exchange Online {e(result.readiness)}" if result else "Exchange Online ready: no"
     parts = [
         page_head(title),
         f'<p>Status <b style="color:#fff;background:{colour};padding:0 6px">'
-        f"{state.status.name}</b>; Exchange Online ready: {ready}. {seen}"
+        f"{state.status.name}</b>; {ready}. {seen}"
         f" Sessions since start: {state.sessions}; page generated {when(now)}.</p>\n",
         _canary_line(state),
         body,
