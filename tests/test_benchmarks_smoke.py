@@ -240,3 +240,19 @@ def test_the_render_ab_reports_every_figure(tmp_path: Path) -> None:
         assert set(report[key]) == {"this", "other", "ratio", "ratio_min", "ratio_max"}
         assert report[key]["this"] > 0 and report[key]["other"] > 0
     assert report["this_warm_collecting_ms"] > 0
+
+
+@pytest.mark.slow
+def test_the_receiver_flood_benchmark_reports_both_phases(tmp_path: Path) -> None:
+    """Figures only, never a timing: both phases probed without a failure, ratios computed."""
+    out = tmp_path / "flood.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.receiver_flood", "--seconds", "0.5", "--json", out],
+        cwd=REPO,
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    figures = json.loads(out.read_text())
+    assert figures["quiet"]["probes"] > 0 and figures["flood"]["probes"] > 0
+    assert set(figures["ratios"]) == {"median", "max"}

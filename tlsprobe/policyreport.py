@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tlsprobe.model import DaneFindings, DnssecStatus, TlsaMatch, TlsaVerdict
-from tlsprobe.probe.listing import REPORT_ITEMS, listed
+from tlsprobe.probe.listing import REPORT_ITEMS, item, listed
 
 if TYPE_CHECKING:
     # Only a type here: `tlsprobe check` without --mta-sts need not load the policy parser.
@@ -67,7 +67,7 @@ def sts_json(domain: DomainPolicy) -> dict[str, Any]:
         "error": domain.error or None,
         "mode": policy.mode.value if policy else None,
         "max_age": policy.max_age if policy else None,
-        "mx": list(policy.mx[:REPORT_ITEMS]) if policy else [],
+        "mx": [item(m) for m in policy.mx[:REPORT_ITEMS]] if policy else [],
         "mx_total": len(policy.mx) if policy else 0,
         "policy_sha256": policy.sha256 if policy else None,
         "tlsrpt_rua": list(domain.tlsrpt_rua),

@@ -16,12 +16,13 @@ from tlsprobe.model import (
     CertFacts,
     CertPart,
     Phase,
+    Policy,
     ProbeResult,
     Status,
     readable_time,
 )
 from tlsprobe.probe.software import MailServer, identify
-from tlsprobe.probe.x509.evaluate import days_left
+from tlsprobe.probe.x509.evaluate import days_left, expiry_thresholds
 
 
 def iso_time(moment: datetime) -> str | None:
@@ -91,8 +92,22 @@ def connector_json(result: ProbeResult) -> dict[str, str] | None:
     return None if ref is None else {"direction": ref.direction, "name": ref.name, "rule": ref.rule}
 
 
-def summary_line(result: ProbeResult, now: datetime) -> str:
-    """Nagios first line: `TLSPROBE STATUS - what | perfdata`."""
+def summary_line(
+    result: ProbeResult,
+    now: datetime,
+    *,
+    policy: Policy | None = None,
+    timeout: float | None = None,
+) -> str:
+    """Nagios first line: `TLSPROBE STATUS - what | perfdata`.
+
+    Perfdata follows the plugin guidelines, `'label'=value[UOM];[warn];[crit];[min];[max]`:
+    `days_left` (the leaf's) with the thresholds `not_expired` applies to it under `policy`,
+    `total` in seconds from 0 to the probe's `timeout`; without a policy or timeout that field
+    is empty. The thresholds are plain numbers (`days_left=90.0;21;7;;`, as check_ssl_cert
+    prints), not the guidelines' range `21:` that "alert below 21" strictly is: Icinga 2 and
+    Checkmk keep only plain-number thresholds (for graphs) and drop ranges.
+    """
     endpoint = result.endpoint
     where = f"{endpoint.host}:{endpoint.port}"
     if result.error:
@@ -104,15 +119,49 @@ def summary_line(result: ProbeResult, now: datetime) -> str:
         what = f"{where}: " + (
             "; ".join(f"{c.name}: {c.message}" for c in failing) if failing else "certificate OK"
         )
-    perf = [f"total={result.phases.get(Phase.TOTAL, 0.0):.3f}s"]
-    if result.leaf is not None and not result.leaf.unreadable(CertPart.VALIDITY):
-        perf.insert(0, f"days_left={days_left(result.leaf, now):.1f}")
+    total = result.phases.get(Phase.TOTAL, 0.0)
+    perf = [perfdata("total", f"{total:.3f}", "s", minimum=0.0, maximum=timeout)]
+    leaf = result.leaf
+    if leaf is not None and not leaf.unreadable(CertPart.VALIDITY):
+        warn, crit = expiry_thresholds(policy, leaf) if policy is not None else (None, None)
+        left = f"{days_left(leaf, now):.1f}"
+        perf.insert(0, perfdata("days_left", left, warn=warn, crit=crit))
     return f"TLSPROBE {result.status.name} - {what} | {' '.join(perf)}"
 
 
-def human(result: ProbeResult, now: datetime, *, sender: bool = False) -> str:
-    """The report; `sender=True` for a client certificate a relay presented (send side)."""
-    lines = [summary_line(result, now), ""]
+def perfdata(
+    label: str,
+    value: str,
+    uom: str = "",
+    *,
+    warn: float | None = None,
+    crit: float | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> str:
+    """One perfdata figure, `label=value[UOM];[warn];[crit];[min];[max]`, every number in the
+    value's unit and None as an empty field. Labels here never need quotes."""
+    fields = ";".join("" if f is None else _number(f) for f in (warn, crit, minimum, maximum))
+    return f"{label}={value}{uom};{fields}"
+
+
+def _number(value: float) -> str:
+    """A plain decimal (the guidelines' class [-0-9.]: no exponent), at most 3 decimals."""
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def human(
+    result: ProbeResult,
+    now: datetime,
+    *,
+    sender: bool = False,
+    policy: Policy | None = None,
+    timeout: float | None = None,
+) -> str:
+    """The report; `sender=True` for a client certificate a relay presented (send side).
+    `policy` and `timeout` give the perfdata its thresholds and bounds (`summary_line`)."""
+    lines = [summary_line(result, now, policy=policy, timeout=timeout), ""]
     lines += _sender(result) if sender else _connection(result)
     if result.leaf is not None:
         lines += _leaf(result.leaf, now, identify(result.transcript))

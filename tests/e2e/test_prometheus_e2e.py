@@ -81,8 +81,9 @@ PIN = "00" * 32
 """A SHA-256 fingerprint no certificate of the fleet has."""
 SENDER = "relay-1"
 SENDER_KEY = f"sender:{SENDER}"
-SENDER_ALERTS = frozenset({"TlsprobeCanaryMissing/submit_unreachable"})
-"""The sender presents a good client certificate; its canary's relay does not exist."""
+SENDER_ALERTS = frozenset({"TlsprobeCanaryMissing/submit_unreachable", "TlsprobeSenderSilent"})
+"""The sender presents a good client certificate; its canary's relay does not exist, so after
+its one session it is silent past its session_expected_within (2 x 3 s + 2 s)."""
 CANARY_RCPT = "canary@receiver.contoso.test"
 CHANGES_OF_SENDER = f'tlsprobe_sender_cert_changes_total{{sender="{SENDER}"}}'
 

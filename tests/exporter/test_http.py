@@ -263,6 +263,11 @@ async def test_probe_shows_the_connector_as_metrics_does_and_checks_module(
         }
         plain = await get(http, url, params={"target": "good"})
         twice = await get(http, f"{url}?target=good&module=tlsprobe&module=smtps")
+        # A repeated target or tenant is as ambiguous as a repeated module: which one?
+        repeated = [
+            await get(http, f"{url}?{query}")
+            for query in ("target=good&target=nosuch", "target=good&tenant=contoso&tenant=x")
+        ]
     assert one(metrics, "tlsprobe_connector_info", target="good", **connector) == 1
     for status, text in (plain, answers["tlsprobe"], answers["smtp_starttls"]):
         assert status == 200, text
@@ -273,6 +278,9 @@ async def test_probe_shows_the_connector_as_metrics_does_and_checks_module(
     status, text = answers["http_2xx"]
     assert status == 400 and "unknown module" in text and "http_2xx" not in text
     assert twice[0] == 400
+    for status, text in repeated:
+        assert status == 400 and "given more than once" in text, text
+        assert "nosuch" not in text
 
 
 async def test_probe_refuses_unknown_hosts_unless_allowlisted(

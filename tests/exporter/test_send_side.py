@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import smtplib
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.broken import MAKERS
 from tests.support.exporter import command, in_process
 from tests.support.pki import Hierarchy, Issued, write_server_files
 from tests.support.servers import ServerTls, SmtpTestServer, unused_port
@@ -144,6 +146,26 @@ def test_bad_sender_configuration_names_the_key(
     assert caught.value.path == key, str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [
+        ({}, None),
+        ({"canary": {"relay": "127.0.0.1:25", "recipient": CANARY_RCPT}}, 2 * 300 + 120),
+        ({"canary": {"relay": "127.0.0.1:25", "recipient": CANARY_RCPT, "interval": "1m"}}, 240),
+        ({"session_expected_within": "2h"}, 7200),
+    ],
+)
+def test_when_a_sender_is_expected_to_send_again(
+    tmp_path: Path, ca_file: Path, sender: dict[str, Any], expected: float | None
+) -> None:
+    """TlsprobeSenderSilent's threshold: twice the canary interval plus its deadline unless
+    set; none without a canary unless set."""
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(config_data(tmp_path, ca_file, receiver_port=2525, **sender)))
+    send = load_config(path).send
+    assert send is not None and send.senders[0].session_expected_within == expected
+
+
 def test_senders_without_a_receiver_are_an_error(tmp_path: Path, ca_file: Path) -> None:
     data = config_data(tmp_path, ca_file, receiver_port=2525)
     del data["receiver"]
@@ -251,6 +273,67 @@ async def test_a_sender_verdict_survives_a_restart(
     async with running(tmp_path, config_data(tmp_path, ca_file, receiver_port=port)) as exporter:
         text = await get(exporter, "/metrics")
     assert values(text, "tlsprobe_sender_status", **labels) == [], "a removed sender's row stays"
+
+
+@pytest.mark.parametrize("kind", ["version-4", "utc-time-offset", "boolean-true-0x01"])
+async def test_a_client_certificate_cryptography_refuses_replaces_the_old_ok(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy, kind: str
+) -> None:
+    """The receiver raised out of the session on such a leaf: nothing was recorded and the
+    sender kept its OK. Now the session is judged like the server side judges the same bytes."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    port = unused_port()
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    async with running(tmp_path, config_data(tmp_path, ca_file, receiver_port=port)) as exporter:
+        side = exporter.send_side
+        assert side is not None
+        certfile, keyfile = client_files(tmp_path, pki, leaf)
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile)
+        await eventually(lambda: side.snapshot()[0].sessions == 1, "the first session")
+        assert values(await get(exporter, "/metrics"), "tlsprobe_sender_status", **labels) == [0]
+        broken = MAKERS[kind](leaf.der, pki.intermediate.key)
+        write_server_files(tmp_path, leaf.key, [broken, pki.intermediate.der], stem="relay")
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile)
+        await eventually(lambda: side.snapshot()[0].sessions == 2, "the second session")
+        text = await get(exporter, "/metrics")
+    assert values(text, "tlsprobe_sender_status", **labels) == [2.0]
+    assert values(text, "tlsprobe_sender_o365_ready", **labels) == [0.0]
+    assert values(text, "tlsprobe_sender_check_status", check="certificate_format", **labels) == [
+        2.0
+    ]
+    fingerprint = hashlib.sha256(broken).hexdigest()
+    assert values(text, "tlsprobe_sender_cert_info", fingerprint_sha256=fingerprint, **labels)
+
+
+async def test_a_configured_sender_gets_through_a_receiver_full_of_strangers(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy
+) -> None:
+    """The configured relay got 421 on 34 of 34 tries while unknown addresses held every slot
+    with silent connections: now its session takes an unknown peer's slot."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    certfile, keyfile = client_files(tmp_path, pki, leaf)
+    port = unused_port()
+    data = config_data(tmp_path, ca_file, receiver_port=port)
+    data["receiver"] |= {"max_sessions": 2, "idle_eviction": "1h"}
+    async with running(tmp_path, data) as exporter:
+        side = exporter.send_side
+        assert side is not None
+        strangers = []
+        for source in ("127.0.0.2", "127.0.0.3"):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(source, 0)
+            )
+            assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"220 ")
+            strangers.append(writer)
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile)
+        await eventually(lambda: side.snapshot()[0].result is not None, "the sender's verdict")
+        text = await get(exporter, "/metrics")
+        for writer in strangers:
+            writer.close()
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    assert values(text, "tlsprobe_sender_status", **labels) == [0.0]
+    assert values(text, "tlsprobe_receiver_evicted_sessions_total") == [1.0]
+    assert values(text, "tlsprobe_receiver_session_limit") == [2.0]
 
 
 @contextlib.asynccontextmanager

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -130,24 +131,53 @@ async def test_probe_endpoint_ends_dns_policies_within_the_scrape_timeout(
         "defaults": {"interval": "5m", "timeout": "10s", "ca_file": str(ca_file)},
         "tenants": {"contoso": {"targets": [target]}},
     }
+    async with SmtpTestServer(ServerTls(pki.chain(leaf), leaf.key), port=port):
+        result = await debug_probe(tmp_path, config, "slow")  # a 1.5 s probe
+    checks = {c["name"]: c for c in result["checks"]}
+    assert checks["dane"]["status"] == "unknown" and "deadline" in checks["dane"]["message"]
+    assert checks["mta_sts"]["status"] == "unknown"
+    assert "deadline" in checks["mta_sts"]["message"]
+
+
+@pytest.mark.parametrize("silent", ["mx", "host"])
+async def test_probe_endpoint_ends_discovery_within_the_scrape_timeout(
+    silent: str, ca_file: Path, tmp_path: Path
+) -> None:
+    """Discovery is part of what /probe does: an MX or host lookup that never answers ends at
+    the scrape's deadline as a DNS failure that says so, not at the resolver's 5 s lifetime
+    (which outlasted a 2 s scrape)."""
+    target: dict[str, object] = {"name": "silent", "port": unused_port()}
+    target |= {"mx": DOMAIN} if silent == "mx" else {"host": HOST}
+    config = {
+        "state_dir": str(tmp_path / "state"),
+        "web": {"listen": f"127.0.0.1:{unused_port()}"},
+        "dns": {"nameservers": ["127.0.0.1"], "port": 0, "timeout": "5s", "hosts_file": False},
+        "defaults": {"interval": "5m", "timeout": "10s", "ca_file": str(ca_file)},
+        "tenants": {"contoso": {"targets": [target]}},
+    }
+    with DnsTestServer({}, {DOMAIN: TIMEOUT, HOST: TIMEOUT}) as dns_server:
+        config["dns"]["port"] = dns_server.port  # type: ignore[index]
+        result = await debug_probe(tmp_path, config, "silent")  # a 1.5 s deadline
+    assert result["error"]["kind"] == "dns", result["error"]
+    assert "1.5 s deadline" in result["error"]["message"], result["error"]
+
+
+async def debug_probe(tmp_path: Path, config: Mapping[str, object], name: str) -> dict[str, Any]:
+    """The JSON result of `/probe?target=NAME&debug=true` from an exporter running `config`,
+    asked with a 2 s scrape timeout (a 1.5 s deadline)."""
     path = tmp_path / "tlsprobe.yml"
     path.write_text(json.dumps(config))
-    headers = {"X-Prometheus-Scrape-Timeout-Seconds": "2"}  # a 1 s probe: half of it
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": "2"}
     async with (
-        SmtpTestServer(ServerTls(pki.chain(leaf), leaf.key), port=port),
         in_process(path) as exporter,
         aiohttp.ClientSession() as http,
         asyncio.timeout(GUARD),
     ):
         status, text = await get(
-            http,
-            f"{exporter.url}/probe",
-            params={"target": "slow", "debug": "true"},
-            headers=headers,
+            http, f"{exporter.url}/probe", params={"target": name, "debug": "true"}, headers=headers
         )
     assert status == 200, text
-    result = json.loads(text.split("Result (JSON)\n", 1)[1].split("\n\nEffective", 1)[0])
-    checks = {c["name"]: c for c in result["checks"]}
-    assert checks["dane"]["status"] == "unknown" and "deadline" in checks["dane"]["message"]
-    assert checks["mta_sts"]["status"] == "unknown"
-    assert "deadline" in checks["mta_sts"]["message"]
+    result: dict[str, Any] = json.loads(
+        text.split("Result (JSON)\n", 1)[1].split("\n\nEffective", 1)[0]
+    )
+    return result

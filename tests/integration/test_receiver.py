@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.support.broken import MAKERS
 from tests.support.pki import Hierarchy, Issued, make_leaf, write_server_files
 from tests.support.smtpclients import (
     CANARY_RCPT,
@@ -27,6 +30,7 @@ from tests.support.smtpclients import (
     raw_session,
     send_canary,
 )
+from tests.support.wait import eventually
 from tlsprobe.model import Policy, Reason, Status
 from tlsprobe.probe.send import receiver
 from tlsprobe.probe.send.sender import Session, judge_session
@@ -34,6 +38,7 @@ from tlsprobe.probe.smtp import server as smtpserver
 from tlsprobe.probe.x509.evaluate import TrustStore
 
 POLICY = Policy(certificate_domain="*.contoso.test", accepted_domains=("contoso.test",))
+POLICY_ARGS = ("--certificate-domain", "*.contoso.test", "--accepted-domain", "contoso.test")
 
 
 class Sessions:
@@ -56,6 +61,7 @@ class Sessions:
 @asynccontextmanager
 async def running(
     limits: receiver.ReceiverLimits | None = None,
+    known_peer: receiver.KnownPeer | None = None,
 ) -> AsyncIterator[tuple[receiver.Receiver, int, Sessions]]:
     sessions = Sessions()
     listener = receiver.Receiver(
@@ -64,6 +70,7 @@ async def running(
         accept_recipient=lambda _peer, rcpt: rcpt == CANARY_RCPT,
         on_session=sessions.add,
         limits=limits,
+        known_peer=known_peer,
     )
     _, port = await listener.start("127.0.0.1", 0)
     try:
@@ -270,6 +277,82 @@ async def test_per_peer_rate_is_bounded() -> None:
     assert listener.refused_sessions == 1
 
 
+# --- slots: per peer, configured senders first, idle ones evicted ----------------------------
+
+
+async def silent(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection from `source` (any 127/8 address) that reads the greeting, then says
+    nothing: what a flood of silent or byte-a-second connections looks like to the slots."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    greeting = await asyncio.wait_for(reader.readline(), 10)
+    assert greeting.startswith(b"220 "), greeting
+    return reader, writer
+
+
+async def greeting_from(port: int, source: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        return await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+
+
+async def test_one_address_holds_at_most_its_share_of_the_slots() -> None:
+    limits = receiver.ReceiverLimits(max_sessions=10)  # and 5 per peer, by default
+    async with running(limits) as (listener, port, _):
+        held = [await silent(port, "127.0.0.2") for _ in range(5)]
+        third = await greeting_from(port, "127.0.0.2")
+        other = await greeting_from(port, "127.0.0.3")
+        for _, writer in held:
+            writer.close()
+    assert third.startswith(b"421 ") and other.startswith(b"220 ")
+    assert listener.refused_sessions == 1
+
+
+async def test_a_configured_sender_gets_a_slot_from_a_full_receiver(
+    pki: Hierarchy, tmp_path: Path
+) -> None:
+    """Unknown addresses held every slot and the configured relay got 421 on 34 of 34 tries:
+    now its session takes the slot of the idlest unknown peer, while another unknown newcomer
+    still gets 421 (none of the holders has been idle long enough to give way to it)."""
+    limits = receiver.ReceiverLimits(max_sessions=2, idle_eviction=3600)
+    leaf = pki.leaf(("relay.contoso.test",))
+    certfile, keyfile = files(tmp_path, leaf, pki.chain(leaf))
+    known = "127.0.0.1".__eq__
+    async with running(limits, known) as (listener, port, sessions):
+        first = await silent(port, "127.0.0.2")
+        second = await silent(port, "127.0.0.3")
+        unknown = await greeting_from(port, "127.0.0.4")
+        await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile)
+        ended = [await sessions.next(), await sessions.next()]
+        for _, writer in (first, second):
+            writer.close()
+    assert unknown.startswith(b"421 ")
+    evicted, relay = sorted(ended, key=lambda s: s.peer != "127.0.0.2")
+    assert evicted.peer == "127.0.0.2" and evicted.error is not None
+    assert "to give its slot to a configured sender" in evicted.error.message
+    assert relay.peer == "127.0.0.1" and relay.error is None and relay.chain_der[0] == leaf.der
+    assert listener.evicted_sessions == 1
+
+
+async def test_an_idle_session_gives_its_slot_to_a_newcomer() -> None:
+    limits = receiver.ReceiverLimits(max_sessions=1, idle_eviction=0.2)
+    async with running(limits) as (listener, port, sessions):
+        reader, writer = await silent(port, "127.0.0.2")
+        await asyncio.sleep(0.5)  # idle past idle_eviction: never a bound on the receiver
+        newcomer = await raw_session(port, [b"QUIT\r\n"])
+        closed = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        ended = [await sessions.next(), await sessions.next()]
+    assert newcomer.startswith(b"220 ") and b"221 " in newcomer
+    assert closed == b""  # the idle one was closed
+    idle = next(s for s in ended if s.peer == "127.0.0.2")
+    assert (
+        idle.error is not None and "without a command: the receiver was full" in idle.error.message
+    )
+    assert listener.evicted_sessions == 1
+
+
 # --- tlsprobe listen ---------------------------------------------------------------------------
 
 
@@ -288,6 +371,19 @@ def _wait_listening(proc: subprocess.Popen[str]) -> None:
     assert proc.stderr is not None
     line = proc.stderr.readline()
     assert "waiting on" in line, line
+
+
+def _listened(port: int, deliver: Callable[[], None], *extra: str) -> tuple[int, str, str]:
+    """`tlsprobe listen` on `port` while `deliver()` runs: exit code, stdout, stderr (the
+    last `--timeout` wins: 30 s unless `extra` says otherwise)."""
+    proc = _listen(port, "--timeout", "30", *extra)
+    try:
+        _wait_listening(proc)
+        deliver()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err
 
 
 def test_listen_reports_the_client_certificate(
@@ -323,19 +419,169 @@ def test_listen_reports_the_client_certificate(
 
 def test_listen_human_report_without_certificate_is_critical(ca_file: Path) -> None:
     port = free_port()
-    proc = _listen(port, "--ca-file", str(ca_file), "--timeout", "30")
-    try:
-        _wait_listening(proc)
-        send_canary(port)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    assert proc.returncode == 2
+    code, out, _ = _listened(port, lambda: send_canary(port), "--ca-file", str(ca_file))
+    assert code == 2
     assert out.startswith("TLSPROBE CRITICAL") and "no certificate presented" in out
     assert "Sender        127.0.0.1 (EHLO relay.contoso.test)" in out
+
+
+def _knock(port: int, said: bytes = b"") -> None:
+    """A port scan (connect, close) or a TCP health check (read the greeting, QUIT)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        if said:
+            sock.recv(4096)
+            sock.sendall(said)
+            sock.recv(4096)
+
+
+def test_listen_ignores_port_scans_and_health_checks(
+    pki: Hierarchy, ca_file: Path, tmp_path: Path
+) -> None:
+    """The first connection used to be judged: a scan ended `listen` CRITICAL in a second."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    certfile, keyfile = files(tmp_path, leaf, pki.chain(leaf))
+    port = free_port()
+
+    def deliver() -> None:
+        _knock(port)
+        _knock(port, b"QUIT\r\n")
+        send_canary(port, certfile=certfile, keyfile=keyfile)
+
+    code, out, err = _listened(port, deliver, "-v", "--ca-file", str(ca_file), *POLICY_ARGS)
+    assert code == 0, out
+    assert out.startswith("TLSPROBE OK")
+    ignored = [line for line in err.splitlines() if "ignored a session" in line]
+    assert len(ignored) == 2 and all("before EHLO or TLS" in line for line in ignored), err
+
+
+def test_listen_judges_a_client_certificate_cryptography_cannot_load(
+    pki: Hierarchy, ca_file: Path, tmp_path: Path
+) -> None:
+    """It said "no SMTP session arrived" after a traceback, and the relay's message was cut."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    broken = MAKERS["version-4"](leaf.der, pki.intermediate.key)
+    certfile, keyfile = write_server_files(tmp_path, leaf.key, [broken, pki.intermediate.der])
+    port = free_port()
+
+    def deliver() -> None:
+        send_canary(port, certfile=certfile, keyfile=keyfile)
+
+    code, out, err = _listened(port, deliver, "--json", "--ca-file", str(ca_file), *POLICY_ARGS)
+    assert code == 2 and "Traceback" not in err, err
+    doc = json.loads(out)
+    assert doc["status"] == "critical"
+    assert {c["name"]: c["status"] for c in doc["checks"]}["certificate_format"] == "critical"
+    assert doc["sender"]["messages"][0]["canary_token"] == "tok-1"  # the message went through
+
+
+def test_listen_judges_only_the_peer_it_is_told(ca_file: Path) -> None:
+    port = free_port()
+    extra = ("-v", "--peer", "127.0.0.2", "--ca-file", str(ca_file), "--timeout", "3")
+    code, out, err = _listened(port, lambda: send_canary(port), *extra)
+    assert code == 3 and out.startswith("TLSPROBE UNKNOWN")
+    assert "ignored a session from 127.0.0.1, not from --peer 127.0.0.2/32" in err
+
+
+def test_listen_refuses_a_peer_that_is_no_address(ca_file: Path) -> None:
+    proc = _listen(free_port(), "--peer", "relay.example", "--timeout", "1")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "--peer: not an IP address or network" in err
 
 
 def test_listen_without_a_session_is_unknown(ca_file: Path) -> None:
     proc = _listen(free_port(), "--ca-file", str(ca_file), "--timeout", "0.5")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 3 and out.startswith("TLSPROBE UNKNOWN")
+
+
+async def test_an_unexpected_error_still_ends_in_a_recorded_session(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Last resort: an exception out of the session (a reader bug, a library raising what it
+    did not document) is a session with an error, judged and recorded, never a lost one."""
+
+    def broken(_tls: object) -> tuple[bytes, ...]:
+        raise ValueError("a certificate the library cannot convert")
+
+    monkeypatch.setattr(receiver, "peer_chain_der", broken)
+    async with running() as (_, port, sessions):
+        _, writer = await secure_session(port)
+        writer.close()
+        session = await sessions.next()
+    assert session.error is not None and session.error.kind is Reason.TLS_HANDSHAKE
+    assert "ValueError" in session.error.message
+    assert "receiver session failed" in caplog.text
+
+
+# --- command floods ----------------------------------------------------------------------------
+
+
+async def pipelined(port: int, commands: bytes) -> bytes:
+    """Send every command at once, then read what the receiver says until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(commands)
+    try:
+        async with asyncio.timeout(15):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+async def test_a_pipelined_noop_flood_leaves_the_loop_to_others() -> None:
+    """Each reply yields to the event loop, which the probes share: a session with a buffer
+    full of NOOPs answered them all in one turn, so 20 such sessions starved every probe. And
+    a session ends at the command bound."""
+    limits = receiver.ReceiverLimits(commands_per_second=1e6)
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async with running(limits) as (_, port, sessions):
+        counting = asyncio.create_task(ticker())
+        said = await pipelined(port, b"EHLO flood.test\r\n" + b"NOOP\r\n" * 150)
+        session = await sessions.next()
+        counted = turns
+        counting.cancel()
+    assert said.count(b"250 2.0.0 Ok") == 99 and b"421 4.7.0 Too many commands" in said
+    assert session.error is not None and "Too many commands" in session.error.message
+    assert counted >= 100  # at least a turn of the loop per reply
+
+
+async def test_a_session_past_its_command_rate_is_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = receiver.ReceiverLimits(commands_per_second=2.0)
+    held: list[float] = []
+    sleep = asyncio.sleep
+
+    async def recording(delay: float) -> None:
+        held.append(delay)
+        await sleep(0)  # the test need not wait what the receiver asked
+
+    monkeypatch.setattr(asyncio, "sleep", recording)
+    noops = receiver.COMMAND_BURST + 4
+    async with running(limits) as (_, port, sessions):
+        said = await pipelined(port, b"EHLO x.test\r\n" + b"NOOP\r\n" * noops + b"QUIT\r\n")
+        session = await sessions.next()
+    assert session.error is None and said.endswith(b"221 2.0.0 Bye\r\n")  # paced, not refused
+    # The greeting, EHLO, the NOOPs and QUIT are replies; past the burst each waits 1/rate.
+    assert sum(held) >= (noops + 3 - receiver.COMMAND_BURST) / 2.0 - 0.5
+
+
+async def test_closing_with_sessions_open_logs_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`serve` stopping (or `listen` ending) while relays are connected printed one asyncio
+    "Exception in callback" traceback per open session."""
+    async with running() as (listener, port, _):
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        for reader, _ in held:
+            await reader.readline()
+        await eventually(lambda: listener.active_sessions == 3, "three sessions open")
+    for _, writer in held:
+        writer.close()
+    await asyncio.sleep(0)  # the stream callbacks run in the turn after the tasks end
+    assert "Exception in callback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

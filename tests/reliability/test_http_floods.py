@@ -39,9 +39,16 @@ from tests.reliability.harness import (
 )
 from tests.support.exporter import fetch, start_serve
 from tests.support.pki import Hierarchy, write_server_files
-from tests.support.servers import ServerTls, SmtpTestServer
+from tests.support.servers import ServerTls, SmtpTestServer, unused_port
+from tests.support.smtpclients import CANARY_RCPT, send_canary
 from tests.support.wait import eventually
-from tlsprobe.exporter.web.connections import ACCEPT_BURST, RESERVED_BASE, connection_budget
+from tlsprobe.exporter.web.connections import (
+    ACCEPT_BURST,
+    MIN_CONNECTIONS,
+    RESERVED_BASE,
+    connection_budget,
+)
+from tlsprobe.probe.send import receiver
 
 pytestmark = pytest.mark.slow
 
@@ -353,3 +360,102 @@ def test_the_connection_budget_keeps_descriptors_for_probes() -> None:
     budget = connection_budget(1_000_000, 100)
     assert budget.lowered and budget.connections == soft - RESERVED_BASE - ACCEPT_BURST - 200
     assert connection_budget(50, 100).connections == 50
+
+
+def test_the_budget_shares_the_descriptors_with_the_receiver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The receiver's sessions, refusals and accept burst were nobody's: with a 256-descriptor
+    limit a connection flood from many addresses made accept() fail with EMFILE."""
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, 1024))
+    base = RESERVED_BASE + ACCEPT_BURST + 2 * 10
+    budget = connection_budget(1_000_000, 10, receiver_sessions=20)
+    assert budget.receiver_sessions == 20 and not budget.receiver_lowered
+    assert budget.connections == 1024 - base - receiver.descriptors(20)
+    assert budget.connections + budget.reserved == 1024
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (270, 270))
+    tight = connection_budget(1_000_000, 10, receiver_sessions=20)
+    assert tight.receiver_lowered and tight.connections == MIN_CONNECTIONS
+    assert tight.connections + base + receiver.descriptors(tight.receiver_sessions) == 270
+    assert tight.receiver_sessions == 270 - base - MIN_CONNECTIONS - receiver.descriptors(0)
+    assert connection_budget(1_000_000, 10).receiver_sessions == 0  # no receiver configured
+
+
+async def _hold_receiver(port: int, source: str, held: list[asyncio.StreamWriter]) -> None:
+    """A silent receiver connection from `source`: reads the greeting (220 or 421), holds."""
+    with contextlib.suppress(OSError, TimeoutError):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        held.append(writer)
+        await asyncio.wait_for(reader.readline(), 5)
+
+
+async def test_a_receiver_flood_from_many_addresses_shares_the_descriptors(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy, good: SmtpTestServer
+) -> None:
+    """Silent receiver connections from 400 addresses and idle web connections at once, under
+    a 320-descriptor limit: the receiver's descriptors are reserved beside the probes' and the
+    web port's, so nothing fails with EMFILE, scrapes are answered, the probe runs, and the
+    configured relay (127.0.0.1) still delivers, taking a stranger's slot."""
+    nofile = 320
+    receiver_port = unused_port()
+    targets = [{"name": "good", "host": HOST, "address": "127.0.0.1", "port": good.port}]
+    data = exporter_config(
+        tmp_path / "state", ca_file, targets, interval="3s", timeout="2s", concurrency=10
+    )
+    data["receiver"] = {
+        "listen": f"127.0.0.1:{receiver_port}",
+        "recipients": [CANARY_RCPT],
+        "idle_eviction": "1h",
+    }
+    data["tenants"] = {
+        "contoso": {
+            "accepted_domains": ["contoso.test"],
+            "senders": [{"name": "relay-1", "peers": ["127.0.0.1"]}],
+        }
+    }
+    path = write_yaml(tmp_path / "tlsprobe.yml", data)
+    log = tmp_path / "serve.log"
+    leaf = pki.leaf(("relay.contoso.test",))
+    certfile, keyfile = write_server_files(tmp_path, leaf.key, pki.chain(leaf), stem="relay")
+    held: list[asyncio.StreamWriter] = []
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    process, url = start_serve(path, log, low)
+    url = url.removesuffix("/metrics")
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for round_ in range(4):
+                sources = [f"127.0.{2 + round_}.{i}" for i in range(1, 101)]
+                await asyncio.gather(
+                    *(_hold_receiver(receiver_port, s, held) for s in sources),
+                    *(_hold(host, int(port), partial=False, held=held) for _ in range(50)),
+                )
+                status, text = await fetch(http, f"{url}/metrics")
+                assert status == 200, f"round {round_}"
+                fds = open_fds(process.pid)
+                assert fds < nofile - 8, f"round {round_}: {fds} descriptors open"
+            await asyncio.to_thread(send_canary, receiver_port, certfile=certfile, keyfile=keyfile)
+            series = await _scrape_until_probed(http, url, text)
+
+            async def judged() -> bool:
+                _, text = await fetch(http, f"{url}/metrics")
+                return bool(values(parse_exposition(text), "tlsprobe_sender_status"))
+
+            deadline = time.monotonic() + 20
+            while not await judged():
+                assert time.monotonic() < deadline, "the relay's session was not judged"
+                await asyncio.sleep(0.3)
+    finally:
+        for writer in held:
+            writer.close()
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert values(series, "tlsprobe_probe_success", target="good") == [1.0]
+    assert values(series, "tlsprobe_receiver_session_limit") == [20.0]
+    assert values(series, "tlsprobe_receiver_refused_sessions_total")[0] > 0
+    assert "Too many open files" not in log.read_text()

@@ -23,7 +23,8 @@ import yaml
 from tests.support.gates import prometheus_tool
 from tests.support.servers import unused_port
 from tlsprobe.alerting.generate import DEFAULT_RUNBOOK_BASE, render
-from tlsprobe.exporter.exposition.metrics import METRIC_NAMES, METRICS
+from tlsprobe.exporter.config.schema import RESERVED_LABELS
+from tlsprobe.exporter.exposition.metrics import METRIC_NAMES, METRICS, TARGET_INFO
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "tlsprobe.rules.yml"
@@ -333,6 +334,9 @@ def test_selector_labels_are_exported() -> None:
         text = path.read_text(encoding="utf-8").replace('\\"', '"')
         for name, selector in re.findall(r"\b(tlsprobe_[a-z0-9_]+)\{([^}]*)\}", text):
             used = set(re.findall(r'(\w+)\s*(?:=~|!~|!=|=)\s*"[^"]*"', selector))
+            if name == TARGET_INFO:
+                # Configured labels: any name the configuration accepts, none it refuses.
+                used &= RESERVED_LABELS
             if name in allowed and not used <= allowed[name]:
                 wrong.append(f"{path.name}: {name} {sorted(used - allowed[name])}")
     assert not wrong
@@ -370,6 +374,23 @@ def test_alertmanager_routes_by_severity(severity: str, receiver: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [receiver]
+
+
+@pytest.mark.prometheus
+def test_the_commented_customer_route_works_once_uncommented(tmp_path: Path) -> None:
+    text = ALERTMANAGER_CONFIG.read_text()
+    assert "#~ " in text
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(text.replace("#~ ", ""))
+    amtool = prometheus_tool("amtool")
+    checked = run(amtool, "check-config", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    routes = ["config", "routes", "test", f"--config.file={config}", "tenant=contoso"]
+    alert = ["alertname=TlsprobeCertificateExpired", "severity=page"]
+    routed = run(amtool, *routes, *alert, "customer=contoso")
+    assert routed.stdout.split() == ["contoso-oncall,pager"], routed.stdout + routed.stderr
+    other = run(amtool, *routes, *alert, "customer=fabrikam")
+    assert other.stdout.split() == ["pager"]
 
 
 def test_alertmanager_groups_by_tenant_and_target() -> None:

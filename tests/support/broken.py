@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from tests.support import der as D
 from tests.support.pki import PrivateKey
 
@@ -71,6 +73,47 @@ def _non_minimal_length(good: bytes, key: PrivateKey) -> bytes:
     return bytes([0x30, 0x84]) + len(content).to_bytes(4, "big") + content
 
 
+def _version(number: int) -> Callable[[D.Certificate], None]:
+    """The [0] version field says `number` (v3 is 2): cryptography refuses any other."""
+
+    def edit(cert: D.Certificate) -> None:
+        cert.tbs.children[0] = D.parse(D.tlv(0xA0, D.tlv(D.INTEGER, bytes([number]))))
+
+    return edit
+
+
+def _critical_flag(value: bytes | None) -> Callable[[D.Certificate], None]:
+    """The first extension's critical flag (basicConstraints, TRUE in tests/support/pki.py) as
+    BOOLEAN `value`, or written out as an explicit FALSE (DER leaves a default out)."""
+
+    def edit(cert: D.Certificate) -> None:
+        extension = cert.extensions[0]
+        flag = D.Node(D.BOOLEAN, b"\x00" if value is None else value)
+        if extension.children[1].tag == D.BOOLEAN:
+            extension.children[1] = flag
+        else:
+            extension.children.insert(1, flag)
+
+    return edit
+
+
+def _tbs_long_length(cert: D.Certificate) -> None:
+    """The serial number's length in the long form (0x81 n) where the short one fits: BER."""
+    serial = cert.tbs.children[D.Certificate.SERIAL]
+    serial.encoded = bytes([D.INTEGER, 0x81, len(serial.value)]) + serial.value
+
+
+def _wrong_parameters(good: bytes, key: PrivateKey) -> bytes:
+    """The signature algorithm's parameters wrong in both places: NULL after ECDSA-with-SHA256
+    (RFC 5758 says absent), an INTEGER after sha256WithRSAEncryption (RFC 4055 says NULL)."""
+    algorithm = D.SHA256_RSA_INTEGER if isinstance(key, rsa.RSAPrivateKey) else D.ECDSA_SHA256_NULL
+    cert = D.Certificate(good)
+    cert.tbs.children[D.Certificate.SIGNATURE] = D.parse(algorithm)
+    tbs = D.encode(cert.tbs)
+    signature = D.Node(D.BIT_STRING, b"\x00" + D.sign(key, tbs))
+    return D.tlv(D.SEQUENCE, tbs + algorithm + D.encode(signature))
+
+
 SUBJECT, ISSUER = D.Certificate.SUBJECT, D.Certificate.ISSUER
 
 MAKERS: dict[str, Maker] = {
@@ -90,5 +133,16 @@ MAKERS: dict[str, Maker] = {
     "huge-subject": _edit(_name_value(SUBJECT, D.UTF8_STRING, b"x" * 60000)),
     "truncated": _truncated,
     "non-minimal-length": _non_minimal_length,
+    "non-minimal-length-in-tbs": _edit(_tbs_long_length),
+    "utc-time-offset": _edit(_not_after(D.UTC_TIME, b"2608010000+0100")),
+    "generalized-time-fraction": _edit(_not_after(D.GENERALIZED_TIME, b"20260801000000.5Z")),
+    "version-4": _edit(_version(3)),
+    "version-9": _edit(_version(8)),
+    "boolean-true-0x01": _edit(_critical_flag(b"\x01")),
+    "explicit-boolean-false": _edit(_critical_flag(None)),
+    "wrong-signature-parameters": _wrong_parameters,
+    "printable-underscore-subject": _edit(
+        _name_value(SUBJECT, D.PRINTABLE_STRING, b"mail_relay.contoso.test")
+    ),
 }
 """Every kind, by a name used as the test id."""

@@ -32,6 +32,9 @@ BOOLEAN = 0x01
 
 SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
 ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+ECDSA_SHA256_NULL = bytes.fromhex("300c06082a8648ce3d0403020500")
+SHA256_RSA_ABSENT = bytes.fromhex("300b06092a864886f70d01010b")
+SHA256_RSA_INTEGER = bytes.fromhex("300e06092a864886f70d01010b020100")
 
 # Signature algorithms cryptography does not know: GOST R 34.10-2012 (256 bit) and SM2 with SM3.
 GOST_2012_256 = "1.2.643.7.1.1.3.2"
@@ -45,6 +48,8 @@ class Node:
     tag: int
     value: bytes = b""
     children: list[Node] = field(default_factory=list)
+    encoded: bytes | None = None
+    """The whole TLV as given, for encodings `encode` would correct (a BER length)."""
 
     @property
     def constructed(self) -> bool:
@@ -66,6 +71,8 @@ def tlv(tag: int, content: bytes) -> bytes:
 
 
 def encode(node: Node) -> bytes:
+    if node.encoded is not None:
+        return node.encoded
     if node.constructed:
         return tlv(node.tag, b"".join(encode(child) for child in node.children))
     return tlv(node.tag, node.value)
@@ -146,11 +153,11 @@ class Certificate:
             self.tbs.children[self.SIGNATURE] = algorithm
             tbs = encode(self.tbs)
             self.root.children[1] = algorithm
-            self.root.children[2] = Node(BIT_STRING, b"\x00" + _sign(signer, tbs))
+            self.root.children[2] = Node(BIT_STRING, b"\x00" + sign(signer, tbs))
         return tlv(SEQUENCE, tbs + encode(self.root[1]) + encode(self.root[2]))
 
 
-def _sign(signer: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+def sign(signer: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     if isinstance(signer, rsa.RSAPrivateKey):
         return signer.sign(data, padding.PKCS1v15(), hashes.SHA256())
     return signer.sign(data, ec.ECDSA(hashes.SHA256()))

@@ -40,6 +40,8 @@ class Gate(StrEnum):
     """nsd and unbound, for the DNSSEC laboratory of the DANE and MTA-STS tests."""
     BROWSER = "TLSPROBE_REQUIRE_BROWSER"
     """Chromium (Debian package `chromium`), for the page tests in a real browser."""
+    ICINGA = "TLSPROBE_REQUIRE_ICINGA"
+    """icinga2 (Debian package), to validate the shipped Icinga 2 example."""
 
 
 def required(gate: Gate) -> bool:

@@ -40,8 +40,8 @@ ONE = "targets:\n  - host: mail.example.com\n"
 FP = "AB:" * 31 + "AB"
 TARGET_KEYS = (
     "expected one of: address, addresses, ca_file, certificate_domain, crit_days, dane, "
-    "ehlo_name, expected_certificate, host, hostname_check, interval, mode, mta_sts_domain, mx, "
-    "name, networks, "
+    "ehlo_name, expected_certificate, host, hostname_check, interval, labels, mode, "
+    "mta_sts_domain, mx, name, networks, "
     "port, retries, sni, timeout, warn_days"
 )
 
@@ -155,6 +155,14 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     ("dns:\n  timeout: 0\n" + ONE, "dns.timeout: must be greater than 0"),
     ("dns:\n  hosts_file: 5\n" + ONE, "dns.hosts_file: must be a string, got integer"),
     ("dns:\n  hosts_file: ''\n" + ONE, "dns.hosts_file: must be a path, or false to ask DNS only"),
+    # A hosts file named in the configuration must be one: a typo, a directory or a device was
+    # an empty hosts file, every host it was meant to name unknown reason=dns.
+    (
+        "dns:\n  hosts_file: missing.hosts\n" + ONE,
+        "dns.hosts_file: {dir}/missing.hosts: cannot read: No such file or directory",
+    ),
+    ("dns:\n  hosts_file: /dev/zero\n" + ONE, "dns.hosts_file: /dev/zero: not a regular file"),
+    ("dns:\n  hosts_file: /tmp\n" + ONE, "dns.hosts_file: /tmp: not a regular file"),
     ("dns:\n  port: 0\n" + ONE, "dns.port: must be 1-65535"),
     # defaults
     ("defaults:\n  concurrency: 0\n" + ONE, "defaults.concurrency: must be 1-10000"),
@@ -222,7 +230,7 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
     (
         tenant("accepted_domain: [contoso.com]"),
         "tenants.contoso: key number 1 is unknown (expected one of: accepted_domains, "
-        "certificate_domain, exchange_online, inbound_connector, networks, "
+        "certificate_domain, exchange_online, inbound_connector, labels, networks, "
         "outbound_connectors, senders, targets); did you mean accepted_domains?",
     ),
     (
@@ -258,8 +266,8 @@ ERRORS: list[Any] = [  # (text, expected) pairs, one a pytest.param
         target("hots: mail.example.com"),
         "targets[0]: key number 1 is unknown (expected one of: address, addresses, ca_file, "
         "certificate_domain, crit_days, dane, ehlo_name, expected_certificate, host, "
-        "hostname_check, interval, mode, mta_sts_domain, mx, name, networks, port, retries, sni, "
-        "timeout, warn_days); did you mean host?",
+        "hostname_check, interval, labels, mode, mta_sts_domain, mx, name, networks, port, "
+        "retries, sni, timeout, warn_days); did you mean host?",
     ),
     ("targets: [mail.example.com]\n", "targets[0]: must be a mapping, got string"),
     (
@@ -956,3 +964,81 @@ def test_bad_external_url_names_the_key(value: object) -> None:
         parse_config(_web(external_url=value), base_dir=Path("/"))
     assert str(caught.value).startswith("web.external_url: ")
     assert "u:p@" not in str(caught.value)
+
+
+# --- labels: ---------------------------------------------------------------------------------
+
+SECRET = "Contoso-Ltd-Account-4711"
+"""A label value that no error message may show."""
+
+
+def _labelled(tenant_labels: object, target_labels: object = None) -> dict[str, object]:
+    target: dict[str, object] = {"host": "relay.contoso.com"}
+    if target_labels is not None:
+        target["labels"] = target_labels
+    return {
+        "tenants": {
+            "contoso": {
+                "accepted_domains": ["contoso.com"],
+                "labels": tenant_labels,
+                "targets": [target, {"host": "smtp.contoso.com"}],
+            }
+        },
+        "targets": [{"host": "mail.example.com"}],
+    }
+
+
+def test_labels_of_tenant_and_target_merge_the_target_winning() -> None:
+    data = _labelled({"customer": SECRET, "team": "mail"}, {"team": "edge", "env": "prod"})
+    cfg = parse_config(data, base_dir=Path("/"))
+    relay, smtp, loose = cfg.targets
+    assert relay.labels == (("customer", SECRET), ("env", "prod"), ("team", "edge"))
+    assert smtp.labels == (("customer", SECRET), ("team", "mail"))
+    assert loose.labels == ()
+    assert cfg.tenants[0].labels == (("customer", SECRET), ("team", "mail"))
+
+
+@pytest.mark.parametrize(
+    ("labels", "path", "message"),
+    [
+        ({"1st": SECRET}, "labels", "label number 1: name must match [a-zA-Z_][a-zA-Z0-9_]*"),
+        ({"ok": "x", SECRET: SECRET}, "labels", "label number 2: name must match"),
+        ({"__name": SECRET}, "labels.__name", "label names starting with '__' are reserved"),
+        ({"tenant": SECRET}, "labels.tenant", "label name is one tlsprobe or Prometheus uses"),
+        ({"check": SECRET}, "labels.check", "label name is one tlsprobe or Prometheus uses"),
+        ({"instance": SECRET}, "labels.instance", "label name is one tlsprobe or Prometheus"),
+        ({"x" * 65: SECRET}, "labels", "label number 1: name longer than 64"),
+        ({"customer": 4711}, "labels.customer", "must be a string (quote it), got integer"),
+        ({"customer": ""}, "labels.customer", "must be 1 to 128 characters"),
+        ({"customer": SECRET * 10}, "labels.customer", "must be 1 to 128 characters"),
+        ({"customer": SECRET + "\u200b"}, "labels.customer", "must not contain control"),
+        ({"customer": SECRET + "\n"}, "labels.customer", "must not contain control"),
+        ({f"l{i}": SECRET for i in range(17)}, "labels", "more than 16 labels"),
+        ([SECRET], "labels", "must be a mapping, got list"),
+    ],
+)
+def test_bad_labels_name_the_key_and_never_show_the_value(
+    labels: object, path: str, message: str
+) -> None:
+    for where, data in (
+        ("tenants.contoso", _labelled(labels)),
+        ("tenants.contoso.targets[0]", _labelled({}, labels)),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(data, base_dir=Path("/"))
+        assert caught.value.path == f"{where}.{path}"
+        assert caught.value.message.startswith(message)
+        assert SECRET not in str(caught.value)
+
+
+def test_labels_bound_counts_the_tenants_and_the_targets_together() -> None:
+    tenant = {f"t{i}": "x" for i in range(10)}
+    data = _labelled(tenant, {f"g{i}": "y" for i in range(7)})
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, base_dir=Path("/"))
+    assert str(caught.value) == (
+        "tenants.contoso.targets[0].labels: more than 16 labels (the tenant's and the target's)"
+    )
+    # Overriding a tenant's label adds none.
+    ok = parse_config(_labelled(tenant, {f"t{i}": "y" for i in range(6)}), base_dir=Path("/"))
+    assert len(ok.targets[0].labels) == 10

@@ -24,6 +24,9 @@ from tlsprobe.model import (
     Endpoint,
     OutboundRule,
     Policy,
+    ProbeError,
+    ProbeResult,
+    Reason,
     Status,
     TlsInfo,
     TlsSettings,
@@ -214,3 +217,14 @@ def test_tlsprobe_check_weighs_the_hostname_as_the_exporter_does(
     args = make_parser().parse_args(["check", RELAY, "--ehlo-name", "probe.test", *argv])
     _, policy, _ = build_check(args)
     assert policy.hostname_required is required
+
+
+def test_readiness_without_a_connector_reads_as_a_sentence() -> None:
+    """No connector known (a probe that failed before judging, as `tlsprobe check` of a name
+    that does not resolve): "a certificate-based connector", never "the a ..."."""
+    error = ProbeError(Reason.DNS, "cannot resolve")
+    result = ProbeResult.failed(Endpoint(RELAY), error, started_at=NOW.timestamp())
+    assert result.connector is None
+    assert result.readiness.startswith("NOT ready for a certificate-based connector: "), (
+        result.readiness
+    )

@@ -35,6 +35,7 @@ from tests.support.renders import count_renders
 from tlsprobe import __version__
 from tlsprobe.exporter.app import Exporter
 from tlsprobe.exporter.config import parse_config
+from tlsprobe.exporter.config import schema as config_schema
 from tlsprobe.exporter.dnspolicies import DnsPolicies, MtaStsSample
 from tlsprobe.exporter.exposition import collector, metrics, scrape
 from tlsprobe.exporter.exposition.metrics import (
@@ -379,6 +380,46 @@ def test_target_distinct_certificates(
     assert len(_family_samples(reg, "tlsprobe_cert_info")) == 2
 
 
+def test_target_info_carries_the_configured_labels_once_per_target(
+    good: EndpointState, expired: EndpointState
+) -> None:
+    labelled = replace(good, labels=(("customer", "Contoso Ltd"), ("env", "prod")))
+    other = replace(expired, tenant="fabrikam")
+    text = TextRenderer().render([labelled, other]).decode()
+    info = [s for s in parsed(text) if s[0] == "tlsprobe_target_info"]
+    assert sorted(info, key=str) == sorted(
+        [
+            (
+                "tlsprobe_target_info",
+                frozenset(
+                    {"tenant": "contoso", "target": good.target, "customer": "Contoso Ltd"}.items()
+                    | {"env": "prod"}.items()
+                ),
+                1.0,
+            ),
+            # A target without labels has its series too: a join keeps its alerts.
+            (
+                "tlsprobe_target_info",
+                frozenset({"tenant": "fabrikam", "target": expired.target}.items()),
+                1.0,
+            ),
+        ],
+        key=str,
+    )
+    # The labels are on the info series only: no other series multiplies by them.
+    assert all("customer" not in dict(lab) for name, lab, _ in parsed(text) if name != info[0][0])
+    snapshot = gzip.decompress(SnapshotRenderer().gzip([labelled, other])).decode()
+    assert parsed(snapshot) == parsed(text)
+    # /probe renders through prometheus_client: the same series.
+    reference = generate_latest(registry_for([labelled, other])).decode()
+    assert parsed(reference) == parsed(text)
+
+
+def test_reserved_label_names_cover_every_label_tlsprobe_exposes() -> None:
+    exposed = {label for m in metrics.METRICS for label in m.all_labels}
+    assert exposed <= config_schema.RESERVED_LABELS, exposed - config_schema.RESERVED_LABELS
+
+
 def test_each_part_owns_its_numbers(busy: Parts) -> None:
     reg = busy.registry
     assert reg.get_sample_value("tlsprobe_probes_total", {"result": "ok"}) == 7.0
@@ -537,7 +578,8 @@ def everything(
     )
     findings = DaneFindings("_25._tcp.mail.contoso.test", DnssecStatus.SECURE, None, ())
     dane = replace(expired, result=replace(expired.result, dane=findings))
-    return [drifting, dane, untrusted, failed, *_two_addresses(pki, trust, same=False)]
+    labelled = replace(untrusted, labels=(("customer", WEIRD), ("team", "mail")))
+    return [drifting, dane, labelled, failed, *_two_addresses(pki, trust, same=False)]
 
 
 def test_renderer_and_collector_expose_the_same_samples(everything: list[EndpointState]) -> None:

@@ -135,3 +135,23 @@ def test_a_policy_of_thousands_of_mx_patterns_gives_bounded_messages_and_reports
     data = policyreport.sts_json(policy)
     assert len(data["mx"]) == 20 and data["mx_total"] == 2502
     assert len(json.dumps(data)) < 2000
+
+
+@pytest.mark.parametrize("field", ["version", "mode", "mx"])
+def test_one_huge_field_of_a_policy_gives_bounded_messages_and_reports(field: str) -> None:
+    """The policy's size is bounded (64 KiB), not what one line of it may hold: a 30,000-byte
+    version, mode or mx pattern is quoted cut, in the check, the report and the JSON alike."""
+    fields = {"version": b"STSv1", "mode": b"enforce", "mx": b"mx1.contoso.test"}
+    fields[field] = b"x" * 30_000
+    body = b"".join(b"%s: %s\r\n" % (k.encode(), v) for k, v in fields.items())
+    body += b"mx: " + b"y" * 30_000 + b"\r\nmax_age: 86400\r\n"
+    try:
+        parsed, error = mtasts.parse_policy(body), ""
+    except PolicyError as exc:  # a bad version or mode: the policy is unusable
+        parsed, error = None, str(exc)
+    policy = DomainPolicy("contoso.test", "20261130", parsed, error)
+    check = mtasts.check_endpoint(policy, "relay.contoso.test", GOOD_CHECKS)
+    assert check is not None and check.status is not Status.OK
+    assert len(check.message) < 1000, check.message[:300]
+    assert len("\n".join(policyreport.sts_lines(policy))) < 1500
+    assert len(json.dumps(policyreport.sts_json(policy))) < 1500

@@ -112,3 +112,36 @@ def test_over_the_byte_cap_the_largest_subject_gives_way(
     assert 0 < len(big) < 59
     assert sum(len(c.old) + len(c.new) for c in big) <= 40_000
     assert big[-1].at == 61.0  # the newest survive
+
+
+def test_a_change_does_not_read_every_value_kept(tmp_path: Path) -> None:
+    """The caps are kept by counting in memory: after the first change, recording one reads
+    no statement over all of `policy_change` (at the 16 MiB cap that read took 30 ms of the
+    probing loop for every change). The file read again on open gives the same evictions."""
+    path = tmp_path / "h.sqlite"
+    history = PolicyHistory(path)
+    for n in range(30):
+        history.observe("tlsa", f"_25._tcp.mx{n % 3}.contoso.test", str(n), float(n))
+    statements: list[str] = []
+    history._conn.set_trace_callback(statements.append)
+    for n in range(30, 40):
+        history.observe("tlsa", f"_25._tcp.mx{n % 3}.contoso.test", str(n), float(n))
+    history.close()
+    scans = [s for s in statements if "FROM policy_change ORDER BY id" in s]
+    assert scans == [], scans
+    assert len(policyhistory.changes_for(path, "mx0.contoso.test")) == 13
+
+
+def test_the_caps_hold_across_reopening(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policyhistory, "MAX_ROWS", 10)
+    path = tmp_path / "h.sqlite"
+    for run in range(3):
+        history = PolicyHistory(path)
+        for n in range(8):
+            history.observe("tlsa", f"_25._tcp.mx{n % 2}.a.test", f"{run}-{n}", run * 10.0 + n)
+        history.close()
+    kept = policyhistory.changes_for(path, "mx0.a.test") + policyhistory.changes_for(
+        path, "mx1.a.test"
+    )
+    assert len(kept) == 10
+    assert max(c.at for c in kept) == 27.0

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.expected import REPORT_CHAIN_KEYS
+from tests.support.nagios import parse_first_line
 from tests.support.pki import (
     FIXED_INTERMEDIATE_CN,
     FIXED_ROOT_CN,
@@ -43,7 +44,7 @@ from tlsprobe.model import (
 )
 from tlsprobe.probe import prober as probe
 from tlsprobe.probe.transport import starttls as transport
-from tlsprobe.probe.x509.evaluate import SYMPTOMS, TrustStore
+from tlsprobe.probe.x509.evaluate import SYMPTOMS, TrustStore, expiry_thresholds
 
 HOST = "mail.contoso.test"
 TLS13 = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")
@@ -273,6 +274,45 @@ def test_human_report_of_a_good_result(good: ProbeResult, good_leaf: Issued) -> 
     ) in text
     assert "Office 365    ready" in text
     assert "Exchange Online:" not in text
+
+
+def test_perfdata_carries_the_applied_thresholds_and_the_bounds(good: ProbeResult) -> None:
+    policy = Policy(warn_days=30.5, crit_days=10)
+    assert good.leaf is not None
+    # What not_expired applies (the configured days here; lifetime-aware ones once they land).
+    warn, crit = expiry_thresholds(policy, good.leaf)
+    line = report.summary_line(good, NOW, policy=policy, timeout=30)
+    assert line.endswith(f"| days_left=60.0;{warn:g};{crit:g};; total=0.500s;;;0;30")
+    bare = report.summary_line(good, NOW)
+    assert bare.endswith("| days_left=60.0;;;; total=0.500s;;;0;")
+    # Configured days are fixed thresholds; the 90-day leaf's lifetime-aware ones differ.
+    fixed = Policy(warn_days=30.5, crit_days=10, fixed_expiry_days=True)
+    assert "| days_left=60.0;30.5;10;; total=" in report.summary_line(good, NOW, policy=fixed)
+    assert (warn, crit) == (27.0, 10.0)
+    figures = parse_first_line(line).perfdata
+    assert figures["days_left"].value == 60.0
+    assert (float(figures["days_left"].warn), float(figures["days_left"].crit)) == (warn, crit)
+    assert (figures["total"].uom, figures["total"].minimum, figures["total"].maximum) == (
+        "s",
+        0.0,
+        30.0,
+    )
+
+
+def test_perfdata_thresholds_are_those_not_expired_applies(good: ProbeResult) -> None:
+    # One function gives both, so lifetime-aware thresholds reach the perfdata unchanged.
+    assert good.leaf is not None
+    policy = Policy(warn_days=45, crit_days=12.25)
+    warn, crit = expiry_thresholds(policy, good.leaf)
+    figure = parse_first_line(report.summary_line(good, NOW, policy=policy)).perfdata["days_left"]
+    assert (float(figure.warn), float(figure.crit)) == (warn, crit)
+
+
+def test_perfdata_without_a_certificate_has_only_the_total(store: TrustStore) -> None:
+    failed = judged(store, error=ProbeError(Reason.REFUSED, "connection refused"))
+    figures = parse_first_line(report.summary_line(failed, NOW, policy=POLICY, timeout=5))
+    assert list(figures.perfdata) == ["total"]
+    assert figures.state == failed.status.name
 
 
 def test_human_report_shows_the_chain_as_sent(expired: ProbeResult) -> None:

@@ -6,14 +6,26 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.pki import Hierarchy, Issued, make_leaf
 from tests.support.smtpclients import check_named
-from tlsprobe.model import ConnectorRef, Policy, ProbeError, Reason, Status, TlsInfo
+from tlsprobe.model import (
+    Capture,
+    ConnectorRef,
+    Endpoint,
+    Policy,
+    ProbeError,
+    Reason,
+    Status,
+    TlsInfo,
+)
+from tlsprobe.probe import prober
 from tlsprobe.probe.send.sender import Session, judge_session
+from tlsprobe.probe.x509 import evaluate
 from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
@@ -161,3 +173,37 @@ def test_a_senders_verdict_speaks_for_the_inbound_connector(
         "ready for the inbound connector 'From contoso relay' "
         "(TlsSenderCertificateName *.contoso.test)"
     )
+
+
+@pytest.mark.parametrize("side", ["sender", "server"])
+def test_both_sides_share_the_last_resort_verdict(
+    side: str,
+    pki: Hierarchy,
+    trust: TrustStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in judging (here: evaluate_der raising) is a critical certificate_format verdict
+    that replaces the old one, logged, on the probe's side and the receiver's alike; the
+    receiver's raised out of the session."""
+
+    def broken(*_args: object, **_kwargs: object) -> object:
+        raise ValueError("a bug the fuzzers have not found")
+
+    monkeypatch.setattr(evaluate, "evaluate_der", broken)
+    leaf = pki.leaf(("relay.contoso.test",))
+    chain = (leaf.der, pki.intermediate.der)
+    tls = TlsInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256")
+    now = datetime.now(UTC)
+    if side == "sender":
+        relayed = Session("192.0.2.10", 2525, now.timestamp(), helo="r", tls=tls, chain_der=chain)
+        result = judge_session(relayed, Policy(), trust, now=now, name="relay-1")
+    else:
+        capture = Capture("192.0.2.10", chain, tls)
+        result = prober.judge(
+            Endpoint("relay.test"), capture, Policy(), trust, started_at=0, now=now
+        )
+    finding = result.check("certificate_format")
+    assert result.status is Status.CRITICAL and finding is not None
+    assert "could not judge this chain (ValueError" in finding.message
+    assert "cannot judge the chain of" in caplog.text

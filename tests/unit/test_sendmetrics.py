@@ -27,7 +27,9 @@ CANARY = CanaryConfig(canary.Relay("127.0.0.1", recipient="c@x.test"), interval=
 
 
 def sender(name: str) -> SenderConfig:
-    return SenderConfig("contoso", name, ("127.0.0.1/32",), Policy(), canary=CANARY)
+    return SenderConfig(
+        "contoso", name, ("127.0.0.1/32",), Policy(), canary=CANARY, session_expected_within=150
+    )
 
 
 def states(pki: Hierarchy, trust: TrustStore) -> list[SenderState]:
@@ -60,7 +62,9 @@ def states(pki: Hierarchy, trust: TrustStore) -> list[SenderState]:
 
 def test_every_send_side_family_is_emitted(pki: Hierarchy, trust: TrustStore) -> None:
     extra = [s for state in states(pki, trust) for s in sender_samples(state)]
-    extra += list(receiver_samples(unknown_peers=2, refused=1, active=0, senders=2))
+    extra += list(
+        receiver_samples(unknown_peers=2, refused=1, evicted=1, active=0, limit=20, senders=2)
+    )
     text = TextRenderer().render([], extra).decode()
     emitted = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     assert emitted == {m.sample_name for m in SEND_SIDE_METRICS}

@@ -146,6 +146,15 @@ def test_too_many_errors_close_the_session() -> None:
     assert run.codes() == [220, 500, 500, 500, 421]
 
 
+def test_a_noop_or_rset_flood_is_closed_at_the_command_bound() -> None:
+    """NOOP and RSET are no errors: without a bound a session could send them for ever."""
+    flood = b"NOOP\r\nRSET\r\n" * 10
+    run = Run(server(Limits(max_commands=12))).feed([b"EHLO x.test\r\n", flood])
+    assert isinstance(run.final, Failed) and run.final.reason is Reason.PROTOCOL
+    assert run.codes() == [220, 250, *[250] * 11, 421]
+    assert run.srv.transcript.lines()[-1] == "S: 421 4.7.0 Too many commands in this session"
+
+
 def test_end_of_stream_mid_dialogue_is_a_failure() -> None:
     run = Run(server()).feed([b"EHLO x.test\r\n", b""])
     assert isinstance(run.final, Failed) and run.final.reason is Reason.PROTOCOL

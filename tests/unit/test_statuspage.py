@@ -16,15 +16,18 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.broken import MAKERS
 from tests.support.pki import Hierarchy
+from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.history.store import Drift, TimelineEntry
 from tlsprobe.exporter.history.timeline import changes, spans
 from tlsprobe.exporter.pages import status as statuspage
 from tlsprobe.exporter.pages.detail import detail_html
+from tlsprobe.exporter.pages.senders import senders_section
 from tlsprobe.exporter.pages.status import PAGE_TTL, StatusPage
-from tlsprobe.exporter.state import EndpointState
-from tlsprobe.model import Capture, ChangeClass, ChangeReason, Endpoint, Policy, TlsInfo
+from tlsprobe.exporter.state import EndpointState, SenderState
+from tlsprobe.model import Capture, ChangeClass, ChangeReason, Endpoint, Policy, Status, TlsInfo
 from tlsprobe.probe.change import Change
 from tlsprobe.probe.prober import judge
+from tlsprobe.probe.send.sender import Session, judge_session
 from tlsprobe.probe.x509.evaluate import TrustStore
 
 NOW = datetime.now(UTC)
@@ -167,3 +170,22 @@ def test_the_pages_say_how_the_latest_change_was_classified(
     detail = detail_html(changed, [], [], NOW.timestamp(), 0.0)
     assert "Latest change (" in detail and "<b>risky</b> (paged): issuer changed" in detail
     assert "clean renewal (no page)" in detail_html(renewed, [], [], NOW.timestamp(), 0.0)
+
+
+def test_the_status_page_marks_a_sender_whose_verdict_is_stale(
+    pki: Hierarchy, trust: TrustStore
+) -> None:
+    """As TlsprobeSenderSilent does: the last session is older than session_expected_within."""
+    leaf = pki.leaf(("relay.contoso.test",))
+    tls = TlsInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256")
+    now = datetime.now(UTC)
+    session = Session("192.0.2.10", 2525, now.timestamp(), helo="r", tls=tls, chain_der=(leaf.der,))
+    result = judge_session(session, Policy(), trust, now=now, name="relay-1")
+    peers = ("192.0.2.10/32",)
+    sender = SenderConfig("contoso", "relay-1", peers, Policy(), session_expected_within=900)
+    state = SenderState(sender, result)
+    colours = dict.fromkeys(Status, "#000")
+    fresh = senders_section([state], now.timestamp() + 600, colours).html
+    stale = senders_section([state], now.timestamp() + 3900, colours).html
+    assert "STALE" not in fresh
+    assert "(STALE: none for 1 h 5 min, expected within 15 min)" in stale

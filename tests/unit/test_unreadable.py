@@ -54,6 +54,15 @@ REFUSED = {
     "generalized-time-garbage",
     "truncated",
     "non-minimal-length",
+    "non-minimal-length-in-tbs",
+    "utc-time-offset",
+    "generalized-time-fraction",
+    "version-4",
+    "version-9",
+    "boolean-true-0x01",
+    "explicit-boolean-false",
+    "wrong-signature-parameters",
+    "printable-underscore-subject",
 }
 # Kinds read in full and verified anyway (a legacy string type, a long name): a warning.
 WARNED = {"t61-8bit-subject", "ia5-8bit-subject", "utf8-invalid-subject", "huge-subject"}

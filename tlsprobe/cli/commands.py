@@ -134,6 +134,22 @@ def cmd_import_exo(args: argparse.Namespace) -> int:
     return import_exo(args)
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from tlsprobe.cli.forecast import forecast_command
+
+    return forecast_command(args)
+
+
+def _forecast_days(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 3650:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 0 to 3650 days")
+    return number
+
+
 def cmd_rules(args: argparse.Namespace) -> int:
     from tlsprobe.alerting import generate
 
@@ -205,6 +221,23 @@ def add_history(history: argparse.ArgumentParser) -> None:
     where.add_argument("--config", metavar="FILE", help="read state_dir from this config")
     where.add_argument("--state-dir", metavar="DIR")
     history.set_defaults(func=cmd_history)
+
+
+def add_forecast(forecast: argparse.ArgumentParser) -> None:
+    forecast.description = (
+        "Every endpoint and sender of a running exporter that fails now or will fail within N "
+        "days (a certificate of its chain expiring), sorted by date: what breaks, what Exchange "
+        "Online does then, and the fix. Reads the last results the exporter keeps in the "
+        "configuration's state_dir."
+    )
+    where = forecast.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", metavar="FILE", help="the exporter's configuration")
+    where.add_argument("--state-dir", metavar="DIR", help="every result kept in DIR (the demo's)")
+    forecast.add_argument(
+        "--days", type=_forecast_days, default=30.0, help="horizon in days (default 30)"
+    )
+    forecast.add_argument("--format", choices=["text", "json", "csv"], default="text")
+    forecast.set_defaults(func=cmd_forecast)
 
 
 def add_rules(rules: argparse.ArgumentParser) -> None:

@@ -85,7 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             data["mta_sts"] = policyreport.sts_json(sts)
         print(json.dumps(data, indent=2))
     else:
-        text = report.human(result, utcnow())
+        text = report.human(result, utcnow(), policy=policy, timeout=args.timeout)
         if sts is not None:
             text += "\n" + "\n".join(policyreport.sts_lines(sts))
         if args.verbose and result.transcript:
@@ -150,6 +150,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "tlsprobe.cli.commands:add_import_exo",
     ),
     "history": ("print the certificate timeline of a host", "tlsprobe.cli.commands:add_history"),
+    "forecast": (
+        "list what fails now or within N days, sorted by date",
+        "tlsprobe.cli.commands:add_forecast",
+    ),
     "rules": ("print the Prometheus alerting rules", "tlsprobe.cli.commands:add_rules"),
     "listen": (
         "wait for one inbound SMTP session and judge the client certificate",

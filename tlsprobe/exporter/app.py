@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,12 @@ from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.scheduler import Scheduler
 from tlsprobe.exporter.senders import SendSide
 from tlsprobe.exporter.state import EndpointState
-from tlsprobe.exporter.web.connections import ConnectionGuard, GuardedSite, connection_budget
+from tlsprobe.exporter.web.connections import (
+    Budget,
+    ConnectionGuard,
+    GuardedSite,
+    connection_budget,
+)
 from tlsprobe.exporter.web.server import WebApp
 from tlsprobe.exporter.web.thread import WebThread
 from tlsprobe.model import EndpointKey, ProbeResult
@@ -84,6 +89,7 @@ class Exporter:
     _flusher: asyncio.Task[None] | None = None
     _webapp: WebApp | None = None
     _web_thread: WebThread | None = None
+    _budget: Budget = field(default_factory=lambda: Budget(0, 0, 0, False))
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _reloads: set[asyncio.Task[str | None]] = field(default_factory=set)
     bound: list[tuple[str, int]] = field(default_factory=list)
@@ -117,7 +123,8 @@ class Exporter:
         self.reload_success_at = time.time()
         self.event_loop = eventloop.running_loop()
         settings = self.config.web
-        guard = _connection_guard(self.config)
+        self._budget = descriptor_budget(self.config)
+        guard = _connection_guard(self.config, self._budget)
         web_thread = self._web_thread = WebThread()
         webapp = self._webapp = WebApp(
             self,
@@ -179,6 +186,9 @@ class Exporter:
         if send is None:
             return
         assert self.scheduler is not None
+        if self._budget.receiver_lowered:
+            sessions = self._budget.receiver_sessions
+            send = replace(send, receiver=replace(send.receiver, max_sessions=sessions))
         self.send_side = SendSide(
             send,
             history=self.history,
@@ -325,8 +335,9 @@ class Exporter:
     async def probe_now(self, target: TargetConfig) -> list[ProbeResult]:
         assert self.scheduler is not None
         if any(t.key == target.key for t in self.config.targets):
-            return [s.result for s in await self.scheduler.run_cycle(target)]
-        return await self.scheduler.probe_unpublished(target)
+            states = await self.scheduler.run_cycle(target, one_deadline=True)
+            return [s.result for s in states]
+        return await self.scheduler.probe_unpublished(target, one_deadline=True)
 
     async def stop(self) -> None:
         self.ready = False
@@ -397,8 +408,25 @@ def _resolver(config: Config) -> Any:
         ) from exc
 
 
-def _connection_guard(config: Config) -> ConnectionGuard:
-    budget = connection_budget(config.web.max_connections, config.concurrency)
+def descriptor_budget(config: Config) -> Budget:
+    """How the open-file limit is shared: the web port's cap and the receiver's sessions."""
+    sessions = config.send.receiver.max_sessions if config.send is not None else 0
+    budget = connection_budget(config.web.max_connections, config.concurrency, sessions)
+    if budget.receiver_lowered:
+        log.warning(
+            "receiver.max_sessions lowered to fit the open-file limit",
+            extra={
+                "fields": {
+                    "configured": sessions,
+                    "allowed": budget.receiver_sessions,
+                    "nofile_limit": budget.descriptor_limit,
+                }
+            },
+        )
+    return budget
+
+
+def _connection_guard(config: Config, budget: Budget) -> ConnectionGuard:
     if budget.lowered:
         log.warning(
             "web.max_connections lowered to fit the open-file limit",

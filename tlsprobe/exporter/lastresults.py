@@ -386,6 +386,25 @@ def decode_canary(body: str) -> CanaryState | None:
         return None
 
 
+def read_rows(path: Path) -> list[tuple[Key, ProbeResult]]:
+    """The current rows of a results file, opened read-only (a running exporter may be writing
+    it): what `restore` would publish, before it picks the configured ones. A row that cannot
+    be read is skipped; a missing file is an `OSError`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        rows = conn.execute("SELECT * FROM last_result").fetchall()
+    finally:
+        conn.close()
+    loaded = []
+    for row in rows:
+        result = decode(row[7], row[5], row[6])
+        if result is not None:
+            loaded.append((tuple(row[:5]), result))
+    return _current(loaded)
+
+
 # --- start-up -----------------------------------------------------------------------------------
 
 

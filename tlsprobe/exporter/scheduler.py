@@ -39,6 +39,7 @@ from tlsprobe.model import (
     Reason,
     Status,
 )
+from tlsprobe.probe import policies
 from tlsprobe.probe.dns import discover
 from tlsprobe.probe.dns.hostsfile import HostsFile
 from tlsprobe.probe.prober import probe_endpoint
@@ -52,6 +53,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 JITTER = 0.1
 DNS_RETRY_WAIT = 0.5
+MIN_PROBE_SECONDS = 0.05
+"""What a probe gets of a one-deadline cycle whose discovery took (nearly) all of it."""
 """Seconds before the first retry of a transient DNS failure; each next one waits this more."""
 """Each cycle's start moves by up to +/-10% of the interval, so probes spread out."""
 
@@ -208,9 +211,13 @@ class Scheduler:
             jitter = self._rng.uniform(-JITTER, JITTER) * target.interval
             await self._sleep(max(target.interval - elapsed + jitter, 1.0))
 
-    async def run_cycle(self, target: TargetConfig) -> list[EndpointState]:
-        """Discover and probe every endpoint of `target` once; publish each result."""
-        jobs = await self.jobs(target)
+    async def run_cycle(
+        self, target: TargetConfig, *, one_deadline: bool = False
+    ) -> list[EndpointState]:
+        """Discover and probe every endpoint of `target` once; publish each result. With
+        `one_deadline` (`/probe`), discovery, probe and policies all end by the target's
+        timeout, counted from now."""
+        jobs = await self._jobs_within(target, one_deadline)
         states = await asyncio.gather(*(self.run_job(job) for job in jobs))
         gone = self.results.retain(target.tenant, target.name, {s.key for s in states})
         for key in gone:
@@ -221,12 +228,28 @@ class Scheduler:
             self._on_forget(gone)
         return list(states)
 
-    async def probe_unpublished(self, target: TargetConfig) -> list[ProbeResult]:
+    async def probe_unpublished(
+        self, target: TargetConfig, *, one_deadline: bool = False
+    ) -> list[ProbeResult]:
         """Probe a target once without publishing (ad hoc /probe of an allowlisted host)."""
-        jobs = await self.jobs(target)
+        jobs = await self._jobs_within(target, one_deadline)
         return list(await asyncio.gather(*(self.job_result(job) for job in jobs)))
 
-    async def jobs(self, target: TargetConfig) -> list[Job]:
+    async def _jobs_within(self, target: TargetConfig, one_deadline: bool) -> list[Job]:
+        """The cycle's jobs; with `one_deadline`, discovery ends by the target's timeout and
+        each probe gets what is left of it (a scrape's /probe must answer before the scrape
+        times out, whatever DNS does)."""
+        if not one_deadline:
+            return await self.jobs(target)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + target.timeout
+        jobs = await self.jobs(target, deadline)
+        left = max(deadline - loop.time(), MIN_PROBE_SECONDS)
+        return [replace(job, target=replace(job.target, timeout=left)) for job in jobs]
+
+    async def jobs(self, target: TargetConfig, deadline: float | None = None) -> list[Job]:
+        """The cycle's endpoints; DNS trouble is a job that publishes its failure. Discovery
+        ends by `deadline` (the loop's clock) when one is given."""
         base = Endpoint(
             host=target.host or target.mx or "",
             port=target.port,
@@ -239,7 +262,12 @@ class Scheduler:
             return [Job(target, replace(base, address=target.address))]
         if target.mx:
             mx = await self._retry_dns(
-                target, lambda: discover.resolve_mx(target.mx or "", self._resolver)
+                target,
+                lambda: discover.resolve_mx(target.mx or "", self._resolver),
+                deadline,
+                lambda error: discover.MxResult(
+                    target.mx or "", (), False, False, error=error, transient=True
+                ),
             )
             if mx.error is not None:
                 return [Job(target, base, mx.error)]
@@ -251,10 +279,12 @@ class Scheduler:
             hosts = [base.host]
         jobs: list[Job] = []
         for host in hosts:
-            jobs.extend(await self._host_jobs(target, replace(base, host=host)))
+            jobs.extend(await self._host_jobs(target, replace(base, host=host), deadline))
         return jobs
 
-    async def _host_jobs(self, target: TargetConfig, endpoint: Endpoint) -> list[Job]:
+    async def _host_jobs(
+        self, target: TargetConfig, endpoint: Endpoint, deadline: float | None
+    ) -> list[Job]:
         # A configured host is resolved as `tlsprobe check` resolves it: the hosts file, then
         # DNS. MX hosts come from DNS only, as senders resolve them.
         hosts = self._hosts if target.mx is None else None
@@ -266,6 +296,8 @@ class Scheduler:
                 which="one" if target.addresses == "one" else "all",
                 hosts=hosts,
             ),
+            deadline,
+            lambda error: discover.AddressResult(endpoint.host, (), error=error, transient=True),
         )
         if result.error is not None:
             error = result.error
@@ -308,9 +340,16 @@ class Scheduler:
             counts[tenant, name] = counts.get((tenant, name), 0) + len(addresses)
         self.mx_skipped = counts
 
-    async def _retry_dns(self, target: TargetConfig, lookup: Callable[[], Awaitable[Any]]) -> Any:
+    async def _retry_dns(
+        self,
+        target: TargetConfig,
+        lookup: Callable[[], Awaitable[Any]],
+        deadline: float | None = None,
+        failed: Callable[[ProbeError], Any] | None = None,
+    ) -> Any:
         """A lookup, retried like a probe: only transient failures, at most `retries` times, and
-        no retry whose wait would end past the target's timeout (counted from the first try)."""
+        no retry whose wait would end past the target's timeout (counted from the first try).
+        With `deadline`, what `failed` makes of a lookup that has not finished by it."""
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(1 + target.retries)
             | _StopBefore(self._clock, self._clock() + target.timeout),
@@ -326,7 +365,14 @@ class Scheduler:
         async def attempt() -> Any:
             return await lookup()  # tenacity awaits only coroutine functions, not lambdas
 
-        return await retrying(attempt)
+        if deadline is None or failed is None:
+            return await retrying(attempt)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await retrying(attempt)
+        except TimeoutError:
+            what = f"{target.mx if target.mx else target.host} DNS lookup"
+            return failed(ProbeError(Reason.DNS, policies.past_deadline(what, target.timeout)))
 
     async def run_job(self, job: Job) -> EndpointState:
         return self.publish(job.target, await self.job_result(job))

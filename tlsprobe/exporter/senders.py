@@ -113,7 +113,9 @@ class SendSide:
         limits = receiver.ReceiverLimits(
             session_timeout=settings.session_timeout,
             max_sessions=settings.max_sessions,
+            max_sessions_per_peer=settings.max_sessions_per_peer,
             per_peer_per_minute=settings.per_peer_per_minute,
+            idle_eviction=settings.idle_eviction,
             smtp=smtpserver.Limits(max_message=settings.max_message_bytes),
         )
         self._receiver = receiver.Receiver(
@@ -123,6 +125,7 @@ class SendSide:
             on_session=self.on_session,
             on_message=self.on_message,
             limits=limits,
+            known_peer=lambda peer: self.config.sender_for(peer) is not None,
         )
         self.bound = await self._receiver.start(settings.listen_host, settings.listen_port)
         self._start_canaries()
@@ -329,6 +332,16 @@ class SendSide:
     @property
     def refused_sessions(self) -> int:
         return self._receiver.refused_sessions if self._receiver else 0
+
+    @property
+    def evicted_sessions(self) -> int:
+        return self._receiver.evicted_sessions if self._receiver else 0
+
+    @property
+    def max_sessions(self) -> int:
+        """The session cap in force (`receiver.max_sessions`, or lower to fit the open-file
+        limit)."""
+        return self._receiver.limits.max_sessions if self._receiver else 0
 
     @property
     def active_sessions(self) -> int:

@@ -29,6 +29,8 @@ class EndpointState:
     interval: float = 0.0
     connector: tuple[str, str] = ("", "")
     """The target's certificate domain and accepted domains (comma-joined); "" when unset."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """The target's configured labels (`TargetConfig.labels`)."""
 
     @property
     def key(self) -> EndpointKey:
@@ -89,5 +91,10 @@ def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:
     policy = target.policy
     connector = (policy.certificate_domain or "", ",".join(policy.accepted_domains))
     return EndpointState(
-        target.tenant, target.name, result, interval=target.interval, connector=connector
+        target.tenant,
+        target.name,
+        result,
+        interval=target.interval,
+        connector=connector,
+        labels=target.labels,
     )

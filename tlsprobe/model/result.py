@@ -158,11 +158,11 @@ class ProbeResult:
         """`ready for the outbound connector 'X' (TlsSettings ...)`, or `NOT ready for ...:
         RULES fails`: the line the text report, the status page and the detail view show."""
         ref = self.connector
-        which = ref.describe() if ref is not None else "a certificate-based connector"
+        which = f"the {ref.describe()}" if ref is not None else "a certificate-based connector"
         if self.o365_ready:
-            return f"ready for the {which}"
+            return f"ready for {which}"
         failing = ", ".join(self.o365_failing)
-        return f"NOT ready for the {which}" + (f": {failing} fails" if failing else "")
+        return f"NOT ready for {which}" + (f": {failing} fails" if failing else "")
 
 
 O365_RULES = (

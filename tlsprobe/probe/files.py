@@ -63,8 +63,9 @@ def _read(fd: int, path: str | Path, most: int) -> bytes:
     return b"".join(chunks)
 
 
-def check(path: str | Path, limit: int) -> None:
-    """What `read` checks (a regular file, readable, within `limit`), reading nothing."""
+def check(path: str | Path, limit: int | None) -> None:
+    """What `read` checks (a regular file, readable, within `limit` unless None), reading
+    nothing."""
     os.close(_open(path, limit))
 
 

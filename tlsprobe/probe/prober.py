@@ -10,7 +10,6 @@ ends in a verdict: what cannot be read strictly is a `certificate_format` findin
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,17 +29,13 @@ from tlsprobe.model import (
 )
 from tlsprobe.probe.transport import starttls as transport
 from tlsprobe.probe.x509 import facts as certs
-from tlsprobe.probe.x509 import readable
 from tlsprobe.probe.x509.evaluate import (
     SYMPTOMS,
     TrustStore,
-    Verdict,
-    evaluate_der,
+    evaluate_or_unjudged,
     judged_part,
     verdict_cached,
 )
-
-log = logging.getLogger("tlsprobe.probe")
 
 Clock = Callable[[], datetime]
 
@@ -123,20 +118,15 @@ def judge(
         error = error or ProbeError(Reason.TLS_HANDSHAKE, "no certificate captured")
         # A chain sent before the server failed the handshake is still reported.
         return _failed(endpoint, captured, error, started_at, chain)
-    try:
-        verdict = evaluate_der(
-            captured.chain_der,
-            host=endpoint.host,
-            tls=captured.tls,
-            policy=policy,
-            trust=trust,
-            now=now,
-        )
-    except Exception as exc:
-        # Last resort, for a bug the fuzzer has not found: the endpoint still gets a verdict
-        # that replaces its previous one, instead of a traceback and a stale OK.
-        log.exception("cannot judge the chain of %s", endpoint.name)
-        verdict = _unjudged(exc)
+    verdict = evaluate_or_unjudged(
+        captured.chain_der,
+        host=endpoint.host,
+        tls=captured.tls,
+        policy=policy,
+        trust=trust,
+        now=now,
+        name=endpoint.name,
+    )
     checks = verdict.checks
     if endpoint.mode is Mode.IMPLICIT:
         checks = (
@@ -150,16 +140,6 @@ def judge(
         chain=chain,
         checks=checks,
         connector=policy.connector,
-    )
-
-
-def _unjudged(exc: Exception) -> Verdict:
-    message = f"tlsprobe could not judge this chain ({type(exc).__name__}: {exc}); please report"
-    return Verdict(
-        (
-            Check(CheckName.STARTTLS, Status.OK, "TLS session established"),
-            Check(readable.CHECK, Status.CRITICAL, message, SYMPTOMS[readable.CHECK]),
-        )
     )
 
 

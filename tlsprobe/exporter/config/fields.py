@@ -12,13 +12,20 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tlsprobe.exporter import links
-from tlsprobe.exporter.config.schema import ConfigError
+from tlsprobe.exporter.config.schema import (
+    MAX_LABEL_NAME,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    RESERVED_LABELS,
+    ConfigError,
+)
 from tlsprobe.exporter.config.values import (
     choice,
     domain_name,
     host_value,
     kind,
     listing,
+    mapping_of_any,
     string_of,
 )
 from tlsprobe.model import HostPortError, Mode, is_ip_literal, parse_host_port
@@ -27,6 +34,7 @@ from tlsprobe.probe.names import host_port, is_host_name, normalize_name
 from tlsprobe.probe.x509 import o365
 
 _FINGERPRINT = re.compile(r"[0-9a-fA-F]{64}")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 def host_or_mx(section: Mapping[str, object], where: str) -> tuple[str | None, str | None]:
@@ -178,8 +186,9 @@ def external_url(value: object) -> str | None:
         raise ConfigError("web.external_url", str(exc)) from exc
 
 
-def check_readable(path: Path, where: str, limit: int) -> None:
-    """A regular file of at most `limit` bytes that can be read (`tlsprobe.probe.files`)."""
+def check_readable(path: Path, where: str, limit: int | None) -> None:
+    """A regular file of at most `limit` bytes (None: any size) that can be read
+    (`tlsprobe.probe.files`)."""
     try:
         files.check(path, limit)
     except files.FileError as exc:
@@ -199,3 +208,37 @@ def exists(path: Path) -> bool:
         return path.exists()
     except OSError:
         return False
+
+
+def labels(
+    section: Mapping[str, object], where: str, inherited: tuple[tuple[str, str], ...] = ()
+) -> tuple[tuple[str, str], ...]:
+    """`labels:`, a map of Prometheus label names to short strings, over `inherited` (the
+    tenant's), sorted by name. Messages name the key and never show a value: labels carry
+    customer names and the like."""
+    at = f"{where}.labels"
+    merged = dict(inherited)
+    own = mapping_of_any(section.get("labels"), at)
+    if len(own) > MAX_LABELS:
+        raise ConfigError(at, f"more than {MAX_LABELS} labels")
+    for number, (name, value) in enumerate(own.items(), 1):
+        # An invalid name is not shown (it may be a value typed as a key); a valid one is.
+        if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name):
+            raise ConfigError(at, f"label number {number}: name must match [a-zA-Z_][a-zA-Z0-9_]*")
+        if len(name) > MAX_LABEL_NAME:
+            raise ConfigError(at, f"label number {number}: name longer than {MAX_LABEL_NAME}")
+        key = f"{at}.{name}"
+        if name.startswith("__"):
+            raise ConfigError(key, "label names starting with '__' are reserved to Prometheus")
+        if name in RESERVED_LABELS:
+            raise ConfigError(key, "label name is one tlsprobe or Prometheus uses already")
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string (quote it), got {kind(value)}")
+        if not value or len(value) > MAX_LABEL_VALUE:
+            raise ConfigError(key, f"must be 1 to {MAX_LABEL_VALUE} characters")
+        if not value.isprintable():
+            raise ConfigError(key, "must not contain control or unprintable characters")
+        merged[name] = value
+    if len(merged) > MAX_LABELS:
+        raise ConfigError(at, f"more than {MAX_LABELS} labels (the tenant's and the target's)")
+    return tuple(sorted(merged.items()))

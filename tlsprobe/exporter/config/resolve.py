@@ -303,6 +303,7 @@ class _Parser:
             networks=_networks(section, where),
             inbound_connector=exo.inbound_name(section, where),
             outbound=exo.outbound_routes(section, where),
+            labels=fields.labels(section, where),
         )
         raw_targets = listing(section.get("targets"), f"{where}.targets")
         return tenant, self.targets(raw_targets, f"{where}.targets", tenant, defaults)
@@ -346,6 +347,7 @@ class _Parser:
                 "pins": lambda: fields.expected_pins(section.get("expected_certificate"), where),
                 "dns_policies": lambda: fields.dns_policies(section, where, mx),
                 "networks": lambda: _networks(section, where),
+                "labels": lambda: fields.labels(section, where, tenant.labels),
             }
         )
         settings: _Defaults = parsed["settings"]
@@ -390,6 +392,7 @@ class _Parser:
             dane=dane,
             mta_sts_domain=mta_sts_domain,
             networks=parsed["networks"] if "networks" in section else tenant.networks,
+            labels=parsed["labels"],
         )
 
 
@@ -430,6 +433,8 @@ def dns_settings(value: object, base_dir: Path) -> DnsSettings:
         if not text:
             raise ConfigError("dns.hosts_file", "must be a path, or false to ask DNS only")
         hosts_file = base_dir / text
+        # Named here, it must be one (only its head is read, so any size does).
+        fields.check_readable(hosts_file, "dns.hosts_file", None)
     nameservers = listing(section.get("nameservers"), "dns.nameservers")
     if "nameservers" in section and not nameservers:
         raise ConfigError(

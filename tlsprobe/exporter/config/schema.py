@@ -60,6 +60,7 @@ TENANT_KEYS = (
     "exchange_online",
     "inbound_connector",
     "outbound_connectors",
+    "labels",
 )
 TARGET_KEYS = (
     "name",
@@ -83,7 +84,26 @@ TARGET_KEYS = (
     "mta_sts_domain",
     "networks",
     "hostname_check",
+    "labels",
 )
+
+MAX_LABELS: Final = 16
+"""Labels per target, its tenant's and its own together (`labels:`)."""
+MAX_LABEL_NAME: Final = 64
+MAX_LABEL_VALUE: Final = 128
+RESERVED_LABELS: Final = frozenset(
+    {
+        # Every label name of tlsprobe's own series (tests hold this to the metric table),
+        # and Prometheus' target labels: a configured label must never shadow one in a join.
+        *("tenant", "target", "host", "address", "port", "sender", "job", "instance"),
+        *("phase", "check", "reason", "version", "cipher", "dnssec", "domain", "mode"),
+        *("fingerprint_sha256", "subject", "issuer", "serial", "names", "status", "result"),
+        *("certificate_domain", "accepted_domains", "change", "reasons", "previous_failing"),
+        *("outcome", "python", "event_loop", "url", "le", "quantile", "alertname", "severity"),
+        *("connector", "detail", "direction", "other_tenant", "rule"),
+    }
+)
+"""Names `labels:` may not use."""
 
 
 class ConfigError(Exception):
@@ -194,6 +214,9 @@ class TargetConfig:
     networks: tuple[str, ...] = ()
     """The tenant's networks: MX-discovered loopback, link-local or unspecified addresses
     inside one are probed; others of those kinds are skipped (exporter/mxguard.py)."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """`labels:` of the tenant, overridden by the target's, sorted by name: the extra labels of
+    `tlsprobe_target_info`."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -226,6 +249,8 @@ class TenantConfig:
     """The Exchange name of the OnPremises inbound connector (from the import)."""
     outbound: tuple[OutboundRoute, ...] = ()
     """The outbound connectors that deliver to the tenant's servers (from the import)."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """`labels:`, sorted by name; every target of the tenant inherits them."""
 
 
 @dataclass(frozen=True, slots=True)

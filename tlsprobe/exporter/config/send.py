@@ -12,8 +12,10 @@ receiver:                       # off unless present
   tls_cert_file: receiver.pem   # optional; default: a self-signed certificate made at start
   tls_key_file: receiver.key
   session_timeout: 60s
-  max_sessions: 20
+  max_sessions: 20              # lowered at start to fit the open-file limit
+  max_sessions_per_peer: 5
   per_peer_per_minute: 30
+  idle_eviction: 10s            # a full receiver closes sessions idle this long for newcomers
   max_message_bytes: 65536
 tenants:
   contoso:
@@ -24,6 +26,7 @@ tenants:
         peers: [192.0.2.10, 198.51.100.0/28]
         server_target: relay-1   # a target of this tenant: enables same_as_server
         expected_certificates: [...]
+        session_expected_within: 15m   # default with a canary: 2 x interval + deadline
         canary:
           relay: mail.contoso.com:25
           starttls: true
@@ -69,6 +72,10 @@ class SenderConfig:
     ca_file: Path | None = None
     server_target: str | None = None
     canary: CanaryConfig | None = None
+    session_expected_within: float | None = None
+    """Seconds after its last session by which the sender is expected to have sent again
+    (`session_expected_within`, by default twice the canary interval plus its deadline; none
+    without a canary): `TlsprobeSenderSilent` fires past it, so a verdict cannot go stale."""
 
     def matches(self, address: str) -> bool:
         try:
@@ -92,7 +99,9 @@ class ReceiverConfig:
     tls_key_file: Path | None = None
     session_timeout: float = 60.0
     max_sessions: int = 20
+    max_sessions_per_peer: int = 5
     per_peer_per_minute: int = 30
+    idle_eviction: float = 10.0
     max_message_bytes: int = 65536
 
 

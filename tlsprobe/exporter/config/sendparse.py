@@ -32,7 +32,9 @@ RECEIVER_KEYS = (
     "tls_key_file",
     "session_timeout",
     "max_sessions",
+    "max_sessions_per_peer",
     "per_peer_per_minute",
+    "idle_eviction",
     "max_message_bytes",
 )
 SENDER_KEYS = (
@@ -45,6 +47,7 @@ SENDER_KEYS = (
     "warn_days",
     "crit_days",
     "canary",
+    "session_expected_within",
 )
 CANARY_KEYS = (
     "relay",
@@ -94,8 +97,14 @@ def receiver(value: object, base_dir: Path) -> ReceiverConfig:
         max_sessions=values.integer(
             section.get("max_sessions", 20), "receiver.max_sessions", 1, 10000
         ),
+        max_sessions_per_peer=values.integer(
+            section.get("max_sessions_per_peer", 5), "receiver.max_sessions_per_peer", 1, 10000
+        ),
         per_peer_per_minute=values.integer(
             section.get("per_peer_per_minute", 30), "receiver.per_peer_per_minute", 1, 100000
+        ),
+        idle_eviction=values.duration(
+            section.get("idle_eviction", "10s"), "receiver.idle_eviction"
         ),
         max_message_bytes=values.integer(
             section.get("max_message_bytes", 65536), "receiver.max_message_bytes", 1024, 10485760
@@ -159,6 +168,13 @@ def _sender(
         expected=fields.expected_pins(section.get("expected_certificate"), where),
         inbound_connector=tenant_policy.inbound_connector,
     )
+    canary_config = (
+        _canary(section["canary"], f"{where}.canary", base_dir) if "canary" in section else None
+    )
+    expected_within = canary_config.interval * 2 + canary_config.deadline if canary_config else None
+    if "session_expected_within" in section:
+        at = f"{where}.session_expected_within"
+        expected_within = values.duration(section["session_expected_within"], at)
     return SenderConfig(
         tenant=tenant,
         name=values.display_name(section["name"], f"{where}.name"),
@@ -170,9 +186,8 @@ def _sender(
             if "server_target" in section
             else None
         ),
-        canary=_canary(section["canary"], f"{where}.canary", base_dir)
-        if "canary" in section
-        else None,
+        canary=canary_config,
+        session_expected_within=expected_within,
     )
 
 

@@ -28,9 +28,12 @@ from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import Collector
 
 from tlsprobe.exporter.exposition.metrics import (
+    TARGET_INFO,
     endpoint_samples,
     family_header,
     sample_line,
+    target_facts,
+    target_info_pairs,
     target_samples,
 )
 from tlsprobe.exporter.exposition.table import BY_NAME, METRICS, MetricDef, Sample
@@ -93,6 +96,10 @@ class TableCollector(Collector):
                 out[name].add_metric([*base, *extra], value)
         for name, values, value in target_samples(states):
             out[name].add_metric(list(values), value)
+        for key, facts in target_facts(states).items():
+            # Its label names vary by target: a sample with its own label set.
+            labels = dict(target_info_pairs(key, facts))
+            out[TARGET_INFO].add_sample(TARGET_INFO, labels, 1.0)
         for name, values, value in self._extra() if self._extra else ():
             out[name].add_metric(list(values), value)
         yield from (f for f in out.values() if f.samples)

@@ -39,17 +39,20 @@ __all__ = [
     "METRIC_NAMES",
     "SENDER_LABELS",
     "SEND_SIDE_METRICS",
+    "TARGET_INFO",
     "TARGET_LABELS",
     "MetricDef",
     "Sample",
     "TextRenderer",
     "clip",
     "endpoint_samples",
+    "facts_lines",
     "facts_samples",
     "family_header",
     "render_endpoint",
     "sample_line",
     "target_facts",
+    "target_info_pairs",
     "target_samples",
 ]
 
@@ -127,27 +130,49 @@ def _dane_samples(result: ProbeResult) -> Iterator[Sample]:
         yield "tlsprobe_dane_tlsa_records", (dane.status.value,), float(len(dane.records))
 
 
-TargetFacts = tuple[frozenset[str], tuple[str, str]]
-"""A target's distinct leaf fingerprints and its connector: all its own samples depend on."""
+TargetFacts = tuple[frozenset[str], tuple[str, str], tuple[tuple[str, str], ...]]
+"""A target's distinct leaf fingerprints, its connector and its configured labels: all its own
+samples depend on."""
+
+TARGET_INFO = "tlsprobe_target_info"
+"""The one family whose label names vary: tenant, target and the target's configured labels.
+Its line comes from `target_info_line`, not from a `Sample`."""
 
 
 def target_facts(states: Iterable[EndpointState]) -> dict[tuple[str, str], TargetFacts]:
-    """Per (tenant, target): the leaves its endpoints show, and its connector."""
+    """Per (tenant, target): the leaves its endpoints show, its connector and its labels."""
     leaves: dict[tuple[str, str], set[str]] = {}
-    connectors: dict[tuple[str, str], tuple[str, str]] = {}
+    last: dict[tuple[str, str], EndpointState] = {}
     for state in states:
         key = (state.tenant, state.target)
         seen = leaves.setdefault(key, set())
-        connectors[key] = state.connector
+        last[key] = state
         leaf = state.result.leaf
         if leaf is not None:
             seen.add(leaf.sha256)
-    return {key: (frozenset(seen), connectors[key]) for key, seen in leaves.items()}
+    return {
+        key: (frozenset(seen), last[key].connector, last[key].labels)
+        for key, seen in leaves.items()
+    }
 
 
 def facts_samples(key: tuple[str, str], facts: TargetFacts) -> Iterator[Sample]:
+    """A target's samples of fixed label names (`target_info_pairs` gives the other one)."""
     yield "tlsprobe_target_distinct_certificates", key, float(len(facts[0]))
     yield "tlsprobe_connector_info", (*key, *facts[1]), 1.0
+
+
+def target_info_pairs(key: tuple[str, str], facts: TargetFacts) -> tuple[tuple[str, str], ...]:
+    """The labels of the target's `tlsprobe_target_info` series, in exposition order."""
+    return (("tenant", key[0]), ("target", key[1]), *facts[2])
+
+
+def facts_lines(key: tuple[str, str], facts: TargetFacts) -> Iterator[tuple[str, bytes]]:
+    """(family, exposition line) of every series a target owns: what both renderers cache."""
+    for sample in facts_samples(key, facts):
+        yield sample[0], sample_line(sample)
+    pairs = ",".join(f'{name}="{_escape(v)}"' for name, v in target_info_pairs(key, facts))
+    yield TARGET_INFO, f"{TARGET_INFO}{{{pairs}}} 1.0\n".encode()
 
 
 def target_samples(states: Iterable[EndpointState]) -> Iterator[Sample]:
@@ -290,10 +315,7 @@ class TextRenderer:
         for key, facts in target_facts(states).items():
             lines = cache.get((key, facts))
             if lines is None:
-                lines = [
-                    (FAMILY_INDEX[sample[0]], sample_line(sample))
-                    for sample in facts_samples(key, facts)
-                ]
+                lines = [(FAMILY_INDEX[name], line) for name, line in facts_lines(key, facts)]
             fresh[key, facts] = lines
             yield from lines
         self._targets = fresh

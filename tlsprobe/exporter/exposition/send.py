@@ -14,6 +14,9 @@ from tlsprobe.exporter.state import SenderState
 def sender_samples(state: SenderState) -> Iterator[Sample]:
     base = (state.sender.tenant, state.sender.name)
     yield "tlsprobe_sender_sessions", base, float(state.sessions)
+    if state.sender.session_expected_within is not None:
+        expected = state.sender.session_expected_within
+        yield "tlsprobe_sender_session_expected_within_seconds", base, expected
     result = state.result
     if result is not None:
         yield "tlsprobe_sender_status", base, float(result.status)
@@ -86,15 +89,19 @@ def send_side_samples(side: SendSide | None) -> Iterable[Sample]:
     yield from receiver_samples(
         unknown_peers=side.unknown_peer_sessions,
         refused=side.refused_sessions,
+        evicted=side.evicted_sessions,
         active=side.active_sessions,
+        limit=side.max_sessions,
         senders=len(side.config.senders),
     )
 
 
 def receiver_samples(
-    *, unknown_peers: int, refused: int, active: int, senders: int
+    *, unknown_peers: int, refused: int, evicted: int, active: int, limit: int, senders: int
 ) -> Iterator[Sample]:
     yield "tlsprobe_receiver_unknown_peer_sessions", (), float(unknown_peers)
     yield "tlsprobe_receiver_refused_sessions", (), float(refused)
+    yield "tlsprobe_receiver_evicted_sessions", (), float(evicted)
     yield "tlsprobe_receiver_active_sessions", (), float(active)
+    yield "tlsprobe_receiver_session_limit", (), float(limit)
     yield "tlsprobe_senders_configured", (), float(senders)

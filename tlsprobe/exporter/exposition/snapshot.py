@@ -28,7 +28,7 @@ from tlsprobe.exporter.exposition.metrics import (
     METRICS,
     Sample,
     TargetFacts,
-    facts_samples,
+    facts_lines,
     family_header,
     sample_line,
     target_facts,
@@ -48,9 +48,9 @@ def _endpoint_parts(_: EndpointKey, state: EndpointState) -> Parts:
 
 def _target_parts(key: TargetKey, facts: TargetFacts) -> Parts:
     parts: dict[int, bytes] = {}
-    for sample in facts_samples(key, facts):
-        index = FAMILY_INDEX[sample[0]]
-        parts[index] = parts.get(index, b"") + sample_line(sample)
+    for name, line in facts_lines(key, facts):
+        index = FAMILY_INDEX[name]
+        parts[index] = parts.get(index, b"") + line
     return parts
 
 

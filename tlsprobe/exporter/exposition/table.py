@@ -115,6 +115,10 @@ SEND_SIDE_METRICS: tuple[MetricDef, ...] = (
     ),
     _s("sender_last_session_timestamp_seconds", "Unix time of the sender's last session."),
     _s("sender_sessions", "Sessions received from the sender since start.", kind="counter"),
+    _s(
+        "sender_session_expected_within_seconds",
+        "Seconds after its last session by which the sender should have sent again.",
+    ),
     _s("canary_success", "1 when the sender's last canary arrived, 0 when it failed."),
     _s("canary_round_trip_seconds", "Submission to arrival of the last canary that arrived."),
     _s("canary_last_success_timestamp_seconds", "Unix time the last canary arrived."),
@@ -137,7 +141,21 @@ SEND_SIDE_METRICS: tuple[MetricDef, ...] = (
         scope="",
     ),
     MetricDef(
+        "tlsprobe_receiver_evicted_sessions",
+        "counter",
+        "Receiver sessions closed to give their slot to a newcomer (idle, or an unknown peer's "
+        "for a configured sender).",
+        scope="",
+    ),
+    MetricDef(
         "tlsprobe_receiver_active_sessions", "gauge", "Receiver sessions open now.", scope=""
+    ),
+    MetricDef(
+        "tlsprobe_receiver_session_limit",
+        "gauge",
+        "Receiver sessions allowed at once: receiver.max_sessions, lowered to fit the open-file "
+        "limit.",
+        scope="",
     ),
     MetricDef("tlsprobe_senders_configured", "gauge", "Senders in the configuration.", scope=""),
 )
@@ -207,6 +225,12 @@ METRICS: tuple[MetricDef, ...] = (
         "The target's connector policy: certificate domain and accepted domains (comma-joined).",
         "certificate_domain",
         "accepted_domains",
+        scope="target",
+    ),
+    _g(
+        "target_info",
+        "1 for every configured target, with the labels the configuration gives it (the "
+        "tenant's and the target's labels:) beyond tenant and target.",
         scope="target",
     ),
     _g(

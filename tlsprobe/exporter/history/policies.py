@@ -60,6 +60,7 @@ class PolicyHistory:
         self._conn = sqlite3.connect(path, isolation_level=None)
         self._conn.executescript(_SCHEMA)
         self.errors = 0
+        self._ledger: _Ledger | None = None
 
     def observe(self, kind: str, subject: str, value: str, at: float) -> bool:
         """Record `value` as current; True when it replaced a different earlier value."""
@@ -77,65 +78,96 @@ class PolicyHistory:
                     (kind, subject, value, at),
                 )
                 if row is not None:
-                    self._conn.execute(
+                    change_id = self._conn.execute(
                         "INSERT INTO policy_change (at, kind, subject, old, new) "
                         "VALUES (?, ?, ?, ?, ?)",
                         (at, kind, subject, row[0], value),
-                    )
-                    self._trim(kind, subject)
+                    ).lastrowid
+                    assert change_id is not None
+                    self._trim(kind, subject, change_id, _size(row[0]) + _size(value))
                 self._conn.execute(
                     "DELETE FROM policy_current WHERE rowid IN (SELECT rowid FROM "
                     "policy_current ORDER BY since DESC LIMIT -1 OFFSET ?)",
                     (MAX_ROWS,),
                 )
         except sqlite3.Error as exc:
+            self._ledger = None  # what the file holds is read again at the next change
             self.errors += 1
             if self.errors == 1:
                 log.error("policy history not written: %s", exc)
             return False
         return row is not None
 
-    def _trim(self, kind: str, subject: str) -> None:
+    def _trim(self, kind: str, subject: str, change_id: int, size: int) -> None:
         """The subject's newest changes only; then, while over the totals, the subject with
-        the most changes (rows) or the most bytes gives up its oldest."""
-        self._conn.execute(
-            "DELETE FROM policy_change WHERE id IN (SELECT id FROM policy_change WHERE kind = ? "
-            "AND subject = ? ORDER BY id DESC LIMIT -1 OFFSET ?)",
-            (kind, subject, MAX_ROWS_PER_SUBJECT),
-        )
-        rows = self._conn.execute(
-            "SELECT id, kind, subject, LENGTH(CAST(old AS BLOB)) + LENGTH(CAST(new AS BLOB)) "
-            "FROM policy_change ORDER BY id"
-        ).fetchall()
-        self._conn.executemany(
-            "DELETE FROM policy_change WHERE id = ?", [(i,) for i in _evictions(rows)]
-        )
+        the most changes (rows) or the most bytes gives up its oldest. What is kept is
+        counted in memory (`_Ledger`, read from the file once), so a change costs its own
+        rows, not a read of every value kept (16 MiB at the cap: 30 ms on the probing loop)."""
+        if self._ledger is None:
+            self._ledger = _Ledger.read(self._conn)  # the new change included
+        else:
+            self._ledger.add(kind, subject, change_id, size)
+        doomed = self._ledger.evict((kind, subject))
+        self._conn.executemany("DELETE FROM policy_change WHERE id = ?", [(i,) for i in doomed])
 
     def close(self) -> None:
         self._conn.close()
 
 
-def _evictions(rows: list[tuple[int, str, str, int]]) -> list[int]:
-    """The ids to delete, oldest first, until at most `MAX_ROWS` rows and `MAX_BYTES` remain:
-    each time from the subject with the most rows (over the row cap) or the most bytes."""
-    changes: dict[tuple[str, str], deque[tuple[int, int]]] = {}
-    for change_id, kind, subject, size in rows:
-        changes.setdefault((kind, subject), deque()).append((change_id, size))
-    sizes = {key: sum(size for _, size in kept) for key, kept in changes.items()}
-    count, total = len(rows), sum(sizes.values())
-    doomed: list[int] = []
-    while count > MAX_ROWS or total > MAX_BYTES:
-        if count > MAX_ROWS:
-            key = max(changes, key=lambda k: len(changes[k]))
+class _Ledger:
+    """The changes kept, per subject, oldest first, as (id, bytes of old and new): at most
+    `MAX_ROWS` plus one entries, mirroring `policy_change`."""
+
+    def __init__(self) -> None:
+        self.changes: dict[tuple[str, str], deque[tuple[int, int]]] = {}
+        self.sizes: dict[tuple[str, str], int] = {}
+        self.count = 0
+        self.total = 0
+
+    @classmethod
+    def read(cls, conn: sqlite3.Connection) -> _Ledger:
+        ledger = cls()
+        for change_id, kind, subject, size in conn.execute(
+            "SELECT id, kind, subject, LENGTH(CAST(old AS BLOB)) + LENGTH(CAST(new AS BLOB)) "
+            "FROM policy_change ORDER BY id"
+        ):
+            ledger.add(kind, subject, change_id, size)
+        return ledger
+
+    def add(self, kind: str, subject: str, change_id: int, size: int) -> None:
+        key = (kind, subject)
+        self.changes.setdefault(key, deque()).append((change_id, size))
+        self.sizes[key] = self.sizes.get(key, 0) + size
+        self.count, self.total = self.count + 1, self.total + size
+
+    def evict(self, subject: tuple[str, str]) -> list[int]:
+        """The ids to delete, oldest first: the subject's beyond `MAX_ROWS_PER_SUBJECT`, then
+        until at most `MAX_ROWS` rows and `MAX_BYTES` remain, each time from the subject with
+        the most rows (over the row cap) or the most bytes."""
+        doomed: list[int] = []
+        while len(self.changes.get(subject, ())) > MAX_ROWS_PER_SUBJECT:
+            doomed.append(self._pop(subject))
+        while self.count > MAX_ROWS or self.total > MAX_BYTES:
+            if self.count > MAX_ROWS:
+                key = max(self.changes, key=lambda k: len(self.changes[k]))
+            else:
+                key = max(self.sizes, key=lambda k: self.sizes[k])
+            doomed.append(self._pop(key))
+        return doomed
+
+    def _pop(self, key: tuple[str, str]) -> int:
+        change_id, size = self.changes[key].popleft()
+        if not self.changes[key]:
+            del self.changes[key], self.sizes[key]
         else:
-            key = max(sizes, key=lambda k: sizes[k])
-        change_id, size = changes[key].popleft()
-        if not changes[key]:
-            del changes[key]
-        sizes[key] -= size
-        doomed.append(change_id)
-        count, total = count - 1, total - size
-    return doomed
+            self.sizes[key] -= size
+        self.count, self.total = self.count - 1, self.total - size
+        return change_id
+
+
+def _size(value: str) -> int:
+    """What SQLite's LENGTH(CAST(value AS BLOB)) gives: its UTF-8 bytes."""
+    return len(value.encode("utf-8", "surrogatepass"))
 
 
 def bounded(value: str) -> str:

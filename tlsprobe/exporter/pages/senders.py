@@ -32,7 +32,8 @@ SENDER_PAGING_NOTE = (
     " a risky change of it (at once, one page per new certificate, one with the server side's"
     " when the relay serves it too), a canary that fails. What does not: a clean renewal, a"
     " leaf without the clientAuth EKU or one that differs from the served certificate"
-    " (warnings), a relay whose nodes present different certificates."
+    " (warnings), a sender silent past its session_expected_within (a warning), a relay whose"
+    " nodes present different certificates."
 )
 
 
@@ -60,6 +61,11 @@ def _row(state: SenderState, now: float, colours: Colours) -> str:
     names = ", ".join(leaf.dns_names or leaf.common_names) if leaf else "-"
     fingerprint = leaf.sha256[:16] if leaf else "-"
     seen = _when(result.started_at) + f" from {result.address}" if result else "no session yet"
+    expected = state.sender.session_expected_within
+    if result is not None and expected is not None and now - result.started_at > expected:
+        # What TlsprobeSenderSilent says: this verdict is about an old session.
+        seen += f" (STALE: none for {_duration(now - result.started_at)}, expected within "
+        seen += f"{_duration(expected)})"
     problems = [
         f"<b>{e(c.name)}</b>: {e(c.message)}"
         for c in (result.checks if result else ())
@@ -92,6 +98,11 @@ def _canary(canary: CanaryState | None, *, configured: bool) -> str:
         return f"arrived in {canary.round_trip:.1f} s ({_when(canary.at)})"
     reason = canary.reason.value if canary.reason else "failed"
     return f"{reason}: {canary.message} ({_when(canary.at)})"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _when(moment: float) -> str:

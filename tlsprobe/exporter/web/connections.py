@@ -3,7 +3,8 @@
 Every accepted connection costs a file descriptor, and the probes need descriptors too: once the
 process reaches its limit, accept() and every probe's connect() fail with "Too many open files".
 So the exporter reads the descriptor limit at start (`connection_budget`), keeps a reserve for
-probes, the history database and DNS, and caps open HTTP connections below the rest. At the cap
+probes, the history database and DNS and the receiver's sessions (when the send side is on:
+`receiver.descriptors`), and caps open HTTP connections below the rest. At the cap
 a new connection takes the place of the oldest one that is not answering a request (an idle
 keep-alive or one still sending its headers): a flood of idle or slow-header connections then
 costs the flooder its own connections, never the next scrape, which sends its request at once.
@@ -31,10 +32,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from tlsprobe.exporter.exposition.table import Sample
+from tlsprobe.probe.send import receiver
 
 log = logging.getLogger("tlsprobe.exporter.connections")
 
 MIN_CONNECTIONS = 8
+MIN_RECEIVER_SESSIONS = 2
 RESERVED_BASE = 68
 """Descriptors kept for everything but HTTP and probes: history database and WAL, DNS sockets,
 log files, the web thread's event loop (its epoll and wake-up pair), bcrypt's and gzip's worker
@@ -69,18 +72,29 @@ class Budget:
     reserved: int
     lowered: bool
     """True when web.max_connections did not fit and was lowered."""
+    receiver_sessions: int = 0
+    """The receiver's session cap (`receiver.max_sessions`, lowered to fit; 0: no receiver)."""
+    receiver_lowered: bool = False
 
 
-def connection_budget(configured: int, probe_concurrency: int) -> Budget:
+def connection_budget(
+    configured: int, probe_concurrency: int, receiver_sessions: int = 0
+) -> Budget:
     """The HTTP connection cap: `configured`, lowered to fit the process's descriptor limit
-    after a reserve of two descriptors per concurrent probe, `RESERVED_BASE` and
-    `ACCEPT_BURST`."""
+    after a reserve of two descriptors per concurrent probe, `RESERVED_BASE`, `ACCEPT_BURST`
+    and the receiver's descriptors (`receiver_sessions` sessions, lowered first to leave the
+    web port at least `MIN_CONNECTIONS`, never under `MIN_RECEIVER_SESSIONS`)."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
     reserved = RESERVED_BASE + ACCEPT_BURST + 2 * probe_concurrency
+    sessions = receiver_sessions
+    if receiver_sessions:
+        room = limit - reserved - MIN_CONNECTIONS - receiver.descriptors(0)
+        sessions = max(MIN_RECEIVER_SESSIONS, min(receiver_sessions, room))
+        reserved += receiver.descriptors(sessions)
     fits = max(MIN_CONNECTIONS, limit - reserved)
     cap = min(configured, fits)
-    return Budget(cap, limit, reserved, cap < configured)
+    return Budget(cap, limit, reserved, cap < configured, sessions, sessions < receiver_sessions)
 
 
 class ConnectionGuard:

@@ -245,6 +245,9 @@ class WebApp:
         return web.Response(text="OK\n")
 
     async def probe(self, request: web.Request) -> web.StreamResponse:
+        for param in ("target", "tenant"):  # `module` is judged with the target
+            if len(request.query.getall(param, [])) > 1:
+                return web.Response(status=400, text=f"{param} given more than once\n")
         name = request.query.get("target", "")
         tenant = request.query.get("tenant")
         debug = request.query.get("debug", "").lower() in ("1", "true", "yes")
@@ -422,7 +425,7 @@ def _debug_text(target: TargetConfig, results: Sequence[ProbeResult], elapsed: f
     now = utcnow()
     parts = [f"Probe of target {target.name!r} (tenant {target.tenant!r}) took {elapsed:.3f} s\n"]
     for result in results:
-        parts.append(report.human(result, now))
+        parts.append(report.human(result, now, policy=target.policy, timeout=target.timeout))
         parts.append("\nSMTP transcript\n")
         parts.extend(f"  {line}\n" for line in result.transcript)
         parts.append("\nResult (JSON)\n" + json.dumps(report.to_json(result), indent=2) + "\n\n")

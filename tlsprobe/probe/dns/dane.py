@@ -41,6 +41,10 @@ SYMPTOM = (
     "senders that validate DANE (Exchange Online to a DNSSEC-signed domain, Postfix with "
     "security level dane) defer every message to this host until the TLSA records are fixed"
 )
+MX_SYMPTOM = (
+    "senders that validate DNSSEC (Exchange Online to a DNSSEC-signed domain, Postfix with "
+    "security level dane) defer every message to the domain until its MX answer validates"
+)
 
 DANE_TA, DANE_EE = 2, 3
 _DIGEST_SIZES = {1: 32, 2: 64}
@@ -240,7 +244,7 @@ def _check(
             Status.CRITICAL,
             "the MX lookup that names this host is bogus (SERVFAIL from the validating resolver); "
             "validating senders defer every message to the domain",
-            SYMPTOM,
+            MX_SYMPTOM,
         )
     if not findings.records:
         return None

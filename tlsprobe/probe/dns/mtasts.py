@@ -110,12 +110,12 @@ def parse_policy(body: bytes) -> Policy:
 
 def _policy(fields: dict[str, str], mx: tuple[str, ...], digest: str) -> Policy:
     if fields.get("version") != "STSv1":
-        raise PolicyError(f"version must be STSv1, got {fields.get('version', 'none')!r}")
+        raise PolicyError(f"version must be STSv1, got {fields.get('version', 'none')[:20]!r}")
     try:
         mode = StsMode(fields.get("mode", ""))
     except ValueError:
         raise PolicyError(
-            f"mode must be enforce, testing or none, got {fields.get('mode', 'none')!r}"
+            f"mode must be enforce, testing or none, got {fields.get('mode', 'none')[:20]!r}"
         ) from None
     age = fields.get("max_age", "")
     if not (age.isascii() and age.isdigit() and len(age) <= 10) or int(age) > MAX_AGE_LIMIT:

@@ -7,11 +7,19 @@ server context either does not ask, or aborts the handshake on a certificate it 
 and then hands over nothing), so TLS here is pyOpenSSL's in memory-BIO mode with a verify
 callback that accepts everything; the chain is judged afterwards by `sender.judge_session`.
 
-Bounds: one deadline per session, a cap on concurrent sessions and a per-peer rate (both
-answered with `421` and a close), the SMTP server's line, message and error limits, and reads
-in bounded chunks from a bounded stream buffer. Low-level errors (OSError, OpenSSL errors,
-timeouts) become a `ProbeError` with a `Reason` here, once. Nothing a client sends is stored
-beyond the `Session` summary (the canary token, sizes, counters, a clipped transcript).
+Bounds: one deadline per session, caps on concurrent sessions in all and per peer address and
+a per-peer rate (answered with `421` and a close; at most `REFUSING` refusals at once, the
+rest closed unanswered), slots that prefer configured senders (`known_peer`: a newcomer of
+theirs takes the slot of the idlest unknown peer's session) and give way when idle
+(`idle_eviction` without a reply: silent or dripping sessions), so the receiver's descriptors
+are bounded (`descriptors`, which the exporter's budget reserves), the SMTP server's line,
+message, error and command limits, a command rate per session (a token bucket: past it the
+session's next reply waits), and reads in bounded chunks from a bounded stream buffer. Every
+reply yields to the event loop, which the probes share: a buffer full of pipelined commands is
+answered one loop turn per command.
+Low-level errors (OSError, OpenSSL errors, timeouts) become a `ProbeError` with a `Reason`
+here, once. Nothing a client sends is stored beyond the `Session` summary (the canary token,
+sizes, counters, a clipped transcript).
 """
 
 from __future__ import annotations
@@ -19,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +39,6 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
@@ -39,6 +47,10 @@ from tlsprobe.probe import files
 from tlsprobe.probe.send.sender import Session
 from tlsprobe.probe.smtp import server as smtpserver
 from tlsprobe.probe.smtp.client import Done, Failed, NeedData, Send, StartTls
+from tlsprobe.probe.transport import certmsg
+from tlsprobe.probe.transport.sockconn import peer_chain_der
+
+log = logging.getLogger("tlsprobe.receiver")
 
 _CHUNK = 16384
 _STREAM_LIMIT = 65536
@@ -46,6 +58,22 @@ _CLOSE_GRACE = 1.0
 """Seconds to let a final reply drain before the socket is aborted."""
 _PEERS_REMEMBERED = 4096
 """Per-peer rate windows kept; the oldest is forgotten first (bounded memory)."""
+COMMAND_BURST = 20
+"""Replies a session gets at once before `commands_per_second` paces it (a canary needs 8)."""
+LISTEN_BACKLOG = 16
+REFUSING = 16
+"""Connections being answered `421` at once; past it a connection is closed without a word,
+so a connection flood cannot pile up descriptors waiting for their refusal to drain."""
+ACCEPT_BURST = LISTEN_BACKLOG + REFUSING
+"""Descriptors the receiver may hold beyond its sessions: a listen queue's worth accepted in
+one wake-up (asyncio accepts up to the backlog at once) and the refusals under way."""
+
+
+def descriptors(max_sessions: int) -> int:
+    """File descriptors the receiver holds at most: the exporter's budget reserves them."""
+    return max_sessions + ACCEPT_BURST
+
+
 PrivateKey = (
     rsa.RSAPrivateKey
     | ec.EllipticCurvePrivateKey
@@ -67,12 +95,24 @@ class ReceiverLimits:
     session_timeout: float = 60.0
     """One deadline for a whole session: greeting to close, handshake included."""
     max_sessions: int = 20
+    max_sessions_per_peer: int = 5
+    """Sessions one address may hold at once (a silent or dripping flood from one address
+    held all 20 slots)."""
     per_peer_per_minute: int = 30
+    idle_eviction: float = 10.0
+    """Seconds without a reply (no whole command: silent or dripping byte by byte) after which
+    a session gives its slot to a newcomer when the receiver is full. A configured sender's
+    newcomer takes the idlest unknown peer's slot at once."""
+    commands_per_second: float = 10.0
+    """Replies one session gets per second, after a burst of `COMMAND_BURST`: a session that
+    pipelines faster is read more slowly (its commands wait), so floods cost little CPU."""
     smtp: smtpserver.Limits = field(default_factory=smtpserver.Limits)
 
 
 AcceptRecipient = Callable[[str, str], bool]
 """(peer address, recipient) -> accept? The receiver relays nothing: refused gets 550."""
+KnownPeer = Callable[[str], bool]
+"""peer address -> is it a configured sender? Known peers' sessions are preferred."""
 OnSession = Callable[[Session], None]
 OnMessage = Callable[[str, smtpserver.Message], None]
 
@@ -146,6 +186,12 @@ def tls_context(
         ctx.use_certificate(cert)
         ctx.use_privatekey(key)
     ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
+    # No resumption: a resumed session carries no Certificate message, so nothing to judge;
+    # and a session ticket holds the client's certificate, which over about 65,100 bytes
+    # does not fit the ticket's 16-bit length: OpenSSL failed such handshakes as "internal
+    # error" after the certificate had arrived.
+    ctx.set_options(SSL.OP_NO_TICKET)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     return ctx
 
 
@@ -184,23 +230,33 @@ class Receiver:
         on_session: OnSession,
         on_message: OnMessage | None = None,
         limits: ReceiverLimits | None = None,
+        known_peer: KnownPeer | None = None,
     ) -> None:
+        """`known_peer` tells configured senders from others (None: every peer is known)."""
         self._context = context
         self._hostname = hostname
         self._accept = accept_recipient
         self._on_session = on_session
         self._on_message = on_message
+        self._known = known_peer or (lambda _peer: True)
         self.limits = limits or ReceiverLimits()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._active = 0
+        self._sessions: dict[_Session, None] = {}
+        """Sessions holding a slot, oldest first."""
+        self._by_peer: Counter[str] = Counter()
+        self._refusing = 0
         self._peers: OrderedDict[str, deque[float]] = OrderedDict()
         self.refused_sessions = 0
-        """Connections answered with 421 (session cap or per-peer rate)."""
+        """Connections answered with 421 (session caps or per-peer rate) or closed unanswered."""
+        self.evicted_sessions = 0
+        """Sessions closed to give their slot to a newcomer (idle ones, unknown peers')."""
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the bound (address, port) (port 0 picks a free one)."""
-        self._server = await asyncio.start_server(self._connected, host, port, limit=_STREAM_LIMIT)
+        self._server = await asyncio.start_server(
+            self._connected, host, port, limit=_STREAM_LIMIT, backlog=LISTEN_BACKLOG
+        )
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 
@@ -216,7 +272,7 @@ class Receiver:
 
     @property
     def active_sessions(self) -> int:
-        return self._active
+        return len(self._sessions)
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -224,6 +280,10 @@ class Receiver:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # Only close() cancels a session. Ended as cancelled, the task would make asyncio's
+            # stream callback (Python 3.11) log "Exception in callback" with a traceback.
+            pass
         finally:
             self._tasks.discard(task)
             writer.transport.abort()
@@ -231,17 +291,62 @@ class Receiver:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         local = writer.get_extra_info("sockname") or ("?", 0)
-        if self._active >= self.limits.max_sessions or not self._admit(str(peer[0])):
-            self.refused_sessions += 1
+        address = str(peer[0])
+        if not self._slot_for(address):
+            await self._refuse(writer)
+            return
+        session = _Session(self, address, int(local[1]), reader, writer)
+        self._sessions[session] = None
+        self._by_peer[address] += 1
+        try:
+            ended = await session.run()
+        finally:
+            self._sessions.pop(session, None)
+            self._by_peer[address] -= 1
+            if not self._by_peer[address]:
+                del self._by_peer[address]
+        self._on_session(ended)
+
+    def _slot_for(self, peer: str) -> bool:
+        """Admit `peer`: within its rate and its share, and a slot free or made free."""
+        limits = self.limits
+        if self._by_peer[peer] >= limits.max_sessions_per_peer or not self._admit(peer):
+            return False
+        if len(self._sessions) < limits.max_sessions:
+            return True
+        victim = self._victim(self._known(peer))
+        if victim is None:
+            return False
+        del self._sessions[victim]
+        idle = time.monotonic() - victim.replied_at
+        victim.evict(
+            f"closed after {idle:.0f} s without a command: the receiver was full"
+            if idle >= limits.idle_eviction
+            else "closed to give its slot to a configured sender: the receiver was full"
+        )
+        self.evicted_sessions += 1
+        return True
+
+    def _victim(self, known: bool) -> _Session | None:
+        """The idlest session that may give way: one idle past `idle_eviction`, or for a known
+        newcomer any unknown peer's."""
+        now = time.monotonic()
+        limit = self.limits.idle_eviction
+        candidates = [
+            s for s in self._sessions if now - s.replied_at >= limit or (known and not s.known)
+        ]
+        return min(candidates, key=lambda s: s.replied_at, default=None)
+
+    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        self.refused_sessions += 1
+        if self._refusing >= REFUSING:
+            return  # closed unanswered: refusals must not pile up descriptors
+        self._refusing += 1
+        try:
             writer.write(b"421 4.7.0 Too many sessions, try again later\r\n")
             await _drain(writer)
-            return
-        self._active += 1
-        try:
-            session = await _Session(self, str(peer[0]), int(local[1]), reader, writer).run()
         finally:
-            self._active -= 1
-        self._on_session(session)
+            self._refusing -= 1
 
     def _admit(self, peer: str) -> bool:
         """Per-peer sliding window of one minute; bounded number of peers remembered."""
@@ -285,18 +390,8 @@ class _Tls:
         """Negotiated version and cipher, the client's chain as sent (DER), and the SNI."""
         conn = self._conn
         tls = TlsInfo(conn.get_protocol_version_name(), conn.get_cipher_name() or "")
-        leaf = conn.get_peer_certificate(as_cryptography=True)
-        rest = conn.get_peer_cert_chain(as_cryptography=True) or []
-        # On the server side OpenSSL's peer chain leaves the leaf out; some versions keep it.
-        if leaf is not None and rest and rest[0] == leaf:
-            rest = rest[1:]
-        chain = [leaf, *rest] if leaf is not None else []
         sni = conn.get_servername()
-        return (
-            tls,
-            tuple(c.public_bytes(Encoding.DER) for c in chain),
-            sni.decode("ascii", "replace") if sni else None,
-        )
+        return tls, peer_chain_der(conn), sni.decode("ascii", "replace") if sni else None
 
     async def read(self) -> bytes:
         while True:
@@ -358,6 +453,17 @@ class _Session:
         self._messages: list[smtpserver.Message] = []
         self._started = time.perf_counter()
         self._phases: dict[str, float] = {}
+        self._tokens = float(COMMAND_BURST)
+        self._paced_at = time.monotonic()
+        self.replied_at = self._paced_at
+        """When the last reply went out: how long the session has been idle."""
+        self.known = receiver._known(peer)
+        self._evicted: str | None = None
+
+    def evict(self, why: str) -> None:
+        """Close the session to free its slot; it ends as a session with the error `why`."""
+        self._evicted = why
+        self._writer.transport.abort()
 
     async def run(self) -> Session:
         started_at = time.time()
@@ -375,6 +481,11 @@ class _Session:
             error = ProbeError(Reason.TLS_HANDSHAKE, f"TLS failed: {_ssl_text(exc)}")
         except OSError as exc:
             error = ProbeError(Reason.PROTOCOL, f"connection failed: {exc.strerror or exc}")
+        except Exception as exc:  # last resort: every session ends in a Session, recorded
+            log.exception("receiver session failed", extra={"fields": {"peer": self._peer}})
+            error = ProbeError(Reason.PROTOCOL, f"receiver error: {type(exc).__name__}")
+        if self._evicted is not None:
+            error = ProbeError(Reason.PROTOCOL, self._evicted)
         await _drain(self._writer)
         return self._summary(started_at, error)
 
@@ -387,6 +498,7 @@ class _Session:
             elif isinstance(event, Send):
                 self._write(event.data)
                 await self._writer.drain()
+                await self._pace()
             elif isinstance(event, smtpserver.MessageReceived):
                 self._message(event.message)
             elif isinstance(event, StartTls):
@@ -396,6 +508,16 @@ class _Session:
             else:
                 assert isinstance(event, Failed)
                 return ProbeError(event.reason, event.message)
+
+    async def _pace(self) -> None:
+        """After each reply: yield to the loop's other work (the probes share it), and hold
+        a session past its command rate (a token bucket) until its next command is due."""
+        rate = self._receiver.limits.commands_per_second
+        now = self.replied_at = time.monotonic()
+        self._tokens = min(COMMAND_BURST, self._tokens + (now - self._paced_at) * rate)
+        self._paced_at = now
+        self._tokens -= 1.0
+        await asyncio.sleep(-self._tokens / rate if self._tokens < 0 else 0)
 
     async def _start_tls(self) -> None:
         await _drain(self._writer)
@@ -461,5 +583,6 @@ async def _drain(writer: asyncio.StreamWriter) -> None:
 
 
 def _ssl_text(exc: SSL.Error) -> str:
-    parts = [str(item[-1]) for item in exc.args[0] if isinstance(item, tuple)] if exc.args else []
+    items = exc.args[0] if exc.args else []
+    parts = [certmsg.explain(str(item[-1])) for item in items if isinstance(item, tuple)]
     return ", ".join(parts) or exc.__class__.__name__

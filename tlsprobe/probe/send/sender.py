@@ -2,8 +2,9 @@
 
 Exchange Online's certificate-based connector judges the certificate the on-prem relay presents
 when it *sends*. The receiver (`receiver.py`) captures that chain, whatever it is, in a
-`Session`; this module judges it with the same engine as the server side (`evaluate_der` without
-`hostname`, since a client has no name we dialled) plus two checks only a sender has:
+`Session`; this module judges it with the same engine and last resort as the server side
+(`evaluate_or_unjudged`, without `hostname`, since a client has no name we dialled) plus two
+checks only a sender has:
 
 - `client_auth_eku`: the leaf's extended key usage lacks clientAuth (warning). Public CAs stop
   putting clientAuth into server certificates in 2026; a receiver that verifies client
@@ -41,7 +42,7 @@ from tlsprobe.model import (
 )
 from tlsprobe.probe.smtp.server import Message
 from tlsprobe.probe.x509 import facts as certs
-from tlsprobe.probe.x509.evaluate import TrustStore, evaluate_der, judged_part
+from tlsprobe.probe.x509.evaluate import TrustStore, evaluate_or_unjudged, judged_part
 
 SYMPTOMS: dict[CheckName, str] = {
     CheckName.STARTTLS: "the relay did not start TLS: a certificate-based connector never "
@@ -119,8 +120,14 @@ def judge_session(
         return _without_certificate(endpoint, session, session.tls)
     # Facts never fail: what cannot be read strictly is a certificate_format finding.
     chain = tuple(certs.facts_from_der(der) for der in judged_part(session.chain_der))
-    verdict = evaluate_der(
-        session.chain_der, host=None, tls=session.tls, policy=policy, trust=trust, now=now
+    verdict = evaluate_or_unjudged(
+        session.chain_der,
+        host=None,
+        tls=session.tls,
+        policy=policy,
+        trust=trust,
+        now=now,
+        name=name or session.peer,
     )
     checks = (
         _client_starttls(session),

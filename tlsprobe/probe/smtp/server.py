@@ -84,6 +84,9 @@ class Limits:
     max_messages: int = 5
     max_errors: int = 5
     """Refused or malformed commands before the session is closed with 421."""
+    max_commands: int = 100
+    """Commands of any kind in one session (a canary takes about 8; Postfix allows 100 junk
+    commands): a NOOP or RSET flood is closed with 421 once past it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ class SmtpServer:
         """The client's EHLO/HELO name (the latest one, clipped)."""
         self.tls = False
         self.errors = 0
+        self.commands = 0
         self.auth_attempts = 0
         self.refused_recipients = 0
         self.discarded_plaintext = 0
@@ -217,6 +221,10 @@ class SmtpServer:
 
     def _command(self, line: str) -> None:
         self.transcript.add(f"C: {line}")
+        self.commands += 1
+        if self.commands > self.limits.max_commands:
+            self._close_with(421, "4.7.0 Too many commands in this session", Reason.PROTOCOL)
+            return
         verb, _, argument = line.partition(" ")
         entry = _COMMANDS.get(verb.upper()) if _VERB.fullmatch(verb) else None
         if entry is None:

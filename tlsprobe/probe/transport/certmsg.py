@@ -19,6 +19,10 @@ from OpenSSL import SSL
 
 CERTIFICATE = 11
 """HandshakeType certificate."""
+MAX_MESSAGE = 102400
+"""Bytes of a peer's Certificate message OpenSSL reads (SSL_MAX_CERT_LIST_DEFAULT, 100 KiB),
+the one bound on both sides: the probe reading a server's chain, the receiver a client's."""
+_TOO_LARGE = "excessive message size"
 TLS13 = 0x0304
 MAX_CERTIFICATES = 32
 _HANDSHAKE = 22
@@ -54,6 +58,13 @@ def tap(ctx: SSL.Context) -> Kept:
     setter(ctx._context, callback)
     ctx.__dict__["_tlsprobe_tap"] = callback  # the C function lives as long as the context
     return kept
+
+
+def explain(reason: str) -> str:
+    """OpenSSL's reason for a failed handshake, with the bound named when it is this one."""
+    if reason == _TOO_LARGE:
+        return f"{reason}: a certificate chain over {MAX_MESSAGE:,} bytes, the most read"
+    return reason
 
 
 def _ignore(*_: object) -> None:

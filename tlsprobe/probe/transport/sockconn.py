@@ -32,6 +32,23 @@ READ_LIMIT = 65536
 _AGAIN = (BlockingIOError, InterruptedError)
 
 
+def peer_chain_der(tls: SSL.Connection) -> tuple[bytes, ...]:
+    """The certificates the peer of `tls` sent, leaf first, as DER, never through
+    `cryptography` (which refuses certificates OpenSSL accepts: they are judged from these
+    bytes by the lenient reader). The one path for both sides: the probe's servers and the
+    receiver's clients. On a server, OpenSSL's peer chain leaves the client's leaf out (some
+    versions keep it): it is put first unless it is there already."""
+    chain = [
+        crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in tls.get_peer_cert_chain() or ()
+    ]
+    leaf = tls.get_peer_certificate()
+    if leaf is not None:
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf)
+        if not chain or chain[0] != der:
+            chain.insert(0, der)
+    return tuple(chain)
+
+
 class SockConn:
     """A connected socket, plain or (after `start_tls`) TLS; awaitable reads and writes."""
 
@@ -74,8 +91,7 @@ class SockConn:
         failed once the server's Certificate message was in (OpenSSL keeps it in the session).
         DER comes from OpenSSL's copy of the bytes as received, so certificates `cryptography`
         refuses to load are kept exactly as served."""
-        chain = self._tls.get_peer_cert_chain() if self._tls is not None else None
-        return tuple(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) for cert in chain or ())
+        return peer_chain_der(self._tls) if self._tls is not None else ()
 
     def has_unread(self) -> bool:
         """Whether bytes wait in the kernel that nobody has asked for yet (plain socket)."""

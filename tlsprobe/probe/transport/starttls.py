@@ -374,5 +374,9 @@ def _ssl_message(exc: SSL.Error) -> str:
         if code == -1:
             return "TLS handshake failed: connection closed during the TLS handshake"
         return f"TLS handshake failed: {text or exc}"
-    reasons = [str(entry[2]) for entry in (exc.args[0] if exc.args else []) if len(entry) > 2]
+    reasons = [
+        certmsg.explain(str(entry[2]))
+        for entry in (exc.args[0] if exc.args else [])
+        if len(entry) > 2
+    ]
     return f"TLS handshake failed: {'; '.join(reasons) or type(exc).__name__}"

@@ -9,6 +9,7 @@ the same chain probe after probe) and gives the same verdict as a fresh evaluati
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -43,7 +44,10 @@ __all__ = [
     "check_trust",
     "evaluate",
     "evaluate_der",
+    "evaluate_or_unjudged",
 ]
+
+log = logging.getLogger("tlsprobe.probe")
 
 SYMPTOMS: dict[CheckName, str] = {
     CheckName.STARTTLS: "defers the mail (451 4.4.0 TLS required): without a TLS session no "
@@ -97,6 +101,35 @@ def evaluate(
         trust=trust,
         now=now,
     )
+
+
+def evaluate_or_unjudged(
+    chain_der: tuple[bytes, ...],
+    *,
+    host: str | None,
+    tls: TlsInfo,
+    policy: Policy,
+    trust: TrustStore,
+    now: datetime,
+    name: str,
+) -> Verdict:
+    """`evaluate_der` with the last resort both sides share (the probe's servers, the
+    receiver's clients), for a bug the fuzzers have not found: an exception is logged and
+    becomes a critical `certificate_format` verdict that replaces the previous one, instead
+    of a traceback and a stale OK. `name` names the endpoint or sender in the log."""
+    try:
+        return evaluate_der(chain_der, host=host, tls=tls, policy=policy, trust=trust, now=now)
+    except Exception as exc:
+        log.exception("cannot judge the chain of %s", name)
+        message = (
+            f"tlsprobe could not judge this chain ({type(exc).__name__}: {exc}); please report"
+        )
+        return Verdict(
+            (
+                Check(CheckName.STARTTLS, Status.OK, "TLS session established"),
+                Check(readable.CHECK, Status.CRITICAL, message, SYMPTOMS[readable.CHECK]),
+            )
+        )
 
 
 def evaluate_der(
@@ -260,7 +293,8 @@ RENEWAL_GRACE_DAYS = 3.0
 
 
 def expiry_thresholds(policy: Policy, cert: CertFacts) -> tuple[float, float]:
-    """(warning, critical) days left for `cert` under `policy`.
+    """(warning, critical) days left for `cert` under `policy`: what `check_expiry` applies, and
+    what `tlsprobe check` prints as the thresholds of its `days_left` perfdata.
 
     With `warn_days`/`crit_days` configured, those. Otherwise a certificate of up to 200 days
     warns once a renewal at a third of its lifetime left is 3 days overdue (at most a twelfth
