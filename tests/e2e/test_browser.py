@@ -4,7 +4,8 @@
 its status page. What the browser shows, not what the HTML says, is asserted: the row of every
 demo scenario with its status in words and in the status colour as the browser computes it,
 worst first; a page that fits a 1280-pixel screen without scrolling sideways; the endpoint link
-that a click follows to the detail view with the chain as sent. The screenshots in
+that a click follows to the detail view with the chain as sent; a sender's row and its detail
+view (`/sender`) likewise, from an exporter with a receiver. The screenshots in
 deploy/screenshots are these pages: with TLSPROBE_SCREENSHOT_DIR set, the test writes them there.
 """
 
@@ -19,9 +20,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.exporter.test_send_side import CANARY_RCPT, client_files, config_data, running
 from tests.support.browser import Page, chromium, png_size
 from tests.support.exporter import DEMO_STATUS, ROOT, command, fetch_once
+from tests.support.pki import Hierarchy
 from tests.support.servers import unused_port
+from tests.support.smtpclients import send_canary
 from tests.support.wait import WAIT, eventually
 from tlsprobe.exporter.pages.status import STATUS_COLOURS
 from tlsprobe.model import Status
@@ -83,6 +87,17 @@ def _keep(name: str, png: bytes) -> None:
         Path(directory, name).write_bytes(png)
 
 
+async def _laptop(page: Page) -> None:
+    """A laptop's screen: SCREEN CSS pixels wide, at scale 1."""
+    await page.send(
+        "Emulation.setDeviceMetricsOverride",
+        width=SCREEN,
+        height=800,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+
+
 async def _fits(page: Page, what: str) -> None:
     overflow = await page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -99,13 +114,7 @@ async def _full_page(page: Page, name: str) -> None:
 
 async def test_status_page_and_detail_view_in_chromium(demo: str, tmp_path: Path) -> None:
     async with chromium(tmp_path / "profile") as page:
-        await page.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=SCREEN,
-            height=800,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        await _laptop(page)
         await page.goto(f"{demo}/")
         assert await page.evaluate("document.title") == "tlsprobe"
 
@@ -131,3 +140,56 @@ async def test_status_page_and_detail_view_in_chromium(demo: str, tmp_path: Path
         assert "relay.contoso.test" in text
         await _fits(page, "the detail view")
         await _full_page(page, "endpoint-detail.png")
+
+
+async def test_sender_detail_view_in_chromium(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy
+) -> None:
+    """A sender that renewed into a leaf without clientAuth, and whose canary fails: critical
+    on the status page (in the header's counts), and its detail view, reached by a click, shows
+    the checks, the chain as presented, the leaf per address, both certificates in its history
+    and the failed canary."""
+    before = pki.leaf(("relay.contoso.test",))
+    after = pki.leaf(("relay.contoso.test",), client_auth=False)
+    port = unused_port()
+    canary = {"relay": f"127.0.0.1:{unused_port()}", "recipient": CANARY_RCPT, "interval": "1h"}
+    data = config_data(tmp_path, ca_file, receiver_port=port, canary=canary)
+    async with running(tmp_path, data) as exporter:
+        side = exporter.send_side
+        assert side is not None
+        for leaf in (before, after):
+            certfile, keyfile = client_files(tmp_path, pki, leaf)
+            await asyncio.to_thread(
+                send_canary, port, certfile=certfile, keyfile=keyfile, rcpt=CANARY_RCPT
+            )
+        await eventually(
+            lambda: (s := side.snapshot()[0]).sessions == 2 and s.canary is not None,
+            "both sessions and the canary's outcome",
+        )
+        async with chromium(tmp_path / "profile") as page:
+            await _laptop(page)
+            await page.goto(f"{exporter.url}/")
+            summary = await page.evaluate("document.querySelector('p').innerText")
+            assert "critical" in summary
+            row = await page.evaluate(
+                "Array.from(document.querySelectorAll('tbody tr'))"
+                ".map(tr => tr.innerText).find(t => t.includes('relay-1'))"
+            )
+            assert "CRITICAL" in row and "canary" in row
+            await page.evaluate("document.querySelector('a[href^=\"/sender?\"]').click()")
+            await page.loaded()
+            assert await page.evaluate("location.pathname") == "/sender"
+            text = await page.evaluate("document.body.innerText")
+            for shown in (
+                "client_auth_eku",
+                "Chain as sent",
+                "Presented now, by address",
+                before.sha256[:16],
+                after.sha256[:16],
+                "Canary history",
+                "submit_unreachable",
+                "risky (paged): clientAuth EKU dropped",
+            ):
+                assert shown in text, shown
+            await _fits(page, "the sender view")
+            await _full_page(page, "sender-detail.png")

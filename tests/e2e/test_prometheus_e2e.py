@@ -22,7 +22,8 @@ The tests prove, in order (they share the fleet, and the last ones change it):
 7. `tlsprobe history` shows the rollback.
 8. the send side: a sender (a Python client presenting a client certificate to the receiver,
    swaks --tls-cert style) has its series, its canary (to a relay that is not there) fails, and
-   swapping its client certificate pages TlsprobeSenderCertificateChanged (before the restart).
+   swapping its client certificate for one under another name pages
+   TlsprobeSenderCertificateChanged (before the restart).
 
 Without Prometheus or Alertmanager the module skips, and fails under TLSPROBE_REQUIRE_PROMETHEUS=1.
 """
@@ -381,9 +382,12 @@ def send_side_config(receiver_port: int) -> dict[str, Any]:
     }
 
 
-def send_as_sender(pki: Hierarchy, tmp: Path, receiver_port: int, stem: str) -> Issued:
-    """Deliver one message to the receiver presenting a fresh client certificate; returns it."""
-    leaf = pki.leaf([f"relay.{DOMAIN}"])
+def send_as_sender(
+    pki: Hierarchy, tmp: Path, receiver_port: int, stem: str, name: str = f"relay.{DOMAIN}"
+) -> Issued:
+    """Deliver one message to the receiver presenting a fresh client certificate for `name`;
+    returns it."""
+    leaf = pki.leaf([name])
     certfile, keyfile = write_server_files(tmp, leaf.key, pki.chain(leaf), stem=stem)
     send_canary(receiver_port, certfile=certfile, keyfile=keyfile, rcpt=CANARY_RCPT)
     return leaf
@@ -451,12 +455,13 @@ NAGIOS = ROOT / "deploy" / "nagios"
 
 
 def test_every_metric_named_in_deploy_and_grafana_is_exported(
-    stack: Stack, renewal: Issued
+    stack: Stack, renewal: Issued, sender_swap: Issued
 ) -> None:
     """Names in rules, rule tests, docs, configs and dashboards, against a live scrape.
 
     The fleet includes a 421 endpoint so that tlsprobe_retries_total has a retry to count, and
-    the renewal makes a previous certificate to report; the poll waits for both. The DNS
+    the renewals (the server's, the sender's) make previous certificates and changes to report;
+    the poll waits for them. The DNS
     policies dashboard names series that only DANE and MTA-STS targets emit (per-domain policy
     metrics, TLSA record counts); test_dane_e2e checks it against its DNSSEC lab's live scrape.
     The cross-tenant series need two tenants sharing a relay certificate, which this fleet of one
@@ -554,12 +559,22 @@ def test_every_dashboard_query_returns_data(stack: Stack, renewal: Issued) -> No
     assert poll(empty, lambda missing: not missing, timeout=SETTLE_SECONDS) == []
 
 
-def test_swapped_sender_certificate_pages_through_alertmanager(stack: Stack) -> None:
-    """The relay presents another client certificate: the sender drift page reaches the
-    webhook (after the sender's first session was seen with no change)."""
+@pytest.fixture(scope="module")
+def sender_swap(stack: Stack) -> Issued:
+    """The relay presents a client certificate under another name (a risky change; a clean
+    renewal would page nobody), after its first session was seen with no change; returns it."""
     before = poll(lambda: query(stack, CHANGES_OF_SENDER), bool, timeout=SETTLE_SECONDS)
     assert [sample["value"][1] for sample in before] == ["0"]
-    swapped = send_as_sender(stack.pki, stack.daemons.tmp, stack.daemons.receiver_port, "second")
+    return send_as_sender(
+        stack.pki, stack.daemons.tmp, stack.daemons.receiver_port, "second", f"relay-b.{DOMAIN}"
+    )
+
+
+def test_swapped_sender_certificate_pages_through_alertmanager(
+    stack: Stack, sender_swap: Issued
+) -> None:
+    """The sender's risky change reaches the webhook as a page."""
+    swapped = sender_swap
 
     def sender_pages() -> list[dict[str, Any]]:
         return [

@@ -222,7 +222,13 @@ async def test_a_sender_session_becomes_metrics_a_status_row_and_history(
         await eventually(lambda: side.snapshot()[0].result is not None, "the sender's verdict")
         text = await get(exporter, "/metrics")
         page = await get(exporter, "/")
+        detail = await get(exporter, "/sender?tenant=contoso&sender=relay-1")
+        unknown = exporter.url + "/sender?tenant=contoso&sender=nope"
+        async with aiohttp.ClientSession() as http, http.get(unknown) as missing:
+            assert missing.status == 404
     labels = {"tenant": "contoso", "sender": "relay-1"}
+    assert leaf.sha256 in detail and "client_auth_eku" in detail and "Chain as sent" in detail
+    assert "Certificate history" in detail and leaf.sha256[:16] in detail.split("history")[-1]
     assert values(text, "tlsprobe_sender_status", **labels) == [1.0]  # warning: no clientAuth
     assert values(text, "tlsprobe_sender_check_status", check="client_auth_eku", **labels) == [1.0]
     assert values(text, "tlsprobe_sender_o365_ready", **labels) == [1.0]

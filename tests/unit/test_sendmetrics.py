@@ -11,10 +11,11 @@ from tests.support.pki import Hierarchy
 from tlsprobe.exporter.config.send import CanaryConfig, SenderConfig
 from tlsprobe.exporter.exposition.metrics import SEND_SIDE_METRICS, TextRenderer
 from tlsprobe.exporter.exposition.send import receiver_samples, sender_samples
-from tlsprobe.exporter.history.store import Drift
+from tlsprobe.exporter.history.store import Drift, StoredCert
 from tlsprobe.exporter.pages.senders import senders_section
 from tlsprobe.exporter.state import CanaryState, SenderState
 from tlsprobe.model import CanaryReason, Policy, ProbeError, Reason, Status, TlsInfo
+from tlsprobe.probe.change import classify, leaf_record
 from tlsprobe.probe.send import canary
 from tlsprobe.probe.send.sender import Session, judge_session
 from tlsprobe.probe.smtp.reply import MESSAGE_CHARS
@@ -36,11 +37,25 @@ def states(pki: Hierarchy, trust: TrustStore) -> list[SenderState]:
     good = Session("127.0.0.1", 2525, NOW.timestamp(), helo="r", tls=TLS, chain_der=(leaf.der,))
     plain = Session("127.0.0.1", 2525, NOW.timestamp(), error=ProbeError(Reason.PROTOCOL, "x"))
     ok = judge_session(good, Policy(), trust, now=NOW, name="relay-1")
+    assert ok.leaf is not None
+    leaf_facts = ok.leaf
     failed = judge_session(plain, Policy(), trust, now=NOW, name="relay-2")
     arrived = CanaryState(True, NOW.timestamp(), 1.5, last_success_at=NOW.timestamp())
     missing = CanaryState(False, NOW.timestamp(), None, CanaryReason.MISSING, "late", 0.0)
     return [
-        SenderState(sender("relay-1"), ok, Drift(leaf.sha256, 1.0, 2), 3, arrived),
+        SenderState(
+            sender("relay-1"),
+            ok,
+            Drift(
+                leaf.sha256,
+                1.0,
+                2,
+                StoredCert("ab" * 32, "CN=old", "CN=CA", ("r.test",), 2.0),
+                classify(None, leaf_record(leaf_facts, ok.checks)),
+            ),
+            3,
+            arrived,
+        ),
         SenderState(sender("relay-2"), failed, None, 1, missing, ((CanaryReason.MISSING, 4),)),
     ]
 
@@ -73,6 +88,6 @@ def test_the_status_page_shows_a_huge_canary_refusal_bounded() -> None:
     failed = CanaryState(False, NOW.timestamp(), None, CanaryReason.SUBMIT_REFUSED, refusal)
     colours = dict.fromkeys(Status, "#fff")
     state = SenderState(sender("relay-1"), canary=failed)
-    page = senders_section([state], NOW.timestamp(), colours)
+    page = senders_section([state], NOW.timestamp(), colours).html
     assert len(failed.message) <= MESSAGE_CHARS
     assert "relay refused: 550 xxx" in page and len(page) < 5000

@@ -193,7 +193,7 @@ def test_the_status_page_marks_a_sender_whose_verdict_is_stale(
     sender = SenderConfig("contoso", "relay-1", peers, Policy(), session_expected_within=900)
     state = SenderState(sender, result)
     colours = dict.fromkeys(Status, "#000")
-    fresh = senders_section([state], now.timestamp() + 600, colours)
-    stale = senders_section([state], now.timestamp() + 3900, colours)
+    fresh = senders_section([state], now.timestamp() + 600, colours).html
+    stale = senders_section([state], now.timestamp() + 3900, colours).html
     assert "STALE" not in fresh
     assert "(STALE: none for 1 h 5 min, expected within 15 min)" in stale

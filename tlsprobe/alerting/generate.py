@@ -14,6 +14,9 @@ what must not be written twice or depends on the installation:
   certificate domain and accepted domains (and the connector readiness speaks for, by its
   Exchange name and rule), read by queries at notification time;
 - `@@SEL@@`: the printf selector of the alert's endpoint, for annotation queries;
+- `@@SENDER_DETAIL@@`, `@@SENDER_SEL@@`, `@@SENDER_CERT@@`, `@@SENDER_PREVIOUS@@`,
+  `@@SENDER_FAILING@@`: the same for a sender (its detail view `/sender`, its selector, the
+  client certificate it presents now and the one before, its critical checks);
 - `@@CHANGE_VARS@@`, `@@CHANGE_WHERE@@`, `@@CHANGE_OLD@@`, `@@CHANGE_NEW@@`,
   `@@CHANGE_DETAIL@@`: the drift pages' queries (one alert per tenant, target and new leaf:
   the endpoints serving it, the differences, the old and new certificate, the verdict);
@@ -57,8 +60,16 @@ DETAIL = (
 STATUS_PAGE = _BASE + "{{ $base }}/"
 
 
+SENDER_DETAIL = (
+    _BASE + "{{ $base }}/sender?tenant={{ $labels.tenant | urlquery }}"
+    "&sender={{ $labels.sender | urlquery }}"
+)
+SENDER_SEL = '{tenant=%q,sender=%q}" $labels.tenant $labels.sender'
+
 ENDPOINT_QUERY = 'printf "{metric}@@SEL@@ | query'
 """The query of an endpoint alert's own series of `metric`."""
+SENDER_QUERY = 'printf "{metric}@@SENDER_SEL@@ | query'
+"""The same for a sender alert."""
 
 
 def cert_sentence(info: str, not_after: str, lead: str, select: str = ENDPOINT_QUERY) -> str:
@@ -71,6 +82,27 @@ def cert_sentence(info: str, not_after: str, lead: str, select: str = ENDPOINT_Q
         f"{{{{ with {select.format(metric=not_after)} }}}}, valid until"
         " {{ . | first | value | humanizeTimestamp }}{{ end }}.{{ end }}"
     )
+
+
+SENDER_CERT = cert_sentence(
+    "tlsprobe_sender_cert_info",
+    "tlsprobe_sender_cert_not_after_timestamp_seconds",
+    "It presents now",
+    SENDER_QUERY,
+)
+SENDER_PREVIOUS = cert_sentence(
+    "tlsprobe_sender_cert_previous_info",
+    "tlsprobe_sender_cert_previous_not_after_timestamp_seconds",
+    "Before, it presented",
+    SENDER_QUERY,
+)
+SENDER_FAILING = (
+    '{{ $failing := "" }}{{ range printf "tlsprobe_sender_check_status@@SENDER_SEL@@'
+    ' | query | sortByLabel "check" }}{{ if eq .Value 2.0 }}{{ $failing = printf "%s %s"'
+    " $failing .Labels.check }}{{ end }}{{ end }}{{ if $failing }} Failing checks:{{ $failing"
+    " }}.{{ end }}"
+)
+"""A sentence naming the sender's critical checks, empty when none is."""
 
 
 CERT = cert_sentence("tlsprobe_cert_info", "tlsprobe_cert_not_after_timestamp_seconds", "It serves")
@@ -264,6 +296,11 @@ def render(runbook_base: str = DEFAULT_RUNBOOK_BASE) -> str:
         "FAILING_LIST": FAILING_LIST,
         "CONNECTOR": CONNECTOR,
         "SEL": SEL,
+        "SENDER_DETAIL": SENDER_DETAIL,
+        "SENDER_SEL": SENDER_SEL,
+        "SENDER_CERT": SENDER_CERT,
+        "SENDER_PREVIOUS": SENDER_PREVIOUS,
+        "SENDER_FAILING": SENDER_FAILING,
         "CHANGE_VARS": CHANGE_VARS,
         "CHANGE_WHERE": CHANGE_WHERE,
         "CHANGE_OLD": CHANGE_OLD,

@@ -4,7 +4,8 @@
 exporter is reachable from outside (typically a reverse proxy's). The exporter itself keeps
 serving at `/`; the proxy strips any path prefix. Without it, links use this host's name and
 the listening port, as Prometheus does. The detail view of one endpoint is addressed by its five
-labels, so an alert can build the link from its own labels.
+labels, that of a sender by its two (tenant, sender), so an alert can build the link from its
+own labels.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 
 DETAIL_PATH = "/endpoint"
 ENDPOINT_PARAMS = ("tenant", "target", "host", "address", "port")
+SENDER_PATH = "/sender"
+SENDER_PARAMS = ("tenant", "sender")
 
 
 def parse_external_url(text: str) -> str:
@@ -51,6 +54,11 @@ def detail_query(labels: Sequence[str]) -> str:
 
 def detail_path(labels: Sequence[str]) -> str:
     return f"{DETAIL_PATH}?{detail_query(labels)}"
+
+
+def sender_path(tenant: str, sender: str) -> str:
+    """The detail view of one configured sender (what the sender alerts link to)."""
+    return f"{SENDER_PATH}?" + urllib.parse.urlencode({"tenant": tenant, "sender": sender})
 
 
 def probe_debug_path(tenant: str, target: str) -> str:

@@ -3,8 +3,9 @@
 `SendSide` runs the receiver (`probe.send.receiver`) when the configuration has a `receiver:`
 section, matches every ended session to a configured sender by its peer address, judges the
 client chain (`probe.send.sender.judge_session`, with `same_as_server` against the server probe of
-the sender's `server_target`), records the leaf in the drift history, and keeps the latest
-`SenderState` per sender for `/metrics` and the status page. Sessions from unknown peers are
+the sender's `server_target`), records the leaf in the sender's one drift history (a change is
+a leaf none of its addresses presents now: `presented`), and keeps the latest `SenderState`
+per sender for `/metrics` and the status page. Sessions from unknown peers are
 only counted (refused at RCPT by the receiver, never given a series of their own). Per sender
 with a `canary:`, a task submits a canary every interval; `CanaryBook` pairs arrivals and
 expires the missing. Everything runs on the event loop thread.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from tlsprobe.exporter.config.send import SenderConfig, SendSideConfig
 from tlsprobe.exporter.history.store import Drift, HistoryStore, StateError
+from tlsprobe.exporter.presented import WINDOW, Presented
 from tlsprobe.exporter.state import CanaryState, SenderState
 from tlsprobe.model import ProbeResult
 from tlsprobe.probe.send import canary, receiver
@@ -31,6 +33,8 @@ from tlsprobe.probe.x509.evaluate import TrustStore, TrustStoreError
 
 log = logging.getLogger("tlsprobe.senders")
 
+CANARY_HISTORY = 50
+"""Canary outcomes kept per sender for its detail view."""
 _EXPIRY_TICK = 1.0
 """Seconds between checks for canaries past their deadline."""
 
@@ -77,6 +81,7 @@ class SendSide:
         self._states: dict[tuple[str, str], SenderState] = {
             s.key: SenderState(s) for s in config.senders
         }
+        self._presented: dict[SenderKey, Presented] = {}
         for key, result in restored:
             self._restore(key, result)
         for sender_key, outcome in (canaries or {}).items():
@@ -101,8 +106,7 @@ class SendSide:
             return  # no longer configured
         drift = None
         if self._history is not None and result.leaf is not None:
-            port = self.config.receiver.listen_port
-            drift = self._history.drift(history_key(state.sender, result.address or "", port))
+            drift = self._history.drift(self.history_key(state.sender))
         self._states[state.sender.key] = replace(state, result=result, drift=drift)
 
     async def start(self) -> None:
@@ -151,6 +155,7 @@ class SendSide:
             else SenderState(s)
             for s in config.senders
         }
+        self._presented = {k: v for k, v in self._presented.items() if k in self._states}
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
@@ -184,9 +189,15 @@ class SendSide:
             server_sha256=server,
         )
         state = self._states.get(sender.key) or SenderState(sender)
-        drift = self._observe(sender, result) or state.drift
+        observed = self._observe(sender, result)
+        drift = state.drift
+        if observed is not None:
+            drift, changed = observed
+            if changed:
+                self._log_change(sender, drift)
+        addresses = tuple(self.presented(*sender.key).by_address(result.started_at).items())
         self._states[sender.key] = replace(
-            state, result=result, drift=drift, sessions=state.sessions + 1
+            state, result=result, drift=drift, sessions=state.sessions + 1, addresses=addresses
         )
         if self._on_result is not None:
             self._on_result(result_key(sender), result)
@@ -195,19 +206,69 @@ class SendSide:
             extra={"fields": {"sender": sender.name, "status": result.status.label}},
         )
 
-    def _observe(self, sender: SenderConfig, result: ProbeResult) -> Drift | None:
-        if self._history is None or result.leaf is None:
+    def _log_change(self, sender: SenderConfig, drift: Drift) -> None:
+        change = drift.change
+        fields = {
+            "sender": sender.name,
+            "fingerprint": drift.fingerprint,
+            "change": change.change.value if change else "unknown",
+            "reasons": ",".join(change.reasons) if change else "",
+        }
+        log.info("sender certificate changed", extra={"fields": fields})
+
+    def _observe(self, sender: SenderConfig, result: ProbeResult) -> tuple[Drift, bool] | None:
+        """Record the leaf in the sender's history: a change when no address of the sender
+        presents it now, else a sighting that moves nothing (`replaces=False`). The drift,
+        and whether this session changed it; None without a leaf or a history."""
+        leaf = result.leaf
+        if leaf is None:
             return None
-        key = history_key(sender, result.address or "", self.config.receiver.listen_port)
+        presented = self.presented(*sender.key)
+        at = result.started_at
+        known = presented.presents(leaf.sha256, at)
+        presented.record(result.address or "", leaf.sha256, at)
+        if self._history is None:
+            return None
+        key = self.history_key(sender)
+        before = self._history.drift(key)
         server, bound = sender.server_target, self._issuer_bound
         binds = bool(server and bound and bound(sender.tenant, server))
         try:
-            return self._history.observe(
-                key, result.leaf, result.started_at, result.checks or None, issuer_bound=binds
-            )
+            if known:
+                checks = result.checks or None
+                return self._history.observe(key, leaf, at, checks, replaces=False), False
+            drift = self._history.observe(key, leaf, at, result.checks or None, issuer_bound=binds)
         except StateError as exc:
             log.error("history write failed", extra={"fields": {"error": str(exc)}})
             return None
+        return drift, before is not None and drift.changes_total > before.changes_total
+
+    def presented(self, tenant: str, name: str) -> Presented:
+        """What the sender's addresses present now; seeded from the history at first use."""
+        found = self._presented.get((tenant, name))
+        if found is None:
+            found = self._presented[tenant, name] = Presented(self._recall(tenant, name))
+        return found
+
+    def _recall(self, tenant: str, name: str) -> list[tuple[str, float]]:
+        state = self._states.get((tenant, name))
+        if self._history is None or state is None:
+            return []
+        key = self.history_key(state.sender)
+        try:
+            entries = self._history.timeline(name, tenant=tenant, target=key[1])
+        except StateError:
+            return []
+        now = time.time()
+        return [
+            (e.fingerprint, e.last_seen)
+            for e in sorted(entries, key=lambda e: e.last_seen)
+            if e.key == key and now - e.last_seen < WINDOW
+        ]
+
+    def history_key(self, sender: SenderConfig) -> tuple[str, str, str, str, int]:
+        """The sender's row in the drift history."""
+        return history_key(sender, self.config.receiver.listen_port)
 
     def on_message(self, peer: str, message: smtpserver.Message) -> None:
         outcome = self._book.arrived(message.token, message.received_at)
@@ -266,7 +327,8 @@ class SendSide:
                 "canary failed",
                 extra={"fields": {"sender": key[1], "reason": outcome.reason.value}},
             )
-        self._states[key] = replace(state, canary=current)
+        canaries = (*state.canaries[-(CANARY_HISTORY - 1) :], current)
+        self._states[key] = replace(state, canary=current, canaries=canaries)
         if self._on_canary is not None:
             self._on_canary(key, current)
 
@@ -294,10 +356,11 @@ class SendSide:
         return self._receiver.active_sessions if self._receiver else 0
 
 
-def history_key(sender: SenderConfig, peer: str, port: int) -> tuple[str, str, str, str, int]:
+def history_key(sender: SenderConfig, port: int) -> tuple[str, str, str, str, int]:
     """Sender certificates share the drift history with servers; `tlsprobe history NAME`
-    finds them by the sender's name (the host column), the target column says `sender:`."""
-    return (sender.tenant, f"{SENDER_TARGET}{sender.name}", sender.name, peer, port)
+    finds them by the sender's name (the host column), the target column says `sender:`.
+    One row per sender, whatever address it sends from (no address: `?:PORT` in the CLI)."""
+    return (sender.tenant, f"{SENDER_TARGET}{sender.name}", sender.name, "", port)
 
 
 def result_key(sender: SenderConfig) -> ResultKey:

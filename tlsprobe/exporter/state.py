@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from tlsprobe.exporter.config import TargetConfig
 from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.history.store import Drift
-from tlsprobe.model import CanaryReason, EndpointKey, ProbeResult
+from tlsprobe.model import CanaryReason, EndpointKey, ProbeResult, Status
 from tlsprobe.probe.smtp.reply import MESSAGE_CHARS, clip
 from tlsprobe.probe.software import MailServer, identify
 
@@ -75,6 +75,19 @@ class SenderState:
     sessions: int = 0
     canary: CanaryState | None = None
     canary_failures: tuple[tuple[CanaryReason, int], ...] = ()
+    addresses: tuple[tuple[str, str], ...] = ()
+    """(address, leaf SHA-256) each address of the sender presented last (`presented`)."""
+    canaries: tuple[CanaryState, ...] = ()
+    """The latest canary outcomes, newest last (at most `CANARY_HISTORY` of `senders`; since
+    start)."""
+
+    @property
+    def status(self) -> Status:
+        """The sender as the pages show it: its client certificate's verdict, and critical
+        while its last canary failed (mail through the relay is probably stuck)."""
+        if self.canary is not None and not self.canary.success:
+            return Status.CRITICAL
+        return self.result.status if self.result is not None else Status.UNKNOWN
 
 
 def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:

@@ -44,6 +44,7 @@ __all__ = [
     "MetricDef",
     "Sample",
     "TextRenderer",
+    "clip",
     "endpoint_samples",
     "facts_lines",
     "facts_samples",
@@ -341,3 +342,8 @@ _MAX_LABEL = 256
 
 def _clip(text: str) -> str:
     return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
+
+
+clip = _clip
+"""A label value taken from a certificate, cut to `_MAX_LABEL` characters (the send side's
+series use it too)."""

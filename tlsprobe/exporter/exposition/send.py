@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from tlsprobe.exporter.exposition.metrics import Sample
+from tlsprobe.exporter.exposition.metrics import Sample, clip
 from tlsprobe.exporter.senders import SendSide
 from tlsprobe.exporter.state import SenderState
 
@@ -36,11 +36,31 @@ def sender_samples(state: SenderState) -> Iterator[Sample]:
             not_after = leaf.not_after.timestamp()
             yield "tlsprobe_sender_cert_not_after_timestamp_seconds", base, not_after
             names = ",".join(leaf.dns_names)
-            info = (*base, leaf.sha256, leaf.subject, leaf.issuer, leaf.serial, names)
+            info = (*base, leaf.sha256, *map(clip, (leaf.subject, leaf.issuer, leaf.serial, names)))
             yield "tlsprobe_sender_cert_info", info, 1.0
-    if state.drift is not None:
-        yield "tlsprobe_sender_cert_changes", base, float(state.drift.changes_total)
+    yield from _drift_samples(state, base)
     yield from _canary_samples(state, base)
+
+
+def _drift_samples(state: SenderState, base: tuple[str, str]) -> Iterator[Sample]:
+    drift = state.drift
+    if drift is None:
+        return
+    yield "tlsprobe_sender_cert_changes", base, float(drift.changes_total)
+    yield "tlsprobe_sender_cert_last_change_timestamp_seconds", base, drift.since
+    previous = drift.previous
+    if previous is not None:
+        names = ",".join(previous.names)
+        old = (*base, previous.fingerprint, *map(clip, (previous.subject, previous.issuer, names)))
+        yield "tlsprobe_sender_cert_previous_info", old, 1.0
+        not_after = previous.not_after
+        yield "tlsprobe_sender_cert_previous_not_after_timestamp_seconds", base, not_after
+    change = drift.change
+    if change is not None and drift.changes_total:
+        reasons = ",".join(change.reasons)
+        target = state.sender.server_target or ""
+        info = (*base, target, drift.fingerprint, change.change.value, reasons, clip(change.text))
+        yield "tlsprobe_sender_cert_change_info", info, 1.0
 
 
 def _canary_samples(state: SenderState, base: tuple[str, str]) -> Iterator[Sample]:

@@ -83,8 +83,35 @@ SEND_SIDE_METRICS: tuple[MetricDef, ...] = (
     ),
     _s(
         "sender_cert_changes",
-        "Client leaf changes seen; persisted across restarts.",
+        "Client leaf changes of the sender (a leaf none of its addresses presented); "
+        "persisted across restarts.",
         kind="counter",
+    ),
+    _s(
+        "sender_cert_last_change_timestamp_seconds",
+        "When the sender's newest client leaf was first seen.",
+    ),
+    _s(
+        "sender_cert_previous_info",
+        "The client leaf the sender presented before its newest one.",
+        "fingerprint_sha256",
+        "subject",
+        "issuer",
+        "names",
+    ),
+    _s(
+        "sender_cert_previous_not_after_timestamp_seconds",
+        "notAfter of the client leaf the sender presented before.",
+    ),
+    _s(
+        "sender_cert_change_info",
+        "The sender's latest leaf change: its new leaf, the server target of the same relay, "
+        "renewal or risky, the risky reasons comma-joined and in words.",
+        "target",
+        "fingerprint_sha256",
+        "change",
+        "reasons",
+        "detail",
     ),
     _s("sender_last_session_timestamp_seconds", "Unix time of the sender's last session."),
     _s("sender_sessions", "Sessions received from the sender since start.", kind="counter"),

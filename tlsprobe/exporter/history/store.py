@@ -199,16 +199,28 @@ class HistoryStore:
         seen_at: float,
         checks: tuple[Check, ...] | None = None,
         *,
+        replaces: bool = True,
         issuer_bound: bool = False,
     ) -> Drift:
         """Record that `key` served `leaf` at `seen_at`, judged `checks` (None: not judged);
         returns the endpoint's new drift, whose `change` classifies a change of leaf against
         the old leaf and the verdict it last had (both kept across restarts). `issuer_bound`:
-        a connector names the certificate by its issuer (`probe.change.classify`)."""
+        a connector names the certificate by its issuer (`probe.change.classify`).
+
+        `replaces=False`: another leaf than the current one was seen without replacing it (a
+        sender's other node, still presenting a leaf the sender presents: `presented`); its
+        served row moves on, the drift and the verdict the next change is classified against
+        stay."""
         with self._lock:
             if self._closed:
                 raise StateError(f"{self.path}: history store is closed")
             previous = self._drift.get(key) or self._recall(key)
+            if not replaces and previous is not None and previous.fingerprint != leaf.sha256:
+                self._drift[key] = previous
+                self._pending.add_cert(leaf)
+                self._pending.see(key, leaf.sha256, seen_at)
+                self._maybe_flush(urgent=False)
+                return previous
             urgent = previous is None or previous.fingerprint != leaf.sha256
             if previous is None:
                 current = Drift(leaf.sha256, seen_at, 0)

@@ -13,11 +13,18 @@ import time
 from collections.abc import Mapping, Sequence
 
 from tlsprobe.exporter import links
-from tlsprobe.exporter.history.store import ChangeEvent, HistoryStore, TimelineEntry
+from tlsprobe.exporter.history.store import ChangeEvent, Drift, HistoryStore, TimelineEntry
 from tlsprobe.exporter.history.timeline import Change, Span, changes, spans
 from tlsprobe.exporter.pages.status import STATUS_COLOURS, STYLE, age, change_words, when
 from tlsprobe.exporter.state import EndpointState
-from tlsprobe.model import UNREADABLE, CertFacts, CertPart, EndpointKey, readable_time
+from tlsprobe.model import (
+    UNREADABLE,
+    CertFacts,
+    CertPart,
+    EndpointKey,
+    ProbeResult,
+    readable_time,
+)
 from tlsprobe.probe.change import Change as ChangeClassified
 
 e = html.escape
@@ -25,22 +32,28 @@ e = html.escape
 
 def detail_page(state: EndpointState, history: HistoryStore | None, started_at: float) -> str:
     """The detail view with the endpoint's history read from the store (blocking: a thread)."""
-    served: list[TimelineEntry] = []
-    events: list[ChangeEvent] = []
-    classes: dict[tuple[EndpointKey, float], ChangeClassified] = {}
-    if history is not None:
-        tenant, target, host, address, port = state.label_values
-        key = (tenant, target, host, address, int(port))
-        served = [
-            entry
-            for entry in history.timeline(host, tenant=tenant, target=target)
-            if entry.key == key
-        ]
-        events = history.change_events(key)
-        classes = history.change_classes(key)
-    return detail_html(
-        state, spans(served, events), changes(events), time.time(), started_at, classes=classes
-    )
+    tenant, target, host, address, port = state.label_values
+    key = (tenant, target, host, address, int(port))
+    timeline, events, classes = read_history(history, key)
+    return detail_html(state, timeline, events, time.time(), started_at, classes=classes)
+
+
+Classes = dict[tuple[EndpointKey, float], ChangeClassified]
+
+
+def read_history(
+    history: HistoryStore | None, key: EndpointKey
+) -> tuple[list[Span], list[Change], Classes]:
+    """One history row's spans, changes and the class of each change (blocking: a thread);
+    none without a history."""
+    if history is None:
+        return [], [], {}
+    tenant, target, host, _, _ = key
+    served: list[TimelineEntry] = [
+        entry for entry in history.timeline(host, tenant=tenant, target=target) if entry.key == key
+    ]
+    events: list[ChangeEvent] = history.change_events(key)
+    return spans(served, events), changes(events), history.change_classes(key)
 
 
 def detail_html(
@@ -58,26 +71,32 @@ def detail_html(
     title = f"{tenant}/{target}: {host} at {address}:{port}"
     colour = STATUS_COLOURS[result.status]
     parts = [
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}'
-        f'</title>\n{STYLE}</head><body>\n<p><a href="/">&larr; all endpoints</a></p>\n'
-        f"<h1>{e(title)}</h1>\n",
+        page_head(title),
         f'<p>Status <b style="color:#fff;background:{colour};padding:0 6px">'
         f"{result.status.name}</b>; Exchange Online {e(result.readiness)}. "
         f"Last probe {when(result.started_at)}"
         f" ({age(now - result.started_at)}{restored}); page generated {when(now)}.</p>\n",
         f'<p><a href="{e(links.probe_debug_path(tenant, target))}">Probe again now, with the'
         " SMTP transcript</a> (<code>/probe?debug=true</code>)</p>\n",
-        _checks(state),
-        _chain(result.chain, now),
-        _history(spans, changes, state.key, classes or {}),
+        checks_html(result),
+        chain_html(result.chain, now),
+        history_html(spans, changes, state.key, classes or {}),
         _latest_change(state),
         "</body></html>\n",
     ]
     return "".join(parts)
 
 
-def _checks(state: EndpointState) -> str:
-    result = state.result
+def page_head(title: str) -> str:
+    """The document up to and including the `<h1>`, with the way back to the status page."""
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}'
+        f'</title>\n{STYLE}</head><body>\n<p><a href="/">&larr; all endpoints</a></p>\n'
+        f"<h1>{e(title)}</h1>\n"
+    )
+
+
+def checks_html(result: ProbeResult) -> str:
     rows = [
         f"<tr><td>{e(c.name)}</td><td>{c.status.name}</td><td>{e(c.message)}</td>"
         f"<td>{e(c.symptom) or '-'}</td></tr>"
@@ -100,7 +119,8 @@ def _checks(state: EndpointState) -> str:
     return f"<h2>Checks</h2>\n{error}{tls}{table}\n"
 
 
-def _chain(chain: Sequence[CertFacts], now: float) -> str:
+def chain_html(chain: Sequence[CertFacts], now: float, *, sender: str = "the server") -> str:
+    """The chain in the order `sender` sent it (0 is the leaf)."""
     if not chain:
         return "<h2>Chain as sent</h2>\n<p>No certificate was received.</p>\n"
     rows = []
@@ -120,7 +140,7 @@ def _chain(chain: Sequence[CertFacts], now: float) -> str:
             f"<td><code>{e(cert.sha256)}</code><br><small>serial {e(cert.serial)}</small></td></tr>"
         )
     return (
-        "<h2>Chain as sent</h2>\n<p>In the order the server sent it (0 is the leaf).</p>\n"
+        f"<h2>Chain as sent</h2>\n<p>In the order {sender} sent it (0 is the leaf).</p>\n"
         "<table><thead><tr><th>#</th><th>Subject</th><th>Names</th><th>Valid</th><th>Key</th>"
         "<th>SHA-256</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>\n"
     )
@@ -135,13 +155,17 @@ def _classified(change: ChangeClassified | None) -> str:
 
 
 def _latest_change(state: EndpointState) -> str:
-    drift = state.drift
+    return latest_change_html(state.drift)
+
+
+def latest_change_html(drift: Drift | None) -> str:
+    """How the latest change was classified, and whether it paged; empty before one."""
     if drift is None or drift.change is None or not drift.changes_total:
         return ""
     return f"<p>Latest change ({when(drift.since)}): {change_words(drift.change)}.</p>\n"
 
 
-def _history(
+def history_html(
     spans: Sequence[Span],
     changes: Sequence[Change],
     key: EndpointKey,

@@ -51,6 +51,19 @@ def age(seconds: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Section:
+    """A table of other rows below the endpoints' (the senders', the cross-tenant findings'):
+    its HTML, and the status of each of its rows, which the page header counts with the
+    endpoints'."""
+
+    html: str
+    statuses: tuple[Status, ...]
+
+
+Sections = Callable[[], Sequence[Section]]
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     """What a cell needs beyond the endpoint's state."""
 
@@ -209,9 +222,10 @@ class StatusPage:
         now: float,
         started_at: float,
         maintenance: Callable[[], Mapping[tuple[str, str], float]] = dict,
+        sections: Sections = tuple,
     ) -> bytes:
-        """The page; `snapshot` and `maintenance` (the targets in an open window, see
-        `Context`) are called only when the page is rebuilt."""
+        """The page; `snapshot`, `maintenance` (the targets in an open window, see `Context`)
+        and `sections` are called only when the page is rebuilt."""
         if self._page is not None and 0 <= now - self._page[0] < PAGE_TTL:
             return self._page[1]
         states = snapshot()
@@ -223,7 +237,7 @@ class StatusPage:
             live = {key for (_, key), _ in keyed}
             for key in [k for k in self._rows if k not in live]:
                 del self._rows[key]
-        body = _page(self.columns, rows, states, now)
+        body = _page(self.columns, rows, states, now, sections())
         self._page = (now, body)
         return body
 
@@ -239,12 +253,18 @@ class StatusPage:
 
 
 def _page(
-    columns: Sequence[Column], rows: list[bytes], states: Sequence[EndpointState], now: float
+    columns: Sequence[Column],
+    rows: list[bytes],
+    states: Sequence[EndpointState],
+    now: float,
+    sections: Sequence[Section] = (),
 ) -> bytes:
     """The page in one join of the cached rows, encoded when they were rendered: at 50,000
     endpoints the body is about 100 MB, and each copy of it (a str join, the page around it,
-    the encoding) cost more than the rest of the page."""
+    the encoding) cost more than the rest of the page. The header counts the `sections`' rows
+    with the endpoints'."""
     counts = Counter(s.result.status for s in states)
+    counts.update(status for section in sections for status in section.statuses)
     summary = ", ".join(f"{counts[s]} {s.label}" for s in Status if counts[s]) or "no endpoints yet"
     header = "".join(f"<th>{e(c.header)}</th>" for c in columns)
     empty = (
@@ -256,7 +276,7 @@ def _page(
         f"<p><small>{PAGING_NOTE}</small></p>\n"
         f"<table><thead><tr>{header}</tr></thead>\n<tbody>\n"
     )
-    bottom = "</tbody></table></body></html>\n"
+    bottom = "</tbody></table>" + "".join(section.html for section in sections) + "</body></html>\n"
     return b"".join([top.encode(), *(rows or [empty.encode()]), bottom.encode()])
 
 

@@ -1,4 +1,4 @@
-"""HTTP: /metrics, /probe, /-/healthy, /-/ready, /-/reload, status page.
+"""HTTP: /metrics, /probe, /-/healthy, /-/ready, /-/reload, status page, detail views.
 
 aiohttp serves on its own thread and loop (`thread`), apart from the scheduler's: a scrape
 reads snapshots of the in-memory results, and what acts on the probing side goes through
@@ -40,8 +40,9 @@ from tlsprobe.exporter.exposition.send import send_side_samples
 from tlsprobe.exporter.exposition.table import Sample
 from tlsprobe.exporter.history.store import HistoryStore
 from tlsprobe.exporter.pages.detail import detail_page
+from tlsprobe.exporter.pages.sender_detail import sender_page
 from tlsprobe.exporter.pages.senders import senders_section
-from tlsprobe.exporter.pages.status import STATUS_COLOURS, StatusPage
+from tlsprobe.exporter.pages.status import STATUS_COLOURS, Section, StatusPage
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.senders import SendSide
 from tlsprobe.exporter.state import state_for
@@ -148,6 +149,7 @@ class WebApp:
         app.router.add_put("/-/reload", self.reload)
         app.router.add_get("/", self.status_page)
         app.router.add_get(links.DETAIL_PATH, self.detail)
+        app.router.add_get(links.SENDER_PATH, self.sender_detail)
         # aiohttp before 3.13 declares its signals for aiosignal 1.3's generic; with 1.4 a
         # coroutine function does not type-check there (it runs alike on every version).
         app.on_shutdown.append(self._cancel_probes)  # type: ignore[arg-type,unused-ignore]
@@ -311,16 +313,19 @@ class WebApp:
 
     async def status_page(self, request: web.Request) -> web.StreamResponse:
         snapshot = self.exporter.results.snapshot
+        now = time.time()
+
+        def sections() -> list[Section]:  # below the servers' table: the send side's own
+            side = self.exporter.send_side
+            below = [senders_section(side.snapshot(), now, STATUS_COLOURS)] if side else []
+            found = attribution.section(self._attribution())
+            if found:  # cross-tenant findings: critical in their own words, not counted
+                below.append(Section(found, ()))
+            return below
+
         body = self.status.render(
-            snapshot, time.time(), self.exporter.started_at, self._maintenance_open
+            snapshot, now, self.exporter.started_at, self._maintenance_open, sections
         )
-        side = self.exporter.send_side
-        if side is not None:  # the send side's own section, beside the servers' table
-            section = senders_section(side.snapshot(), time.time(), STATUS_COLOURS)
-            body = body.replace(b"</body>", section.encode() + b"</body>")
-        found = attribution.section(self._attribution())
-        if found:
-            body = body.replace(b"</body>", found.encode() + b"</body>")
         return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     def _maintenance(self) -> dict[tuple[str, str], float | None]:
@@ -354,6 +359,21 @@ class WebApp:
             return web.Response(status=404, text="no such endpoint (it may have left the zone)\n")
         page = await asyncio.to_thread(
             detail_page, state, self.exporter.history, self.exporter.started_at
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def sender_detail(self, request: web.Request) -> web.StreamResponse:
+        tenant, name = (request.query.get(p, "")[:300] for p in links.SENDER_PARAMS)
+        side = self.exporter.send_side
+        state = next(
+            (s for s in (side.snapshot() if side else ()) if s.sender.key == (tenant, name)),
+            None,
+        )
+        if side is None or state is None:
+            return web.Response(status=404, text="no such sender (not configured now)\n")
+        key = side.history_key(state.sender)
+        page = await asyncio.to_thread(
+            sender_page, state, self.exporter.history, key, self.exporter.started_at
         )
         return web.Response(text=page, content_type="text/html")
 
