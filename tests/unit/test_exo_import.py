@@ -27,7 +27,7 @@ ACCEPTED = [
 INBOUND = {  # one connector: ConvertTo-Json writes the object, not a list
     "Name": "From contoso relay",
     "Enabled": True,
-    "ConnectorType": 2,
+    "ConnectorType": 1,  # TenantConnectorType.OnPremises
     "TlsSenderCertificateName": "*.contoso.test",
     "RestrictDomainsToCertificate": True,
     "RequireTls": True,
@@ -194,6 +194,43 @@ def test_objects_for_typed_values_and_numbers_for_tls_settings(tmp_path: Path) -
     assert exports.read_exports([path]).accepted[0].name == "contoso.test"
 
 
+def test_connector_types_as_numbers_are_exchanges_numbers(tmp_path: Path) -> None:
+    """ConvertTo-Json without -EnumsAsStrings writes TenantConnectorType as its number:
+    OnPremises = 1, Partner = 2 (Microsoft.Exchange.Data.TenantConnectorType). An OnPremises
+    connector is imported as the rule, a Partner one only reported, never the other way round."""
+    inbound = [
+        {"Name": "On-prem relay", "ConnectorType": 1, "TlsSenderCertificateName": "*.contoso.test"},
+        {"Name": "Partner in", "ConnectorType": 2, "TlsSenderCertificateName": "mx.partner.test"},
+    ]
+    outbound = [
+        {
+            "Name": "To on-prem",
+            "ConnectorType": 1,
+            "SmartHosts": "relay.contoso.test",
+            "TlsSettings": 4,
+            "TlsDomain": "*.contoso.test",
+        },
+        {
+            "Name": "To partner",
+            "ConnectorType": 2,
+            "SmartHosts": "mx.partner.test",
+            "TlsSettings": 1,
+        },
+    ]
+    export = exports.read_exports(
+        [write_json(tmp_path / "i.json", inbound), write_json(tmp_path / "o.json", outbound)]
+    )
+    assert [c.connector_type for c in export.inbound] == ["OnPremises", "Partner"]
+    assert [c.connector_type for c in export.outbound] == ["OnPremises", "Partner"]
+    plan = tenantfile.plan(export)
+    assert plan.block["inbound_connector"] == "On-prem relay"
+    assert plan.block["certificate_domain"] == "*.contoso.test"
+    assert [o["name"] for o in plan.block["outbound_connectors"]] == ["To on-prem"]
+    assert plan.block["targets"] == [{"host": "relay.contoso.test"}]
+    assert any("'Partner in': Partner connector" in n for n in plan.notes)
+    assert any("'To partner': Partner connector" in n for n in plan.notes)
+
+
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
@@ -213,11 +250,11 @@ def test_objects_for_typed_values_and_numbers_for_tls_settings(tmp_path: Path) -
         (
             "enum.json",
             {"Name": "x", "ConnectorType": 7, "SmartHosts": "sec-ret.test"},
-            "enum.json: record 1: ConnectorType: must be one of Partner, OnPremises",
+            "enum.json: record 1: ConnectorType: must be one of OnPremises, Partner",
         ),
         (
             "pattern.json",
-            {"Name": "x", "ConnectorType": 2, "TlsSenderCertificateName": "a.*.secret.test"},
+            {"Name": "x", "ConnectorType": 1, "TlsSenderCertificateName": "a.*.secret.test"},
             "pattern.json: record 1: TlsSenderCertificateName: not a valid name or *.domain",
         ),
         (

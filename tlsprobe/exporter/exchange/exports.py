@@ -41,15 +41,19 @@ MAX_TEXT: Final = 512
 ACCEPTED, INBOUND, OUTBOUND = "accepted domain", "inbound connector", "outbound connector"
 
 DOMAIN_TYPES: Final = {0: "Authoritative", 1: "ExternalRelay", 2: "InternalRelay"}
-"""`AcceptedDomainType` as `ConvertTo-Json` writes it without `-EnumsAsStrings`."""
-CONNECTOR_TYPES: Final = {1: "Partner", 2: "OnPremises"}
-"""`TenantConnectorType` as a number (use `-EnumsAsStrings` where in doubt)."""
+"""`AcceptedDomainType` (Microsoft.Exchange.Data.Directory.SystemConfiguration) as
+`ConvertTo-Json` writes it without `-EnumsAsStrings`: Authoritative, ExternalRelay,
+InternalRelay, numbered from 0."""
+CONNECTOR_TYPES: Final = {1: "OnPremises", 2: "Partner"}
+"""`TenantConnectorType` (Microsoft.Exchange.Data) as a number: `OnPremises = 1`, then
+`Partner` (2)."""
 TLS_SETTINGS: Final = {
     1: TlsSettings.ENCRYPTION_ONLY,
     2: TlsSettings.CERTIFICATE_VALIDATION,
     4: TlsSettings.DOMAIN_VALIDATION,
 }
-"""`TlsAuthLevel` as a number."""
+"""`TlsAuthLevel` (Microsoft.Exchange.Data) as a number: `EncryptionOnly = 1`,
+`CertificateValidation` (2), `DomainValidation = 4`."""
 
 _KINDS = (
     (ACCEPTED, ("domainname",)),
