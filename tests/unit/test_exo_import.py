@@ -469,3 +469,40 @@ def test_a_name_that_merely_starts_like_a_namespace_is_a_name(tmp_path: Path) ->
     }
     export = exports.read_exports([write_json(tmp_path / "o.json", data)])
     assert export.outbound[0].name == "Microsoft.Relay"
+
+
+@pytest.mark.parametrize("what", ["main file", "own file", "link", "missing main file"])
+def test_write_never_replaces_a_file_it_did_not_write(
+    tmp_path: Path, export_files: list[Path], capsys: pytest.CaptureFixture[str], what: str
+) -> None:
+    """--tenant-file naming the main configuration, a file of the user's, or a link is
+    refused (exit 2, nothing written): `--write` replaces only a tenant file it wrote itself."""
+    config = tmp_path / "tlsprobe.yml"
+    main_text = MAIN.replace("    exchange_online: exo/contoso.yml\n", "")  # --tenant-file counts
+    assert main_text != MAIN
+    config.write_text(main_text)
+    precious = tmp_path / "notes.yml"
+    precious.write_text("# mine\nkeep: me\n")
+    tenant_file: Path = {"main file": config, "own file": precious}.get(what, tmp_path / "l.yml")
+    if what == "link":
+        tenant_file.symlink_to(precious)
+    if what == "missing main file":
+        config.unlink()
+        tenant_file = config
+    argv = ("--tenant", "contoso", "--config", config, "--tenant-file", tenant_file)
+    assert run(*argv, "--write", *export_files) == 2
+    err = capsys.readouterr().err
+    assert f"tenant file {tenant_file} " in err
+    assert precious.read_text() == "# mine\nkeep: me\n"
+    if what == "missing main file":
+        assert not config.exists()
+    else:
+        assert config.read_text() == main_text
+    if what == "link":
+        assert tenant_file.is_symlink()
+    # its own tenant file it rewrites: an import, then the same import again
+    mine = tmp_path / "exo" / "mine.yml"
+    argv = ("--tenant", "contoso", "--config", config, "--tenant-file", mine)
+    assert run(*argv, "--write", *export_files) == 0
+    assert run(*argv, "--write", *export_files) == 0
+    assert mine.read_text().startswith("# Written by `tlsprobe import-exo`")

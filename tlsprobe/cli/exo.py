@@ -95,6 +95,9 @@ def _report(tenant: str, diffs: list[str]) -> int:
 
 
 def _write(tenant: str, config: Path, target: Path, path: Path, *, text: str, named: bool) -> int:
+    refused = tenantfile.refuse_to_replace(path, config)
+    if refused is not None:
+        return _fail(f"tenant file {path} {refused}")
     tenantfile.write_atomically(path, text)
     print(f"wrote {path}")
     if not config.exists():
