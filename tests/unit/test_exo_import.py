@@ -194,6 +194,34 @@ def test_objects_for_typed_values_and_numbers_for_tls_settings(tmp_path: Path) -
     assert exports.read_exports([path]).accepted[0].name == "contoso.test"
 
 
+def test_smart_hosts_as_convertto_json_writes_smarthost_objects(tmp_path: Path) -> None:
+    """A SmartHost serializes as Address (an IPAddress, null for a host name), IsIPAddress and
+    Domain (a Hostname: {HostnameString}, or its text past -Depth): every shape is a smart host,
+    none is dropped without a word."""
+    hosts = [
+        {"Address": None, "IsIPAddress": False, "Domain": {"HostnameString": "relay.contoso.test"}},
+        {"Address": None, "IsIPAddress": False, "Domain": "relay2.contoso.test"},
+        {
+            "Address": {"AddressFamily": 2, "Address": 16777343, "IPAddressToString": "127.0.0.1"},
+            "IsIPAddress": True,
+            "Domain": None,
+        },
+    ]
+    wildcard = {"Address": "*.contoso.test", "IncludeSubDomains": True, "Domain": "contoso.test"}
+    data = {
+        "Name": "To contoso",
+        "ConnectorType": "OnPremises",
+        "SmartHosts": hosts,
+        "RecipientDomains": [wildcard],
+        "TlsSettings": "DomainValidation",
+        "TlsDomain": wildcard,
+    }
+    (connector,) = exports.read_exports([write_json(tmp_path / "o.json", data)]).outbound
+    assert connector.smart_hosts == ("relay.contoso.test", "relay2.contoso.test", "127.0.0.1")
+    assert connector.recipient_domains == ("*.contoso.test",)
+    assert connector.tls_domain == "*.contoso.test"
+
+
 def test_connector_types_as_numbers_are_exchanges_numbers(tmp_path: Path) -> None:
     """ConvertTo-Json without -EnumsAsStrings writes TenantConnectorType as its number:
     OnPremises = 1, Partner = 2 (Microsoft.Exchange.Data.TenantConnectorType). An OnPremises

@@ -283,13 +283,20 @@ class Record:
             raise self.error(prop, str(exc)) from None
 
 
+_NAME_KEYS = ("ipaddresstostring", "address", "hostnamestring", "domain", "value")
+"""Where an object `ConvertTo-Json` wrote for a typed value keeps its name, first present and
+not null wins: SmtpDomainWithSubdomains `Address` (`*.contoso.com`, where `Domain` drops the
+`*.`); SmartHost `Address` (an IPAddress: its `IPAddressToString`) or, for a host name,
+`Address: null` and `Domain` (a Hostname: `HostnameString`, or its text past `-Depth`)."""
+
+
 def _scalar(value: object) -> object:
     """An object PowerShell wrote for a typed value (SmtpDomain, SmartHost): its name."""
-    for _ in range(3):
+    for _ in range(4):
         if not isinstance(value, dict):
             return value
         lowered = {str(k).casefold(): v for k, v in value.items()}
-        value = next((lowered[k] for k in ("address", "domain", "value") if k in lowered), None)
+        value = next((lowered[k] for k in _NAME_KEYS if lowered.get(k) is not None), None)
     return value
 
 
