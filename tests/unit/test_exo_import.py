@@ -316,6 +316,31 @@ def test_windows_powershell_csv_of_a_list_says_to_join_it(tmp_path: Path) -> Non
     assert str(caught.value).startswith(f"{path}: record 1: SmartHosts: holds a .NET type name")
 
 
+def test_a_dsc_resource_quoted_in_a_value_is_text_not_a_block(tmp_path: Path) -> None:
+    """A Comment that quotes a resource (an admin's note of the connector it replaced) is the
+    Comment's text: no phantom connector, no target for its smart host."""
+    path = tmp_path / "M365TenantConfig.ps1"
+    path.write_text(
+        "Configuration M365TenantConfig\n{\n    Node localhost\n    {\n"
+        '        EXOOutboundConnector "EXOOutboundConnector-To on-prem"\n        {\n'
+        "            Comment       = \"was: EXOOutboundConnector 'Old' { Identity = 'Old route'; "
+        "ConnectorType = 'OnPremises'; SmartHosts = @('old.contoso.test'); "
+        "TlsSettings = 'EncryptionOnly' }\";\n"
+        '            ConnectorType = "OnPremises";\n'
+        '            Identity      = "To on-prem";\n'
+        '            SmartHosts    = @("onprem.contoso.test");\n'
+        '            TlsSettings   = "DomainValidation";\n'
+        "        }\n"
+        '        EXOAcceptedDomain "EXOAcceptedDomain-contoso.test"\n        {\n'
+        '            DomainType = "Authoritative";\n            Identity = "contoso.test";\n'
+        "        }\n    }\n}\n"
+    )
+    export = exports.read_exports([path])
+    assert [o.name for o in export.outbound] == ["To on-prem"]
+    assert [a.name for a in export.accepted] == ["contoso.test"]  # the block after it still is
+    assert tenantfile.plan(export).block["targets"] == [{"host": "onprem.contoso.test"}]
+
+
 def test_dsc_block_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     path = tmp_path / "c.ps1"
     path.write_text('EXOOutboundConnector "x"\n{\n  Identity = "x"\n  TlsSettings = Get-It\n')
