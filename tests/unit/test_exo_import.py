@@ -559,3 +559,23 @@ def test_write_never_replaces_a_file_it_did_not_write(
     assert run(*argv, "--write", *export_files) == 0
     assert run(*argv, "--write", *export_files) == 0
     assert mine.read_text().startswith("# Written by `tlsprobe import-exo`")
+
+
+def test_a_huge_joined_value_is_not_split_whole(tmp_path: Path) -> None:
+    """A multi-valued property as one comma-joined text of nearly 8 MiB (under the file bound):
+    the values are taken one at a time up to the 1,000-value bound, never all split into a
+    list first (which held 1.4 million strings: 93 MB at peak for the 8 MiB file)."""
+    import tracemalloc
+
+    joined = ",".join(f"h{i}" for i in range(1_400_000))[: exports.MAX_EXPORT_BYTES - 200]
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps({"Name": "x", "ConnectorType": "OnPremises", "SmartHosts": joined}))
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExportError, match=r"record 1: SmartHosts: more than 1000 values"):
+            exports.read_exports([path])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * size  # the text and its JSON parse; 11 times the file before

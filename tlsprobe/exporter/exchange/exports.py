@@ -60,7 +60,8 @@ _KINDS = (
     (INBOUND, ("tlssendercertificatename", "restrictdomainstocertificate", "senderipaddresses")),
     (OUTBOUND, ("smarthosts", "tlssettings", "usemxrecord", "recipientdomains", "tlsdomain")),
 )
-_SPLIT = re.compile(r"[,\s]+")
+_PART = re.compile(r"[^,\s]+")
+"""One value of a multi-valued property written as text: separated by commas or white space."""
 _DOTNET = re.compile(r"^(System|Microsoft)\.\S*(`\d|Collections|MultiValuedProperty|\[)|^@\{")
 """What PowerShell writes for a value it did not expand: a .NET collection's type name
 (`Export-Csv` of a list), `@{...}` (`ConvertTo-Json` past its `-Depth`)."""
@@ -274,9 +275,11 @@ class Record:
                 continue
             if not isinstance(text, str):
                 raise self.error(prop, "must be names")
-            out.extend(p for p in _SPLIT.split(text) if p)
-            if len(out) > MAX_ITEMS:
-                raise self.error(prop, f"more than {MAX_ITEMS} values")
+            # Taken one at a time up to the bound: an 8 MiB joined value is never split whole.
+            for part in _PART.finditer(text):
+                out.append(part.group())
+                if len(out) > MAX_ITEMS:
+                    raise self.error(prop, f"more than {MAX_ITEMS} values")
         try:
             return tuple(dict.fromkeys(check(_address_space(v)) for v in out))
         except ValueError as exc:
