@@ -512,6 +512,11 @@ def test_validate_config_compares_with_the_exports_for_ci(
     argv = ["validate-config", str(config), "--tenant", "contoso", "--exo", str(drifted)]
     assert main([*argv, *map(str, export_files[1:])]) == 1
     assert "accepted domain removed: 'fabrikam.test'" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert main(["validate-config", str(config), "--exo", str(bad)]) == 2
+    # the command the CI step ran, not import-exo
+    assert f"tlsprobe validate-config: {bad}: not JSON" in capsys.readouterr().err
 
 
 def test_a_name_that_merely_starts_like_a_namespace_is_a_name(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def drift(config: Path, tenant: str, paths: list[str]) -> int:
     try:
         found = _compare(config, tenant, paths, None)
     except _Unusable as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), "tlsprobe validate-config")
     return _report(tenant, found.diffs)
 
 
@@ -146,6 +146,6 @@ def _current(section: dict[str, Any], tenant_file: Path | None) -> dict[str, Any
     return current
 
 
-def _fail(message: str) -> int:
-    print(f"tlsprobe import-exo: {message}", file=sys.stderr)
+def _fail(message: str, command: str = "tlsprobe import-exo") -> int:
+    print(f"{command}: {message}", file=sys.stderr)
     return UNUSABLE
