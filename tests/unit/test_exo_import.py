@@ -584,3 +584,19 @@ def test_a_huge_joined_value_is_not_split_whole(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 3 * size  # the text and its JSON parse; 11 times the file before
+
+
+def test_a_tenant_file_other_than_the_one_configured_is_refused(
+    tmp_path: Path, export_files: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The main file names exo/contoso.yml: --tenant-file elsewhere.yml was ignored without a
+    word (the import wrote exo/contoso.yml); now it is refused, naming both."""
+    config = tmp_path / "tlsprobe.yml"
+    config.write_text(MAIN)
+    argv = ("--tenant", "contoso", "--config", config, "--tenant-file", "elsewhere.yml")
+    assert run(*argv, "--write", *export_files) == 2
+    err = capsys.readouterr().err
+    assert "--tenant-file elsewhere.yml:" in err and "exchange_online: exo/contoso.yml" in err
+    assert not (tmp_path / "exo").exists() and not (tmp_path / "elsewhere.yml").exists()
+    same = ("--tenant", "contoso", "--config", config, "--tenant-file", "exo/contoso.yml")
+    assert run(*same, "--write", *export_files) == 0  # the one it names is fine

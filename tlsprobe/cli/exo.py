@@ -72,6 +72,11 @@ def _compare(config: Path, tenant: str, paths: list[str], tenant_file: str | Non
         section, named = _tenant_section(config, tenant)
     except (YamlFileError, ValueError) as exc:
         raise _Unusable(f"{config}: {exc}") from None
+    if named is not None and tenant_file is not None and Path(tenant_file) != named:
+        raise _Unusable(
+            f"--tenant-file {tenant_file}: {config} names another tenant file for "
+            f"tenants.{tenant} (exchange_online: {named}); drop --tenant-file or change it there"
+        )
     target = named or Path(tenant_file or f"exchange-online/{tenant}.yml")
     tenant_path = target if target.is_absolute() else config.parent / target
     plan = tenantfile.plan(export)
