@@ -600,3 +600,24 @@ def test_a_tenant_file_other_than_the_one_configured_is_refused(
     assert not (tmp_path / "exo").exists() and not (tmp_path / "elsewhere.yml").exists()
     same = ("--tenant", "contoso", "--config", config, "--tenant-file", "exo/contoso.yml")
     assert run(*same, "--write", *export_files) == 0  # the one it names is fine
+
+
+def test_a_rewrite_keeps_the_tenant_files_mode(tmp_path: Path, export_files: list[Path]) -> None:
+    """A tenant file the administrator made private (0600) stays so when the import rewrites
+    it; a new one is 0644 like the configuration."""
+    config = tmp_path / "tlsprobe.yml"
+    config.write_text(MAIN)
+    argv: tuple[str | Path, ...] = (
+        "--tenant",
+        "contoso",
+        "--config",
+        config,
+        "--write",
+        *export_files,
+    )
+    assert run(*argv) == 0
+    tenant_file = tmp_path / "exo" / "contoso.yml"
+    assert tenant_file.stat().st_mode & 0o777 == 0o644
+    tenant_file.chmod(0o600)
+    assert run(*argv) == 0
+    assert tenant_file.stat().st_mode & 0o777 == 0o600

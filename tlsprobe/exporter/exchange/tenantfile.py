@@ -234,13 +234,17 @@ def refuse_to_replace(path: Path, main: Path) -> str | None:
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` in one step: a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.lstat().st_mode)  # a file made private stays private
+    except FileNotFoundError:
+        mode = 0o644  # configuration, readable like tlsprobe.yml
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        Path(temp).chmod(0o644)  # configuration, readable like tlsprobe.yml
+        Path(temp).chmod(mode)
         Path(temp).replace(path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
