@@ -59,13 +59,13 @@ def exports(tmp_path: Path, tls_domain: str) -> list[str]:
         "inbound.json": {
             "Name": "From contoso relay",
             "Enabled": True,
-            "ConnectorType": 2,
+            "ConnectorType": 1,  # TenantConnectorType.OnPremises
             "TlsSenderCertificateName": "*.contoso.test",
         },
         "outbound.json": {
             "Name": "To contoso on-prem",
             "Enabled": True,
-            "ConnectorType": 2,
+            "ConnectorType": 1,
             "UseMXRecord": False,
             "SmartHosts": "relay.contoso.test",
             "RecipientDomains": "contoso.test",

@@ -27,7 +27,7 @@ ACCEPTED = [
 INBOUND = {  # one connector: ConvertTo-Json writes the object, not a list
     "Name": "From contoso relay",
     "Enabled": True,
-    "ConnectorType": 2,
+    "ConnectorType": 1,  # TenantConnectorType.OnPremises
     "TlsSenderCertificateName": "*.contoso.test",
     "RestrictDomainsToCertificate": True,
     "RequireTls": True,
@@ -194,6 +194,71 @@ def test_objects_for_typed_values_and_numbers_for_tls_settings(tmp_path: Path) -
     assert exports.read_exports([path]).accepted[0].name == "contoso.test"
 
 
+def test_smart_hosts_as_convertto_json_writes_smarthost_objects(tmp_path: Path) -> None:
+    """A SmartHost serializes as Address (an IPAddress, null for a host name), IsIPAddress and
+    Domain (a Hostname: {HostnameString}, or its text past -Depth): every shape is a smart host,
+    none is dropped without a word."""
+    hosts = [
+        {"Address": None, "IsIPAddress": False, "Domain": {"HostnameString": "relay.contoso.test"}},
+        {"Address": None, "IsIPAddress": False, "Domain": "relay2.contoso.test"},
+        {
+            "Address": {"AddressFamily": 2, "Address": 16777343, "IPAddressToString": "127.0.0.1"},
+            "IsIPAddress": True,
+            "Domain": None,
+        },
+    ]
+    wildcard = {"Address": "*.contoso.test", "IncludeSubDomains": True, "Domain": "contoso.test"}
+    data = {
+        "Name": "To contoso",
+        "ConnectorType": "OnPremises",
+        "SmartHosts": hosts,
+        "RecipientDomains": [wildcard],
+        "TlsSettings": "DomainValidation",
+        "TlsDomain": wildcard,
+    }
+    (connector,) = exports.read_exports([write_json(tmp_path / "o.json", data)]).outbound
+    assert connector.smart_hosts == ("relay.contoso.test", "relay2.contoso.test", "127.0.0.1")
+    assert connector.recipient_domains == ("*.contoso.test",)
+    assert connector.tls_domain == "*.contoso.test"
+
+
+def test_connector_types_as_numbers_are_exchanges_numbers(tmp_path: Path) -> None:
+    """ConvertTo-Json without -EnumsAsStrings writes TenantConnectorType as its number:
+    OnPremises = 1, Partner = 2 (Microsoft.Exchange.Data.TenantConnectorType). An OnPremises
+    connector is imported as the rule, a Partner one only reported, never the other way round."""
+    inbound = [
+        {"Name": "On-prem relay", "ConnectorType": 1, "TlsSenderCertificateName": "*.contoso.test"},
+        {"Name": "Partner in", "ConnectorType": 2, "TlsSenderCertificateName": "mx.partner.test"},
+    ]
+    outbound = [
+        {
+            "Name": "To on-prem",
+            "ConnectorType": 1,
+            "SmartHosts": "relay.contoso.test",
+            "TlsSettings": 4,
+            "TlsDomain": "*.contoso.test",
+        },
+        {
+            "Name": "To partner",
+            "ConnectorType": 2,
+            "SmartHosts": "mx.partner.test",
+            "TlsSettings": 1,
+        },
+    ]
+    export = exports.read_exports(
+        [write_json(tmp_path / "i.json", inbound), write_json(tmp_path / "o.json", outbound)]
+    )
+    assert [c.connector_type for c in export.inbound] == ["OnPremises", "Partner"]
+    assert [c.connector_type for c in export.outbound] == ["OnPremises", "Partner"]
+    plan = tenantfile.plan(export)
+    assert plan.block["inbound_connector"] == "On-prem relay"
+    assert plan.block["certificate_domain"] == "*.contoso.test"
+    assert [o["name"] for o in plan.block["outbound_connectors"]] == ["To on-prem"]
+    assert plan.block["targets"] == [{"host": "relay.contoso.test"}]
+    assert any("'Partner in': Partner connector" in n for n in plan.notes)
+    assert any("'To partner': Partner connector" in n for n in plan.notes)
+
+
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
@@ -213,11 +278,11 @@ def test_objects_for_typed_values_and_numbers_for_tls_settings(tmp_path: Path) -
         (
             "enum.json",
             {"Name": "x", "ConnectorType": 7, "SmartHosts": "sec-ret.test"},
-            "enum.json: record 1: ConnectorType: must be one of Partner, OnPremises",
+            "enum.json: record 1: ConnectorType: must be one of OnPremises, Partner",
         ),
         (
             "pattern.json",
-            {"Name": "x", "ConnectorType": 2, "TlsSenderCertificateName": "a.*.secret.test"},
+            {"Name": "x", "ConnectorType": 1, "TlsSenderCertificateName": "a.*.secret.test"},
             "pattern.json: record 1: TlsSenderCertificateName: not a valid name or *.domain",
         ),
         (
@@ -249,6 +314,31 @@ def test_windows_powershell_csv_of_a_list_says_to_join_it(tmp_path: Path) -> Non
     with pytest.raises(ExportError) as caught:
         exports.read_exports([path])
     assert str(caught.value).startswith(f"{path}: record 1: SmartHosts: holds a .NET type name")
+
+
+def test_a_dsc_resource_quoted_in_a_value_is_text_not_a_block(tmp_path: Path) -> None:
+    """A Comment that quotes a resource (an admin's note of the connector it replaced) is the
+    Comment's text: no phantom connector, no target for its smart host."""
+    path = tmp_path / "M365TenantConfig.ps1"
+    path.write_text(
+        "Configuration M365TenantConfig\n{\n    Node localhost\n    {\n"
+        '        EXOOutboundConnector "EXOOutboundConnector-To on-prem"\n        {\n'
+        "            Comment       = \"was: EXOOutboundConnector 'Old' { Identity = 'Old route'; "
+        "ConnectorType = 'OnPremises'; SmartHosts = @('old.contoso.test'); "
+        "TlsSettings = 'EncryptionOnly' }\";\n"
+        '            ConnectorType = "OnPremises";\n'
+        '            Identity      = "To on-prem";\n'
+        '            SmartHosts    = @("onprem.contoso.test");\n'
+        '            TlsSettings   = "DomainValidation";\n'
+        "        }\n"
+        '        EXOAcceptedDomain "EXOAcceptedDomain-contoso.test"\n        {\n'
+        '            DomainType = "Authoritative";\n            Identity = "contoso.test";\n'
+        "        }\n    }\n}\n"
+    )
+    export = exports.read_exports([path])
+    assert [o.name for o in export.outbound] == ["To on-prem"]
+    assert [a.name for a in export.accepted] == ["contoso.test"]  # the block after it still is
+    assert tenantfile.plan(export).block["targets"] == [{"host": "onprem.contoso.test"}]
 
 
 def test_dsc_block_that_cannot_be_read_is_named(tmp_path: Path) -> None:
@@ -422,6 +512,11 @@ def test_validate_config_compares_with_the_exports_for_ci(
     argv = ["validate-config", str(config), "--tenant", "contoso", "--exo", str(drifted)]
     assert main([*argv, *map(str, export_files[1:])]) == 1
     assert "accepted domain removed: 'fabrikam.test'" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert main(["validate-config", str(config), "--exo", str(bad)]) == 2
+    # the command the CI step ran, not import-exo
+    assert f"tlsprobe validate-config: {bad}: not JSON" in capsys.readouterr().err
 
 
 def test_a_name_that_merely_starts_like_a_namespace_is_a_name(tmp_path: Path) -> None:
@@ -432,3 +527,97 @@ def test_a_name_that_merely_starts_like_a_namespace_is_a_name(tmp_path: Path) ->
     }
     export = exports.read_exports([write_json(tmp_path / "o.json", data)])
     assert export.outbound[0].name == "Microsoft.Relay"
+
+
+@pytest.mark.parametrize("what", ["main file", "own file", "link", "missing main file"])
+def test_write_never_replaces_a_file_it_did_not_write(
+    tmp_path: Path, export_files: list[Path], capsys: pytest.CaptureFixture[str], what: str
+) -> None:
+    """--tenant-file naming the main configuration, a file of the user's, or a link is
+    refused (exit 2, nothing written): `--write` replaces only a tenant file it wrote itself."""
+    config = tmp_path / "tlsprobe.yml"
+    main_text = MAIN.replace("    exchange_online: exo/contoso.yml\n", "")  # --tenant-file counts
+    assert main_text != MAIN
+    config.write_text(main_text)
+    precious = tmp_path / "notes.yml"
+    precious.write_text("# mine\nkeep: me\n")
+    tenant_file: Path = {"main file": config, "own file": precious}.get(what, tmp_path / "l.yml")
+    if what == "link":
+        tenant_file.symlink_to(precious)
+    if what == "missing main file":
+        config.unlink()
+        tenant_file = config
+    argv = ("--tenant", "contoso", "--config", config, "--tenant-file", tenant_file)
+    assert run(*argv, "--write", *export_files) == 2
+    err = capsys.readouterr().err
+    assert f"tenant file {tenant_file} " in err
+    assert precious.read_text() == "# mine\nkeep: me\n"
+    if what == "missing main file":
+        assert not config.exists()
+    else:
+        assert config.read_text() == main_text
+    if what == "link":
+        assert tenant_file.is_symlink()
+    # its own tenant file it rewrites: an import, then the same import again
+    mine = tmp_path / "exo" / "mine.yml"
+    argv = ("--tenant", "contoso", "--config", config, "--tenant-file", mine)
+    assert run(*argv, "--write", *export_files) == 0
+    assert run(*argv, "--write", *export_files) == 0
+    assert mine.read_text().startswith("# Written by `tlsprobe import-exo`")
+
+
+def test_a_huge_joined_value_is_not_split_whole(tmp_path: Path) -> None:
+    """A multi-valued property as one comma-joined text of nearly 8 MiB (under the file bound):
+    the values are taken one at a time up to the 1,000-value bound, never all split into a
+    list first (which held 1.4 million strings: 93 MB at peak for the 8 MiB file)."""
+    import tracemalloc
+
+    joined = ",".join(f"h{i}" for i in range(1_400_000))[: exports.MAX_EXPORT_BYTES - 200]
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps({"Name": "x", "ConnectorType": "OnPremises", "SmartHosts": joined}))
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExportError, match=r"record 1: SmartHosts: more than 1000 values"):
+            exports.read_exports([path])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * size  # the text and its JSON parse; 11 times the file before
+
+
+def test_a_tenant_file_other_than_the_one_configured_is_refused(
+    tmp_path: Path, export_files: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The main file names exo/contoso.yml: --tenant-file elsewhere.yml was ignored without a
+    word (the import wrote exo/contoso.yml); now it is refused, naming both."""
+    config = tmp_path / "tlsprobe.yml"
+    config.write_text(MAIN)
+    argv = ("--tenant", "contoso", "--config", config, "--tenant-file", "elsewhere.yml")
+    assert run(*argv, "--write", *export_files) == 2
+    err = capsys.readouterr().err
+    assert "--tenant-file elsewhere.yml:" in err and "exchange_online: exo/contoso.yml" in err
+    assert not (tmp_path / "exo").exists() and not (tmp_path / "elsewhere.yml").exists()
+    same = ("--tenant", "contoso", "--config", config, "--tenant-file", "exo/contoso.yml")
+    assert run(*same, "--write", *export_files) == 0  # the one it names is fine
+
+
+def test_a_rewrite_keeps_the_tenant_files_mode(tmp_path: Path, export_files: list[Path]) -> None:
+    """A tenant file the administrator made private (0600) stays so when the import rewrites
+    it; a new one is 0644 like the configuration."""
+    config = tmp_path / "tlsprobe.yml"
+    config.write_text(MAIN)
+    argv: tuple[str | Path, ...] = (
+        "--tenant",
+        "contoso",
+        "--config",
+        config,
+        "--write",
+        *export_files,
+    )
+    assert run(*argv) == 0
+    tenant_file = tmp_path / "exo" / "contoso.yml"
+    assert tenant_file.stat().st_mode & 0o777 == 0o644
+    tenant_file.chmod(0o600)
+    assert run(*argv) == 0
+    assert tenant_file.stat().st_mode & 0o777 == 0o600

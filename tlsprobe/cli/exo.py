@@ -42,7 +42,7 @@ def drift(config: Path, tenant: str, paths: list[str]) -> int:
     try:
         found = _compare(config, tenant, paths, None)
     except _Unusable as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), "tlsprobe validate-config")
     return _report(tenant, found.diffs)
 
 
@@ -72,6 +72,11 @@ def _compare(config: Path, tenant: str, paths: list[str], tenant_file: str | Non
         section, named = _tenant_section(config, tenant)
     except (YamlFileError, ValueError) as exc:
         raise _Unusable(f"{config}: {exc}") from None
+    if named is not None and tenant_file is not None and Path(tenant_file) != named:
+        raise _Unusable(
+            f"--tenant-file {tenant_file}: {config} names another tenant file for "
+            f"tenants.{tenant} (exchange_online: {named}); drop --tenant-file or change it there"
+        )
     target = named or Path(tenant_file or f"exchange-online/{tenant}.yml")
     tenant_path = target if target.is_absolute() else config.parent / target
     plan = tenantfile.plan(export)
@@ -95,6 +100,9 @@ def _report(tenant: str, diffs: list[str]) -> int:
 
 
 def _write(tenant: str, config: Path, target: Path, path: Path, *, text: str, named: bool) -> int:
+    refused = tenantfile.refuse_to_replace(path, config)
+    if refused is not None:
+        return _fail(f"tenant file {path} {refused}")
     tenantfile.write_atomically(path, text)
     print(f"wrote {path}")
     if not config.exists():
@@ -143,6 +151,6 @@ def _current(section: dict[str, Any], tenant_file: Path | None) -> dict[str, Any
     return current
 
 
-def _fail(message: str) -> int:
-    print(f"tlsprobe import-exo: {message}", file=sys.stderr)
+def _fail(message: str, command: str = "tlsprobe import-exo") -> int:
+    print(f"{command}: {message}", file=sys.stderr)
     return UNUSABLE

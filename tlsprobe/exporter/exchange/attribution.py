@@ -15,8 +15,9 @@ connector, per tenant. Two findings, each reported for both tenants involved:
   connector (`TlsSenderCertificateName`, Microsoft's matching) also accepts: `*.contoso.com`
   in one tenant and `relay.contoso.com` in another.
 
-Pure: certificates and connector patterns in, findings out. The work is bounded by the distinct
-(tenant, certificate) pairs times the tenants, and `MAX_FINDINGS` bounds the answer.
+Pure: certificates and connector patterns in, findings out. The connector patterns are found by
+each certificate name's label suffixes, so the work grows with the certificates and their
+names, not with certificates times tenants; `MAX_FINDINGS` bounds the answer.
 """
 
 from __future__ import annotations
@@ -86,10 +87,12 @@ def findings(
         _pairs(out, group, functools.partial(_shared_name, name=name))
     if len(out) >= MAX_FINDINGS:
         return tuple(sorted(out)[:MAX_FINDINGS])
+    index = _PatternIndex(parsed)
     for item in seen.values():
-        for tenant, pattern in parsed.items():
+        for tenant in index.candidates(item.names):
             if tenant == item.tenant:
                 continue
+            pattern = parsed[tenant]
             matched = o365.match_connector(pattern, item.names).matched
             if matched is not None:
                 out.update(_overlap(item, tenant, str(pattern), matched))
@@ -98,13 +101,41 @@ def findings(
     return tuple(sorted(out)[:MAX_FINDINGS])
 
 
+class _PatternIndex:
+    """The tenants whose connector pattern could accept a certificate name, found by the name's
+    label suffixes instead of trying every tenant's pattern on every certificate: a literal
+    pattern accepts only its own name, `*.D` only names equal to or under D (o365's matching),
+    so a pattern that accepts a name is keyed by the name or one of its suffixes. Exact: the
+    candidates are then matched as before."""
+
+    def __init__(self, parsed: Mapping[str, o365.ConnectorPattern]) -> None:
+        self._literal: dict[str, list[str]] = {}
+        self._wildcard: dict[str, list[str]] = {}
+        for tenant, pattern in parsed.items():
+            table = self._wildcard if pattern.wildcard else self._literal
+            table.setdefault(pattern.domain, []).append(tenant)
+        self._order = {tenant: i for i, tenant in enumerate(parsed)}
+
+    def candidates(self, names: Iterable[str]) -> list[str]:
+        found: set[str] = set()
+        for name in dict.fromkeys(normalize_name(n) for n in names):
+            found.update(self._literal.get(name, ()))
+            labels = name.split(".")
+            for start in range(len(labels)):
+                found.update(self._wildcard.get(".".join(labels[start:]), ()))
+        return sorted(found, key=self._order.__getitem__)
+
+
 def _pairs(
     out: set[Finding],
     group: list[Presented],
     make: Callable[[Presented, Presented], Finding | None],
 ) -> None:
     """A finding for each ordered pair of the group from different tenants, while the
-    findings stay under `MAX_FINDINGS`."""
+    findings stay under `MAX_FINDINGS`. A group of one tenant (its own certificates sharing a
+    name) has no pair: it costs one pass, not one per pair of its members."""
+    if len({item.tenant for item in group}) < 2:
+        return
     for item in group:
         for other in group:
             if len(out) >= MAX_FINDINGS:

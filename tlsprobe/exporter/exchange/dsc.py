@@ -46,14 +46,17 @@ def records(
     `absent` (by resource and block number)."""
     counts = dict.fromkeys(RESOURCES, 0)
     total = 0
-    for head in _HEAD.finditer(text):
+    position = 0
+    while (head := _HEAD.search(text, position)) is not None:
         resource = next(r for r in RESOURCES if r.lower() == head.group(1).lower())
         counts[resource] += 1
         total += 1
         if total > max_records:
             raise ExportError(file, f"more than {max_records} resource blocks")
         label = f"{resource} block {counts[resource]}"
-        props = _block(file, label, text, head.end())
+        # The next block starts after this one's `}`: a resource written inside a value
+        # (a Comment quoting one) is text, not a block.
+        props, position = _block(file, label, text, head.end())
         if str(props.get("ensure", "Present")).casefold() == "absent":
             absent.append(label)
             continue
@@ -68,13 +71,15 @@ def records(
         yield label, props
 
 
-def _block(file: str, label: str, text: str, start: int) -> dict[str, object]:
-    """Parse `Key = value` pairs from `start` (just after `{`) to the matching `}`."""
-    tokens = _tokens(text, start, file, label)
+def _block(file: str, label: str, text: str, start: int) -> tuple[dict[str, object], int]:
+    """Parse `Key = value` pairs from `start` (just after `{`) to the matching `}`; the
+    properties and the position after that `}`."""
+    where = [start]
+    tokens = _tokens(text, start, file, label, where)
     props: dict[str, object] = {}
     for kind, value in tokens:
         if kind == "punct" and value == "}":
-            return props
+            return props, where[0]
         if kind == "punct" and value == ";":
             continue
         if kind != "word":
@@ -142,14 +147,17 @@ class _Skipped:
         return "(a PowerShell expression)"
 
 
-def _tokens(text: str, start: int, file: str, label: str) -> Iterator[tuple[str, str]]:
+def _tokens(
+    text: str, start: int, file: str, label: str, where: list[int]
+) -> Iterator[tuple[str, str]]:
+    """The block's tokens; `where[0]` is kept at the end of the last one yielded."""
     end = min(len(text), start + MAX_BLOCK)
     position = start
     while position < end:
         match = _TOKEN.match(text, position)
         if match is None:  # pragma: no cover - `other` matches any character
             break
-        position = match.end()
+        position = where[0] = match.end()
         kind = match.lastgroup
         if kind is None:
             continue  # whitespace or a comment

@@ -41,22 +41,27 @@ MAX_TEXT: Final = 512
 ACCEPTED, INBOUND, OUTBOUND = "accepted domain", "inbound connector", "outbound connector"
 
 DOMAIN_TYPES: Final = {0: "Authoritative", 1: "ExternalRelay", 2: "InternalRelay"}
-"""`AcceptedDomainType` as `ConvertTo-Json` writes it without `-EnumsAsStrings`."""
-CONNECTOR_TYPES: Final = {1: "Partner", 2: "OnPremises"}
-"""`TenantConnectorType` as a number (use `-EnumsAsStrings` where in doubt)."""
+"""`AcceptedDomainType` (Microsoft.Exchange.Data.Directory.SystemConfiguration) as
+`ConvertTo-Json` writes it without `-EnumsAsStrings`: Authoritative, ExternalRelay,
+InternalRelay, numbered from 0."""
+CONNECTOR_TYPES: Final = {1: "OnPremises", 2: "Partner"}
+"""`TenantConnectorType` (Microsoft.Exchange.Data) as a number: `OnPremises = 1`, then
+`Partner` (2)."""
 TLS_SETTINGS: Final = {
     1: TlsSettings.ENCRYPTION_ONLY,
     2: TlsSettings.CERTIFICATE_VALIDATION,
     4: TlsSettings.DOMAIN_VALIDATION,
 }
-"""`TlsAuthLevel` as a number."""
+"""`TlsAuthLevel` (Microsoft.Exchange.Data) as a number: `EncryptionOnly = 1`,
+`CertificateValidation` (2), `DomainValidation = 4`."""
 
 _KINDS = (
     (ACCEPTED, ("domainname",)),
     (INBOUND, ("tlssendercertificatename", "restrictdomainstocertificate", "senderipaddresses")),
     (OUTBOUND, ("smarthosts", "tlssettings", "usemxrecord", "recipientdomains", "tlsdomain")),
 )
-_SPLIT = re.compile(r"[,\s]+")
+_PART = re.compile(r"[^,\s]+")
+"""One value of a multi-valued property written as text: separated by commas or white space."""
 _DOTNET = re.compile(r"^(System|Microsoft)\.\S*(`\d|Collections|MultiValuedProperty|\[)|^@\{")
 """What PowerShell writes for a value it did not expand: a .NET collection's type name
 (`Export-Csv` of a list), `@{...}` (`ConvertTo-Json` past its `-Depth`)."""
@@ -270,22 +275,31 @@ class Record:
                 continue
             if not isinstance(text, str):
                 raise self.error(prop, "must be names")
-            out.extend(p for p in _SPLIT.split(text) if p)
-            if len(out) > MAX_ITEMS:
-                raise self.error(prop, f"more than {MAX_ITEMS} values")
+            # Taken one at a time up to the bound: an 8 MiB joined value is never split whole.
+            for part in _PART.finditer(text):
+                out.append(part.group())
+                if len(out) > MAX_ITEMS:
+                    raise self.error(prop, f"more than {MAX_ITEMS} values")
         try:
             return tuple(dict.fromkeys(check(_address_space(v)) for v in out))
         except ValueError as exc:
             raise self.error(prop, str(exc)) from None
 
 
+_NAME_KEYS = ("ipaddresstostring", "address", "hostnamestring", "domain", "value")
+"""Where an object `ConvertTo-Json` wrote for a typed value keeps its name, first present and
+not null wins: SmtpDomainWithSubdomains `Address` (`*.contoso.com`, where `Domain` drops the
+`*.`); SmartHost `Address` (an IPAddress: its `IPAddressToString`) or, for a host name,
+`Address: null` and `Domain` (a Hostname: `HostnameString`, or its text past `-Depth`)."""
+
+
 def _scalar(value: object) -> object:
     """An object PowerShell wrote for a typed value (SmtpDomain, SmartHost): its name."""
-    for _ in range(3):
+    for _ in range(4):
         if not isinstance(value, dict):
             return value
         lowered = {str(k).casefold(): v for k, v in value.items()}
-        value = next((lowered[k] for k in ("address", "domain", "value") if k in lowered), None)
+        value = next((lowered[k] for k in _NAME_KEYS if lowered.get(k) is not None), None)
     return value
 
 

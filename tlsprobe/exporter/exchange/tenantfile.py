@@ -12,6 +12,7 @@ round trip through PyYAML would drop every comment).
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,16 +204,47 @@ def _shown(value: object) -> str:
 # --- writing -------------------------------------------------------------------------------
 
 
+def refuse_to_replace(path: Path, main: Path) -> str | None:
+    """Why `--write` must not replace `path` (None: it may): the main configuration, or an
+    existing file that is not a tenant file this command wrote (a link, a directory, a file
+    without its header), so a wrong `--tenant-file` never overwrites the user's own files."""
+    if path.absolute() == main.absolute() or (
+        path.exists() and main.exists() and path.samefile(main)
+    ):
+        return "is the main configuration; the import never rewrites it"
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        return "exists and is not a regular file (a link, a directory or a device)"
+    marker = HEADER.split("{", 1)[0].encode()
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(marker))
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if head != marker:
+        return "exists and was not written by tlsprobe import-exo; move it away or name another"
+    return None
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` in one step: a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.lstat().st_mode)  # a file made private stays private
+    except FileNotFoundError:
+        mode = 0o644  # configuration, readable like tlsprobe.yml
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        Path(temp).chmod(0o644)  # configuration, readable like tlsprobe.yml
+        Path(temp).chmod(mode)
         Path(temp).replace(path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

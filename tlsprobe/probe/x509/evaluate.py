@@ -363,9 +363,10 @@ def _days(days: float) -> str:
 
 
 INFORMATIONAL = (
-    "informational: no MX and no outbound connector points at this host, so nobody dials it by "
-    "this name (if senders do: hostname_check: required, tlsprobe check --hostname-check "
-    "required)"
+    "informational: judged as a relay (a connector is configured, and this host is neither an "
+    "mx: target nor an outbound connector's smart host); tlsprobe did not look up whether an MX "
+    "points at it: if an MX or a sender dials it by this name, hostname_check: required "
+    "(tlsprobe check --hostname-check required)"
 )
 
 
