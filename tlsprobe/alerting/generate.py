@@ -169,11 +169,14 @@ NOT_SCRAPED = (
 
 HOLD = (
     ' or (max without (alertname, alertstate, severity) (ALERTS{{alertname="{name}"}})'
-    " and on (instance) (up == 0))"
+    ' and on (instance) (up{{job=~".*tlsprobe.*"}} == 0))'
 )
 """Appended to an alert's expression (`@@HOLD@@`): while Prometheus cannot scrape the exporter
 that reported it, the alert stays as it was (pending or firing), so it neither resolves nor
-restarts its `for:` until the exporter is back and its series say otherwise."""
+restarts its `for:` until the exporter is back and its series say otherwise. Only a tlsprobe
+job's `up` holds (the jobs TlsprobeExporterDown watches, so every hold is announced): an
+instance label relabelled to the host name is shared with that host's other exporters, and
+node_exporter being down there must not keep a fixed certificate's page firing."""
 
 FROZEN = (
     '{{ with printf `topk(20, count by (alertname, tenant, target) (ALERTS{alertstate="firing",'
@@ -202,9 +205,10 @@ HEADER = """\
 # Endpoint series carry tenant, target, host, address and port; joins below match on exactly
 # those so that the scrape's job/instance labels never get in the way. Endpoint alerts keep
 # firing for 10 minutes after their condition was last seen (`keep_firing_for`), and each ends
-# in a hold (`or (... ALERTS{{alertname="..."}}) and on (instance) (up == 0))`): while its
-# exporter cannot be scraped the alert stays as it was, pending or firing, so a missed scrape
-# restarts no `for:` and an outage of any length resolves nothing that is still true.
+# in a hold (`or (... ALERTS{{alertname="..."}}) and on (instance)
+# (up{{job=~".*tlsprobe.*"}} == 0))`): while its exporter cannot be scraped the alert stays as
+# it was, pending or firing, so a missed scrape restarts no `for:` and an outage of any length
+# resolves nothing that is still true.
 #
 # The exporter already applies each target's configured warn/crit thresholds in
 # tlsprobe_check_status{{check="not_expired"}}; the expiry alerts key off that check and only take
