@@ -179,14 +179,17 @@ instance label relabelled to the host name is shared with that host's other expo
 node_exporter being down there must not keep a fixed certificate's page firing."""
 
 FROZEN = (
-    '{{ with printf `topk(20, count by (alertname, tenant, target) (ALERTS{alertstate="firing",'
-    'severity="page",alertname!="TlsprobeExporterDown",instance=%q}))` $labels.instance | query'
+    "{{ with printf `topk(20, count by (alertname, tenant, target, sender)"
+    ' (ALERTS{alertstate="firing",severity="page",alertname=~"Tlsprobe.+",'
+    'alertname!="TlsprobeExporterDown",instance=%q}))` $labels.instance | query'
     " }} Frozen meanwhile (they neither resolve nor page again until it is back; 20 at most"
     " named):{{ range $i, $e := . }}{{ if $i }},{{ end }} {{ .Labels.alertname }}{{ if"
-    " .Labels.tenant }} ({{ .Labels.tenant"
-    " }}/{{ .Labels.target }}){{ end }}{{ end }}.{{ else }} No page from it is firing, so none is"
-    " frozen.{{ end }}"
+    " .Labels.tenant }} ({{ .Labels.tenant }}{{ if .Labels.target }}/{{ .Labels.target }}{{"
+    " else if .Labels.sender }}, sender {{ .Labels.sender }}{{ end }}){{ end }}{{ end }}.{{ else"
+    " }} No page from it is firing, so none is frozen.{{ end }}"
 )
+"""The pages held while the exporter is not scraped: tlsprobe's own (another system's page on
+the same instance label is not frozen by this), each by tenant and target or sender."""
 
 TOKEN = re.compile(r"@@([A-Z_]+)@@")
 _HOLD_OR_ALERT = re.compile(r"- alert: (\w+)|@@HOLD@@")
