@@ -18,7 +18,9 @@ what must not be written twice or depends on the installation:
   `@@CHANGE_DETAIL@@`: the drift pages' queries (one alert per tenant, target and new leaf:
   the endpoints serving it, the differences, the old and new certificate, the verdict);
 - `@@HOLD@@`, at the end of an alert's expression: the alert stays as it was while its exporter
-  is not scraped (`HOLD`); `@@FROZEN@@`, `@@NOT_SCRAPED@@`: what the pages say about that.
+  is not scraped (`HOLD`); `@@FROZEN@@`, `@@NOT_SCRAPED@@`: what the pages say about that;
+  `@@HELD@@` sets `$held` (the alert is held, so `$value` reads 1) and `@@HELD_VALUE@@` is
+  what an annotation says instead of the value then.
 
 The committed `deploy/prometheus/tlsprobe.rules.yml` and `deploy/kubernetes/prometheusrule.yaml`
 are this module's output with the default base; tests/rules proves they are up to date.
@@ -178,6 +180,19 @@ job's `up` holds (the jobs TlsprobeExporterDown watches, so every hold is announ
 instance label relabelled to the host name is shared with that host's other exporters, and
 node_exporter being down there must not keep a fixed certificate's page firing."""
 
+HELD = (
+    '{{ $held := false }}{{ with printf `up{job=~".*tlsprobe.*",instance=%q} == 0`'
+    " $labels.instance | query }}{{ $held = true }}{{ end }}"
+)
+"""Sets `$held`: the alert's exporter is not being scraped, so the alert is held and its
+`$value` reads 1 (the hold's ALERTS sample), not what the exporter last reported."""
+
+HELD_VALUE = (
+    "not known while the exporter {{ $labels.instance }} is not scraped: the alert is held as"
+    " it was, see TlsprobeExporterDown"
+)
+"""What an annotation says in place of `$value` while the alert is held."""
+
 FROZEN = (
     "{{ with printf `topk(20, count by (alertname, tenant, target, sender)"
     ' (ALERTS{alertstate="firing",severity="page",alertname=~"Tlsprobe.+",'
@@ -277,6 +292,8 @@ def render(runbook_base: str = DEFAULT_RUNBOOK_BASE) -> str:
         "CHANGE_NEW": CHANGE_NEW,
         "CHANGE_DETAIL": CHANGE_DETAIL,
         "FROZEN": FROZEN,
+        "HELD": HELD,
+        "HELD_VALUE": HELD_VALUE,
         "NOT_SCRAPED": NOT_SCRAPED,
     }
     body = "".join(_substitute(text, values) for _, text in fragments())
