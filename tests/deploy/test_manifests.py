@@ -698,3 +698,91 @@ def test_deploy_doc_names_only_files_that_exist() -> None:
     assert {"deploy/docker/Dockerfile", "deploy/compose/compose.yml"} <= named
     missing = [p for p in named if not (ROOT / p).exists()]
     assert not missing
+
+
+# --- the scrape's instance label in Kubernetes ---------------------------------------------------
+
+_RELABEL_KEYS = {
+    "sourceLabels": "source_labels",
+    "targetLabel": "target_label",
+    "regex": "regex",
+    "replacement": "replacement",
+    "separator": "separator",
+    "action": "action",
+}
+
+
+def _discovered(pod: str, statefulset: bool) -> dict[str, Any]:
+    """A static target carrying the labels Kubernetes endpoint discovery gives a tlsprobe pod
+    (its address stands for the pod's IP:port, which a new pod does not keep)."""
+    labels = {
+        "__meta_kubernetes_namespace": "monitoring",
+        "__meta_kubernetes_service_name": "tlsprobe",
+        "__meta_kubernetes_pod_name": pod,
+    }
+    if statefulset:
+        labels["__meta_kubernetes_pod_label_statefulset_kubernetes_io_pod_name"] = pod
+    return {"targets": [f"127.0.0.1:{unused_port()}"], "labels": labels}
+
+
+def test_servicemonitor_gives_each_exporter_an_instance_that_survives_a_new_pod(
+    tmp_path: Path,
+) -> None:
+    """Every alert carries `instance`; by default that is the pod's IP:port, which a replaced
+    pod (a Deployment's Recreate rollout, a StatefulSet pod rescheduled) does not keep, so
+    every firing page would resolve and page again as a new alert, and every pending `for:`
+    would start over. The ServiceMonitor's relabelings, run here by a real Prometheus on the
+    labels endpoint discovery gives, name the exporter instead: namespace/pod for a StatefulSet
+    shard, namespace/Service for the one pod of the Deployment."""
+    endpoints = k8s("ServiceMonitor")["spec"]["endpoints"]
+    relabel = [
+        {_RELABEL_KEYS[key]: value for key, value in step.items()}
+        for step in endpoints[0].get("relabelings", [])
+    ]
+    pods = [
+        _discovered("tlsprobe-1", statefulset=True),
+        _discovered("tlsprobe-1", statefulset=True),  # the same shard, rescheduled
+        _discovered("tlsprobe-7d9f8c6b5-x2x4q", statefulset=False),
+        _discovered("tlsprobe-6c5b4a398-k7m2p", statefulset=False),  # after a rollout
+    ]
+    # One job each: within one job, targets whose labels end up equal are merged.
+    jobs = [
+        {"job_name": f"tlsprobe-{i}", "static_configs": [pod], "relabel_configs": relabel}
+        for i, pod in enumerate(pods)
+    ]
+    path = tmp_path / "prometheus.yml"
+    config = {"global": {"scrape_interval": "1h"}, "scrape_configs": jobs}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = unused_port()
+    child = subprocess.Popen(
+        [
+            prometheus_tool("prometheus"),
+            f"--config.file={path}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        active: list[dict[str, Any]] = []
+        while len(active) < len(jobs):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+            try:
+                url = f"http://127.0.0.1:{port}/api/v1/targets"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    active = yaml.safe_load(response.read())["data"]["activeTargets"]
+            except OSError:
+                continue
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+    instances = {t["labels"]["job"]: t["labels"]["instance"] for t in active}
+    assert [instances[job["job_name"]] for job in jobs] == [
+        "monitoring/tlsprobe-1",
+        "monitoring/tlsprobe-1",
+        "monitoring/tlsprobe",
+        "monitoring/tlsprobe",
+    ]

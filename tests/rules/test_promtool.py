@@ -272,7 +272,7 @@ def test_every_endpoint_alert_holds_while_its_exporter_is_not_scraped() -> None:
         name = rule["alert"]
         assert rule["expr"].endswith(
             f' or (max without (alertname, alertstate, severity) (ALERTS{{alertname="{name}"}})'
-            " and on (instance) (up == 0))"
+            ' and on (instance) (up{job=~".*tlsprobe.*"} == 0))'
         ), name
 
 

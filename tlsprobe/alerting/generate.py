@@ -21,7 +21,9 @@ what must not be written twice or depends on the installation:
   `@@CHANGE_DETAIL@@`: the drift pages' queries (one alert per tenant, target and new leaf:
   the endpoints serving it, the differences, the old and new certificate, the verdict);
 - `@@HOLD@@`, at the end of an alert's expression: the alert stays as it was while its exporter
-  is not scraped (`HOLD`); `@@FROZEN@@`, `@@NOT_SCRAPED@@`: what the pages say about that.
+  is not scraped (`HOLD`); `@@FROZEN@@`, `@@NOT_SCRAPED@@`: what the pages say about that;
+  `@@HELD@@` sets `$held` (the alert is held, so `$value` reads 1) and `@@HELD_VALUE@@` is
+  what an annotation says instead of the value then.
 
 The committed `deploy/prometheus/tlsprobe.rules.yml` and `deploy/kubernetes/prometheusrule.yaml`
 are this module's output with the default base; tests/rules proves they are up to date.
@@ -201,21 +203,40 @@ NOT_SCRAPED = (
 
 HOLD = (
     ' or (max without (alertname, alertstate, severity) (ALERTS{{alertname="{name}"}})'
-    " and on (instance) (up == 0))"
+    ' and on (instance) (up{{job=~".*tlsprobe.*"}} == 0))'
 )
 """Appended to an alert's expression (`@@HOLD@@`): while Prometheus cannot scrape the exporter
 that reported it, the alert stays as it was (pending or firing), so it neither resolves nor
-restarts its `for:` until the exporter is back and its series say otherwise."""
+restarts its `for:` until the exporter is back and its series say otherwise. Only a tlsprobe
+job's `up` holds (the jobs TlsprobeExporterDown watches, so every hold is announced): an
+instance label relabelled to the host name is shared with that host's other exporters, and
+node_exporter being down there must not keep a fixed certificate's page firing."""
+
+HELD = (
+    '{{ $held := false }}{{ with printf `up{job=~".*tlsprobe.*",instance=%q} == 0`'
+    " $labels.instance | query }}{{ $held = true }}{{ end }}"
+)
+"""Sets `$held`: the alert's exporter is not being scraped, so the alert is held and its
+`$value` reads 1 (the hold's ALERTS sample), not what the exporter last reported."""
+
+HELD_VALUE = (
+    "not known while the exporter {{ $labels.instance }} is not scraped: the alert is held as"
+    " it was, see TlsprobeExporterDown"
+)
+"""What an annotation says in place of `$value` while the alert is held."""
 
 FROZEN = (
-    '{{ with printf `topk(20, count by (alertname, tenant, target) (ALERTS{alertstate="firing",'
-    'severity="page",alertname!="TlsprobeExporterDown",instance=%q}))` $labels.instance | query'
+    "{{ with printf `topk(20, count by (alertname, tenant, target, sender)"
+    ' (ALERTS{alertstate="firing",severity="page",alertname=~"Tlsprobe.+",'
+    'alertname!="TlsprobeExporterDown",instance=%q}))` $labels.instance | query'
     " }} Frozen meanwhile (they neither resolve nor page again until it is back; 20 at most"
     " named):{{ range $i, $e := . }}{{ if $i }},{{ end }} {{ .Labels.alertname }}{{ if"
-    " .Labels.tenant }} ({{ .Labels.tenant"
-    " }}/{{ .Labels.target }}){{ end }}{{ end }}.{{ else }} No page from it is firing, so none is"
-    " frozen.{{ end }}"
+    " .Labels.tenant }} ({{ .Labels.tenant }}{{ if .Labels.target }}/{{ .Labels.target }}{{"
+    " else if .Labels.sender }}, sender {{ .Labels.sender }}{{ end }}){{ end }}{{ end }}.{{ else"
+    " }} No page from it is firing, so none is frozen.{{ end }}"
 )
+"""The pages held while the exporter is not scraped: tlsprobe's own (another system's page on
+the same instance label is not frozen by this), each by tenant and target or sender."""
 
 TOKEN = re.compile(r"@@([A-Z_]+)@@")
 _HOLD_OR_ALERT = re.compile(r"- alert: (\w+)|@@HOLD@@")
@@ -234,9 +255,10 @@ HEADER = """\
 # Endpoint series carry tenant, target, host, address and port; joins below match on exactly
 # those so that the scrape's job/instance labels never get in the way. Endpoint alerts keep
 # firing for 10 minutes after their condition was last seen (`keep_firing_for`), and each ends
-# in a hold (`or (... ALERTS{{alertname="..."}}) and on (instance) (up == 0))`): while its
-# exporter cannot be scraped the alert stays as it was, pending or firing, so a missed scrape
-# restarts no `for:` and an outage of any length resolves nothing that is still true.
+# in a hold (`or (... ALERTS{{alertname="..."}}) and on (instance)
+# (up{{job=~".*tlsprobe.*"}} == 0))`): while its exporter cannot be scraped the alert stays as
+# it was, pending or firing, so a missed scrape restarts no `for:` and an outage of any length
+# resolves nothing that is still true.
 #
 # The exporter already applies each target's configured warn/crit thresholds in
 # tlsprobe_check_status{{check="not_expired"}}; the expiry alerts key off that check and only take
@@ -307,6 +329,8 @@ def render(runbook_base: str = DEFAULT_RUNBOOK_BASE) -> str:
         "CHANGE_NEW": CHANGE_NEW,
         "CHANGE_DETAIL": CHANGE_DETAIL,
         "FROZEN": FROZEN,
+        "HELD": HELD,
+        "HELD_VALUE": HELD_VALUE,
         "NOT_SCRAPED": NOT_SCRAPED,
     }
     body = "".join(_substitute(text, values) for _, text in fragments())
