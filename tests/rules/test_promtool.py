@@ -177,6 +177,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
 # The exporter's own alerts; every other alert is about an endpoint (or a target).
 EXPORTER_ALERTS = {
     "TlsprobeExporterDown",
+    "TlsprobeExporterFlapping",
     "TlsprobeExporterAbsent",
     "TlsprobeConfigReloadFailed",
     "TlsprobeStateNotWritable",
