@@ -42,7 +42,7 @@ from tlsprobe.exporter.history.store import HistoryStore
 from tlsprobe.exporter.pages.detail import detail_page
 from tlsprobe.exporter.pages.sender_detail import sender_page
 from tlsprobe.exporter.pages.senders import senders_section
-from tlsprobe.exporter.pages.status import STATUS_COLOURS, Section, StatusPage
+from tlsprobe.exporter.pages.status import STATUS_COLOURS, StatusPage, View
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.senders import SendSide
 from tlsprobe.exporter.state import state_for
@@ -313,19 +313,21 @@ class WebApp:
 
     async def status_page(self, request: web.Request) -> web.StreamResponse:
         snapshot = self.exporter.results.snapshot
-        now = time.time()
-
-        def sections() -> list[Section]:  # below the servers' table: the send side's own
-            side = self.exporter.send_side
-            below = [senders_section(side.snapshot(), now, STATUS_COLOURS)] if side else []
-            found = attribution.section(self._attribution())
-            if found:  # cross-tenant findings: critical in their own words, not counted
-                below.append(Section(found, ()))
-            return below
-
+        side = self.exporter.send_side
         body = self.status.render(
-            snapshot, now, self.exporter.started_at, self._maintenance_open, sections
+            snapshot,
+            time.time(),
+            self.exporter.started_at,
+            View.parse(request.query),
+            senders=side.snapshot if side is not None else tuple,
+            policies=lambda: {t.key: t.policy for t in self.exporter.config.targets},
         )
+        if side is not None:  # the send side's own section, beside the servers' table
+            section = senders_section(side.snapshot(), time.time(), STATUS_COLOURS)
+            body = body.replace(b"</body>", section.encode() + b"</body>")
+        found = attribution.section(self._attribution())
+        if found:
+            body = body.replace(b"</body>", found.encode() + b"</body>")
         return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     def _maintenance(self) -> dict[tuple[str, str], float | None]:
