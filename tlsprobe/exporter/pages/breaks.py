@@ -105,9 +105,10 @@ def timeline(
         days = span * tick / 4
         x = scale(days)
         label = "now" if tick == 0 else f"+{days:.0f} d"
+        anchor = "end" if tick == 4 else "middle"  # the last label inside the picture
         parts.append(
             f'<line x1="{x:.1f}" y1="{TOP - 6}" x2="{x:.1f}" y2="{height}" stroke="#ddd"/>'
-            f'<text x="{x:.1f}" y="{TOP - 9}" font-size="11" text-anchor="middle">{label}</text>'
+            f'<text x="{x:.1f}" y="{TOP - 9}" font-size="11" text-anchor="{anchor}">{label}</text>'
         )
     for row, (end, state, cert) in enumerate(shown):
         parts.append(

@@ -517,6 +517,7 @@ th{background:#f0f0f0} small{color:#666} code{font-size:12px}
 table.endpoints,table.tenants,table.forecast{font-size:12px;line-height:1.25}
 table.endpoints td,table.tenants td,table.forecast td{padding:2px 5px}
 table.tenants{width:auto} form.search input{width:22em}
+table.forecast td:first-child{white-space:nowrap}
 details{margin:.5em 0} summary{cursor:pointer} p.paging{font-size:14px}
 </style>"""
 
