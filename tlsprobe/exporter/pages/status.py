@@ -300,8 +300,8 @@ class StatusPage:
         snapshot: Callable[[], Sequence[EndpointState]],
         now: float,
         started_at: float,
-        view: View = View(),
         *,
+        view: View = View(),
         senders: Callable[[], Sequence[SenderState]] = tuple,
         policies: Callable[[], breaks.Policies] = dict,
     ) -> bytes:

@@ -318,7 +318,7 @@ class WebApp:
             snapshot,
             time.time(),
             self.exporter.started_at,
-            View.parse(request.query),
+            view=View.parse(request.query),
             senders=side.snapshot if side is not None else tuple,
             policies=lambda: {t.key: t.policy for t in self.exporter.config.targets},
         )
