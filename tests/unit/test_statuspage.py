@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.broken import MAKERS
 from tests.support.pki import Hierarchy
+from tlsprobe.exporter import forecast
 from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.history.store import Drift, TimelineEntry
 from tlsprobe.exporter.history.timeline import changes, spans
@@ -77,6 +80,15 @@ def test_the_page_is_rebuilt_once_per_ttl_and_only_new_rows_are_rendered(
         return real(state, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(statuspage, "render_row", counting)
+    forecasts: list[str] = []
+    real_forecast = forecast.forecast
+
+    def forecasting(items: Iterable[forecast.Watched], *args: Any) -> list[forecast.Entry]:
+        items = list(items)
+        forecasts.extend(item.name for item in items)
+        return real_forecast(items, *args)
+
+    monkeypatch.setattr(forecast, "forecast", forecasting)
     snapshot = Snapshots(fleet)
     page = StatusPage()
     now = NOW.timestamp()
@@ -89,6 +101,7 @@ def test_the_page_is_rebuilt_once_per_ttl_and_only_new_rows_are_rendered(
     rendered.clear()
     again = page.render(snapshot, now + PAGE_TTL, started_at=0.0)
     assert rendered == ["relay2"]  # the four unchanged rows came from the cache
+    assert forecasts == [f"relay{i}" for i in range(5)] + ["relay2"]  # their forecasts too
     assert again != first and b"relay2" in again
 
 
@@ -376,8 +389,6 @@ def test_ten_thousand_endpoints_render_one_bounded_page(pki: Hierarchy, trust: T
 def test_the_forecast_section_is_the_forecast_functions_and_the_timeline_marks_thresholds(
     pki: Hierarchy, trust: TrustStore
 ) -> None:
-    from tlsprobe.exporter import forecast
-
     fleet = fleet_of(pki, trust, {"contoso": 3}, days=20)
     text = StatusPage().render(lambda: fleet, NOW.timestamp(), 0.0).decode()
     entries = forecast.forecast(forecast.watched(fleet), NOW)

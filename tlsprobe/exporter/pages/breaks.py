@@ -14,8 +14,10 @@ from __future__ import annotations
 import heapq
 import html
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
+from typing import NamedTuple
 
 from tlsprobe.exporter.forecast import Entry
 from tlsprobe.exporter.state import EndpointState
@@ -66,12 +68,22 @@ def entries_table(entries: Sequence[Entry], now: datetime, limit: int = LIMIT) -
     )
 
 
-def expiring(state: EndpointState) -> CertFacts | None:
-    """The chain's first certificate to expire (what `not_expired` judges); None unreadable."""
+class Expiring(NamedTuple):
+    """An endpoint's certificate to draw: the chain's first to expire, and when."""
+
+    at: float
+    state: EndpointState
+    cert: CertFacts
+
+
+def expiring(state: EndpointState) -> Expiring | None:
+    """The chain's first certificate to expire (what `not_expired` judges); None when the
+    leaf's validity is unreadable or there is no chain."""
     chain = [c for c in state.result.chain if not c.unreadable(CertPart.VALIDITY)]
     if not chain or chain[0] is not state.result.chain[0]:
         return None
-    return min(chain, key=lambda c: c.not_after)
+    cert = min(chain, key=lambda c: c.not_after)
+    return Expiring(cert.not_after.timestamp(), state, cert)
 
 
 WIDTH, LABEL, ROW, TOP = 1200, 380, 16, 22
@@ -79,7 +91,7 @@ WIDTH, LABEL, ROW, TOP = 1200, 380, 16, 22
 
 
 def timeline(
-    certs: Iterable[tuple[EndpointState, CertFacts]],
+    certs: Sequence[Expiring],
     now: float,
     policies: Policies,
     colours: Mapping[Status, str],
@@ -87,10 +99,10 @@ def timeline(
 ) -> str:
     """The SVG timeline of the `limit` soonest expiries among `certs` (each endpoint's
     `expiring` certificate), and how many more."""
-    dated = [(cert.not_after.timestamp(), state, cert) for state, cert in certs]
-    if not dated:
+    if not certs:
         return "<p>No certificate to draw.</p>\n"
-    shown = heapq.nsmallest(limit, dated, key=lambda item: (item[0], item[1].label_values))
+    # Keyed by the time alone (no tuple per endpoint); ties keep the order given.
+    shown = heapq.nsmallest(limit, certs, key=attrgetter("at"))
     span = max(30.0, *((end - now) / _DAY for end, _, _ in shown))
 
     def scale(days: float) -> float:
@@ -115,7 +127,7 @@ def timeline(
             _bar(row, end, state, cert, now=now, policies=policies, colours=colours, scale=scale)
         )
     parts.append("</svg>\n")
-    more = len(dated) - len(shown)
+    more = len(certs) - len(shown)
     legend = (
         "<p><small>One bar per endpoint's certificate (the chain's first to expire), from now to"
         " its expiry, in the colour of the endpoint's status; the orange mark is where it starts"
