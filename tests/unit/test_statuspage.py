@@ -373,6 +373,11 @@ def test_pages_are_cached_per_view_and_the_cache_is_bounded(
     for i in range(3 * statuspage.MAX_VIEWS):
         page.render(snapshot, now + 1, 0.0, view=view_of({"q": f"search {i}"}))
     assert len(page._pages) == statuspage.MAX_VIEWS and snapshot.taken == 1
+    # A view first asked late in the snapshot's TTL is of that snapshot, and expires with it.
+    late = page.render(snapshot, now + PAGE_TTL - 1, 0.0, view=view_of({"q": "late"}))
+    assert f"Generated {statuspage.when(now)}".encode() in late
+    assert page.render(snapshot, now + PAGE_TTL, 0.0, view=view_of({"q": "late"})) is not late
+    assert snapshot.taken == 2
 
 
 def test_ten_thousand_endpoints_render_one_bounded_page(pki: Hierarchy, trust: TrustStore) -> None:

@@ -320,6 +320,7 @@ class StatusPage:
         fleet = self._fleet
         if fleet is None or not 0 <= now - fleet.at < PAGE_TTL:
             fleet = self._fleet = self._snapshot(snapshot(), senders(), now)
+        now = fleet.at  # the page is of that snapshot: made then, kept as long as it is
         hour = int(now // 3600)
         ctx = Context(now=now, started_at=started_at)
         # The items of the snapshot and of the cache themselves, not copies: at 18,000
