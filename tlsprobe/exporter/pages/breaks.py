@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import NamedTuple
 
-from tlsprobe.exporter.forecast import Entry
+from tlsprobe.exporter.forecast import DEFAULT_DAYS, Entry
 from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import CertFacts, CertPart, Policy, Status
 from tlsprobe.probe.names import host_port
@@ -42,7 +42,7 @@ def text(value: str) -> str:
 def entries_table(entries: Sequence[Entry], now: datetime, limit: int = LIMIT) -> str:
     """The forecast's entries as a table, the first `limit` of them."""
     if not entries:
-        return "<p>Nothing fails now or within the horizon.</p>\n"
+        return f"<p>Nothing fails now or within {DEFAULT_DAYS:g} days.</p>\n"
     rows = []
     for entry in entries[:limit]:
         when = "now" if entry.now else f"in {entry.days_left(now):.0f} d"
