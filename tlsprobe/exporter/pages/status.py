@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tlsprobe.exporter import forecast, links
@@ -287,6 +287,8 @@ class _Fleet:
     tenants: dict[str, Counter[Status]]
     entries: list[Entry]
     """The forecast of every endpoint and sender."""
+    maintenance: Mapping[tuple[str, str], float]
+    """The targets in an open maintenance window (`Context.maintenance`)."""
 
 
 class StatusPage:
@@ -294,7 +296,9 @@ class StatusPage:
 
     def __init__(self, columns: Sequence[Column] = COLUMNS) -> None:
         self.columns = tuple(columns)
-        self._rows: dict[tuple[str, ...], tuple[EndpointState, int, bytes]] = {}
+        self._rows: dict[
+            tuple[str, ...], tuple[EndpointState, tuple[int, float | None], bytes]
+        ] = {}
         self._derived: dict[tuple[str, ...], tuple[EndpointState, str, breaks.Expiring | None]] = {}
         """Per endpoint, until its next result: what the search looks in, and the certificate
         the timeline draws."""
@@ -311,18 +315,20 @@ class StatusPage:
         view: View = View(),
         senders: Callable[[], Sequence[SenderState]] = tuple,
         policies: Callable[[], breaks.Policies] = dict,
+        maintenance: Callable[[], Mapping[tuple[str, str], float]] = dict,
     ) -> bytes:
-        """The page of `view`; `snapshot`, `senders` (for the forecast) and `policies` (for
-        the timeline's thresholds) are called only when the page is rebuilt."""
+        """The page of `view`; `snapshot`, `senders` (for the forecast), `policies` (for the
+        timeline's thresholds) and `maintenance` (the targets in an open window, see
+        `Context`) are called only when a snapshot is taken."""
         cached = self._pages.get(view)
         if cached is not None and 0 <= now - cached[0] < PAGE_TTL:
             return cached[1]
         fleet = self._fleet
         if fleet is None or not 0 <= now - fleet.at < PAGE_TTL:
-            fleet = self._fleet = self._snapshot(snapshot(), senders(), now)
+            fleet = self._fleet = self._snapshot(snapshot(), senders(), now, maintenance())
         now = fleet.at  # the page is of that snapshot: made then, kept as long as it is
         hour = int(now // 3600)
-        ctx = Context(now=now, started_at=started_at)
+        ctx = Context(now=now, started_at=started_at, maintenance=fleet.maintenance)
         # The items of the snapshot and of the cache themselves, not copies: at 18,000
         # endpoints each new tuple per endpoint costs more (in the collector) than the rest.
         chosen = [item for item in fleet.ordered if view.matches(item, self._haystack)]
@@ -353,7 +359,11 @@ class StatusPage:
         return body
 
     def _snapshot(
-        self, states: Sequence[EndpointState], senders: Sequence[SenderState], now: float
+        self,
+        states: Sequence[EndpointState],
+        senders: Sequence[SenderState],
+        now: float,
+        maintenance: Mapping[tuple[str, str], float],
     ) -> _Fleet:
         ordered = [
             (k, s)
@@ -372,7 +382,7 @@ class StatusPage:
         for key, state in ordered:
             entries += self._forecast(key, state, moment, hour)
         entries.sort(key=forecast.order)
-        return _Fleet(now, ordered, tenants, entries)
+        return _Fleet(now, ordered, tenants, entries, maintenance)
 
     def _forecast(
         self, key: tuple[str, ...], state: EndpointState, moment: datetime, hour: int

@@ -321,6 +321,7 @@ class WebApp:
             view=View.parse(request.query),
             senders=side.snapshot if side is not None else tuple,
             policies=lambda: {t.key: t.policy for t in self.exporter.config.targets},
+            maintenance=self._maintenance_open,
         )
         if side is not None:  # the send side's own section, beside the servers' table
             section = senders_section(side.snapshot(), time.time(), STATUS_COLOURS)
