@@ -316,10 +316,12 @@ class StatusPage:
         senders: Callable[[], Sequence[SenderState]] = tuple,
         policies: Callable[[], breaks.Policies] = dict,
         maintenance: Callable[[], Mapping[tuple[str, str], float]] = dict,
+        sections: Sections = tuple,
     ) -> bytes:
         """The page of `view`; `snapshot`, `senders` (for the forecast), `policies` (for the
         timeline's thresholds) and `maintenance` (the targets in an open window, see
-        `Context`) are called only when a snapshot is taken."""
+        `Context`) are called only when a snapshot is taken, `sections` (for this view) only
+        when the view's page is made."""
         cached = self._pages.get(view)
         if cached is not None and 0 <= now - cached[0] < PAGE_TTL:
             return cached[1]
@@ -350,7 +352,13 @@ class StatusPage:
         )
         shown_rows = Shown(bad, ok, len(chosen), number, pages)
         body = _page(
-            self.columns, shown_rows, fleet=fleet, view=view, now=now, forecast_html=section
+            self.columns,
+            shown_rows,
+            fleet=fleet,
+            view=view,
+            now=now,
+            forecast_html=section,
+            sections=sections(),
         )
         self._pages[view] = (now, body)
         self._pages.move_to_end(view)
@@ -485,12 +493,15 @@ def _page(
     view: View,
     now: float,
     forecast_html: str,
+    sections: Sequence[Section] = (),
 ) -> bytes:
     """The page in one join of the cached rows, encoded when they were rendered (each copy of
-    a large body cost more than the rest of the page)."""
+    a large body cost more than the rest of the page). The header counts the `sections`' rows
+    with the endpoints'."""
     counts: Counter[Status] = Counter()
     for tenant_counts in fleet.tenants.values():
         counts.update(tenant_counts)
+    counts.update(status for section in sections for status in section.statuses)
     summary = f"SMTP certificates as Exchange Online sees them: {e(_counts(counts))}"
     if view.tenant is not None:
         mine = fleet.tenants.get(view.tenant)
@@ -532,7 +543,10 @@ def _page(
         + (_tenants(fleet, view) if view.tenant is None and fleet.tenants else "")
         + f"<p><small>{PAGING_NOTE}</small></p>\n"
     )
-    return b"".join([top.encode(), *listing, forecast_html.encode(), b"</body></html>\n"])
+    below = "".join(section.html for section in sections)
+    return b"".join(
+        [top.encode(), *listing, below.encode(), forecast_html.encode(), b"</body></html>\n"]
+    )
 
 
 PAGING_NOTE = (
