@@ -12,6 +12,7 @@ deploy/screenshots are these pages: with TLSPROBE_SCREENSHOT_DIR set, the test w
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from tests.support.pki import Hierarchy
 from tests.support.servers import unused_port
 from tests.support.smtpclients import send_canary
 from tests.support.wait import WAIT, eventually
+from tlsprobe.demo.run import DEMO_TENANT
 from tlsprobe.exporter.pages.status import STATUS_COLOURS
 from tlsprobe.model import Status
 
@@ -34,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 SCREEN = 1280
 """CSS pixels: a laptop screen; the status page must not scroll sideways on it."""
-ROWS = """Array.from(document.querySelectorAll('tbody tr')).map(tr => ({
+ROWS = """Array.from(document.querySelectorAll('table.endpoints tbody tr')).map(tr => ({
   target: tr.cells[1].innerText,
   status: tr.cells[3].innerText,
   colour: getComputedStyle(tr.cells[3]).backgroundColor,
@@ -112,12 +114,60 @@ async def _full_page(page: Page, name: str) -> None:
     _keep(name, png)
 
 
+async def _timeline(page: Page) -> None:
+    """What breaks when: the forecast's table and one bar per certificate (the scenario
+    without STARTTLS has none), screenshot on its own."""
+    text = await page.evaluate("document.body.innerText")
+    assert "What breaks when" in text
+    bars = await page.evaluate("document.querySelectorAll('svg.timeline rect').length")
+    assert bars == len(DEMO_STATUS) - 1
+    box = await page.evaluate(
+        "(() => { const h = [...document.querySelectorAll('h2')].find(h =>"
+        " h.innerText === 'What breaks when'); const r = h.getBoundingClientRect();"
+        " const end = document.querySelector('svg.timeline').nextElementSibling"
+        ".getBoundingClientRect(); return {y: r.top + scrollY, height: end.bottom - r.top}; })()"
+    )
+    shot = await page.send(
+        "Page.captureScreenshot",
+        format="png",
+        clip={"x": 0, "y": box["y"], "width": SCREEN, "height": box["height"], "scale": 1},
+    )
+    png = base64.b64decode(shot["data"])
+    assert png_size(png)[0] == SCREEN
+    _keep("timeline.png", png)
+
+
+async def _views(page: Page, demo: str) -> None:
+    """A tenant's view, an unknown tenant's, and the search box as a user submits it."""
+    await page.goto(f"{demo}/?tenant={DEMO_TENANT}")
+    await page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true })")
+    assert {row["target"] for row in await page.evaluate(ROWS)} == set(DEMO_STATUS)
+    summary = await page.evaluate("document.querySelector('p').innerText")
+    assert f"tenant {DEMO_TENANT}: 1 ok, 1 warning, 6 critical" in summary
+    await page.goto(f"{demo}/?tenant=fabrikam")
+    assert await page.evaluate(ROWS) == []
+    assert "No endpoints in tenant fabrikam" in await page.evaluate("document.body.innerText")
+
+    await page.goto(f"{demo}/")
+    await page.evaluate(
+        "document.querySelector('form.search input[name=q]').value = 'wrong';"
+        "document.querySelector('form.search').submit()"
+    )
+    await page.loaded()
+    assert await page.evaluate("location.search") == "?q=wrong"
+    assert [row["target"] for row in await page.evaluate(ROWS)] == ["wrong-name"]
+
+
 async def test_status_page_and_detail_view_in_chromium(demo: str, tmp_path: Path) -> None:
     async with chromium(tmp_path / "profile") as page:
         await _laptop(page)
         await page.goto(f"{demo}/")
         assert await page.evaluate("document.title") == "tlsprobe"
 
+        # Failing rows first; the OK row is collapsed until its <details> is opened.
+        collapsed = await page.evaluate(ROWS)
+        assert "healthy" not in {row["target"] for row in collapsed}
+        await page.evaluate("document.querySelector('details summary').click()")
         rows = await page.evaluate(ROWS)
         shown = {row["target"]: row["status"] for row in rows}
         assert shown == {name: Status(code).name for name, code in DEMO_STATUS.items()}
@@ -129,7 +179,11 @@ async def test_status_page_and_detail_view_in_chromium(demo: str, tmp_path: Path
         assert "1 ok, 1 warning, 6 critical" in summary
 
         await _fits(page, "the status page")
+        await page.evaluate("document.querySelector('details').open = false")
         await _full_page(page, "status-page.png")
+        await _timeline(page)
+        await _views(page, demo)
+        await page.goto(f"{demo}/")
 
         # The endpoint link of a row leads, by a click, to its detail view.
         await page.evaluate("document.querySelector('a[href*=\"target=healthy\"]').click()")

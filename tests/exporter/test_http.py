@@ -395,16 +395,22 @@ async def test_reload_with_a_broken_file_keeps_the_old_config(
 
 
 class TableReader(HTMLParser):
-    """Rows of the status table as lists of cell texts; also every start tag seen."""
+    """Rows of the endpoint tables (failing, then the collapsed OK ones) as lists of cell
+    texts; also every start tag seen."""
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[list[str]] = []
         self.tags: list[str] = []
         self._cell: list[str] | None = None
+        self._inside = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
+        if tag == "table":
+            self._inside = ("class", "endpoints") in attrs
+        if not self._inside:
+            return
         if tag == "tr":
             self.rows.append([])
         elif tag in ("td", "th"):
@@ -413,6 +419,8 @@ class TableReader(HTMLParser):
             self._cell.append(" | ")
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._inside = False
         if tag in ("td", "th") and self._cell is not None:
             self.rows[-1].append("".join(self._cell).strip())
             self._cell = None
@@ -427,6 +435,7 @@ def table(page: str) -> tuple[dict[str, dict[str, str]], list[str]]:
     reader = TableReader()
     reader.feed(page)
     header, *rows = reader.rows
+    rows = [row for row in rows if row != header]  # the OK rows' table repeats it
     return {row[1]: dict(zip(header, row, strict=True)) for row in rows}, reader.tags
 
 
@@ -459,6 +468,17 @@ async def test_status_page_shows_every_endpoint_and_escapes_names(
             detail = await response.text()
         async with http.get(f"{exporter.url}/endpoint?tenant=contoso&target=nope") as response:
             assert response.status == 404
+        # The query reaches the page: a search, a tenant's view, a hostile tenant, a bad page.
+        views = {}
+        for query in ("q=bad.contoso", "tenant=contoso&page=x", "tenant=%3Cb%3Ex&q=%22%3E"):
+            async with http.get(f"{exporter.url}/?{query}") as response:
+                assert response.status == 200
+                views[query] = await response.text()
+    assert set(table(views["q=bad.contoso"])[0]) == {"bad"}
+    assert set(table(views["tenant=contoso&page=x"])[0]) == {"good", "bad", "down"}
+    hostile = views["tenant=%3Cb%3Ex&q=%22%3E"]
+    assert "No endpoints in tenant &lt;b&gt;x" in hostile and "<b>x" not in hostile
+    assert 'value="&quot;&gt;"' in hostile
 
     rows, tags = table(page)
     assert re.search(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)

@@ -222,6 +222,8 @@ async def test_a_sender_session_becomes_metrics_a_status_row_and_history(
         await eventually(lambda: side.snapshot()[0].result is not None, "the sender's verdict")
         text = await get(exporter, "/metrics")
         page = await get(exporter, "/")
+        mine = await get(exporter, "/?tenant=contoso")
+        other = await get(exporter, "/?tenant=fabrikam")  # a view of another tenant
         detail = await get(exporter, "/sender?tenant=contoso&sender=relay-1")
         unknown = exporter.url + "/sender?tenant=contoso&sender=nope"
         async with aiohttp.ClientSession() as http, http.get(unknown) as missing:
@@ -237,6 +239,8 @@ async def test_a_sender_session_becomes_metrics_a_status_row_and_history(
     ]
     assert values(text, "tlsprobe_sender_sessions_total", **labels) == [1.0]
     assert "relay-1" in page and leaf.sha256[:16] in page and "client_auth_eku" in page
+    assert "relay-1" in mine and "relay-1" not in other  # a tenant's view, its senders only
+    assert "1 warning" in page.split("</p>")[0]  # the sender counts in the header
     history = await asyncio.to_thread(tlsprobe_history, "relay-1", tmp_path / "state")
     assert history.returncode == 0, history.stderr
     assert leaf.sha256[:16] in history.stdout and "sender:relay-1" in history.stdout

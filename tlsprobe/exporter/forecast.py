@@ -113,8 +113,14 @@ def forecast(items: Iterable[Watched], now: datetime, days: float = DEFAULT_DAYS
         expiry = _expiry(item, now, horizon)
         if expiry is not None:
             entries.append(expiry)
-    entries.sort(key=lambda e: (e.when, e.tenant, e.name, e.where, e.what))
+    entries.sort(key=order)
     return entries
+
+
+def order(entry: Entry) -> tuple[datetime, str, str, str, str]:
+    """How entries are sorted: by date, then tenant, name, where and what (for merging lists
+    of entries made apart, as the status page does)."""
+    return (entry.when, entry.tenant, entry.name, entry.where, entry.what)
 
 
 def _where(item: Watched) -> str:

@@ -42,7 +42,7 @@ from tlsprobe.exporter.history.store import HistoryStore
 from tlsprobe.exporter.pages.detail import detail_page
 from tlsprobe.exporter.pages.sender_detail import sender_page
 from tlsprobe.exporter.pages.senders import senders_section
-from tlsprobe.exporter.pages.status import STATUS_COLOURS, Section, StatusPage
+from tlsprobe.exporter.pages.status import STATUS_COLOURS, Section, StatusPage, View
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.senders import SendSide
 from tlsprobe.exporter.state import state_for
@@ -313,18 +313,31 @@ class WebApp:
 
     async def status_page(self, request: web.Request) -> web.StreamResponse:
         snapshot = self.exporter.results.snapshot
+        side = self.exporter.send_side
+        view = View.parse(request.query)
         now = time.time()
 
         def sections() -> list[Section]:  # below the servers' table: the send side's own
-            side = self.exporter.send_side
-            below = [senders_section(side.snapshot(), now, STATUS_COLOURS)] if side else []
+            senders = [
+                s
+                for s in (side.snapshot() if side else ())
+                if view.tenant in (None, s.sender.tenant)
+            ]
+            below = [senders_section(senders, now, STATUS_COLOURS)] if side else []
             found = attribution.section(self._attribution())
             if found:  # cross-tenant findings: critical in their own words, not counted
                 below.append(Section(found, ()))
             return below
 
         body = self.status.render(
-            snapshot, now, self.exporter.started_at, self._maintenance_open, sections
+            snapshot,
+            now,
+            self.exporter.started_at,
+            view=view,
+            senders=side.snapshot if side is not None else tuple,
+            policies=lambda: {t.key: t.policy for t in self.exporter.config.targets},
+            maintenance=self._maintenance_open,
+            sections=sections,
         )
         return web.Response(body=body, content_type="text/html", charset="utf-8")
 
