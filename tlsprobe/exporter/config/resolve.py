@@ -259,7 +259,7 @@ class _Parser:
         valid: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
         if "warn_days" in valid or "crit_days" in valid:
             valid["fixed_expiry_days"] = True
-        result = dataclasses.replace(base, **valid)
+        result = dataclasses.replace(base, **valid) if valid else base
         self.attempt(lambda: _check_consistent(result, section, where))
         if len(self.errors) > before:
             raise _Reported
