@@ -4,6 +4,7 @@ move their timestamp; a row that cannot be read is skipped, never raised."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -68,6 +69,43 @@ def test_a_result_reads_back_equal(pki: Hierarchy, trust: TrustStore) -> None:
         back = decode(encode(result), result.started_at, '{"connect": 0.001, "total": 0.02}')
         assert back is not None
         assert replace(back, transcript=result.transcript) == result
+
+
+def test_rows_read_together_share_equal_parts_and_read_back_equal(
+    pki: Hierarchy, trust: TrustStore, tmp_path: Path
+) -> None:
+    # A fleet: endpoints sending the same chain get equal certificates and checks; a store's
+    # read builds each once, and every row still reads back equal to what was written.
+    results = [result_for(pki, trust, "mail.contoso.test")] * 2
+    results.append(result_for(pki, trust, "www.fabrikam.example"))
+    store = ResultStore(tmp_path / "results.sqlite3")
+    for n, result in enumerate(results):
+        store.put((*KEY[:3], f"127.0.0.{n + 1}", "25"), result)
+    store.flush()
+    loaded = dict(store.load())
+    store.close()
+    back = [loaded[(*KEY[:3], f"127.0.0.{n + 1}", "25")] for n in range(3)]
+    for result, read in zip(results, back, strict=True):
+        assert replace(read, transcript=result.transcript) == result
+    assert back[0].chain[0] is back[1].chain[0]
+    assert all(a is b for a, b in zip(back[0].checks, back[1].checks, strict=True))
+    assert back[0].checks != back[2].checks  # only equal ones are shared
+
+
+def test_a_check_with_an_unhashable_field_still_reads_back() -> None:
+    body = encode(result_for_error())
+    record = json.loads(body)
+    record["checks"] = [["starttls", 2, ["not", "text"], "", None]]
+    back = decode(json.dumps(record), 1.0, "{}")
+    assert back is not None
+    assert back.checks[0].message == ["not", "text"]
+
+
+def result_for_error() -> ProbeResult:
+    capture = Capture(
+        address="127.0.0.1", chain_der=(), tls=None, error=ProbeError(Reason.TIMEOUT, "late")
+    )
+    return judge(ENDPOINT, capture, POLICY, None, started_at=NOW.timestamp(), now=NOW)
 
 
 def test_unreadable_rows_are_skipped() -> None:

@@ -31,7 +31,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Iterable, Set
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -44,6 +44,7 @@ from tlsprobe.exporter.senders import SENDER_TARGET, SenderKey, result_key
 from tlsprobe.exporter.state import CanaryState, state_for
 from tlsprobe.model import (
     CanaryReason,
+    CertFacts,
     Check,
     CheckName,
     ConnectorRef,
@@ -186,9 +187,10 @@ class ResultStore:
         with self._lock:
             rows = self._conn.execute("SELECT * FROM last_result").fetchall()
         loaded = []
+        shared = _Shared()
         for row in rows:
             key: Key = tuple(row[:5])
-            result = decode(row[7], row[5], row[6])
+            result = decode(row[7], row[5], row[6], shared)
             if result is not None:
                 loaded.append((key, result))
                 self._written[key] = _digest(row[7])
@@ -317,16 +319,51 @@ def encode(result: ProbeResult) -> str:
     return json.dumps(record, separators=(",", ":"))
 
 
-def decode(body: str, started_at: float, phases: str) -> ProbeResult | None:
-    """The result `encode` wrote, or None when it cannot be read back (logged)."""
+def decode(
+    body: str, started_at: float, phases: str, shared: _Shared | None = None
+) -> ProbeResult | None:
+    """The result `encode` wrote, or None when it cannot be read back (logged). Rows decoded
+    with one `shared` share their equal certificates and checks (both immutable)."""
     try:
-        return _decode(json.loads(body), started_at, json.loads(phases))
+        return _decode(json.loads(body), started_at, json.loads(phases), shared or _Shared())
     except Exception as exc:  # a stored row must never stop the start
         log.info("a stored last result cannot be read, skipped: %s", exc)
         return None
 
 
-def _decode(record: dict[str, Any], started_at: float, phases: dict[str, float]) -> ProbeResult:
+class _Shared:
+    """What equal rows of one read have in common: a fleet's endpoints send the same chain and
+    get the same checks, so 10,000 rows hold a few hundred distinct ones. Parsing each distinct
+    certificate and building each distinct check once makes a read several times cheaper. Lives
+    for one read: never larger than what that read returns."""
+
+    def __init__(self) -> None:
+        self.facts: dict[str, CertFacts] = {}
+        self.checks: dict[tuple[Any, ...], Check] = {}
+
+    def certificate(self, der: str) -> CertFacts:
+        facts = self.facts.get(der)
+        if facts is None:
+            facts = self.facts[der] = facts_from_der(base64.b64decode(der))
+        return facts
+
+    def check(self, row: list[Any]) -> Check:
+        name, status, message, symptom, reason = row
+        key = (name, status, message, symptom, reason)
+        try:
+            return self.checks[key]
+        except KeyError:
+            check = self.checks[key] = Check(
+                CheckName(name), Status(status), message, symptom, reason
+            )
+        except TypeError:  # an unhashable field: decoded as it is, not shared
+            check = Check(CheckName(name), Status(status), message, symptom, reason)
+        return check
+
+
+def _decode(
+    record: dict[str, Any], started_at: float, phases: dict[str, float], shared: _Shared
+) -> ProbeResult:
     if record.get("format") != FORMAT:
         raise ValueError(f"unknown format {record.get('format')!r}")
     host, port, mode, address, sni, ehlo_name, target = record["endpoint"]
@@ -339,16 +376,11 @@ def _decode(record: dict[str, Any], started_at: float, phases: dict[str, float])
         status=Status(record["status"]),
         error=ProbeError(Reason(error[0]), error[1]) if error else None,
         tls=TlsInfo(tls[0], tls[1]) if tls else None,
-        chain=tuple(facts_from_der(base64.b64decode(der)) for der in record["chain"]),
-        checks=tuple(_checks(record["checks"])),
+        chain=tuple(map(shared.certificate, record["chain"])),
+        checks=tuple(map(shared.check, record["checks"])),
         connector=ConnectorRef(*map(str, record["connector"])) if record.get("connector") else None,
         phases=MappingProxyType({str(k): float(v) for k, v in phases.items()}),
     )
-
-
-def _checks(rows: list[list[Any]]) -> Iterator[Check]:
-    for name, status, message, symptom, reason in rows:
-        yield Check(CheckName(name), Status(status), message, symptom, reason)
 
 
 def encode_canary(state: CanaryState) -> str:
@@ -398,8 +430,9 @@ def read_rows(path: Path) -> list[tuple[Key, ProbeResult]]:
     finally:
         conn.close()
     loaded = []
+    shared = _Shared()
     for row in rows:
-        result = decode(row[7], row[5], row[6])
+        result = decode(row[7], row[5], row[6], shared)
         if result is not None:
             loaded.append((tuple(row[:5]), result))
     return _current(loaded)
