@@ -8,6 +8,7 @@ the real clock; the command reads them from a results file written as the export
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import subprocess
@@ -232,3 +233,10 @@ def test_check_does_not_import_the_forecast() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.split("\n")[:2] == ["[]", "[]"], out.stdout
+
+
+def test_the_columns_are_the_entry_fields_and_days_left() -> None:
+    # as_rows reads FIELDS[2:] off the entry and computes the first two.
+    assert forecast.FIELDS[:2] == ("when", "days_left")
+    names = {f.name for f in dataclasses.fields(forecast.Entry)}
+    assert set(forecast.FIELDS[2:]) | {"when"} == names

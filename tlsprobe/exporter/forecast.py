@@ -14,7 +14,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -203,10 +203,12 @@ FIELDS = ("when", "days_left", "now", "tenant", "name", "kind", "where", "what",
 
 def as_rows(entries: Iterable[Entry], now: datetime) -> Iterator[dict[str, Any]]:
     for entry in entries:
-        row = asdict(entry)
-        row["when"] = f"{entry.when.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-        row["days_left"] = round(entry.days_left(now), 1)
-        yield {key: row[key] for key in FIELDS}
+        # Entry's fields are immutable scalars: read directly (asdict deep-copies each one).
+        yield {
+            "when": f"{entry.when.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
+            "days_left": round(entry.days_left(now), 1),
+            **{key: getattr(entry, key) for key in FIELDS[2:]},
+        }
 
 
 def to_json(entries: Iterable[Entry], now: datetime) -> str:
