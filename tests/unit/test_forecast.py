@@ -240,3 +240,15 @@ def test_the_columns_are_the_entry_fields_and_days_left() -> None:
     assert forecast.FIELDS[:2] == ("when", "days_left")
     names = {f.name for f in dataclasses.fields(forecast.Entry)}
     assert set(forecast.FIELDS[2:]) | {"when"} == names
+
+
+def test_the_forecast_command_imports_no_config_parser_or_send_side() -> None:
+    # `--state-dir` reads only the results file; the parser and the send side are most of the
+    # start-up time at 10,000 endpoints, so they load only with `--config`.
+    code = (
+        "import sys, tlsprobe.cli.forecast\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('tlsprobe.exporter.config', "
+        "'tlsprobe.exporter.senders', 'tlsprobe.probe.send', 'yaml'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -11,18 +11,24 @@ import argparse
 import sqlite3
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tlsprobe.exporter import forecast
-from tlsprobe.exporter.config import Config, ConfigError, load_config
 from tlsprobe.exporter.lastresults import RESULTS_FILENAME, Key, read_rows
-from tlsprobe.exporter.senders import SENDER_TARGET
+from tlsprobe.exporter.state import SENDER_TARGET
 from tlsprobe.model import ProbeResult
 from tlsprobe.probe.prober import utcnow
+
+if TYPE_CHECKING:
+    from tlsprobe.exporter.config import Config
 
 
 def forecast_command(args: argparse.Namespace) -> int:
     config = None
     if args.state_dir is None:
+        # Only here: `--state-dir` reads no configuration, and the parser is most of the imports.
+        from tlsprobe.exporter.config import ConfigError, load_config  # noqa: PLC0415
+
         try:
             config = load_config(args.config)
         except ConfigError as exc:

@@ -35,13 +35,11 @@ from collections.abc import Iterable, Set
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tlsprobe.exporter.config import Config
 from tlsprobe.exporter.history.store import HistoryStore, StateError
 from tlsprobe.exporter.results import LatestResults
-from tlsprobe.exporter.senders import SENDER_TARGET, SenderKey, result_key
-from tlsprobe.exporter.state import CanaryState, state_for
+from tlsprobe.exporter.state import SENDER_TARGET, CanaryState, result_key, state_for
 from tlsprobe.model import (
     CanaryReason,
     CertFacts,
@@ -57,6 +55,10 @@ from tlsprobe.model import (
     TlsInfo,
 )
 from tlsprobe.probe.x509.facts import facts_from_der
+
+if TYPE_CHECKING:  # types only: reading the results file needs no config parser, no send side
+    from tlsprobe.exporter.config import Config
+    from tlsprobe.exporter.senders import SenderKey
 
 log = logging.getLogger("tlsprobe.exporter.lastresults")
 

@@ -24,7 +24,13 @@ from pathlib import Path
 from tlsprobe.exporter.config.send import SenderConfig, SendSideConfig
 from tlsprobe.exporter.history.store import Drift, HistoryStore, StateError
 from tlsprobe.exporter.presented import WINDOW, Presented
-from tlsprobe.exporter.state import CanaryState, SenderState
+from tlsprobe.exporter.state import (
+    SENDER_TARGET,
+    CanaryState,
+    ResultKey,
+    SenderState,
+    result_key,
+)
 from tlsprobe.model import ProbeResult
 from tlsprobe.probe.send import canary, receiver
 from tlsprobe.probe.send.sender import Session, judge_session
@@ -38,12 +44,7 @@ CANARY_HISTORY = 50
 _EXPIRY_TICK = 1.0
 """Seconds between checks for canaries past their deadline."""
 
-SENDER_TARGET = "sender:"
-"""The target column of a sender's rows in the drift history and the last results."""
-
 TrustFor = Callable[[Path | None], TrustStore]
-ResultKey = tuple[str, str, str, str, str]
-"""A sender's row in the last results (`lastresults`): tenant, `sender:NAME`, NAME, "", ""."""
 SenderKey = tuple[str, str]
 """(tenant, sender name)."""
 ServerLeaf = Callable[[str, str], str | None]
@@ -361,8 +362,3 @@ def history_key(sender: SenderConfig, port: int) -> tuple[str, str, str, str, in
     finds them by the sender's name (the host column), the target column says `sender:`.
     One row per sender, whatever address it sends from (no address: `?:PORT` in the CLI)."""
     return (sender.tenant, f"{SENDER_TARGET}{sender.name}", sender.name, "", port)
-
-
-def result_key(sender: SenderConfig) -> ResultKey:
-    """The row of a sender's last verdict: one per sender, whichever node sent last."""
-    return (sender.tenant, f"{SENDER_TARGET}{sender.name}", sender.name, "", "")

@@ -8,15 +8,35 @@ none of them imports another to get a dataclass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tlsprobe.exporter.config import TargetConfig
-from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.history.store import Drift
 from tlsprobe.model import CanaryReason, EndpointKey, ProbeResult, Status
 from tlsprobe.probe.smtp.reply import MESSAGE_CHARS, clip
 from tlsprobe.probe.software import MailServer, identify
 
-__all__ = ["CanaryState", "EndpointState", "SenderState"]
+if TYPE_CHECKING:  # the configuration's types only: reading states needs no config parser
+    from tlsprobe.exporter.config import TargetConfig
+    from tlsprobe.exporter.config.send import SenderConfig
+
+__all__ = [
+    "SENDER_TARGET",
+    "CanaryState",
+    "EndpointState",
+    "ResultKey",
+    "SenderState",
+    "result_key",
+]
+
+SENDER_TARGET = "sender:"
+"""The target column of a sender's rows in the drift history and the last results."""
+ResultKey = tuple[str, str, str, str, str]
+"""A sender's row in the last results (`lastresults`): tenant, `sender:NAME`, NAME, "", ""."""
+
+
+def result_key(sender: SenderConfig) -> ResultKey:
+    """The row of a sender's last verdict: one per sender, whichever node sent last."""
+    return (sender.tenant, f"{SENDER_TARGET}{sender.name}", sender.name, "", "")
 
 
 @dataclass(frozen=True, slots=True)
