@@ -22,6 +22,7 @@ from tests.support.servers import ServerTls, SmtpTestServer, unused_port
 from tests.support.wait import eventually
 from tlsprobe.cli.main import main
 from tlsprobe.exporter.app import Exporter
+from tlsprobe.exporter.links import detail_path
 
 
 def values(text: str, name: str, **labels: str) -> list[float]:
@@ -50,6 +51,11 @@ async def probed(exporter: Exporter, *targets: str) -> None:
         return set(targets) <= {s.target for s in exporter.results.snapshot()}
 
     await eventually(done, f"results of {targets}")
+
+
+async def both_probed(exporter: Exporter) -> None:
+    await probed(exporter, "relay")
+    await eventually(lambda: len(exporter.results.snapshot()) == 2, "both tenants")
 
 
 def exports(tmp_path: Path, tls_domain: str) -> list[str]:
@@ -140,10 +146,26 @@ async def test_one_relay_certificate_shared_by_two_tenants_is_critical_on_both(
             },
         )
         async with in_process(config) as exporter, aiohttp.ClientSession() as http:
-            await probed(exporter, "relay")
-            await eventually(lambda: len(exporter.results.snapshot()) == 2, "both tenants")
+            await both_probed(exporter)
             _, text = await fetch(http, f"{exporter.url}/metrics")
             _, page = await fetch(http, f"{exporter.url}/")
+            _, probe = await fetch(http, f"{exporter.url}/probe?target=relay&tenant=fabrikam")
+            details = {}
+            for state in exporter.results.snapshot():
+                path = detail_path(state.label_values)
+                _, details[state.tenant] = await fetch(http, f"{exporter.url}{path}")
+
+    # Each endpoint the finding names is critical itself, on both tenants, naming the other.
+    for tenant, other in (("contoso", "fabrikam"), ("fabrikam", "contoso")):
+        assert values(text, "tlsprobe_status", tenant=tenant, target="relay") == [2.0]
+        check = values(text, "tlsprobe_check_status", tenant=tenant, check="cross_tenant")
+        assert check == [2.0]
+        assert values(text, "tlsprobe_o365_ready", tenant=tenant, target="relay") == [0.0]
+        assert f"tenant {other}" in details[tenant]
+        assert "cross_tenant" in details[tenant]
+        assert "550 5.7.64 TenantAttribution" in details[tenant]
+    assert values(probe, "tlsprobe_status", tenant="fabrikam") == [2.0]
+    assert values(probe, "tlsprobe_check_status", tenant="fabrikam", check="cross_tenant") == [2.0]
 
     found = {
         (s.labels["tenant"], s.labels["other_tenant"], s.labels["reason"])
@@ -161,3 +183,49 @@ async def test_one_relay_certificate_shared_by_two_tenants_is_critical_on_both(
     assert "Cross-tenant attribution (MC1226222): critical" in page
     assert "tenant contoso (target relay) and tenant fabrikam (target relay)" in page
     assert "give each tenant its own send connector on the relay" in page
+
+
+async def test_status_page_counts_both_tenants_of_a_shared_relay_as_critical(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy
+) -> None:
+    """Two tenants whose relay is fine for each alone (its name under each connector and
+    accepted domain) but serves one certificate to both: the page's header counts both
+    endpoints critical, and each row names `cross_tenant` and the other tenant."""
+    leaf = pki.leaf(["relay.contoso.test", "relay.fabrikam.test"])
+    async with SmtpTestServer(ServerTls(pki.chain(leaf), leaf.key)) as server:
+        relay = {"address": "127.0.0.1", "port": server.port}
+        tenants = {
+            name: {
+                "accepted_domains": [f"{name}.test"],
+                "certificate_domain": f"*.{name}.test",
+                "targets": [{"name": "relay", "host": f"relay.{name}.test", **relay}],
+            }
+            for name in ("contoso", "fabrikam")
+        }
+        config = base_config(tmp_path, ca_file, tenants)
+        async with in_process(config) as exporter, aiohttp.ClientSession() as http:
+            await both_probed(exporter)
+            _, page = await fetch(http, f"{exporter.url}/")
+            _, tenant_page = await fetch(http, f"{exporter.url}/?tenant=contoso")
+            _, text = await fetch(http, f"{exporter.url}/metrics")
+
+    # Alone, each would be OK: only the cross-tenant check fails.
+    failing = {
+        (s.labels["tenant"], s.labels["check"])
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "tlsprobe_check_status" and s.value == 2.0
+    }
+    assert failing == {("contoso", "cross_tenant"), ("fabrikam", "cross_tenant")}
+    assert "as Exchange Online sees them: 2 critical." in page
+    rows = [
+        line for line in page.splitlines() if line.startswith("<tr><td>") and "CRITICAL" in line
+    ]
+    assert len(rows) == 2
+    for row, other in zip(sorted(rows), ("fabrikam", "contoso"), strict=True):
+        assert "<small>cross_tenant</small>" in row  # the O365 column's failing rules
+        assert f"tenant {other}" in row
+    # The failing checks' table: the check, Exchange Online's symptom and the runbook.
+    assert "see the README section &quot;cross_tenant&quot;" in page
+    assert "550 5.7.64 TenantAttribution" in page
+    assert "; tenant contoso: 1 critical" in tenant_page

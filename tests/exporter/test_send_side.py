@@ -81,6 +81,14 @@ async def get(exporter: Exporter, path: str) -> str:
         return await response.text()
 
 
+async def sent(exporter: Exporter, port: int, certfile: Path, keyfile: Path) -> None:
+    """One session from the sender relay-1 with this client certificate, judged."""
+    await asyncio.to_thread(send_canary, port, certfile=certfile, keyfile=keyfile, rcpt=CANARY_RCPT)
+    side = exporter.send_side
+    assert side is not None
+    await eventually(lambda: side.snapshot()[0].result is not None, "the sender's verdict")
+
+
 DASHBOARD = ROOT / "grafana" / "dashboards" / "tlsprobe.json"
 
 
@@ -214,12 +222,7 @@ async def test_a_sender_session_becomes_metrics_a_status_row_and_history(
     certfile, keyfile = client_files(tmp_path, pki, leaf)
     port = unused_port()
     async with running(tmp_path, config_data(tmp_path, ca_file, receiver_port=port)) as exporter:
-        await asyncio.to_thread(
-            send_canary, port, certfile=certfile, keyfile=keyfile, rcpt=CANARY_RCPT
-        )
-        side = exporter.send_side
-        assert side is not None
-        await eventually(lambda: side.snapshot()[0].result is not None, "the sender's verdict")
+        await sent(exporter, port, certfile, keyfile)
         text = await get(exporter, "/metrics")
         page = await get(exporter, "/")
         mine = await get(exporter, "/?tenant=contoso")
@@ -257,12 +260,7 @@ async def test_a_sender_verdict_survives_a_restart(
     data = config_data(tmp_path, ca_file, receiver_port=port)
     labels = {"tenant": "contoso", "sender": "relay-1"}
     async with running(tmp_path, data) as exporter:
-        await asyncio.to_thread(
-            send_canary, port, certfile=certfile, keyfile=keyfile, rcpt=CANARY_RCPT
-        )
-        side = exporter.send_side
-        assert side is not None
-        await eventually(lambda: side.snapshot()[0].result is not None, "the sender's verdict")
+        await sent(exporter, port, certfile, keyfile)
     async with running(tmp_path, data) as exporter:
         text = await get(exporter, "/metrics")
         page = await get(exporter, "/")
@@ -509,3 +507,33 @@ async def test_same_as_server_compares_with_the_server_probe_of_the_target(
     check = check_named(result, "same_as_server")
     assert check.status is Status.WARNING
     assert served.sha256 in check.message and presented.sha256 in check.message
+
+
+async def test_a_sender_whose_certificate_another_tenants_connector_accepts_is_critical(
+    tmp_path: Path, ca_file: Path, pki: Hierarchy
+) -> None:
+    """contoso's relay sends with a certificate that also names relay.fabrikam.test, which
+    fabrikam's connector `*.fabrikam.test` accepts (MC1226222): the sender itself is critical,
+    with a `cross_tenant` check naming fabrikam, in /metrics, the header and its detail view."""
+    leaf = pki.leaf(("relay.contoso.test", "relay.fabrikam.test"))
+    certfile, keyfile = client_files(tmp_path, pki, leaf)
+    port = unused_port()
+    data = config_data(tmp_path, ca_file, receiver_port=port)
+    fabrikam_mx = {"name": "mx", "host": "mx.fabrikam.test", "address": "127.0.0.1"}
+    data["tenants"]["fabrikam"] = {
+        "accepted_domains": ["fabrikam.test"],
+        "certificate_domain": "*.fabrikam.test",
+        "targets": [{**fabrikam_mx, "port": unused_port()}],
+    }
+    async with running(tmp_path, data) as exporter:
+        await sent(exporter, port, certfile, keyfile)
+        text = await get(exporter, "/metrics")
+        page = await get(exporter, "/?tenant=contoso")
+        detail = await get(exporter, "/sender?tenant=contoso&sender=relay-1")
+    labels = {"tenant": "contoso", "sender": "relay-1"}
+    assert values(text, "tlsprobe_sender_status", **labels) == [2.0]
+    assert values(text, "tlsprobe_sender_check_status", check="cross_tenant", **labels) == [2.0]
+    assert values(text, "tlsprobe_sender_o365_ready", **labels) == [0.0]
+    assert "1 critical" in page.split("</p>")[0]  # the sender counts in the header
+    assert "cross_tenant" in detail and "tenant fabrikam" in detail
+    assert "550 5.7.64 TenantAttribution" in detail

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import pytest
 
+from tests.support.pki import Hierarchy, Issued
+from tlsprobe.exporter.config.send import SenderConfig
 from tlsprobe.exporter.exchange import attribution
 from tlsprobe.exporter.exchange.attribution import (
     OVERLAP,
@@ -14,7 +17,13 @@ from tlsprobe.exporter.exchange.attribution import (
     Presented,
     findings,
 )
+from tlsprobe.exporter.exposition.send import sender_samples
+from tlsprobe.exporter.results import LatestResults
+from tlsprobe.exporter.state import EndpointState, SenderState
+from tlsprobe.model import CheckName, Policy, ProbeResult, Status, TlsInfo
+from tlsprobe.probe.send.sender import Session, judge_session
 from tlsprobe.probe.x509 import o365
+from tlsprobe.probe.x509.evaluate import TrustStore
 
 
 def seen(tenant: str, fingerprint: str, *names: str, source: str = "target relay") -> Presented:
@@ -154,3 +163,57 @@ def test_indexed_overlap_finds_what_trying_every_pattern_finds(seed: int) -> Non
     found = {f for f in findings(items, patterns) if f.reason == OVERLAP}
     assert len(expected) > 10  # the draw does overlap: the comparison is not of two empty sets
     assert found == expected
+
+
+def test_the_states_a_finding_names_are_marked_critical_on_both_sides(
+    pki: Hierarchy, trust: TrustStore
+) -> None:
+    """A relay serving one certificate for contoso and sending with it for fabrikam: the
+    contoso endpoint and the fabrikam sender each get a critical `cross_tenant` check naming
+    the other tenant, with Exchange Online's symptom; an endpoint with its own certificate is
+    left as it is, and marking finds the named endpoint by key, not by a pass over all."""
+    now = datetime.now(UTC)
+    tls = TlsInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256")
+
+    def judged(leaf: Issued, name: str) -> ProbeResult:
+        session = Session(
+            "127.0.0.1", 2525, now.timestamp(), helo="r", tls=tls, chain_der=(leaf.der,)
+        )
+        return judge_session(session, Policy(), trust, now=now, name=name)
+
+    shared, own = pki.leaf(("relay.contoso.test",)), pki.leaf(("mx.contoso.test",))
+    relay = EndpointState("contoso", "relay", judged(shared, "relay"))
+    mx = EndpointState("contoso", "mx", judged(own, "mx"))
+    config = SenderConfig("fabrikam", "relay", ("127.0.0.1/32",), Policy())
+    sender = SenderState(config, judged(shared, "relay"))
+    assert relay.result.check(CheckName.CROSS_TENANT) is None  # never from one probe
+    results = LatestResults()
+    for state in (mx, relay):
+        results.put(state)
+
+    marks = attribution.Attribution()
+    found = marks.current(results.snapshot(), [sender], {})
+    assert {(f.tenant, f.other_tenant) for f in found} == {
+        ("contoso", "fabrikam"),
+        ("fabrikam", "contoso"),
+    }
+    assert marks.endpoints == (relay.key,)
+    states = {s.target: s for s in results.snapshot_marked(marks.endpoints, marks.mark)}
+    assert states["mx"] is mx
+    for marked, other in (
+        (states["relay"].result, "fabrikam"),
+        (marks.mark(sender).result, "contoso"),
+    ):
+        assert marked is not None
+        check = marked.check(CheckName.CROSS_TENANT)
+        assert check is not None and check.status is Status.CRITICAL
+        assert f"tenant {other}" in check.message and shared.sha256[:16] in check.message
+        assert "550 5.7.64 TenantAttribution" in check.symptom
+        assert marked.status is Status.CRITICAL and not marked.o365_ready
+    assert marks.mark(relay) is states["relay"]  # made once per published state
+    samples = {
+        (name, labels[-1]): value for name, labels, value in sender_samples(marks.mark(sender))
+    }
+    assert samples["tlsprobe_sender_status", "relay"] == 2.0
+    assert samples["tlsprobe_sender_check_status", "cross_tenant"] == 2.0
+    assert samples["tlsprobe_sender_o365_ready", "relay"] == 0.0

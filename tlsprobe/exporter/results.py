@@ -10,7 +10,7 @@ Endpoints are in the order they first appeared.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tlsprobe.exporter.state import EndpointState
 from tlsprobe.model import EndpointKey
@@ -45,6 +45,18 @@ class LatestResults:
 
     def snapshot(self) -> list[EndpointState]:
         return list(self._all.values())
+
+    def snapshot_marked(
+        self, keys: Iterable[EndpointKey], mark: Callable[[EndpointState], EndpointState]
+    ) -> list[EndpointState]:
+        """A snapshot with the states of `keys` passed through `mark` (cross-tenant findings):
+        one C-level copy, then one lookup per key, whatever the number of endpoints."""
+        states = self._all.copy()
+        for key in keys:
+            state = states.get(key)
+            if state is not None:
+                states[key] = mark(state)
+        return list(states.values())
 
     def for_target(self, tenant: str, target: str) -> list[EndpointState]:
         return list(self._by_target.get((tenant, target), {}).values())

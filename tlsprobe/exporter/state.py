@@ -7,11 +7,12 @@ none of them imports another to get a dataclass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from tlsprobe.exporter.history.store import Drift
-from tlsprobe.model import CanaryReason, EndpointKey, ProbeResult, Status
+from tlsprobe.model import CanaryReason, Check, CheckName, EndpointKey, ProbeResult, Status
 from tlsprobe.probe.smtp.reply import MESSAGE_CHARS, clip
 from tlsprobe.probe.software import MailServer, identify
 
@@ -25,6 +26,7 @@ __all__ = [
     "EndpointState",
     "ResultKey",
     "SenderState",
+    "attributed",
     "result_key",
 ]
 
@@ -127,3 +129,28 @@ def state_for(target: TargetConfig, result: ProbeResult) -> EndpointState:
         labels=target.labels,
         issuer_bound=bound,
     )
+
+
+CROSS_TENANT_SYMPTOM = (
+    "Exchange Online attributes mail on an OnPremises inbound connector by the client "
+    "certificate's domain first (MC1226222): this tenant's mail may be attributed to the other "
+    "tenant (delivered into it) or refused with 550 5.7.64 TenantAttribution"
+)
+MAX_CROSS_TENANT_MESSAGES = 3
+"""Findings quoted in one `cross_tenant` check's message; the rest are counted."""
+
+
+def attributed(result: ProbeResult, messages: Sequence[str]) -> ProbeResult:
+    """`result` with a critical `cross_tenant` check carrying `messages` (the cross-tenant
+    findings that name its certificate, each naming the other tenant and the fix): the
+    status, `check_status`, `o365_ready` and every page follow from the checks, as for any
+    other failing check. Unchanged without messages."""
+    if not messages:
+        return result
+    quoted = "; ".join(messages[:MAX_CROSS_TENANT_MESSAGES])
+    more = len(messages) - MAX_CROSS_TENANT_MESSAGES
+    if more > 0:
+        quoted += f"; and {more} more finding{'s' if more > 1 else ''}"
+    check = Check(CheckName.CROSS_TENANT, Status.CRITICAL, quoted, CROSS_TENANT_SYMPTOM)
+    kept = tuple(c for c in result.checks if c.name is not CheckName.CROSS_TENANT)
+    return replace(result, checks=(*kept, check), status=Status.CRITICAL)

@@ -100,6 +100,9 @@ class CheckName(enum.StrEnum):
     OUTBOUND_CONNECTOR = "outbound_connector"
     """Server side, only when an Exchange Online outbound connector routes to the host: its
     `TlsSettings` (and `TlsDomain`) judged as Exchange Online applies them."""
+    CROSS_TENANT = "cross_tenant"
+    """Exporter only (`tlsprobe serve`, over all its tenants), only where a cross-tenant
+    attribution finding (MC1226222) names the certificate: never from one probe alone."""
 
 
 CHECK_NAMES: tuple[CheckName, ...] = (
@@ -107,10 +110,12 @@ CHECK_NAMES: tuple[CheckName, ...] = (
     CheckName.OUTBOUND_CONNECTOR,
     CheckName.DANE,
     CheckName.MTA_STS,
+    CheckName.CROSS_TENANT,
 )
 """The checks of a server probe, in report order (each has its runbook heading in the README);
 `outbound_connector` only where an outbound connector routes to the host, `dane` and `mta_sts`
-only where DNS policies apply."""
+only where DNS policies apply, `cross_tenant` only in the exporter, where another tenant
+shares the certificate (`exporter.exchange.attribution`)."""
 
 
 class TlsSettings(enum.StrEnum):

@@ -25,10 +25,12 @@ from __future__ import annotations
 import functools
 import html
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar, cast
 
 from tlsprobe.exporter.exposition.metrics import Sample
-from tlsprobe.exporter.state import EndpointState, SenderState
+from tlsprobe.exporter.state import EndpointState, SenderState, attributed
+from tlsprobe.model import EndpointKey, ProbeResult
 from tlsprobe.probe.names import normalize_name
 from tlsprobe.probe.x509 import o365
 
@@ -36,6 +38,7 @@ SHARED = "shared_certificate"
 OVERLAP = "connector_overlap"
 SHARED_NAME = "shared_name"
 MAX_FINDINGS = 1000
+_State = TypeVar("_State", EndpointState, SenderState)
 FIX = (
     "give each tenant its own send connector on the relay with its own certificate, whose names "
     "only that tenant's inbound connector accepts (Set-SendConnector -TlsCertificateName per "
@@ -206,11 +209,19 @@ def samples(found: Iterable[Finding]) -> Iterator[Sample]:
 
 class Attribution:
     """The findings of the current state, recomputed only when the certificates seen per
-    tenant or the connector patterns changed (scrapes and page views repeat them)."""
+    tenant or the connector patterns changed (scrapes and page views repeat them), and the
+    states they name marked critical (`state.attributed`): the endpoints' keys are found at
+    recomputation, so marking a snapshot costs one lookup per named endpoint, not one per
+    state, and a marked state is made once per published state."""
 
     def __init__(self) -> None:
         self._key: object = None
         self._found: tuple[Finding, ...] = ()
+        self._messages: dict[tuple[str, str], tuple[str, ...]] = {}
+        """(tenant, leaf SHA-256) -> the messages of the findings naming it."""
+        self._endpoints: tuple[EndpointKey, ...] = ()
+        self._marked: dict[object, tuple[object, object]] = {}
+        """State key -> (the published state, its marked copy); emptied at recomputation."""
 
     def current(
         self,
@@ -218,11 +229,43 @@ class Attribution:
         senders: Iterable[SenderState],
         patterns: Mapping[str, str | None],
     ) -> tuple[Finding, ...]:
+        states = list(states)
         items = frozenset(presented(states, senders))
         key = (items, tuple(sorted((t, p or "") for t, p in patterns.items())))
         if key != self._key:
             self._key, self._found = key, findings(items, patterns)
+            messages: dict[tuple[str, str], list[str]] = {}
+            for f in self._found:
+                messages.setdefault((f.tenant, f.fingerprint), []).append(f.message)
+            self._messages = {k: tuple(v) for k, v in messages.items()}
+            self._endpoints = tuple(s.key for s in states if self._named(s.tenant, s.result))
+            self._marked = {}
         return self._found
+
+    @property
+    def endpoints(self) -> tuple[EndpointKey, ...]:
+        """The endpoints the findings name (as of the last `current`)."""
+        return self._endpoints
+
+    def _named(self, tenant: str, result: ProbeResult | None) -> tuple[str, ...]:
+        leaf = result.leaf if result is not None else None
+        return self._messages.get((tenant, leaf.sha256), ()) if leaf is not None else ()
+
+    def mark(self, state: _State) -> _State:
+        """`state` with its critical `cross_tenant` check when a finding names its tenant's
+        certificate; the state itself otherwise."""
+        tenant = state.tenant if isinstance(state, EndpointState) else state.sender.tenant
+        messages = self._named(tenant, state.result)
+        if not messages:
+            return state
+        key = state.key if isinstance(state, EndpointState) else ("sender", *state.sender.key)
+        cached = self._marked.get(key)
+        if cached is not None and cached[0] is state:
+            return cast(_State, cached[1])
+        assert state.result is not None  # named: it has a leaf
+        marked = replace(state, result=attributed(state.result, messages))
+        self._marked[key] = (state, marked)
+        return marked
 
 
 def section(found: Iterable[Finding]) -> str:

@@ -80,11 +80,14 @@ def _canary_samples(state: SenderState, base: tuple[str, str]) -> Iterator[Sampl
         yield "tlsprobe_canary_failure_info", (*base, current.reason.value), 1.0
 
 
-def send_side_samples(side: SendSide | None) -> Iterable[Sample]:
-    """Every send-side sample; none when the receiver is off."""
+def send_side_samples(
+    side: SendSide | None, senders: Iterable[SenderState] | None = None
+) -> Iterable[Sample]:
+    """Every send-side sample; none when the receiver is off. `senders`: the states to show
+    (the side's snapshot with cross-tenant findings marked); None: the side's own."""
     if side is None:
         return
-    for state in side.snapshot():
+    for state in side.snapshot() if senders is None else senders:
         yield from sender_samples(state)
     yield from receiver_samples(
         unknown_peers=side.unknown_peer_sessions,

@@ -16,6 +16,7 @@ scrape's Accept asks for it, text 0.0.4 otherwise, gzipped when the client takes
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -45,7 +46,7 @@ from tlsprobe.exporter.pages.senders import senders_section
 from tlsprobe.exporter.pages.status import STATUS_COLOURS, Section, StatusPage, View
 from tlsprobe.exporter.results import LatestResults
 from tlsprobe.exporter.senders import SendSide
-from tlsprobe.exporter.state import state_for
+from tlsprobe.exporter.state import EndpointState, SenderState, state_for
 from tlsprobe.exporter.web.allowlist import AllowlistError, check_adhoc
 from tlsprobe.exporter.web.authgate import AuthGate, Verdict
 from tlsprobe.exporter.web.connections import ConnectionGuard
@@ -215,12 +216,13 @@ class WebApp:
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         # Snapshots here, the formatting and compression where scrape.py says.
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+        states, senders, found = self._published()
         body, gzipped = await self.scrape.body(
-            self.exporter.results.snapshot(),
+            states,
             self.exporter.registry,
             [
-                *send_side_samples(self.exporter.send_side),
-                *attribution.samples(self._attribution()),
+                *send_side_samples(self.exporter.send_side, senders),
+                *attribution.samples(found),
                 *maintenance_samples(self._maintenance()),
             ],
             gzip_ok=_takes_gzip(request),
@@ -284,7 +286,8 @@ class WebApp:
             self._probe_tasks.discard(task)
         if debug:
             return web.Response(text=_debug_text(target, results, elapsed))
-        states = [state_for(target, r) for r in results]
+        self._attribution()  # a configured target's certificate another tenant shares
+        states = [self._attributions.mark(state_for(target, r)) for r in results]
         body, content_type, gzipped = probe_body(
             states,
             openmetrics=wants_openmetrics(request.headers.get("Accept", "")),
@@ -312,17 +315,20 @@ class WebApp:
         return found[0] if found else None
 
     async def status_page(self, request: web.Request) -> web.StreamResponse:
-        snapshot = self.exporter.results.snapshot
         side = self.exporter.send_side
         view = View.parse(request.query)
         now = time.time()
 
+        published = functools.cache(self._published)  # one snapshot per request
+
+        def snapshot() -> list[EndpointState]:
+            return published()[0]
+
+        def all_senders() -> list[SenderState]:
+            return published()[1]
+
         def sections() -> list[Section]:  # below the servers' table: the send side's own
-            senders = [
-                s
-                for s in (side.snapshot() if side else ())
-                if view.tenant in (None, s.sender.tenant)
-            ]
+            senders = [s for s in all_senders() if view.tenant in (None, s.sender.tenant)]
             below = [senders_section(senders, now, STATUS_COLOURS)] if side else []
             found = attribution.section(self._attribution())
             if found:  # cross-tenant findings: critical in their own words, not counted
@@ -334,7 +340,7 @@ class WebApp:
             now,
             self.exporter.started_at,
             view=view,
-            senders=side.snapshot if side is not None else tuple,
+            senders=all_senders,
             policies=lambda: {t.key: t.policy for t in self.exporter.config.targets},
             maintenance=self._maintenance_open,
             sections=sections,
@@ -350,6 +356,21 @@ class WebApp:
     def _maintenance_open(self) -> dict[tuple[str, str], float]:
         return {key: end for key, end in self._maintenance().items() if end is not None}
 
+    def _published(
+        self,
+    ) -> tuple[list[EndpointState], list[SenderState], tuple[attribution.Finding, ...]]:
+        """The endpoints' and senders' states as every surface shows them: those a
+        cross-tenant finding names carry its critical `cross_tenant` check."""
+        side = self.exporter.send_side
+        found = self._attribution()
+        results = self.exporter.results
+        senders = side.snapshot() if side is not None else []
+        if not found:
+            return results.snapshot(), senders, found
+        marks = self._attributions
+        states = results.snapshot_marked(marks.endpoints, marks.mark)
+        return states, [marks.mark(s) for s in senders], found
+
     def _attribution(self) -> tuple[attribution.Finding, ...]:
         """Cross-tenant findings over every tenant's targets and senders (MC1226222)."""
         side = self.exporter.send_side
@@ -360,10 +381,14 @@ class WebApp:
 
     async def detail(self, request: web.Request) -> web.StreamResponse:
         wanted = tuple(request.query.get(name, "")[:300] for name in links.ENDPOINT_PARAMS)
+        self._attribution()  # the findings of now, for `mark`
         state = next(
             (
                 s
-                for s in self.exporter.results.for_target(wanted[0], wanted[1])
+                for s in map(
+                    self._attributions.mark,
+                    self.exporter.results.for_target(wanted[0], wanted[1]),
+                )
                 if s.label_values == wanted
             ),
             None,
@@ -378,8 +403,13 @@ class WebApp:
     async def sender_detail(self, request: web.Request) -> web.StreamResponse:
         tenant, name = (request.query.get(p, "")[:300] for p in links.SENDER_PARAMS)
         side = self.exporter.send_side
+        self._attribution()  # the findings of now, for `mark`
         state = next(
-            (s for s in (side.snapshot() if side else ()) if s.sender.key == (tenant, name)),
+            (
+                self._attributions.mark(s)
+                for s in (side.snapshot() if side else ())
+                if s.sender.key == (tenant, name)
+            ),
             None,
         )
         if side is None or state is None:
