@@ -583,6 +583,33 @@ def test_inhibit_rules_silence_the_right_alerts(alertmanager: str) -> None:
     assert inhibitions(alertmanager, key, expected) == expected
 
 
+@pytest.mark.prometheus
+def test_a_cross_tenant_page_holds_back_the_senders_page_for_the_same_cause(
+    alertmanager: str,
+) -> None:
+    """A sender critical for its `cross_tenant` check pages once, through
+    TlsprobeCrossTenantAttribution of its tenant and leaf; its other failing check, or the same
+    check of another leaf, still pages."""
+
+    def alert(name: str, fingerprint: str, **labels: str) -> dict[str, Any]:
+        every = {"alertname": name, "severity": "page", "tenant": "contoso", **labels}
+        return {"labels": {**every, "fingerprint_sha256": fingerprint}, "annotations": {}}
+
+    cases = [
+        (alert("TlsprobeCrossTenantAttribution", "aa", other_tenant="fabrikam"), False),
+        (alert("TlsprobeSenderNotO365Ready", "aa", sender="relay", check="cross_tenant"), True),
+        (alert("TlsprobeSenderNotO365Ready", "aa", sender="relay", check="not_expired"), False),
+        (alert("TlsprobeSenderNotO365Ready", "bb", sender="relay2", check="cross_tenant"), False),
+    ]
+    http(f"{alertmanager}/api/v2/alerts", [a for a, _ in cases])
+
+    def key(labels: dict[str, str]) -> tuple[str, ...]:
+        return (labels["alertname"], labels.get("sender", ""), labels.get("check", ""))
+
+    expected = {key(a["labels"]): inhibited for a, inhibited in cases}
+    assert inhibitions(alertmanager, key, expected) == expected
+
+
 def inhibitions(
     alertmanager: str,
     key: Callable[[dict[str, str]], tuple[str, ...]],
