@@ -40,6 +40,7 @@ from typing import Any
 from benchmarks.sweep import fleet_config, run_on, run_workers, tlsprobe_prober
 from tlsprobe.exporter.app import Exporter
 from tlsprobe.exporter.config import parse_config
+from tlsprobe.exporter.exchange import attribution
 from tlsprobe.exporter.exposition import collector
 from tlsprobe.exporter.exposition.metrics import TextRenderer
 from tlsprobe.exporter.exposition.snapshot import SnapshotRenderer
@@ -136,6 +137,7 @@ def measure_render(states: Sequence[EndpointState], repeats: int) -> dict[str, A
         **_changed(scrape, states, range(0, len(states), 20), "changed_5pct"),
         **measure_text_renderer(states, repeats),
         **measure_status_page(states, repeats),
+        **measure_attribution(states, repeats),
     }
 
 
@@ -228,6 +230,48 @@ def measure_status_page(states: Sequence[EndpointState], repeats: int) -> dict[s
             timings.setdefault(f"{kind}_ms", []).append(time.perf_counter() - started)
             timings.setdefault(f"{kind}_cpu_ms", []).append(time.process_time() - cpu)
     return {f"status_page_{k}": statistics.median(v) * 1e3 for k, v in timings.items()}
+
+
+def measure_attribution(states: Sequence[EndpointState], repeats: int) -> dict[str, float]:
+    """Cross-tenant findings over the fleet with 10 leaves each shared by two tenants (20
+    endpoints named): the scrape's snapshot with the named states marked (`cross_tenant`)
+    beside the plain snapshot, the findings' check when nothing changed, and a recomputation."""
+    fleet = list(states)
+    for k in range(min(10, len(fleet) // 20)):  # node 20k+10 (another tenant) serves 20k's leaf
+        shared = fleet[20 * k + 10]
+        chain = fleet[20 * k].result.chain
+        fleet[20 * k + 10] = dataclasses.replace(
+            shared, result=dataclasses.replace(shared.result, chain=chain)
+        )
+    results = LatestResults()
+    for state in fleet:
+        results.put(state)
+    marks = attribution.Attribution()
+    recompute = []
+    for _ in range(3):
+        started = time.perf_counter()
+        attribution.Attribution().current(fleet, (), {})
+        recompute.append(time.perf_counter() - started)
+    found = marks.current(fleet, (), {})
+    timings: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for kind, work in (
+            ("snapshot", results.snapshot),
+            ("snapshot_marked", lambda: results.snapshot_marked(marks.endpoints, marks.mark)),
+            ("unchanged", lambda: marks.current(results.snapshot(), (), {})),
+        ):
+            started = time.perf_counter()
+            work()
+            timings.setdefault(kind, []).append(time.perf_counter() - started)
+    out = {f"attribution_{k}_ms": statistics.median(v) * 1e3 for k, v in timings.items()}
+    return {
+        **out,
+        "attribution_findings": float(len(found)),
+        "attribution_named": float(len(marks.endpoints)),
+        "attribution_recompute_ms": statistics.median(recompute) * 1e3,
+        "attribution_marked_ratio": out["attribution_snapshot_marked_ms"]
+        / out["attribution_snapshot_ms"],
+    }
 
 
 def rss_bytes() -> tuple[int, int]:

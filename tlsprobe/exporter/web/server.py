@@ -330,7 +330,7 @@ class WebApp:
         def sections() -> list[Section]:  # below the servers' table: the send side's own
             senders = [s for s in all_senders() if view.tenant in (None, s.sender.tenant)]
             below = [senders_section(senders, now, STATUS_COLOURS)] if side else []
-            found = attribution.section(self._attribution())
+            found = attribution.section(published()[2])
             if found:  # cross-tenant findings: critical in their own words, not counted
                 below.append(Section(found, ()))
             return below
