@@ -153,10 +153,10 @@ class DnsPolicies:
                 self._resolver, endpoint.host, endpoint.port, target.mx, timeout=target.timeout
             )
             if target.dane
-            else _nothing(),
+            else policies.nothing(),
             self._domain_within(target, target.mta_sts_domain)
             if target.mta_sts_domain
-            else _nothing(),
+            else policies.nothing(),
         )
         return dane, sts
 
@@ -222,7 +222,3 @@ class DnsPolicies:
             max_age=float(policy.max_age) if policy else None,
             id_changed_at=state.id_changed_at,
         )
-
-
-async def _nothing() -> None:
-    return None

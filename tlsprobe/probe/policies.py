@@ -62,7 +62,7 @@ async def lookup_dane(
         async with asyncio.timeout(timeout):
             answer, status = await asyncio.gather(
                 tlsalookup.lookup_tlsa(resolver, host, port),
-                mx_status(resolver, next_hop) if next_hop else _nothing(),
+                mx_status(resolver, next_hop) if next_hop else nothing(),
             )
     except TimeoutError:
         owner = f"_{port}._tcp.{host.lower().rstrip('.')}"
@@ -208,8 +208,8 @@ async def check_once(
         probe_endpoint(endpoint, policy, trust, timeout=timeout),
         lookup_dane(resolver, endpoint.host, endpoint.port, domain, timeout=timeout)
         if request.dane
-        else _nothing(),
-        domain_policy(domain, resolver, request.fetch, timeout=timeout) if domain else _nothing(),
+        else nothing(),
+        domain_policy(domain, resolver, request.fetch, timeout=timeout) if domain else nothing(),
     )
     if found is not None:
         answer, context = found
@@ -217,5 +217,5 @@ async def check_once(
     return add_mta_sts(result, sts), sts
 
 
-async def _nothing() -> None:
-    return None
+async def nothing() -> None:
+    """A lookup that is not asked for, as one more awaitable beside the others."""
